@@ -1,0 +1,71 @@
+//! Settings shared by all nodes: the `[defaults]` table, with its defaults.
+
+use std::time::Duration;
+
+use crate::node::Transport;
+
+/// Default link transport.
+pub const DEFAULT_TRANSPORT: Transport = Transport::Udp;
+/// Default keepalive period in seconds (GB/T 28181: 60 s).
+pub const DEFAULT_KEEPALIVE_INTERVAL_SECS: u64 = 60;
+/// Default number of missed keepalives before a peer is offline (GB/T 28181: 3).
+pub const DEFAULT_KEEPALIVE_TIMEOUT_COUNT: u32 = 3;
+/// Default REGISTER expiry in seconds (GB/T 28181-2016 devices: 3600 s).
+pub const DEFAULT_REGISTER_EXPIRES_SECS: u64 = 3600;
+
+/// The `[defaults]` table after validation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    /// Link transport for nodes that do not set their own (`transport`, default udp).
+    pub transport: Transport,
+    /// Keepalive MESSAGE period (`keepalive_interval_secs`, default 60).
+    pub keepalive_interval: Duration,
+    /// Missed keepalive periods before a peer is offline (`keepalive_timeout_count`, default 3).
+    pub keepalive_timeout_count: u32,
+    /// REGISTER expiry (`register_expires_secs`, default 3600).
+    pub register_expires: Duration,
+    /// First wait before re-registering after a failure (`register_retry_secs`);
+    /// `None` leaves the node's own default (GB/T 28181-2022: no sooner than 60 s).
+    pub register_retry: Option<Duration>,
+    /// SIP transaction timer T1 (`sip_t1_ms`); `None` leaves RFC 3261's 500 ms.
+    /// Tests and demos shorten it to make retransmission fast.
+    pub sip_t1: Option<Duration>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            transport: DEFAULT_TRANSPORT,
+            keepalive_interval: Duration::from_secs(DEFAULT_KEEPALIVE_INTERVAL_SECS),
+            keepalive_timeout_count: DEFAULT_KEEPALIVE_TIMEOUT_COUNT,
+            register_expires: Duration::from_secs(DEFAULT_REGISTER_EXPIRES_SECS),
+            register_retry: None,
+            sip_t1: None,
+        }
+    }
+}
+
+impl Settings {
+    /// How long without a keepalive before a peer is offline: interval × count.
+    pub fn keepalive_timeout(&self) -> Duration {
+        self.keepalive_interval
+            .checked_mul(self.keepalive_timeout_count)
+            .unwrap_or(Duration::MAX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_standard() {
+        let s = Settings::default();
+        assert_eq!(s.transport, Transport::Udp);
+        assert_eq!(s.keepalive_interval, Duration::from_secs(60));
+        assert_eq!(s.keepalive_timeout_count, 3);
+        assert_eq!(s.register_expires, Duration::from_secs(3600));
+        assert_eq!(s.keepalive_timeout(), Duration::from_secs(180));
+        assert_eq!((s.register_retry, s.sip_t1), (None, None));
+    }
+}
