@@ -1,1 +1,34 @@
-//! gbgate
+//! gbgate: one program at every level of a GB/T 28181 video network
+//! (village, town, county, city) that links the levels into one federation.
+//!
+//! # Layout
+//!
+//! Each module is one concept; protocol logic is sans-IO (plain types fed
+//! bytes and `Instant`s), with tokio only at the edges.
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`sip`] | SIP syntax (messages, headers), stream framing, digest auth, transactions, request factory |
+//! | [`gb`] | GB/T 28181 bodies: MANSCDP XML, charsets, catalog splitting and reassembly |
+//! | [`registry`] | who is registered here, their digest authentication and keepalive liveness |
+//! | [`catalog`] | the federated channel tree and the change events it produces |
+//! | [`uplink`] | this node as a lower platform: register, refresh, keepalive toward the parent |
+//! | [`node`] | the node state machine tying the above together |
+//! | [`settings`] | every timer and limit, with defaults |
+//! | [`transport`] | UDP and TCP sockets under the SIP core |
+//! | [`runtime`] | the async loop driving a node from sockets and timers |
+//! | [`api`] | the HTTP API: catalog, topology, metrics |
+//! | [`config`] | turning a topology file and node ID into a runnable node |
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod catalog;
+pub mod config;
+pub mod gb;
+pub mod node;
+pub mod registry;
+pub mod runtime;
+pub mod settings;
+pub mod sip;
+pub mod transport;
+pub mod uplink;

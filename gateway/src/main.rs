@@ -1,1 +1,251 @@
-fn main() {}
+//! `gbgate`: run a node, check a topology file, look at a node's catalog.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use gbgate::api::{CatalogEntry, CatalogPage, TopologyView};
+use gbgate::node::Node;
+use gbgate::runtime::Running;
+use topology::{GbId, Topology};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "gbgate", version, about = "Multi-tier GB/T 28181 video sharing gateway")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one node of a topology.
+    Run {
+        /// The topology file shared by all nodes.
+        #[arg(long)]
+        topology: PathBuf,
+        /// This node's 20-digit ID (one of the file's [[node]] ids).
+        #[arg(long)]
+        node: String,
+        /// Log as JSON lines instead of human-readable text.
+        #[arg(long)]
+        json_logs: bool,
+    },
+    /// Validate a topology file (and that its credentials files exist).
+    Check {
+        /// The topology file.
+        #[arg(long)]
+        topology: PathBuf,
+    },
+    /// Print a running node's federated catalog as a tree.
+    Catalog {
+        /// The node's HTTP address, e.g. 127.0.0.1:18080.
+        #[arg(long)]
+        http: String,
+        /// Only show entries with this status (ON or OFF).
+        #[arg(long)]
+        status: Option<String>,
+        /// Print only the counts.
+        #[arg(long)]
+        summary: bool,
+    },
+    /// Print a running node's view of the topology (parent link, children).
+    Topology {
+        /// The node's HTTP address, e.g. 127.0.0.1:18080.
+        #[arg(long)]
+        http: String,
+    },
+}
+
+fn init_logs(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { topology, node, json_logs } => {
+            init_logs(json_logs);
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(run(topology, node))
+        }
+        Command::Check { topology } => check(&topology),
+        Command::Catalog { http, status, summary } => catalog(&http, status.as_deref(), summary),
+        Command::Topology { http } => show_topology(&http),
+    }
+}
+
+async fn run(path: PathBuf, node: String) -> Result<()> {
+    let id = GbId::parse(&node).with_context(|| format!("--node {node:?} is not a GB/T 28181 ID"))?;
+    let cfg = gbgate::config::load(&path, id)?;
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .context("installing the Prometheus recorder")?;
+    let shutdown = CancellationToken::new();
+    let http = cfg.http;
+    let node = Node::new(cfg.identity, cfg.settings, cfg.credentials, std::time::Instant::now());
+    tracing::info!(id = %node.identity().id, name = %node.identity().name, sip = %node.identity().addr, "starting node");
+    let (running, handle) = Running::bind(node, shutdown.clone()).await?;
+    if let Some(addr) = http {
+        let router = gbgate::api::router(handle.clone(), Some(metrics));
+        let sd = shutdown.clone();
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot bind the HTTP API on {addr}; is the port in use?"))?;
+        tracing::info!(%addr, "HTTP API listening");
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router)
+                .with_graceful_shutdown(async move { sd.cancelled().await })
+                .await
+            {
+                tracing::error!(error = %e, "HTTP API stopped");
+            }
+        });
+    }
+    let sd = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        sd.cancel();
+    });
+    running.run(Duration::from_secs(2)).await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn check(path: &PathBuf) -> Result<()> {
+    let t = match Topology::load(path) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(1);
+        }
+    };
+    let problems = t.check_files();
+    if !problems.is_empty() {
+        for p in &problems {
+            eprintln!("{p}");
+        }
+        std::process::exit(1);
+    }
+    println!(
+        "{}: OK, {} nodes, root {} ({})",
+        path.display(),
+        t.nodes().len(),
+        t.root().id,
+        t.root().name
+    );
+    Ok(())
+}
+
+fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> Result<T> {
+    let mut resp = ureq::get(url).call().with_context(|| format!("GET {url}"))?;
+    Ok(resp.body_mut().read_json()?)
+}
+
+fn catalog(http: &str, status: Option<&str>, summary: bool) -> Result<()> {
+    let mut all: Vec<CatalogEntry> = Vec::new();
+    let mut offset = 0;
+    loop {
+        let mut url = format!("http://{http}/api/v1/catalog?limit=10000&offset={offset}");
+        if let Some(s) = status {
+            url.push_str(&format!("&status={s}"));
+        }
+        let page: CatalogPage = get_json(&url)?;
+        let n = page.items.len();
+        all.extend(page.items);
+        offset += n;
+        if n == 0 || offset >= page.total {
+            break;
+        }
+    }
+    let topo: TopologyView = get_json(&format!("http://{http}/api/v1/topology"))?;
+    let channels = all
+        .iter()
+        .filter(|e| GbId::parse(&e.device_id).is_ok_and(|i| i.is_channel()))
+        .count();
+    let on = all.iter().filter(|e| e.status == "ON").count();
+    println!(
+        "{} {} ({}): {} entries, {} channels, {} ON, {} OFF",
+        topo.node.level, topo.node.name, topo.node.id, all.len(), channels, on, all.len() - on
+    );
+    if summary {
+        return Ok(());
+    }
+    let mut by_parent: std::collections::BTreeMap<String, Vec<&CatalogEntry>> = Default::default();
+    for e in &all {
+        by_parent.entry(e.parent_id.clone().unwrap_or_default()).or_default().push(e);
+    }
+    fn walk(
+        id: &str,
+        depth: usize,
+        by_parent: &std::collections::BTreeMap<String, Vec<&CatalogEntry>>,
+        seen: &mut std::collections::HashSet<String>,
+    ) {
+        let Some(kids) = by_parent.get(id) else { return };
+        for e in kids {
+            if !seen.insert(e.device_id.clone()) {
+                continue;
+            }
+            println!(
+                "{}{} {:3} {}",
+                "  ".repeat(depth),
+                e.device_id,
+                e.status,
+                e.name.as_deref().unwrap_or("")
+            );
+            walk(&e.device_id, depth + 1, by_parent, seen);
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    walk(&topo.node.id, 1, &by_parent, &mut seen);
+    let orphans: Vec<_> = all.iter().filter(|e| !seen.contains(&e.device_id)).collect();
+    if !orphans.is_empty() {
+        println!("  (entries whose parent is not in the catalog: {})", orphans.len());
+    }
+    Ok(())
+}
+
+fn show_topology(http: &str) -> Result<()> {
+    let v: TopologyView = get_json(&format!("http://{http}/api/v1/topology"))?;
+    println!("{} {} ({}) sip {}", v.node.level, v.node.name, v.node.id, v.node.sip);
+    match &v.parent {
+        Some(p) => println!("  parent {} at {} over {}: {}", p.id, p.addr, p.transport, p.state),
+        None => println!("  root (no parent)"),
+    }
+    for c in &v.children {
+        println!(
+            "  child {} {:12} {}",
+            c.id,
+            c.state,
+            c.name.as_deref().unwrap_or("")
+        );
+    }
+    println!(
+        "  devices {} registered, {} online; catalog {} entries, {} channels, {} ON",
+        v.devices.registered, v.devices.online, v.catalog.entries, v.catalog.channels, v.catalog.online
+    );
+    Ok(())
+}

@@ -1,0 +1,327 @@
+//! HTTP API (axum on hyper 1): the federated catalog, this node's place in
+//! the topology, Prometheus metrics. Later features (live HTTP-FLV,
+//! department requests, policy admin) add routes to [`router`].
+
+use std::net::SocketAddr;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::{Deserialize, Serialize};
+
+use crate::catalog;
+use crate::node::Node;
+use crate::registry::RegistrantKind;
+use crate::runtime::NodeHandle;
+use crate::uplink::LinkState;
+
+/// Largest catalog page served at once.
+pub const MAX_PAGE: usize = 10_000;
+
+#[derive(Clone)]
+struct AppState {
+    node: NodeHandle,
+    metrics: Option<PrometheusHandle>,
+}
+
+/// Build the router. `metrics` is the process's Prometheus recorder handle.
+pub fn router(node: NodeHandle, metrics: Option<PrometheusHandle>) -> Router {
+    Router::new()
+        .route("/api/v1/catalog", get(get_catalog))
+        .route("/api/v1/topology", get(get_topology))
+        .route("/metrics", get(get_metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .with_state(AppState { node, metrics })
+}
+
+/// Serve `router` on `addr` until `shutdown` fires.
+pub async fn serve(
+    addr: SocketAddr,
+    router: Router,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+/// Query string of `GET /api/v1/catalog`.
+#[derive(Debug, Deserialize, Default)]
+pub struct CatalogParams {
+    /// Only direct children of this ID.
+    pub parent: Option<String>,
+    /// `ON` or `OFF`.
+    pub status: Option<String>,
+    /// Only entries reported through this device or child node.
+    pub source: Option<String>,
+    /// Skip this many (entries are sorted by ID).
+    #[serde(default)]
+    pub offset: usize,
+    /// At most this many (default 1000, at most 10,000).
+    pub limit: Option<usize>,
+}
+
+/// One catalog entry as JSON.
+#[derive(Debug, Serialize, Deserialize, Clone)]
+pub struct CatalogEntry {
+    /// 20-digit ID (or a 2–8 digit region code).
+    pub device_id: String,
+    /// Display name.
+    pub name: Option<String>,
+    /// Parent in the tree.
+    pub parent_id: Option<String>,
+    /// `ON` or `OFF`.
+    pub status: String,
+    /// Civil (administrative region) code.
+    pub civil_code: Option<String>,
+    /// Manufacturer.
+    pub manufacturer: Option<String>,
+    /// Model.
+    pub model: Option<String>,
+    /// Address text.
+    pub address: Option<String>,
+    /// The registrant (device or child node) this entry came through.
+    pub via: String,
+}
+
+/// `GET /api/v1/catalog` answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CatalogPage {
+    /// Matches in total.
+    pub total: usize,
+    /// Offset of the first entry returned.
+    pub offset: usize,
+    /// The entries.
+    pub items: Vec<CatalogEntry>,
+}
+
+async fn get_catalog(State(st): State<AppState>, Query(p): Query<CatalogParams>) -> Response {
+    let limit = p.limit.unwrap_or(1000).min(MAX_PAGE);
+    let status = p.status.map(|s| s.to_ascii_uppercase());
+    let res = st
+        .node
+        .query(move |node: &Node| {
+            let q = catalog::Query {
+                parent: p.parent.as_deref(),
+                status: status.as_deref(),
+                source: p.source.as_deref(),
+                offset: p.offset,
+                limit,
+            };
+            let (total, entries) = node.catalog().query(&q);
+            CatalogPage {
+                total,
+                offset: p.offset,
+                items: entries
+                    .into_iter()
+                    .map(|e| CatalogEntry {
+                        device_id: e.item.device_id.clone(),
+                        name: e.item.name.clone(),
+                        parent_id: e.item.parent_id.clone(),
+                        status: e.item.status.clone().unwrap_or_default(),
+                        civil_code: e.item.civil_code.clone(),
+                        manufacturer: e.item.manufacturer.clone(),
+                        model: e.item.model.clone(),
+                        address: e.item.address.clone(),
+                        via: e.source.to_string(),
+                    })
+                    .collect(),
+            }
+        })
+        .await;
+    match res {
+        Ok(page) => Json(page).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+    }
+}
+
+/// This node, as shown by the topology API.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct NodeView {
+    /// ID.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// city, county, town or village.
+    pub level: String,
+    /// SIP address.
+    pub sip: String,
+}
+
+/// The link to the parent.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ParentView {
+    /// Parent ID.
+    pub id: String,
+    /// Where it is reached.
+    pub addr: String,
+    /// udp or tcp.
+    pub transport: String,
+    /// backoff, registering, registered or stopped.
+    pub state: String,
+    /// Unix seconds of the current registration, if registered.
+    pub registered_since: Option<u64>,
+}
+
+/// A child node or registered device.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PeerView {
+    /// ID.
+    pub id: String,
+    /// Name from the topology, if a child node.
+    pub name: Option<String>,
+    /// device, child_node or platform.
+    pub kind: String,
+    /// online, offline or unregistered.
+    pub state: String,
+    /// Where its messages come from.
+    pub addr: Option<String>,
+    /// Seconds since it was last heard.
+    pub last_seen_secs: Option<f64>,
+}
+
+/// `GET /api/v1/topology` answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TopologyView {
+    /// This node.
+    pub node: NodeView,
+    /// The parent link, if any.
+    pub parent: Option<ParentView>,
+    /// Child nodes from the topology (registered or not) and foreign platforms.
+    pub children: Vec<PeerView>,
+    /// Devices registered here.
+    pub devices: DeviceCounts,
+    /// Catalog size.
+    pub catalog: CatalogCounts,
+}
+
+/// Device counts.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DeviceCounts {
+    /// Registered.
+    pub registered: usize,
+    /// Online among them.
+    pub online: usize,
+}
+
+/// Catalog counts.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CatalogCounts {
+    /// All entries.
+    pub entries: usize,
+    /// Entries whose type is a channel (131/132).
+    pub channels: usize,
+    /// Entries with status ON.
+    pub online: usize,
+}
+
+fn unix(t: SystemTime) -> Option<u64> {
+    t.duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs())
+}
+
+/// Build the topology view (also used by tests in-process).
+pub fn topology_view(node: &Node) -> TopologyView {
+    let now = Instant::now();
+    let id = node.identity();
+    let parent = node.uplink().map(|u| ParentView {
+        id: u.parent().to_string(),
+        addr: u.peer().addr.to_string(),
+        transport: u.peer().transport.via_token().to_lowercase(),
+        state: serde_json::to_value(u.state())
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
+        registered_since: if u.state() == LinkState::Registered {
+            u.registered_since().and_then(unix)
+        } else {
+            None
+        },
+    });
+    let mut children: Vec<PeerView> = id
+        .children
+        .iter()
+        .map(|(cid, name)| {
+            let r = node.registry().get(cid);
+            PeerView {
+                id: cid.to_string(),
+                name: Some(name.clone()),
+                kind: "child_node".into(),
+                state: match r {
+                    Some(r) if r.online => "online",
+                    Some(_) => "offline",
+                    None => "unregistered",
+                }
+                .into(),
+                addr: r.map(|r| r.peer.to_string()),
+                last_seen_secs: r.map(|r| now.duration_since(r.last_seen).as_secs_f64()),
+            }
+        })
+        .collect();
+    children.extend(
+        node.registry()
+            .iter()
+            .filter(|r| r.kind == RegistrantKind::Platform)
+            .map(|r| PeerView {
+                id: r.id.to_string(),
+                name: None,
+                kind: "platform".into(),
+                state: if r.online { "online" } else { "offline" }.into(),
+                addr: Some(r.peer.to_string()),
+                last_seen_secs: Some(now.duration_since(r.last_seen).as_secs_f64()),
+            }),
+    );
+    children.sort_by(|a, b| a.id.cmp(&b.id));
+    let devices: Vec<_> = node
+        .registry()
+        .iter()
+        .filter(|r| r.kind == RegistrantKind::Device)
+        .collect();
+    let cat = node.catalog();
+    TopologyView {
+        node: NodeView {
+            id: id.id.to_string(),
+            name: id.name.clone(),
+            level: id.level.clone(),
+            sip: id.addr.to_string(),
+        },
+        parent,
+        children,
+        devices: DeviceCounts {
+            registered: devices.len(),
+            online: devices.iter().filter(|r| r.online).count(),
+        },
+        catalog: CatalogCounts {
+            entries: cat.len(),
+            channels: cat.channel_count(),
+            online: cat
+                .query(&catalog::Query {
+                    status: Some("ON"),
+                    ..catalog::Query::default()
+                })
+                .0,
+        },
+    }
+}
+
+async fn get_topology(State(st): State<AppState>) -> Response {
+    match st.node.query(topology_view).await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+    }
+}
+
+async fn get_metrics(State(st): State<AppState>) -> Response {
+    match &st.metrics {
+        Some(h) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            h.render(),
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "metrics recorder not installed\n").into_response(),
+    }
+}

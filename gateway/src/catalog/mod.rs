@@ -1,0 +1,455 @@
+//! The federated channel tree of one node: its own devices and their
+//! channels, plus everything its child nodes report, each entry tagged with
+//! the registrant that reported it. Every change yields catalog events
+//! (ADD, DEL, ON, OFF, UPDATE) for the parent. Sans-IO and synchronous.
+//!
+//! Scale: the city holds ~420,000 entries. Entries live in one hash map
+//! keyed by ID; per-source operations (a child going offline) scan it,
+//! which costs milliseconds at that size and happens rarely, so no second
+//! index is kept.
+
+use std::collections::HashMap;
+
+use topology::GbId;
+
+use crate::gb::manscdp::CatalogItem;
+
+/// Catalog event names as they travel in `<Event>`.
+pub mod event {
+    /// A new entry (full item).
+    pub const ADD: &str = "ADD";
+    /// An entry removed (ID only).
+    pub const DEL: &str = "DEL";
+    /// An entry came online (ID only).
+    pub const ON: &str = "ON";
+    /// An entry went offline (ID only).
+    pub const OFF: &str = "OFF";
+    /// An entry's fields changed (full item).
+    pub const UPDATE: &str = "UPDATE";
+}
+
+/// One catalog entry.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// The GB/T 28181 item as we pass it on (Status normalised to ON/OFF).
+    pub item: CatalogItem,
+    /// The registrant (device or child node) it came through.
+    pub source: GbId,
+}
+
+impl Entry {
+    /// True when the item's status is ON.
+    pub fn is_on(&self) -> bool {
+        self.item.status.as_deref() == Some("ON")
+    }
+}
+
+/// Filter for [`Catalog::query`].
+#[derive(Debug, Default, Clone)]
+pub struct Query<'a> {
+    /// Only direct children of this ID.
+    pub parent: Option<&'a str>,
+    /// Only entries with this status (`ON` / `OFF`).
+    pub status: Option<&'a str>,
+    /// Only entries reported through this registrant.
+    pub source: Option<&'a str>,
+    /// Skip this many matches (entries are ordered by ID).
+    pub offset: usize,
+    /// Return at most this many.
+    pub limit: usize,
+}
+
+/// The federated catalog.
+#[derive(Debug)]
+pub struct Catalog {
+    node: GbId,
+    entries: HashMap<String, Entry>,
+}
+
+/// Map the many status spellings devices use onto ON / OFF.
+pub fn normalise_status(status: Option<&str>) -> &'static str {
+    match status.map(|s| s.trim().to_ascii_uppercase()) {
+        Some(s) if s == "OFF" || s == "OFFLINE" || s == "0" => "OFF",
+        // Missing status: the device listed it, so count it as present.
+        _ => "ON",
+    }
+}
+
+fn id_only(id: &str, ev: &str) -> CatalogItem {
+    CatalogItem {
+        device_id: id.to_owned(),
+        event: Some(ev.to_owned()),
+        ..CatalogItem::default()
+    }
+}
+
+fn with_event(item: &CatalogItem, ev: &str) -> CatalogItem {
+    let mut i = item.clone();
+    i.event = Some(ev.to_owned());
+    i
+}
+
+/// Fields other than Status and Event differ.
+fn content_differs(a: &CatalogItem, b: &CatalogItem) -> bool {
+    let strip = |i: &CatalogItem| {
+        let mut i = i.clone();
+        i.status = None;
+        i.event = None;
+        i
+    };
+    strip(a) != strip(b)
+}
+
+impl Catalog {
+    /// An empty catalog for `node`.
+    pub fn new(node: GbId) -> Self {
+        Catalog {
+            node,
+            entries: HashMap::new(),
+        }
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Entries whose type code is a channel (131/132).
+    pub fn channel_count(&self) -> usize {
+        self.entries
+            .keys()
+            .filter(|k| GbId::parse(k).is_ok_and(|id| id.is_channel()))
+            .count()
+    }
+
+    /// One entry.
+    pub fn get(&self, id: &str) -> Option<&Entry> {
+        self.entries.get(id)
+    }
+
+    /// The registrant through which `id` is reached.
+    pub fn source_of(&self, id: &str) -> Option<GbId> {
+        self.entries.get(id).map(|e| e.source)
+    }
+
+    /// Insert or refresh a registrant's own item (a device or child node
+    /// that just registered). Its parent is this node.
+    pub fn upsert_registrant(&mut self, id: GbId, mut item: CatalogItem) -> Vec<CatalogItem> {
+        item.device_id = id.to_string();
+        item.parent_id = Some(self.node.to_string());
+        item.status = Some("ON".into());
+        item.event = None;
+        self.upsert(id, item)
+    }
+
+    fn upsert(&mut self, source: GbId, mut item: CatalogItem) -> Vec<CatalogItem> {
+        item.status = Some(normalise_status(item.status.as_deref()).to_owned());
+        item.event = None;
+        let key = item.device_id.clone();
+        match self.entries.get_mut(&key) {
+            None => {
+                let ev = with_event(&item, event::ADD);
+                self.entries.insert(key, Entry { item, source });
+                vec![ev]
+            }
+            Some(e) => {
+                if e.source != source {
+                    // The same ID arriving by another path: a moved device or a
+                    // loop in the tree. The newest report wins, but say so.
+                    tracing::warn!(id = %key, old = %e.source, new = %source, "catalog entry changed source");
+                    e.source = source;
+                }
+                let mut out = Vec::new();
+                if content_differs(&e.item, &item) {
+                    out.push(with_event(&item, event::UPDATE));
+                } else if e.item.status != item.status {
+                    let ev = if item.status.as_deref() == Some("ON") {
+                        event::ON
+                    } else {
+                        event::OFF
+                    };
+                    out.push(id_only(&key, ev));
+                }
+                e.item = item;
+                out
+            }
+        }
+    }
+
+    /// Replace everything `source` reported (except its own registrant item)
+    /// with `items`, a whole catalog answer. When `complete` is false (parts
+    /// were lost) entries missing from `items` are kept rather than deleted.
+    pub fn replace_from(
+        &mut self,
+        source: GbId,
+        items: Vec<CatalogItem>,
+        complete: bool,
+    ) -> Vec<CatalogItem> {
+        let own = source.to_string();
+        let mut seen = std::collections::HashSet::with_capacity(items.len());
+        let mut out = Vec::new();
+        for item in items {
+            if item.device_id.is_empty() || item.device_id == self.node.as_str() {
+                continue;
+            }
+            if item.device_id == own {
+                // The registrant's own item as it describes itself: keep our
+                // parent link, take its descriptive fields.
+                if let Some(e) = self.entries.get(&own) {
+                    let mut merged = item.clone();
+                    merged.parent_id = e.item.parent_id.clone();
+                    merged.status = e.item.status.clone();
+                    seen.insert(own.clone());
+                    out.extend(self.upsert(source, merged));
+                }
+                continue;
+            }
+            seen.insert(item.device_id.clone());
+            out.extend(self.upsert(source, item));
+        }
+        if complete {
+            let gone: Vec<String> = self
+                .entries
+                .iter()
+                .filter(|(k, e)| e.source == source && **k != own && !seen.contains(*k))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in gone {
+                self.entries.remove(&k);
+                out.push(id_only(&k, event::DEL));
+            }
+        }
+        out
+    }
+
+    /// Apply a catalog NOTIFY (events) from `source`. Events for entries that
+    /// belong to another source are ignored (no cross-talk between branches).
+    pub fn apply_events(&mut self, source: GbId, items: Vec<CatalogItem>) -> Vec<CatalogItem> {
+        let mut out = Vec::new();
+        for item in items {
+            if item.device_id.is_empty() || item.device_id == self.node.as_str() {
+                continue;
+            }
+            let ev = item
+                .event
+                .as_deref()
+                .map(|e| e.trim().to_ascii_uppercase())
+                .unwrap_or_else(|| event::ADD.to_owned());
+            let owned = self
+                .entries
+                .get(&item.device_id)
+                .is_none_or(|e| e.source == source);
+            if !owned {
+                continue;
+            }
+            match ev.as_str() {
+                event::ADD | event::UPDATE => {
+                    let mut item = item;
+                    if item.status.is_none() {
+                        item.status = self
+                            .entries
+                            .get(&item.device_id)
+                            .and_then(|e| e.item.status.clone());
+                    }
+                    out.extend(self.upsert(source, item));
+                }
+                event::DEL => {
+                    if self.entries.remove(&item.device_id).is_some() {
+                        out.push(id_only(&item.device_id, event::DEL));
+                    }
+                }
+                event::ON | event::OFF | "VLOST" | "DEFECT" => {
+                    let status = if ev == event::ON { "ON" } else { "OFF" };
+                    if let Some(e) = self.entries.get_mut(&item.device_id) {
+                        if e.item.status.as_deref() != Some(status) {
+                            e.item.status = Some(status.to_owned());
+                            let up = if status == "ON" { event::ON } else { event::OFF };
+                            out.push(id_only(&item.device_id, up));
+                        }
+                    }
+                }
+                other => {
+                    tracing::debug!(event = other, id = %item.device_id, "ignoring unknown catalog event");
+                }
+            }
+        }
+        out
+    }
+
+    /// Set every entry from `source` (its own item included) OFF, or only its
+    /// own item ON (its channels' real state comes with the next catalog).
+    pub fn set_source_online(&mut self, source: GbId, online: bool) -> Vec<CatalogItem> {
+        let own = source.to_string();
+        let mut out = Vec::new();
+        if online {
+            if let Some(e) = self.entries.get_mut(&own) {
+                if !e.is_on() {
+                    e.item.status = Some("ON".into());
+                    out.push(id_only(&own, event::ON));
+                }
+            }
+            return out;
+        }
+        for (k, e) in self.entries.iter_mut() {
+            if e.source == source && e.is_on() {
+                e.item.status = Some("OFF".into());
+                out.push(id_only(k, event::OFF));
+            }
+        }
+        out
+    }
+
+    /// Remove everything `source` reported, its own item included.
+    pub fn remove_source(&mut self, source: GbId) -> Vec<CatalogItem> {
+        let gone: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.source == source)
+            .map(|(k, _)| k.clone())
+            .collect();
+        gone.into_iter()
+            .map(|k| {
+                self.entries.remove(&k);
+                id_only(&k, event::DEL)
+            })
+            .collect()
+    }
+
+    /// Every item, for answering the parent's Catalog query. Sorted by ID so
+    /// parts are reproducible.
+    pub fn export(&self) -> Vec<CatalogItem> {
+        let mut v: Vec<&Entry> = self.entries.values().collect();
+        v.sort_unstable_by(|a, b| a.item.device_id.cmp(&b.item.device_id));
+        v.into_iter().map(|e| e.item.clone()).collect()
+    }
+
+    /// Entries matching `q`, sorted by ID, and the total number of matches.
+    pub fn query(&self, q: &Query<'_>) -> (usize, Vec<&Entry>) {
+        let source = q.source.and_then(|s| GbId::parse(s).ok());
+        let mut v: Vec<&Entry> = self
+            .entries
+            .values()
+            .filter(|e| {
+                q.parent
+                    .is_none_or(|p| e.item.parent_id.as_deref() == Some(p))
+                    && q.status
+                        .is_none_or(|s| e.item.status.as_deref() == Some(s))
+                    && (q.source.is_none() || source == Some(e.source))
+            })
+            .collect();
+        let total = v.len();
+        v.sort_unstable_by(|a, b| a.item.device_id.cmp(&b.item.device_id));
+        let page = v.into_iter().skip(q.offset).take(q.limit).collect();
+        (total, page)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gid(s: &str) -> GbId {
+        GbId::parse(s).unwrap()
+    }
+
+    const NODE: &str = "35010201002000000001";
+    const DEV: &str = "35010201001180000001";
+    const CHILD: &str = "35010201002000000002";
+
+    fn ch(n: u32, parent: &str, status: &str) -> CatalogItem {
+        CatalogItem {
+            device_id: format!("3501020100131{n:07}"),
+            name: Some(format!("cam {n}")),
+            parent_id: Some(parent.into()),
+            status: Some(status.into()),
+            ..CatalogItem::default()
+        }
+    }
+
+    fn events(v: &[CatalogItem]) -> Vec<(String, String)> {
+        let mut e: Vec<_> = v
+            .iter()
+            .map(|i| (i.device_id.clone(), i.event.clone().unwrap_or_default()))
+            .collect();
+        e.sort();
+        e
+    }
+
+    #[test]
+    fn replace_diffs_into_add_update_on_off_del() {
+        let mut c = Catalog::new(gid(NODE));
+        let ev = c.upsert_registrant(gid(DEV), CatalogItem::default());
+        assert_eq!(ev[0].event.as_deref(), Some("ADD"));
+        let ev = c.replace_from(gid(DEV), vec![ch(1, DEV, "ON"), ch(2, DEV, "ON")], true);
+        assert_eq!(ev.len(), 2);
+        assert_eq!(c.len(), 3);
+        let mut renamed = ch(1, DEV, "ON");
+        renamed.name = Some("renamed".into());
+        let ev = c.replace_from(gid(DEV), vec![renamed, ch(3, DEV, "OFF")], true);
+        assert_eq!(
+            events(&ev),
+            vec![
+                ("35010201001310000001".into(), "UPDATE".into()),
+                ("35010201001310000002".into(), "DEL".into()),
+                ("35010201001310000003".into(), "ADD".into()),
+            ]
+        );
+        let ev = c.replace_from(gid(DEV), vec![ch(3, DEV, "ONLINE")], false);
+        assert_eq!(events(&ev), vec![("35010201001310000003".into(), "ON".into())]);
+        assert!(c.get("35010201001310000001").is_some(), "partial answer deletes nothing");
+    }
+
+    #[test]
+    fn source_offline_turns_everything_off_and_back() {
+        let mut c = Catalog::new(gid(NODE));
+        c.upsert_registrant(gid(CHILD), CatalogItem::default());
+        c.replace_from(gid(CHILD), (0..20).map(|n| ch(n, CHILD, "ON")).collect(), true);
+        let off = c.set_source_online(gid(CHILD), false);
+        assert_eq!(off.len(), 21);
+        assert!(off.iter().all(|i| i.event.as_deref() == Some("OFF")));
+        assert!(c.set_source_online(gid(CHILD), false).is_empty());
+        let on = c.set_source_online(gid(CHILD), true);
+        assert_eq!(on.len(), 1);
+        let on = c.replace_from(gid(CHILD), (0..20).map(|n| ch(n, CHILD, "ON")).collect(), true);
+        assert_eq!(on.len(), 20);
+        assert_eq!(c.query(&Query { status: Some("ON"), limit: 100, ..Query::default() }).0, 21);
+    }
+
+    #[test]
+    fn events_from_another_branch_are_ignored() {
+        let mut c = Catalog::new(gid(NODE));
+        c.replace_from(gid(CHILD), vec![ch(1, CHILD, "ON")], true);
+        let mut off = ch(1, CHILD, "ON");
+        off.event = Some("OFF".into());
+        assert!(c.apply_events(gid(DEV), vec![off.clone()]).is_empty());
+        assert_eq!(c.apply_events(gid(CHILD), vec![off]).len(), 1);
+        let mut del = ch(1, CHILD, "ON");
+        del.event = Some("DEL".into());
+        assert_eq!(c.apply_events(gid(CHILD), vec![del]).len(), 1);
+        assert!(c.is_empty());
+    }
+
+    #[test]
+    fn query_filters_and_pages() {
+        let mut c = Catalog::new(gid(NODE));
+        c.replace_from(gid(DEV), (0..10).map(|n| ch(n, DEV, if n % 2 == 0 { "ON" } else { "OFF" })).collect(), true);
+        let (total, page) = c.query(&Query { parent: Some(DEV), status: Some("OFF"), offset: 1, limit: 2, ..Query::default() });
+        assert_eq!(total, 5);
+        assert_eq!(page.len(), 2);
+        assert_eq!(page[0].item.device_id, "35010201001310000003");
+    }
+
+    #[test]
+    fn status_spellings() {
+        assert_eq!(normalise_status(Some("ONLINE")), "ON");
+        assert_eq!(normalise_status(Some("OK")), "ON");
+        assert_eq!(normalise_status(Some(" off ")), "OFF");
+        assert_eq!(normalise_status(Some("OFFLINE")), "OFF");
+        assert_eq!(normalise_status(None), "ON");
+    }
+}

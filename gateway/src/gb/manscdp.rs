@@ -1,0 +1,1761 @@
+//! MANSCDP (`Application/MANSCDP+xml`) bodies: parsing and writing, sans-IO.
+//!
+//! The parser is a single pass over quick-xml events rather than serde,
+//! because real devices send XML that serde rejects (doc §9 items 3, 4, 11):
+//! element names in any case, `CmdType`/`SN` as attributes, NUL and control
+//! bytes, raw `&`, stray close tags, unknown elements. It recovers from all
+//! of those, and it never panics on any input (property-tested and fuzzed).
+//!
+//! Security: bodies over [`MAX_BODY`] bytes and nesting deeper than
+//! [`MAX_DEPTH`] are refused, and any `<!DOCTYPE` is refused before entities
+//! could be declared, so entity expansion ("billion laughs") cannot happen.
+//!
+//! IDs stay `String` here: catalogs legitimately carry 2/4/6/8-digit region
+//! IDs and broken items; the node converts to its ID type and decides.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+
+use bytes::Bytes;
+use quick_xml::events::{BytesRef, BytesStart, Event};
+use quick_xml::Reader;
+
+use crate::gb::charset::{self, Charset};
+
+/// Largest MANSCDP body accepted, in bytes (before decoding).
+pub const MAX_BODY: usize = 1024 * 1024;
+
+/// Deepest element nesting accepted. MANSCDP needs 5 (`Response/DeviceList/
+/// Item/Info/BusinessGroupID`); the limit stops pathological nesting.
+pub const MAX_DEPTH: usize = 32;
+
+/// How much of a bad value an error message quotes.
+const ERR_VALUE_CHARS: usize = 64;
+
+/// Line end written between elements; `\r\n` as wvp and most devices write.
+const EOL: &str = "\r\n";
+
+/// The root element of a MANSCDP body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Root {
+    /// `<Query>`: a request for information.
+    Query,
+    /// `<Response>`: the answer to a query, sent as a new MESSAGE.
+    Response,
+    /// `<Notify>`: unsolicited (keepalive, alarm, catalog change, …).
+    Notify,
+    /// `<Control>`: a command (PTZ, reboot, record, …).
+    Control,
+}
+
+impl Root {
+    /// The element name as written: `Query`, `Response`, `Notify`, `Control`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Root::Query => "Query",
+            Root::Response => "Response",
+            Root::Notify => "Notify",
+            Root::Control => "Control",
+        }
+    }
+
+    /// Recognises a root element name, ignoring ASCII case.
+    pub fn from_name(name: &str) -> Option<Root> {
+        [Root::Query, Root::Response, Root::Notify, Root::Control]
+            .into_iter()
+            .find(|r| name.eq_ignore_ascii_case(r.as_str()))
+    }
+}
+
+/// One `<Item>` of a Catalog response or notification.
+///
+/// Every field but `device_id` is optional; `device_id` is empty when the
+/// item had none (such items are kept so the caller can count them). 2022
+/// extras (SecurityLevelCode, GrassrootsCode, MAC, …) and the 2016 Cert*
+/// fields are accepted and ignored; `Password` is ignored and never written.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct CatalogItem {
+    /// `DeviceID`: 20 digits for devices, 2/4/6/8 for region nodes.
+    pub device_id: String,
+    /// `Name`.
+    pub name: Option<String>,
+    /// `Manufacturer`.
+    pub manufacturer: Option<String>,
+    /// `Model`.
+    pub model: Option<String>,
+    /// `Owner` (2016 only).
+    pub owner: Option<String>,
+    /// `CivilCode`: the administrative region code.
+    pub civil_code: Option<String>,
+    /// `Block`: police district.
+    pub block: Option<String>,
+    /// `Address`: installation address.
+    pub address: Option<String>,
+    /// `Parental`: 1 if the item has children.
+    pub parental: Option<u8>,
+    /// `ParentID` (2022 may hold several IDs separated by `/`).
+    pub parent_id: Option<String>,
+    /// `SafetyWay` (2016 only).
+    pub safety_way: Option<u8>,
+    /// `RegisterWay`: 1 = digest.
+    pub register_way: Option<u8>,
+    /// `Secrecy`: 0 or 1.
+    pub secrecy: Option<u8>,
+    /// `IPAddress`.
+    pub ip_address: Option<String>,
+    /// `Port`.
+    pub port: Option<u16>,
+    /// `Status`: `ON`/`OFF` (devices also send `ONLINE`/`OFFLINE`/`OK`).
+    pub status: Option<String>,
+    /// `Longitude` (WGS-84); only finite values are kept.
+    pub longitude: Option<f64>,
+    /// `Latitude` (WGS-84); only finite values are kept.
+    pub latitude: Option<f64>,
+    /// `BusinessGroupID`: item level (2022, wvp) or inside `Info` (2016);
+    /// the item-level value wins. Written at item level.
+    pub business_group_id: Option<String>,
+    /// `Event` of a catalog notification: ON, OFF, VLOST, DEFECT, ADD,
+    /// UPDATE, DEL.
+    pub event: Option<String>,
+}
+
+/// One part of a Catalog answer (Response) or notification (Notify).
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct CatalogList {
+    /// `SN` of the query this answers (or of the notification).
+    pub sn: u32,
+    /// `DeviceID` of the answering device or platform (or tree node).
+    pub device_id: String,
+    /// `SumNum`: items in the whole answer, over all parts. When a body
+    /// lacks it, the parser puts this part's item count.
+    pub sum_num: u32,
+    /// This part's items; `DeviceList Num=` is written as their count and
+    /// ignored on parsing (devices miscount).
+    pub items: Vec<CatalogItem>,
+}
+
+/// `Notify/Keepalive`.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Keepalive {
+    /// `SN`.
+    pub sn: u32,
+    /// `DeviceID` of the sender.
+    pub device_id: String,
+    /// `Status`, normally `OK`; empty when missing.
+    pub status: String,
+}
+
+/// A query carrying only the target (Catalog, DeviceInfo, DeviceStatus).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct SimpleQuery {
+    /// `SN`, echoed in the answer.
+    pub sn: u32,
+    /// `DeviceID` queried.
+    pub device_id: String,
+    /// `StartTime` (a Catalog query may restrict to changes since then).
+    pub start_time: Option<String>,
+    /// `EndTime` (a Catalog query may carry it with `StartTime`).
+    pub end_time: Option<String>,
+}
+
+impl SimpleQuery {
+    /// A query without time range.
+    pub fn new(sn: u32, device_id: impl Into<String>) -> Self {
+        SimpleQuery {
+            sn,
+            device_id: device_id.into(),
+            start_time: None,
+            end_time: None,
+        }
+    }
+}
+
+/// `Response/DeviceInfo`.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct DeviceInfo {
+    /// `SN` of the query.
+    pub sn: u32,
+    /// `DeviceID` described.
+    pub device_id: String,
+    /// `DeviceName`.
+    pub device_name: Option<String>,
+    /// `Manufacturer`.
+    pub manufacturer: Option<String>,
+    /// `Model`.
+    pub model: Option<String>,
+    /// `Firmware`.
+    pub firmware: Option<String>,
+    /// `Channel`: number of channels (unparseable values are dropped).
+    pub channel: Option<u32>,
+    /// `Result`, normally `OK`; empty when missing.
+    pub result: String,
+}
+
+/// `Response/DeviceStatus`.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct DeviceStatus {
+    /// `SN` of the query.
+    pub sn: u32,
+    /// `DeviceID` described.
+    pub device_id: String,
+    /// `Result`, normally `OK`; empty when missing.
+    pub result: String,
+    /// `Online`: `ONLINE`/`OFFLINE`.
+    pub online: Option<String>,
+    /// `Status`: `OK`/`ERROR`.
+    pub status: Option<String>,
+    /// `Encode`: `ON`/`OFF`.
+    pub encode: Option<String>,
+    /// `Record`: `ON`/`OFF`.
+    pub record: Option<String>,
+    /// `DeviceTime`: `YYYY-MM-DDTHH:MM:SS`, local, no zone.
+    pub device_time: Option<String>,
+}
+
+/// A parsed MANSCDP body.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Manscdp {
+    /// `Notify/Keepalive`.
+    Keepalive(Keepalive),
+    /// `Query/Catalog`.
+    CatalogQuery(SimpleQuery),
+    /// `Response/Catalog`: one part of a (possibly split) answer.
+    CatalogResponse(CatalogList),
+    /// `Notify/Catalog`: items carry `Event`.
+    CatalogNotify(CatalogList),
+    /// `Query/DeviceInfo`.
+    DeviceInfoQuery(SimpleQuery),
+    /// `Response/DeviceInfo`.
+    DeviceInfoResponse(DeviceInfo),
+    /// `Query/DeviceStatus`.
+    DeviceStatusQuery(SimpleQuery),
+    /// `Response/DeviceStatus`.
+    DeviceStatusResponse(DeviceStatus),
+    /// Any other root/CmdType pair: the envelope is recognised, the body is
+    /// not modelled yet. Written back as the envelope only.
+    Other {
+        /// The root element.
+        root: Root,
+        /// `CmdType` as received (trimmed).
+        cmd_type: String,
+        /// `SN`.
+        sn: u32,
+        /// `DeviceID`.
+        device_id: String,
+    },
+}
+
+/// Why a MANSCDP body was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ManscdpError {
+    /// The body exceeds [`MAX_BODY`].
+    #[error("MANSCDP body of {len} bytes exceeds the limit of {max} bytes")]
+    TooLarge {
+        /// Body length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The body has a `<!DOCTYPE`; refused so that no entity is ever declared
+    /// or expanded (XML bomb).
+    #[error("MANSCDP body contains a DOCTYPE declaration (refused: entity declarations are not allowed)")]
+    Doctype,
+    /// Elements nest deeper than [`MAX_DEPTH`].
+    #[error("MANSCDP elements nest deeper than {max} levels at byte {position}")]
+    TooDeep {
+        /// Byte offset in the decoded text.
+        position: u64,
+        /// The limit.
+        max: usize,
+    },
+    /// The XML is broken beyond what the parser recovers from.
+    #[error("MANSCDP XML is malformed at byte {position}: {reason}")]
+    Xml {
+        /// Byte offset in the decoded, cleaned text.
+        position: u64,
+        /// What failed, with the line number.
+        reason: String,
+    },
+    /// No root element at all (empty or text-only body).
+    #[error("MANSCDP body has no root element")]
+    NoRoot,
+    /// A required element (`CmdType`, `SN`, `DeviceID`) is missing or empty.
+    #[error("MANSCDP body lacks <{0}>")]
+    MissingField(&'static str),
+    /// An element's value cannot be read (e.g. `SN` not a u32).
+    #[error("MANSCDP <{field}> has an invalid value {value:?}")]
+    BadField {
+        /// The element.
+        field: &'static str,
+        /// The value (first 64 characters).
+        value: String,
+    },
+    /// The root element is not Query, Response, Notify or Control.
+    #[error("unknown MANSCDP root element <{0}>")]
+    UnknownRoot(String),
+}
+
+impl Manscdp {
+    /// `SN` of the message.
+    pub fn sn(&self) -> u32 {
+        match self {
+            Manscdp::Keepalive(k) => k.sn,
+            Manscdp::CatalogQuery(q)
+            | Manscdp::DeviceInfoQuery(q)
+            | Manscdp::DeviceStatusQuery(q) => q.sn,
+            Manscdp::CatalogResponse(l) | Manscdp::CatalogNotify(l) => l.sn,
+            Manscdp::DeviceInfoResponse(d) => d.sn,
+            Manscdp::DeviceStatusResponse(d) => d.sn,
+            Manscdp::Other { sn, .. } => *sn,
+        }
+    }
+
+    /// `DeviceID` of the message (sender for notifications and responses,
+    /// target for queries).
+    pub fn device_id(&self) -> &str {
+        match self {
+            Manscdp::Keepalive(k) => &k.device_id,
+            Manscdp::CatalogQuery(q)
+            | Manscdp::DeviceInfoQuery(q)
+            | Manscdp::DeviceStatusQuery(q) => &q.device_id,
+            Manscdp::CatalogResponse(l) | Manscdp::CatalogNotify(l) => &l.device_id,
+            Manscdp::DeviceInfoResponse(d) => &d.device_id,
+            Manscdp::DeviceStatusResponse(d) => &d.device_id,
+            Manscdp::Other { device_id, .. } => device_id,
+        }
+    }
+
+    /// `CmdType`: canonical spelling for modelled messages, as received for
+    /// [`Manscdp::Other`].
+    pub fn cmd_type(&self) -> &str {
+        match self {
+            Manscdp::Keepalive(_) => "Keepalive",
+            Manscdp::CatalogQuery(_) | Manscdp::CatalogResponse(_) | Manscdp::CatalogNotify(_) => {
+                "Catalog"
+            }
+            Manscdp::DeviceInfoQuery(_) | Manscdp::DeviceInfoResponse(_) => "DeviceInfo",
+            Manscdp::DeviceStatusQuery(_) | Manscdp::DeviceStatusResponse(_) => "DeviceStatus",
+            Manscdp::Other { cmd_type, .. } => cmd_type,
+        }
+    }
+
+    /// The root element.
+    pub fn root(&self) -> Root {
+        match self {
+            Manscdp::Keepalive(_) | Manscdp::CatalogNotify(_) => Root::Notify,
+            Manscdp::CatalogQuery(_)
+            | Manscdp::DeviceInfoQuery(_)
+            | Manscdp::DeviceStatusQuery(_) => Root::Query,
+            Manscdp::CatalogResponse(_)
+            | Manscdp::DeviceInfoResponse(_)
+            | Manscdp::DeviceStatusResponse(_) => Root::Response,
+            Manscdp::Other { root, .. } => *root,
+        }
+    }
+
+    /// Serialises with the XML declaration for `charset` and encodes in it.
+    pub fn to_body(&self, charset: Charset) -> Bytes {
+        let mut out = String::with_capacity(self.size_hint());
+        write_decl(&mut out, charset);
+        self.write_xml(&mut out);
+        charset::encode(&out, charset)
+    }
+
+    /// The XML text without declaration, in UTF-8 (for logs and tests).
+    pub fn to_xml(&self) -> String {
+        let mut out = String::with_capacity(self.size_hint());
+        self.write_xml(&mut out);
+        out
+    }
+
+    fn size_hint(&self) -> usize {
+        match self {
+            Manscdp::CatalogResponse(l) | Manscdp::CatalogNotify(l) => 256 + 400 * l.items.len(),
+            _ => 256,
+        }
+    }
+
+    fn write_xml(&self, out: &mut String) {
+        let root = self.root();
+        match self {
+            Manscdp::CatalogResponse(l) | Manscdp::CatalogNotify(l) => {
+                write_catalog_head(out, root, l.sn, &l.device_id, l.sum_num);
+                write_list_open(out, l.items.len());
+                for item in &l.items {
+                    write_item(out, item);
+                }
+                write_list_close(out, root);
+                return;
+            }
+            _ => {}
+        }
+        write_envelope(out, root, self.cmd_type(), self.sn(), self.device_id());
+        match self {
+            Manscdp::Keepalive(k) => elem(out, "Status", &k.status),
+            Manscdp::CatalogQuery(q)
+            | Manscdp::DeviceInfoQuery(q)
+            | Manscdp::DeviceStatusQuery(q) => {
+                opt_elem(out, "StartTime", q.start_time.as_deref());
+                opt_elem(out, "EndTime", q.end_time.as_deref());
+            }
+            Manscdp::DeviceInfoResponse(d) => {
+                opt_elem(out, "DeviceName", d.device_name.as_deref());
+                opt_elem(out, "Manufacturer", d.manufacturer.as_deref());
+                opt_elem(out, "Model", d.model.as_deref());
+                opt_elem(out, "Firmware", d.firmware.as_deref());
+                if let Some(c) = d.channel {
+                    num_elem(out, "Channel", c);
+                }
+                elem(out, "Result", &d.result);
+            }
+            Manscdp::DeviceStatusResponse(d) => {
+                elem(out, "Result", &d.result);
+                opt_elem(out, "Online", d.online.as_deref());
+                opt_elem(out, "Status", d.status.as_deref());
+                opt_elem(out, "Encode", d.encode.as_deref());
+                opt_elem(out, "Record", d.record.as_deref());
+                opt_elem(out, "DeviceTime", d.device_time.as_deref());
+            }
+            Manscdp::CatalogResponse(_) | Manscdp::CatalogNotify(_) | Manscdp::Other { .. } => {}
+        }
+        let _ = write!(out, "</{}>{EOL}", root.as_str());
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Writing. Shared with `catalog::split`, which must produce exactly the bytes
+// `to_body` would, so both go through these functions.
+
+/// `<?xml version="1.0" encoding="…"?>` and a line end.
+pub(crate) fn write_decl(out: &mut String, charset: Charset) {
+    let _ = write!(
+        out,
+        "<?xml version=\"1.0\" encoding=\"{}\"?>{EOL}",
+        charset.as_xml_label()
+    );
+}
+
+/// Root open tag plus CmdType, SN, DeviceID.
+fn write_envelope(out: &mut String, root: Root, cmd_type: &str, sn: u32, device_id: &str) {
+    let _ = write!(out, "<{}>{EOL}", root.as_str());
+    elem(out, "CmdType", cmd_type);
+    num_elem(out, "SN", sn);
+    elem(out, "DeviceID", device_id);
+}
+
+/// Everything of a Catalog body before `<DeviceList>`.
+pub(crate) fn write_catalog_head(
+    out: &mut String,
+    root: Root,
+    sn: u32,
+    device_id: &str,
+    sum_num: u32,
+) {
+    write_envelope(out, root, "Catalog", sn, device_id);
+    num_elem(out, "SumNum", sum_num);
+}
+
+/// `<DeviceList Num="n">` and a line end (ASCII).
+pub(crate) fn write_list_open(out: &mut String, num: usize) {
+    let _ = write!(out, "<DeviceList Num=\"{num}\">{EOL}");
+}
+
+/// Length of what [`write_list_open`] writes for `num`.
+pub(crate) fn list_open_len(num: usize) -> usize {
+    "<DeviceList Num=\"\">".len() + decimal_len(num) + EOL.len()
+}
+
+/// `</DeviceList>` and the root close tag (ASCII).
+pub(crate) fn write_list_close(out: &mut String, root: Root) {
+    let _ = write!(out, "</DeviceList>{EOL}</{}>{EOL}", root.as_str());
+}
+
+/// One `<Item>…</Item>` and a line end; fields in the order of the 2016
+/// schema (doc §3), `Event` right after `DeviceID` as notifications put it.
+pub(crate) fn write_item(out: &mut String, item: &CatalogItem) {
+    out.push_str("<Item>");
+    inline_elem(out, "DeviceID", &item.device_id);
+    if let Some(v) = &item.event {
+        inline_elem(out, "Event", v);
+    }
+    let texts: [(&str, &Option<String>); 7] = [
+        ("Name", &item.name),
+        ("Manufacturer", &item.manufacturer),
+        ("Model", &item.model),
+        ("Owner", &item.owner),
+        ("CivilCode", &item.civil_code),
+        ("Block", &item.block),
+        ("Address", &item.address),
+    ];
+    for (name, v) in texts {
+        if let Some(v) = v {
+            inline_elem(out, name, v);
+        }
+    }
+    if let Some(v) = item.parental {
+        inline_num(out, "Parental", v);
+    }
+    if let Some(v) = &item.parent_id {
+        inline_elem(out, "ParentID", v);
+    }
+    if let Some(v) = &item.business_group_id {
+        inline_elem(out, "BusinessGroupID", v);
+    }
+    if let Some(v) = item.safety_way {
+        inline_num(out, "SafetyWay", v);
+    }
+    if let Some(v) = item.register_way {
+        inline_num(out, "RegisterWay", v);
+    }
+    if let Some(v) = item.secrecy {
+        inline_num(out, "Secrecy", v);
+    }
+    if let Some(v) = &item.ip_address {
+        inline_elem(out, "IPAddress", v);
+    }
+    if let Some(v) = item.port {
+        inline_num(out, "Port", v);
+    }
+    if let Some(v) = &item.status {
+        inline_elem(out, "Status", v);
+    }
+    // `{}` on f64 prints the shortest text that parses back to the same value.
+    if let Some(v) = item.longitude.filter(|v| v.is_finite()) {
+        inline_num(out, "Longitude", v);
+    }
+    if let Some(v) = item.latitude.filter(|v| v.is_finite()) {
+        inline_num(out, "Latitude", v);
+    }
+    out.push_str("</Item>");
+    out.push_str(EOL);
+}
+
+fn elem(out: &mut String, name: &str, value: &str) {
+    inline_elem(out, name, value);
+    out.push_str(EOL);
+}
+
+fn opt_elem(out: &mut String, name: &str, value: Option<&str>) {
+    if let Some(v) = value {
+        elem(out, name, v);
+    }
+}
+
+fn num_elem(out: &mut String, name: &str, value: impl std::fmt::Display) {
+    inline_num(out, name, value);
+    out.push_str(EOL);
+}
+
+fn inline_elem(out: &mut String, name: &str, value: &str) {
+    let _ = write!(out, "<{name}>");
+    escape_into(out, value);
+    let _ = write!(out, "</{name}>");
+}
+
+fn inline_num(out: &mut String, name: &str, value: impl std::fmt::Display) {
+    let _ = write!(out, "<{name}>{value}</{name}>");
+}
+
+/// Escapes text content. Control characters other than tab and line ends are
+/// dropped: they are illegal in XML 1.0 and strict parsers reject the body.
+fn escape_into(out: &mut String, s: &str) {
+    let needs = |b: u8| matches!(b, b'&' | b'<' | b'>') || is_stripped_control_byte(b);
+    if !s.bytes().any(needs) {
+        out.push_str(s);
+        return;
+    }
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c if is_stripped_control(c) => {}
+            c => out.push(c),
+        }
+    }
+}
+
+fn is_stripped_control(c: char) -> bool {
+    u8::try_from(c).is_ok_and(is_stripped_control_byte)
+}
+
+fn decimal_len(mut n: usize) -> usize {
+    let mut len = 1;
+    while n >= 10 {
+        n /= 10;
+        len += 1;
+    }
+    len
+}
+
+// ---------------------------------------------------------------------------
+// Parsing.
+
+/// Parses a MESSAGE/NOTIFY body in any charset (see [`charset::decode`]).
+/// Returns the message and the charset to answer this peer in.
+pub fn parse(body: &[u8]) -> Result<(Manscdp, Charset), ManscdpError> {
+    if body.len() > MAX_BODY {
+        return Err(ManscdpError::TooLarge {
+            len: body.len(),
+            max: MAX_BODY,
+        });
+    }
+    let (text, charset) = charset::decode_cow(body);
+    // No second size check: GBK text grows by half when decoded to UTF-8,
+    // and the limit is about what arrived on the wire.
+    let msg = parse_text(&text)?;
+    Ok((msg, charset))
+}
+
+/// Parses an already decoded body (the XML declaration, if any, is ignored);
+/// the [`MAX_BODY`] limit applies to the text's UTF-8 length.
+pub fn parse_str(text: &str) -> Result<Manscdp, ManscdpError> {
+    if text.len() > MAX_BODY {
+        return Err(ManscdpError::TooLarge {
+            len: text.len(),
+            max: MAX_BODY,
+        });
+    }
+    parse_text(text)
+}
+
+fn parse_text(text: &str) -> Result<Manscdp, ManscdpError> {
+    let clean = strip_controls(text);
+    let mut parser = Parser::default();
+    parser.run(&clean)?;
+    parser.finish()
+}
+
+/// Removes C0 control characters other than tab and line ends, which devices
+/// leave in names and addresses (doc §9 item 4) and which XML forbids.
+/// Borrows when there is nothing to remove (the common case).
+fn strip_controls(text: &str) -> Cow<'_, str> {
+    // Byte-wise: C0 controls are ASCII and never occur inside a multi-byte
+    // UTF-8 sequence. Folding 64-byte chunks without early exit lets the
+    // compiler vectorise the scan, which otherwise costs a fifth of parsing.
+    let dirty = text.as_bytes().chunks(64).any(|c| {
+        c.iter()
+            .fold(false, |acc, &b| acc | is_stripped_control_byte(b))
+    });
+    if !dirty {
+        return Cow::Borrowed(text);
+    }
+    Cow::Owned(text.chars().filter(|&c| !is_stripped_control(c)).collect())
+}
+
+fn is_stripped_control_byte(b: u8) -> bool {
+    b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r')
+}
+
+/// What an open element means to the parser.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Ctx {
+    Root,
+    Top(TopField),
+    List,
+    Item,
+    ItemField(ItemField),
+    ItemInfo,
+    Ignore,
+}
+
+impl Ctx {
+    fn is_leaf(self) -> bool {
+        matches!(self, Ctx::Top(_) | Ctx::ItemField(_))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum TopField {
+    CmdType,
+    Sn,
+    DeviceId,
+    SumNum,
+    Status,
+    DeviceName,
+    Manufacturer,
+    Model,
+    Firmware,
+    Channel,
+    Result,
+    Online,
+    Encode,
+    Record,
+    DeviceTime,
+    StartTime,
+    EndTime,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum ItemField {
+    DeviceId,
+    Name,
+    Manufacturer,
+    Model,
+    Owner,
+    CivilCode,
+    Block,
+    Address,
+    Parental,
+    ParentId,
+    SafetyWay,
+    RegisterWay,
+    Secrecy,
+    IpAddress,
+    Port,
+    Status,
+    Longitude,
+    Latitude,
+    BusinessGroupId,
+    /// `Info/BusinessGroupID` (2016): used only if the item has no own one.
+    InfoBusinessGroupId,
+    Event,
+}
+
+/// Lower-cases an element name into `buf` for matching; names longer than
+/// the buffer are not ours and map to `None`.
+fn lower<'b>(name: &str, buf: &'b mut [u8; 24]) -> Option<&'b [u8]> {
+    let bytes = name.as_bytes();
+    let dst = buf.get_mut(..bytes.len())?;
+    for (d, s) in dst.iter_mut().zip(bytes) {
+        *d = s.to_ascii_lowercase();
+    }
+    Some(dst)
+}
+
+fn top_field(name: &str) -> Option<TopField> {
+    let mut buf = [0u8; 24];
+    Some(match lower(name, &mut buf)? {
+        b"cmdtype" => TopField::CmdType,
+        b"sn" => TopField::Sn,
+        b"deviceid" => TopField::DeviceId,
+        b"sumnum" => TopField::SumNum,
+        b"status" => TopField::Status,
+        b"devicename" => TopField::DeviceName,
+        b"manufacturer" => TopField::Manufacturer,
+        b"model" => TopField::Model,
+        b"firmware" => TopField::Firmware,
+        b"channel" => TopField::Channel,
+        b"result" => TopField::Result,
+        b"online" => TopField::Online,
+        b"encode" => TopField::Encode,
+        b"record" => TopField::Record,
+        b"devicetime" => TopField::DeviceTime,
+        b"starttime" => TopField::StartTime,
+        b"endtime" => TopField::EndTime,
+        _ => return None,
+    })
+}
+
+fn item_field(name: &str) -> Option<ItemField> {
+    let mut buf = [0u8; 24];
+    Some(match lower(name, &mut buf)? {
+        b"deviceid" => ItemField::DeviceId,
+        b"name" => ItemField::Name,
+        b"manufacturer" => ItemField::Manufacturer,
+        b"model" => ItemField::Model,
+        b"owner" => ItemField::Owner,
+        b"civilcode" => ItemField::CivilCode,
+        b"block" => ItemField::Block,
+        b"address" => ItemField::Address,
+        b"parental" => ItemField::Parental,
+        b"parentid" => ItemField::ParentId,
+        b"safetyway" => ItemField::SafetyWay,
+        b"registerway" => ItemField::RegisterWay,
+        b"secrecy" => ItemField::Secrecy,
+        b"ipaddress" => ItemField::IpAddress,
+        b"port" => ItemField::Port,
+        b"status" => ItemField::Status,
+        b"longitude" => ItemField::Longitude,
+        b"latitude" => ItemField::Latitude,
+        b"businessgroupid" => ItemField::BusinessGroupId,
+        b"event" => ItemField::Event,
+        _ => return None,
+    })
+}
+
+/// The top-level values seen so far, trimmed; `None` when absent or empty.
+#[derive(Default)]
+struct Top {
+    cmd_type: Option<String>,
+    sn: Option<String>,
+    device_id: Option<String>,
+    sum_num: Option<String>,
+    status: Option<String>,
+    device_name: Option<String>,
+    manufacturer: Option<String>,
+    model: Option<String>,
+    firmware: Option<String>,
+    channel: Option<String>,
+    result: Option<String>,
+    online: Option<String>,
+    encode: Option<String>,
+    record: Option<String>,
+    device_time: Option<String>,
+    start_time: Option<String>,
+    end_time: Option<String>,
+}
+
+impl Top {
+    fn slot(&mut self, f: TopField) -> &mut Option<String> {
+        match f {
+            TopField::CmdType => &mut self.cmd_type,
+            TopField::Sn => &mut self.sn,
+            TopField::DeviceId => &mut self.device_id,
+            TopField::SumNum => &mut self.sum_num,
+            TopField::Status => &mut self.status,
+            TopField::DeviceName => &mut self.device_name,
+            TopField::Manufacturer => &mut self.manufacturer,
+            TopField::Model => &mut self.model,
+            TopField::Firmware => &mut self.firmware,
+            TopField::Channel => &mut self.channel,
+            TopField::Result => &mut self.result,
+            TopField::Online => &mut self.online,
+            TopField::Encode => &mut self.encode,
+            TopField::Record => &mut self.record,
+            TopField::DeviceTime => &mut self.device_time,
+            TopField::StartTime => &mut self.start_time,
+            TopField::EndTime => &mut self.end_time,
+        }
+    }
+}
+
+/// An open element: what it means and where its name sits in `Parser::names`.
+struct Frame {
+    ctx: Ctx,
+    name_start: usize,
+    name_len: usize,
+}
+
+#[derive(Default)]
+struct Parser {
+    root: Option<Root>,
+    /// Set once the root element has been closed; the rest is ignored.
+    done: bool,
+    stack: Vec<Frame>,
+    /// Names of the open elements, concatenated, so that matching close tags
+    /// costs no allocation per element.
+    names: String,
+    /// Text of the innermost open leaf element.
+    text: String,
+    top: Top,
+    item: Option<CatalogItem>,
+    items: Vec<CatalogItem>,
+}
+
+impl Parser {
+    fn run(&mut self, text: &str) -> Result<(), ManscdpError> {
+        let mut reader = Reader::from_str(text);
+        let config = reader.config_mut();
+        // Raw `&` in text ("A&B Co") is kept literally instead of failing.
+        config.allow_dangling_amp = true;
+        // Close tags are matched by our own stack, case-insensitively and
+        // with recovery; quick-xml must not reject them first.
+        config.check_end_names = false;
+        config.allow_unmatched_ends = true;
+        while !self.done {
+            let event = match reader.read_event() {
+                Ok(e) => e,
+                Err(e) => {
+                    let position = reader.error_position();
+                    return Err(xml_error(text, position, &e.to_string()));
+                }
+            };
+            match event {
+                Event::Start(e) => self.open(&e, text, reader.buffer_position())?,
+                Event::Empty(e) => {
+                    self.open(&e, text, reader.buffer_position())?;
+                    self.close_top();
+                }
+                Event::End(e) => self.close(e.local_name().into_inner()),
+                Event::Text(t) => self.push_text(&t),
+                Event::CData(t) => self.push_text(&t),
+                Event::GeneralRef(r) => self.push_ref(&r),
+                Event::DocType(_) => return Err(ManscdpError::Doctype),
+                Event::Decl(_) | Event::PI(_) | Event::Comment(_) => {}
+                Event::Eof => {
+                    if let Some(frame) = self.stack.last() {
+                        let name = self.names.get(frame.name_start..).unwrap_or_default();
+                        let reason = format!("document ends inside <{name}>");
+                        return Err(xml_error(text, reader.buffer_position(), &reason));
+                    }
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn open(&mut self, e: &BytesStart<'_>, text: &str, position: u64) -> Result<(), ManscdpError> {
+        if self.stack.len() >= MAX_DEPTH {
+            return Err(ManscdpError::TooDeep {
+                position,
+                max: MAX_DEPTH,
+            });
+        }
+        let local = e.local_name();
+        let name = local.into_inner();
+        if name.is_empty() {
+            // `a < b` in text: quick-xml reads a tag without a name.
+            return Err(xml_error(
+                text,
+                position,
+                "element without a name (raw `<`?)",
+            ));
+        }
+        let ctx = match self.stack.last().map(|f| f.ctx) {
+            None => {
+                let root = Root::from_name(name)
+                    .ok_or_else(|| ManscdpError::UnknownRoot(truncate(name)))?;
+                self.root = Some(root);
+                Ctx::Root
+            }
+            Some(Ctx::Root) => {
+                if name.eq_ignore_ascii_case("DeviceList") {
+                    Ctx::List
+                } else if name.eq_ignore_ascii_case("Item") {
+                    // Some devices put items straight under the root.
+                    Ctx::Item
+                } else {
+                    top_field(name).map_or(Ctx::Ignore, Ctx::Top)
+                }
+            }
+            Some(Ctx::List) if name.eq_ignore_ascii_case("Item") => Ctx::Item,
+            Some(Ctx::Item) if name.eq_ignore_ascii_case("Info") => Ctx::ItemInfo,
+            Some(Ctx::Item) => item_field(name).map_or(Ctx::Ignore, Ctx::ItemField),
+            Some(Ctx::ItemInfo) if name.eq_ignore_ascii_case("BusinessGroupID") => {
+                Ctx::ItemField(ItemField::InfoBusinessGroupId)
+            }
+            Some(_) => Ctx::Ignore,
+        };
+        let name_start = self.names.len();
+        self.names.push_str(name);
+        self.stack.push(Frame {
+            ctx,
+            name_start,
+            name_len: name.len(),
+        });
+        self.text.clear();
+        match ctx {
+            // Attribute form (doc §9 item 11): `<Query CmdType="Catalog"
+            // SN="1">`, `<Item DeviceID="…">`; treated like child elements.
+            Ctx::Root => {
+                for (key, value) in attributes(e) {
+                    if let Some(f) = top_field(key) {
+                        *self.top.slot(f) = non_empty(&value);
+                    }
+                }
+            }
+            Ctx::Item => {
+                let mut item = CatalogItem::default();
+                for (key, value) in attributes(e) {
+                    if let Some(f) = item_field(key) {
+                        set_item_field(&mut item, f, &value);
+                    }
+                }
+                // No item can be open here: `Item` opens only under the
+                // root or `DeviceList`, so any earlier one was closed.
+                self.item = Some(item);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Handles `</name>`: closes the innermost open element of that name
+    /// (ASCII case ignored), implicitly closing any left open inside it. A
+    /// close tag matching nothing open (stray `</Item>`) is ignored.
+    fn close(&mut self, name: &str) {
+        let found = self.stack.iter().rposition(|f| {
+            self.names
+                .get(f.name_start..f.name_start + f.name_len)
+                .is_some_and(|n| n.eq_ignore_ascii_case(name))
+        });
+        if let Some(index) = found {
+            while self.stack.len() > index {
+                self.close_top();
+            }
+        }
+    }
+
+    fn close_top(&mut self) {
+        let Some(frame) = self.stack.pop() else {
+            return;
+        };
+        self.names.truncate(frame.name_start);
+        match frame.ctx {
+            Ctx::Top(f) => *self.top.slot(f) = non_empty(&self.text),
+            Ctx::ItemField(f) => {
+                if let Some(item) = self.item.as_mut() {
+                    set_item_field(item, f, &self.text);
+                }
+            }
+            Ctx::Item => {
+                if let Some(item) = self.item.take() {
+                    self.items.push(item);
+                }
+            }
+            Ctx::Root => self.done = true,
+            Ctx::List | Ctx::ItemInfo | Ctx::Ignore => {}
+        }
+        self.text.clear();
+    }
+
+    fn in_leaf(&self) -> bool {
+        self.stack.last().is_some_and(|f| f.ctx.is_leaf())
+    }
+
+    fn push_text(&mut self, t: &str) {
+        if self.in_leaf() {
+            self.text.push_str(t);
+        }
+    }
+
+    /// `&…;` inside text: predefined entities and character references are
+    /// resolved; anything else (no DTD can define it) is kept literally.
+    fn push_ref(&mut self, r: &BytesRef<'_>) {
+        if !self.in_leaf() {
+            return;
+        }
+        match r.resolve_char_ref() {
+            Ok(Some(c)) => {
+                if !is_stripped_control(c) {
+                    self.text.push(c);
+                }
+            }
+            // An invalid character reference (`&#0;`, surrogates) is dropped.
+            Err(_) => {}
+            Ok(None) => match quick_xml::escape::resolve_predefined_entity(r) {
+                Some(s) => self.text.push_str(s),
+                None => {
+                    self.text.push('&');
+                    self.text.push_str(r);
+                    self.text.push(';');
+                }
+            },
+        }
+    }
+
+    fn finish(mut self) -> Result<Manscdp, ManscdpError> {
+        let root = self.root.ok_or(ManscdpError::NoRoot)?;
+        let top = &mut self.top;
+        let cmd_type = top
+            .cmd_type
+            .take()
+            .ok_or(ManscdpError::MissingField("CmdType"))?;
+        let sn_text = top.sn.take().ok_or(ManscdpError::MissingField("SN"))?;
+        let sn = parse_num::<u32>(&sn_text).ok_or_else(|| bad("SN", &sn_text))?;
+        let device_id = top
+            .device_id
+            .take()
+            .ok_or(ManscdpError::MissingField("DeviceID"))?;
+        let kind = ["Keepalive", "Catalog", "DeviceInfo", "DeviceStatus"]
+            .into_iter()
+            .find(|k| cmd_type.eq_ignore_ascii_case(k));
+        let query = |top: &mut Top, device_id: String| SimpleQuery {
+            sn,
+            device_id,
+            start_time: top.start_time.take(),
+            end_time: top.end_time.take(),
+        };
+        Ok(match (root, kind) {
+            (Root::Notify, Some("Keepalive")) => Manscdp::Keepalive(Keepalive {
+                sn,
+                device_id,
+                status: top.status.take().unwrap_or_default(),
+            }),
+            (Root::Query, Some("Catalog")) => Manscdp::CatalogQuery(query(top, device_id)),
+            (Root::Response | Root::Notify, Some("Catalog")) => {
+                let items = std::mem::take(&mut self.items);
+                let sum_num = match top.sum_num.take() {
+                    Some(s) => parse_num::<u32>(&s).ok_or_else(|| bad("SumNum", &s))?,
+                    None => u32::try_from(items.len()).unwrap_or(u32::MAX),
+                };
+                let list = CatalogList {
+                    sn,
+                    device_id,
+                    sum_num,
+                    items,
+                };
+                if root == Root::Notify {
+                    Manscdp::CatalogNotify(list)
+                } else {
+                    Manscdp::CatalogResponse(list)
+                }
+            }
+            (Root::Query, Some("DeviceInfo")) => Manscdp::DeviceInfoQuery(query(top, device_id)),
+            (Root::Response, Some("DeviceInfo")) => Manscdp::DeviceInfoResponse(DeviceInfo {
+                sn,
+                device_id,
+                device_name: top.device_name.take(),
+                manufacturer: top.manufacturer.take(),
+                model: top.model.take(),
+                firmware: top.firmware.take(),
+                // Not worth refusing a whole answer over a bad count.
+                channel: top.channel.as_deref().and_then(parse_num),
+                result: top.result.take().unwrap_or_default(),
+            }),
+            (Root::Query, Some("DeviceStatus")) => {
+                Manscdp::DeviceStatusQuery(query(top, device_id))
+            }
+            (Root::Response, Some("DeviceStatus")) => Manscdp::DeviceStatusResponse(DeviceStatus {
+                sn,
+                device_id,
+                result: top.result.take().unwrap_or_default(),
+                online: top.online.take(),
+                status: top.status.take(),
+                encode: top.encode.take(),
+                record: top.record.take(),
+                device_time: top.device_time.take(),
+            }),
+            _ => Manscdp::Other {
+                root,
+                cmd_type,
+                sn,
+                device_id,
+            },
+        })
+    }
+}
+
+/// The attributes of a tag as (local name, unescaped value); a malformed
+/// attribute ends the list rather than the parse, and an unescapable value
+/// (raw `&`) is taken raw.
+fn attributes<'a>(e: &'a BytesStart<'_>) -> impl Iterator<Item = (&'a str, Cow<'a, str>)> {
+    let mut attrs = e.attributes();
+    attrs.with_checks(false);
+    attrs.map_while(Result::ok).map(|a| {
+        let value = match a.normalized_value(quick_xml::XmlVersion::Implicit1_0) {
+            Ok(v) => Cow::Owned(v.into_owned()),
+            Err(_) => a.value.clone(),
+        };
+        (a.key.local_name().into_inner(), value)
+    })
+}
+
+/// Stores a leaf's text in an item. Unparseable numbers are dropped rather
+/// than failing the message: catalogs legitimately contain broken items.
+fn set_item_field(item: &mut CatalogItem, f: ItemField, raw: &str) {
+    let text = || non_empty(raw);
+    match f {
+        ItemField::DeviceId => item.device_id = raw.trim().to_owned(),
+        ItemField::Name => item.name = text(),
+        ItemField::Manufacturer => item.manufacturer = text(),
+        ItemField::Model => item.model = text(),
+        ItemField::Owner => item.owner = text(),
+        ItemField::CivilCode => item.civil_code = text(),
+        ItemField::Block => item.block = text(),
+        ItemField::Address => item.address = text(),
+        ItemField::Parental => item.parental = parse_num(raw),
+        ItemField::ParentId => item.parent_id = text(),
+        ItemField::SafetyWay => item.safety_way = parse_num(raw),
+        ItemField::RegisterWay => item.register_way = parse_num(raw),
+        ItemField::Secrecy => item.secrecy = parse_num(raw),
+        ItemField::IpAddress => item.ip_address = text(),
+        ItemField::Port => item.port = parse_num(raw),
+        ItemField::Status => item.status = text(),
+        ItemField::Longitude => item.longitude = parse_num::<f64>(raw).filter(|v| v.is_finite()),
+        ItemField::Latitude => item.latitude = parse_num::<f64>(raw).filter(|v| v.is_finite()),
+        ItemField::BusinessGroupId => item.business_group_id = text(),
+        ItemField::InfoBusinessGroupId => {
+            if item.business_group_id.is_none() {
+                item.business_group_id = text();
+            }
+        }
+        ItemField::Event => item.event = text(),
+    }
+}
+
+fn non_empty(raw: &str) -> Option<String> {
+    let t = raw.trim();
+    (!t.is_empty()).then(|| t.to_owned())
+}
+
+fn parse_num<T: std::str::FromStr>(raw: &str) -> Option<T> {
+    raw.trim().parse().ok()
+}
+
+fn bad(field: &'static str, value: &str) -> ManscdpError {
+    ManscdpError::BadField {
+        field,
+        value: truncate(value),
+    }
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(ERR_VALUE_CHARS).collect()
+}
+
+/// An [`ManscdpError::Xml`] whose reason names the line, counted in `text`.
+fn xml_error(text: &str, position: u64, what: &str) -> ManscdpError {
+    let upto = usize::try_from(position)
+        .unwrap_or(usize::MAX)
+        .min(text.len());
+    let line = 1 + text
+        .as_bytes()
+        .get(..upto)
+        .unwrap_or_default()
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count();
+    ManscdpError::Xml {
+        position,
+        reason: format!("line {line}: {what}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const DECL: &str = "<?xml version=\"1.0\" encoding=\"GB2312\"?>\n";
+
+    fn ok(body: &str) -> Manscdp {
+        match parse(body.as_bytes()) {
+            Ok((m, _)) => m,
+            Err(e) => panic!("{e}\n{body}"),
+        }
+    }
+
+    fn gate_east() -> CatalogItem {
+        CatalogItem {
+            device_id: "35010200001320000101".into(),
+            name: Some("Gate East".into()),
+            manufacturer: Some("ACME".into()),
+            model: Some("X1".into()),
+            owner: Some("0".into()),
+            civil_code: Some("35010200".into()),
+            address: Some("East gate".into()),
+            parental: Some(0),
+            parent_id: Some("35010200002000000003".into()),
+            register_way: Some(1),
+            secrecy: Some(0),
+            status: Some("ON".into()),
+            ..CatalogItem::default()
+        }
+    }
+
+    #[test]
+    fn doc_keepalive() {
+        let body = format!(
+            "{DECL}<Notify><CmdType>Keepalive</CmdType><SN>17</SN><DeviceID>35010200002000000003</DeviceID><Status>OK</Status></Notify>"
+        );
+        let (m, cs) = parse(body.as_bytes()).expect("parses");
+        assert_eq!(cs, Charset::Gb2312);
+        assert_eq!(
+            m,
+            Manscdp::Keepalive(Keepalive {
+                sn: 17,
+                device_id: "35010200002000000003".into(),
+                status: "OK".into()
+            })
+        );
+        assert_eq!(
+            (m.root(), m.cmd_type(), m.sn()),
+            (Root::Notify, "Keepalive", 17)
+        );
+        assert_eq!(m.device_id(), "35010200002000000003");
+    }
+
+    #[test]
+    fn doc_catalog_query() {
+        let m = ok("<Query><CmdType>Catalog</CmdType><SN>18</SN><DeviceID>35010200002000000003</DeviceID></Query>");
+        assert_eq!(
+            m,
+            Manscdp::CatalogQuery(SimpleQuery::new(18, "35010200002000000003"))
+        );
+        let m = ok("<Query><CmdType>Catalog</CmdType><SN>18</SN><DeviceID>35010200002000000003</DeviceID><StartTime>2024-05-01T00:00:00</StartTime><EndTime>2024-05-02T00:00:00</EndTime></Query>");
+        let Manscdp::CatalogQuery(q) = m else {
+            panic!("{m:?}")
+        };
+        assert_eq!(q.start_time.as_deref(), Some("2024-05-01T00:00:00"));
+        assert_eq!(q.end_time.as_deref(), Some("2024-05-02T00:00:00"));
+    }
+
+    #[test]
+    fn doc_catalog_response() {
+        let body = "<Response><CmdType>Catalog</CmdType><SN>18</SN><DeviceID>35010200002000000003</DeviceID><SumNum>1000</SumNum>
+ <DeviceList Num=\"1\"><Item><DeviceID>35010200001320000101</DeviceID><Name>Gate East</Name>
+  <Manufacturer>ACME</Manufacturer><Model>X1</Model><Owner>0</Owner><CivilCode>35010200</CivilCode>
+  <Address>East gate</Address><Parental>0</Parental><ParentID>35010200002000000003</ParentID>
+  <RegisterWay>1</RegisterWay><Secrecy>0</Secrecy><Status>ON</Status></Item>
+ </DeviceList></Response>";
+        let m = ok(body);
+        assert_eq!(
+            m,
+            Manscdp::CatalogResponse(CatalogList {
+                sn: 18,
+                device_id: "35010200002000000003".into(),
+                sum_num: 1000,
+                items: vec![gate_east()],
+            })
+        );
+        // Our writer keeps the example's field order.
+        let xml = m.to_xml();
+        let item = xml
+            .lines()
+            .find(|l| l.starts_with("<Item>"))
+            .expect("item line");
+        assert_eq!(item, "<Item><DeviceID>35010200001320000101</DeviceID><Name>Gate East</Name><Manufacturer>ACME</Manufacturer><Model>X1</Model><Owner>0</Owner><CivilCode>35010200</CivilCode><Address>East gate</Address><Parental>0</Parental><ParentID>35010200002000000003</ParentID><RegisterWay>1</RegisterWay><Secrecy>0</Secrecy><Status>ON</Status></Item>");
+        assert!(
+            xml.contains("<SumNum>1000</SumNum>\r\n<DeviceList Num=\"1\">"),
+            "{xml}"
+        );
+    }
+
+    #[test]
+    fn doc_catalog_notify() {
+        let m = ok("<Notify><CmdType>Catalog</CmdType><SN>22</SN><DeviceID>35010200002000000003</DeviceID><SumNum>1</SumNum>
+ <DeviceList Num=\"1\"><Item><DeviceID>35010200001320000101</DeviceID><Event>OFF</Event></Item></DeviceList></Notify>");
+        assert_eq!(
+            m,
+            Manscdp::CatalogNotify(CatalogList {
+                sn: 22,
+                device_id: "35010200002000000003".into(),
+                sum_num: 1,
+                items: vec![CatalogItem {
+                    device_id: "35010200001320000101".into(),
+                    event: Some("OFF".into()),
+                    ..CatalogItem::default()
+                }],
+            })
+        );
+        assert_eq!(m.root(), Root::Notify);
+    }
+
+    #[test]
+    fn doc_device_info_and_status() {
+        let m = ok("<Response><CmdType>DeviceInfo</CmdType><SN>23</SN><DeviceID>35010200001180000001</DeviceID><DeviceName>NVR</DeviceName>
+ <Manufacturer>ACME</Manufacturer><Model>N8</Model><Firmware>1.2</Firmware><Channel>8</Channel><Result>OK</Result></Response>");
+        assert_eq!(
+            m,
+            Manscdp::DeviceInfoResponse(DeviceInfo {
+                sn: 23,
+                device_id: "35010200001180000001".into(),
+                device_name: Some("NVR".into()),
+                manufacturer: Some("ACME".into()),
+                model: Some("N8".into()),
+                firmware: Some("1.2".into()),
+                channel: Some(8),
+                result: "OK".into(),
+            })
+        );
+        let m = ok("<Response><CmdType>DeviceStatus</CmdType><SN>24</SN><DeviceID>35010200001320000101</DeviceID><Result>OK</Result>
+ <Online>ONLINE</Online><Status>OK</Status><Encode>ON</Encode><Record>OFF</Record><DeviceTime>2024-05-01T08:30:00</DeviceTime></Response>");
+        assert_eq!(
+            m,
+            Manscdp::DeviceStatusResponse(DeviceStatus {
+                sn: 24,
+                device_id: "35010200001320000101".into(),
+                result: "OK".into(),
+                online: Some("ONLINE".into()),
+                status: Some("OK".into()),
+                encode: Some("ON".into()),
+                record: Some("OFF".into()),
+                device_time: Some("2024-05-01T08:30:00".into()),
+            })
+        );
+        let q = ok("<Query><CmdType>DeviceInfo</CmdType><SN>5</SN><DeviceID>35010200001180000001</DeviceID></Query>");
+        assert_eq!(
+            q,
+            Manscdp::DeviceInfoQuery(SimpleQuery::new(5, "35010200001180000001"))
+        );
+        let q = ok("<Query><CmdType>DeviceStatus</CmdType><SN>6</SN><DeviceID>35010200001180000001</DeviceID></Query>");
+        assert_eq!(
+            q,
+            Manscdp::DeviceStatusQuery(SimpleQuery::new(6, "35010200001180000001"))
+        );
+    }
+
+    #[test]
+    fn doc_other_messages() {
+        let cases = [
+            ("<Query><CmdType>RecordInfo</CmdType><SN>19</SN><DeviceID>35010200001320000101</DeviceID>
+ <StartTime>2024-05-01T00:00:00</StartTime><EndTime>2024-05-01T23:59:59</EndTime><Type>all</Type></Query>", Root::Query, "RecordInfo", 19),
+            ("<Control><CmdType>DeviceControl</CmdType><SN>20</SN><DeviceID>35010200001320000101</DeviceID>
+ <PTZCmd>A50F010180000036</PTZCmd><Info><ControlPriority>5</ControlPriority></Info></Control>", Root::Control, "DeviceControl", 20),
+            ("<Notify><CmdType>Alarm</CmdType><SN>21</SN><DeviceID>35010200001340000001</DeviceID><AlarmPriority>1</AlarmPriority>
+ <AlarmMethod>2</AlarmMethod><AlarmTime>2024-05-01T08:30:00</AlarmTime><Info><AlarmType>1</AlarmType></Info></Notify>", Root::Notify, "Alarm", 21),
+            ("<Notify><CmdType>MobilePosition</CmdType><SN>25</SN><DeviceID>35010200001320000102</DeviceID><Time>2024-05-01T08:30:00</Time>
+ <Longitude>119.3</Longitude><Latitude>26.08</Latitude><Speed>0</Speed><Direction>90</Direction><Altitude>10</Altitude></Notify>", Root::Notify, "MobilePosition", 25),
+            // A modelled CmdType under an unexpected root.
+            ("<Query><CmdType>Keepalive</CmdType><SN>1</SN><DeviceID>1</DeviceID></Query>", Root::Query, "Keepalive", 1),
+        ];
+        for (body, root, cmd, sn) in cases {
+            let m = ok(body);
+            let Manscdp::Other { .. } = &m else {
+                panic!("{m:?}")
+            };
+            assert_eq!((m.root(), m.cmd_type(), m.sn()), (root, cmd, sn));
+            let (again, _) = parse(&m.to_body(Charset::Gb2312)).expect("reparses");
+            assert_eq!(again, m);
+        }
+    }
+
+    #[test]
+    fn keepalive_wire_format() {
+        let m = Manscdp::Keepalive(Keepalive {
+            sn: 1,
+            device_id: "35010200002000000003".into(),
+            status: "OK".into(),
+        });
+        assert_eq!(
+            &m.to_body(Charset::Utf8)[..],
+            b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\r\n<Notify>\r\n<CmdType>Keepalive</CmdType>\r\n<SN>1</SN>\r\n<DeviceID>35010200002000000003</DeviceID>\r\n<Status>OK</Status>\r\n</Notify>\r\n"
+        );
+    }
+
+    fn chinese_list() -> Manscdp {
+        let mut item = gate_east();
+        item.name = Some("东门萳𠀀 & <x>".into());
+        item.address = Some("福州市鼓楼区".into());
+        item.longitude = Some(119.296_5);
+        item.latitude = Some(26.074_2);
+        item.event = Some("ADD".into());
+        item.business_group_id = Some("35010200002150000001".into());
+        item.ip_address = Some("10.0.0.9".into());
+        item.port = Some(5060);
+        item.safety_way = Some(0);
+        item.block = Some("A1".into());
+        Manscdp::CatalogNotify(CatalogList {
+            sn: 9,
+            device_id: "35010200002000000003".into(),
+            sum_num: 1,
+            items: vec![item],
+        })
+    }
+
+    #[test]
+    fn gb2312_round_trip_with_gbk_and_gb18030_names() {
+        let m = chinese_list();
+        let body = m.to_body(Charset::Gb2312);
+        assert!(body.starts_with(b"<?xml version=\"1.0\" encoding=\"GB2312\"?>"));
+        // 东门 in GBK; 萳 (GBK only) as GBK bytes; 𠀀 outside GBK as a reference.
+        let dongmen = [0xB6, 0xAB, 0xC3, 0xC5];
+        assert!(body.windows(4).any(|w| w == dongmen), "{body:?}");
+        assert!(body.windows(9).any(|w| w == b"&#131072;"));
+        assert!(std::str::from_utf8(&body).is_err());
+        let (again, cs) = parse(&body).expect("reparses");
+        assert_eq!(cs, Charset::Gb2312);
+        assert_eq!(again, m);
+        let (again, cs) = parse(&m.to_body(Charset::Utf8)).expect("reparses");
+        assert_eq!(cs, Charset::Utf8);
+        assert_eq!(again, m);
+    }
+
+    #[test]
+    fn gb18030_four_byte_input() {
+        let text = format!("{DECL}<Response><CmdType>DeviceInfo</CmdType><SN>1</SN><DeviceID>1</DeviceID><DeviceName>𠀀萳</DeviceName><Result>OK</Result></Response>");
+        let (bytes, _, _) = encoding_rs::GB18030.encode(&text);
+        let (m, cs) = parse(&bytes).expect("parses");
+        assert_eq!(cs, Charset::Gb2312);
+        let Manscdp::DeviceInfoResponse(d) = m else {
+            panic!("{m:?}")
+        };
+        assert_eq!(d.device_name.as_deref(), Some("𠀀萳"));
+    }
+
+    #[test]
+    fn utf8_body_declared_gb2312() {
+        let body = format!("{DECL}<Response><CmdType>DeviceInfo</CmdType><SN>1</SN><DeviceID>1</DeviceID><DeviceName>东门</DeviceName><Result>OK</Result></Response>");
+        let (m, cs) = parse(body.as_bytes()).expect("parses");
+        assert_eq!(cs, Charset::Gb2312, "answer in what was declared");
+        let Manscdp::DeviceInfoResponse(d) = m else {
+            panic!("{m:?}")
+        };
+        assert_eq!(d.device_name.as_deref(), Some("东门"));
+    }
+
+    #[test]
+    fn attribute_form() {
+        let m = ok("<Query CmdType=\"Catalog\" SN=\"33\" DeviceID=\"35010200002000000003\"/>");
+        assert_eq!(
+            m,
+            Manscdp::CatalogQuery(SimpleQuery::new(33, "35010200002000000003"))
+        );
+        let m = ok("<Response CmdType='Catalog' SN=' 34 '><DeviceID>1</DeviceID><SumNum>2</SumNum><DeviceList Num='2'>
+            <Item DeviceID='35010200001320000101' Name='A&amp;B' Status='ON'/>
+            <Item DeviceID='35010200001320000102'><Name>C</Name></Item></DeviceList></Response>");
+        let Manscdp::CatalogResponse(l) = m else {
+            panic!("{m:?}")
+        };
+        assert_eq!(l.sn, 34);
+        assert_eq!(l.items.len(), 2);
+        assert_eq!(l.items[0].name.as_deref(), Some("A&B"));
+        assert_eq!(l.items[0].status.as_deref(), Some("ON"));
+        assert_eq!(l.items[1].name.as_deref(), Some("C"));
+    }
+
+    #[test]
+    fn case_whitespace_and_line_ends() {
+        let m = ok("\r\n  <?xml version=\"1.0\"?>\n<notify>\n<cmdtype> Keepalive </cmdtype>\n<sn>\n 17 \n</sn>\n<DEVICEID>\t35010200002000000003 </DEVICEID>\n<status>OK</STATUS>\n</NOTIFY>\n");
+        assert_eq!(
+            m,
+            Manscdp::Keepalive(Keepalive {
+                sn: 17,
+                device_id: "35010200002000000003".into(),
+                status: "OK".into()
+            })
+        );
+    }
+
+    #[test]
+    fn broken_xml_is_recovered() {
+        let body = "<Response><CmdType>Catalog</CmdType><SN>7</SN><DeviceID>1</DeviceID><SumNum>3</SumNum>
+<DeviceList Num=\"3\">
+<Item><DeviceID>35010200001320000101</DeviceID><Name>A&B Co & Sons &nbsp;</Name><Address>\u{0}\u{1}Road 1\u{7}</Address></Item></Item>
+<Item><DeviceID>35010200001320000102</DeviceID><Name>x</name><Unknown><Deep>1</Deep></Unknown><Port>99999</Port><Parental>yes</Parental><Longitude>NaN</Longitude></Item>
+<Item><Name>no id</Name><Info><BusinessGroupID>35010200002150000001</BusinessGroupID><PTZType>1</PTZType></Info>
+</DeviceList><Trailing/></Response><garbage after root";
+        let Manscdp::CatalogResponse(l) = ok(body) else {
+            panic!()
+        };
+        assert_eq!(l.items.len(), 3);
+        assert_eq!(l.items[0].name.as_deref(), Some("A&B Co & Sons &nbsp;"));
+        assert_eq!(l.items[0].address.as_deref(), Some("Road 1"));
+        assert_eq!(l.items[1].name.as_deref(), Some("x"));
+        assert_eq!(
+            (l.items[1].port, l.items[1].parental, l.items[1].longitude),
+            (None, None, None)
+        );
+        // The unclosed third item was closed by </DeviceList>.
+        assert_eq!(l.items[2].device_id, "");
+        assert_eq!(
+            l.items[2].business_group_id.as_deref(),
+            Some("35010200002150000001")
+        );
+    }
+
+    #[test]
+    fn clean_errors() {
+        type Check = fn(&ManscdpError) -> bool;
+        let cases: [(&[u8], Check); 10] = [
+            (b"", |e| *e == ManscdpError::NoRoot),
+            (b"just text", |e| *e == ManscdpError::NoRoot),
+            (b"<Foo><CmdType>x</CmdType></Foo>", |e| {
+                *e == ManscdpError::UnknownRoot("Foo".into())
+            }),
+            (b"<Query><SN>1</SN><DeviceID>1</DeviceID></Query>", |e| {
+                *e == ManscdpError::MissingField("CmdType")
+            }),
+            (b"<Query><CmdType>Catalog</CmdType><DeviceID>1</DeviceID></Query>", |e| {
+                *e == ManscdpError::MissingField("SN")
+            }),
+            (b"<Query><CmdType>Catalog</CmdType><SN>1</SN><DeviceID> </DeviceID></Query>", |e| {
+                *e == ManscdpError::MissingField("DeviceID")
+            }),
+            (b"<Query><CmdType>Catalog</CmdType><SN>-1</SN><DeviceID>1</DeviceID></Query>", |e| {
+                matches!(e, ManscdpError::BadField { field: "SN", .. })
+            }),
+            (b"<Response><CmdType>Catalog</CmdType><SN>1</SN><DeviceID>1</DeviceID><SumNum>x</SumNum></Response>", |e| {
+                matches!(e, ManscdpError::BadField { field: "SumNum", .. })
+            }),
+            (b"<Query>\n<CmdType>Catalog</CmdType>\n<SN>1", |e| {
+                matches!(e, ManscdpError::Xml { reason, .. } if reason.starts_with("line 3"))
+            }),
+            (b"<Query><CmdType>a < b</CmdType></Query>", |e| {
+                matches!(e, ManscdpError::Xml { .. })
+            }),
+        ];
+        for (body, check) in cases {
+            match parse(body) {
+                Err(e) => assert!(check(&e), "{:?}: {e:?}", String::from_utf8_lossy(body)),
+                Ok(m) => panic!("{:?} parsed as {m:?}", String::from_utf8_lossy(body)),
+            }
+        }
+        let msg = parse(b"<Query>\n<CmdType>")
+            .expect_err("truncated")
+            .to_string();
+        assert!(msg.contains("line 2") && msg.contains("<CmdType>"), "{msg}");
+    }
+
+    #[test]
+    fn xml_bomb_is_refused_quickly() {
+        let bomb = r#"<?xml version="1.0"?>
+<!DOCTYPE lolz [
+ <!ENTITY lol "lol">
+ <!ENTITY lol1 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
+ <!ENTITY lol2 "&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;">
+ <!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">
+ <!ENTITY lol9 "&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;">
+]>
+<Notify><CmdType>Keepalive</CmdType><SN>1</SN><DeviceID>&lol9;</DeviceID></Notify>"#;
+        let start = std::time::Instant::now();
+        assert_eq!(parse(bomb.as_bytes()), Err(ManscdpError::Doctype));
+        assert!(start.elapsed() < std::time::Duration::from_secs(1));
+        // Without the DOCTYPE an undeclared entity stays literal text.
+        let m = ok(
+            "<Notify><CmdType>Keepalive</CmdType><SN>1</SN><DeviceID>&lol9;</DeviceID></Notify>",
+        );
+        assert_eq!(m.device_id(), "&lol9;");
+    }
+
+    #[test]
+    fn size_and_depth_limits() {
+        let mut big =
+            b"<Notify><CmdType>Keepalive</CmdType><SN>1</SN><DeviceID>1</DeviceID><Status>"
+                .to_vec();
+        big.resize(2 * 1024 * 1024, b'x');
+        assert_eq!(
+            parse(&big),
+            Err(ManscdpError::TooLarge {
+                len: 2 * 1024 * 1024,
+                max: MAX_BODY
+            })
+        );
+        let deep = format!("<Query>{}", "<a>".repeat(40));
+        assert!(matches!(
+            parse(deep.as_bytes()),
+            Err(ManscdpError::TooDeep { max: MAX_DEPTH, .. })
+        ));
+        let fine = format!(
+            "<Query><CmdType>Catalog</CmdType><SN>1</SN><DeviceID>1</DeviceID>{}{}</Query>",
+            "<a>".repeat(30),
+            "</a>".repeat(30)
+        );
+        assert!(parse(fine.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn nested_ids_do_not_override_the_envelope() {
+        let m = ok("<Notify><CmdType>Keepalive</CmdType><SN>3</SN><DeviceID>35010200002000000003</DeviceID><Status>OK</Status>
+            <Info><DeviceID>35010200001320000101</DeviceID><DeviceID>35010200001320000102</DeviceID></Info></Notify>");
+        assert_eq!(m.device_id(), "35010200002000000003");
+        // A full 1 MiB GBK body decodes to more than 1 MiB of UTF-8 and is fine.
+        let mut body =
+            "<Notify><CmdType>Keepalive</CmdType><SN>3</SN><DeviceID>1</DeviceID><Status>"
+                .to_owned();
+        body.push_str(&"东".repeat((MAX_BODY - 200) / 2));
+        body.push_str("</Status></Notify>");
+        let (gbk, _, _) = encoding_rs::GBK.encode(&body);
+        assert!(gbk.len() <= MAX_BODY && body.len() > MAX_BODY);
+        assert!(parse(&gbk).is_ok());
+    }
+
+    #[test]
+    fn sum_num_defaults_to_item_count() {
+        let m = ok("<Response><CmdType>Catalog</CmdType><SN>1</SN><DeviceID>1</DeviceID><DeviceList><Item><DeviceID>2</DeviceID></Item></DeviceList></Response>");
+        let Manscdp::CatalogResponse(l) = m else {
+            panic!()
+        };
+        assert_eq!(l.sum_num, 1);
+    }
+
+    /// A GBK body that is also valid UTF-8 with a character from U+0800 up
+    /// is read as UTF-8 (see `charset::decode`): an inherent ambiguity of
+    /// sniffing, so such rare cases are exempt from exact round trips.
+    fn gbk_reads_as_utf8(body: &[u8], cs: Charset) -> bool {
+        cs == Charset::Gb2312
+            && std::str::from_utf8(body).is_ok_and(|s| s.chars().any(|c| c >= '\u{800}'))
+    }
+
+    #[test]
+    fn gbk_accidentally_utf8_is_the_known_ambiguity() {
+        // GBK E4B8 + 8141 is also UTF-8 for U+4E01 then 'A'.
+        let mut body = b"<?xml version=\"1.0\" encoding=\"GB2312\"?><Notify><CmdType>Keepalive</CmdType><SN>1</SN><DeviceID>1</DeviceID><Status>".to_vec();
+        body.extend_from_slice(b"\xE4\xB8\x81\x41</Status></Notify>");
+        assert!(gbk_reads_as_utf8(&body, Charset::Gb2312));
+        let (m, cs) = parse(&body).expect("parses");
+        assert_eq!(cs, Charset::Gb2312);
+        let Manscdp::Keepalive(k) = m else { panic!() };
+        assert_eq!(k.status, "\u{4E01}A");
+    }
+
+    fn text() -> impl Strategy<Value = String> {
+        // Printable text as a device might send it; values are trimmed on
+        // parsing, so generate them trimmed.
+        "[^\\p{C}]{1,24}".prop_filter("trimmed", |s| !s.trim().is_empty() && s.trim() == s)
+    }
+
+    fn opt_text() -> impl Strategy<Value = Option<String>> {
+        proptest::option::of(text())
+    }
+
+    fn finite() -> impl Strategy<Value = Option<f64>> {
+        proptest::option::of(any::<f64>().prop_filter("finite", |v| v.is_finite()))
+    }
+
+    prop_compose! {
+        fn item()(
+            device_id in text(),
+            t1 in (opt_text(), opt_text(), opt_text(), opt_text(), opt_text(), opt_text(), opt_text()),
+            t2 in (opt_text(), opt_text(), opt_text(), opt_text(), opt_text()),
+            n in (any::<Option<u8>>(), any::<Option<u8>>(), any::<Option<u8>>(), any::<Option<u8>>(), any::<Option<u16>>()),
+            longitude in finite(),
+            latitude in finite(),
+        ) -> CatalogItem {
+            CatalogItem {
+                device_id,
+                name: t1.0, manufacturer: t1.1, model: t1.2, owner: t1.3, civil_code: t1.4, block: t1.5, address: t1.6,
+                parent_id: t2.0, ip_address: t2.1, status: t2.2, business_group_id: t2.3, event: t2.4,
+                parental: n.0, safety_way: n.1, register_way: n.2, secrecy: n.3, port: n.4,
+                longitude, latitude,
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn parse_never_panics_on_bytes(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = parse(&body);
+        }
+
+        #[test]
+        fn parse_never_panics_on_xmlish(body in "[<>/a-zA-Z&;#0-9\"'=! \\n\\x00?\\[\\]-]{0,200}") {
+            let _ = parse(body.as_bytes());
+        }
+
+        #[test]
+        fn wrapped_strings_parse_or_fail_cleanly(s in "\\PC{0,64}", root in 0usize..4, cmd in 0usize..5) {
+            let root = ["Query", "Response", "Notify", "Control"][root];
+            let cmd = ["Catalog", "Keepalive", "DeviceInfo", "DeviceStatus", "Alarm"][cmd];
+            for body in [
+                format!("<{root}><CmdType>{cmd}</CmdType><SN>1</SN><DeviceID>{s}</DeviceID><SumNum>1</SumNum><DeviceList><Item><DeviceID>1</DeviceID><Name>{s}</Name></Item></DeviceList></{root}>"),
+                format!("<{root}><CmdType>{cmd}</CmdType><SN>1</SN><DeviceID>1</DeviceID>{s}<Status>{s}</Status></{root}>"),
+            ] {
+                if let Ok((m, cs)) = parse(body.as_bytes()) {
+                    // Whatever we accept, we write back and read the same.
+                    let (again, _) = parse(&m.to_body(cs)).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    prop_assert_eq!(again, m);
+                }
+            }
+        }
+
+        #[test]
+        fn catalog_item_round_trips(items in proptest::collection::vec(item(), 0..4), sn: u32, sum: u32, notify: bool) {
+            let list = CatalogList { sn, device_id: "35010200002000000003".into(), sum_num: sum, items };
+            let m = if notify { Manscdp::CatalogNotify(list) } else { Manscdp::CatalogResponse(list) };
+            for cs in [Charset::Gb2312, Charset::Utf8] {
+                let body = m.to_body(cs);
+                let (again, got) = parse(&body).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(got, cs);
+                if !gbk_reads_as_utf8(&body, cs) {
+                    prop_assert_eq!(&again, &m);
+                }
+            }
+        }
+
+        #[test]
+        fn simple_messages_round_trip(sn: u32, id in text(), status in text(), t in opt_text()) {
+            let msgs = [
+                Manscdp::Keepalive(Keepalive { sn, device_id: id.clone(), status: status.clone() }),
+                Manscdp::CatalogQuery(SimpleQuery { sn, device_id: id.clone(), start_time: t.clone(), end_time: t.clone() }),
+                Manscdp::DeviceInfoResponse(DeviceInfo { sn, device_id: id.clone(), device_name: t.clone(), manufacturer: t.clone(), model: None, firmware: t.clone(), channel: Some(sn), result: status.clone() }),
+                Manscdp::DeviceStatusResponse(DeviceStatus { sn, device_id: id.clone(), result: status.clone(), online: t.clone(), status: t.clone(), encode: None, record: t.clone(), device_time: t.clone() }),
+                Manscdp::Other { root: Root::Control, cmd_type: status.clone(), sn, device_id: id.clone() },
+            ];
+            for m in msgs {
+                for cs in [Charset::Gb2312, Charset::Utf8] {
+                    let body = m.to_body(cs);
+                    let (again, _) = parse(&body).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    // A free-text CmdType may happen to name a modelled message.
+                    let renamed = matches!(m, Manscdp::Other { .. }) && !matches!(again, Manscdp::Other { .. });
+                    if !renamed && !gbk_reads_as_utf8(&body, cs) {
+                        prop_assert_eq!(&again, &m);
+                    }
+                }
+            }
+        }
+    }
+}

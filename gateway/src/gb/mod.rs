@@ -1,0 +1,6 @@
+//! GB/T 28181 message bodies: MANSCDP XML in GB2312 or UTF-8, and the
+//! splitting and reassembly of catalog answers. Pure functions, no I/O.
+
+pub mod catalog;
+pub mod charset;
+pub mod manscdp;

@@ -1,0 +1,985 @@
+//! One gbgate node as a sans-IO state machine: SIP messages and `now` in,
+//! SIP messages and a wake-up time out. It ties the registrar, the catalog,
+//! the uplink and the transaction layer together; [`crate::runtime`] drives
+//! it from sockets and timers.
+
+mod outbox;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use topology::{Credentials, GbId};
+
+use crate::catalog::Catalog;
+use crate::gb::catalog::CatalogAssembly;
+use crate::gb::charset::Charset;
+use crate::gb::manscdp::{self, CatalogItem, DeviceInfo, DeviceStatus, Manscdp, SimpleQuery};
+use crate::registry::{
+    AuthDecision, OfflineReason, RegisterOutcome, Registrant, RegistrantKind, Registrar, Registry,
+};
+use crate::settings::Settings;
+use crate::sip::agent::{Agent, Target, MANSCDP, USER_AGENT};
+use crate::sip::auth::NonceMinter;
+use crate::sip::header::{expires, NameAddr, SipUri};
+use crate::sip::message::{salvage_for_error_response, Message, Method, Request, Response};
+use crate::sip::transaction::{ClientEvent, Incoming, TransactionLayer};
+use crate::sip::{Peer, Transmit};
+use crate::uplink::{Uplink, UplinkEvent, UplinkRequest};
+
+use outbox::Outbox;
+
+/// What the node learns from the network edge.
+#[derive(Debug)]
+pub enum Inbound {
+    /// A parsed SIP message.
+    Message {
+        /// Where it came from.
+        peer: Peer,
+        /// The message.
+        message: Message,
+    },
+    /// Bytes that failed to parse as SIP.
+    Malformed {
+        /// Where they came from.
+        peer: Peer,
+        /// The raw message (for a best-effort 400).
+        raw: Bytes,
+        /// Why parsing failed.
+        error: String,
+    },
+}
+
+/// What a client transaction of the node is for.
+#[derive(Debug, Clone)]
+pub enum Token {
+    /// An uplink REGISTER or keepalive.
+    Uplink(UplinkRequest),
+    /// A queued MESSAGE toward a peer (catalog parts, forwarded answers).
+    Outbox(GbId),
+    /// A query we sent to a registrant.
+    Query(GbId),
+}
+
+/// The node's static identity: who it is, its parent and children.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// This node's ID.
+    pub id: GbId,
+    /// Display name.
+    pub name: String,
+    /// city, county, town or village.
+    pub level: String,
+    /// Address we advertise (the SIP listen address).
+    pub addr: std::net::SocketAddr,
+    /// The parent, if any, with its address and link transport.
+    pub parent: Option<(GbId, Peer)>,
+    /// Child nodes named in the topology: ID → name.
+    pub children: HashMap<GbId, String>,
+}
+
+/// A query forwarded below, waiting for its answer.
+#[derive(Debug)]
+struct Forward {
+    requester: GbId,
+    requester_sn: u32,
+    at: Instant,
+}
+
+/// The node.
+pub struct Node {
+    identity: Identity,
+    agent: Agent,
+    settings: Settings,
+    credentials: Arc<Credentials>,
+    tx: TransactionLayer<Token>,
+    registrar: Registrar,
+    registry: Registry,
+    catalog: Catalog,
+    uplink: Option<Uplink>,
+    assemblies: HashMap<(GbId, u32), CatalogAssembly>,
+    pending_up: Vec<CatalogItem>,
+    flush_at: Option<Instant>,
+    outboxes: HashMap<GbId, Outbox>,
+    forwards: HashMap<(GbId, u32), Forward>,
+    queried: HashSet<(GbId, u32)>,
+    sn: u32,
+    cseq: u32,
+    next_sweep: Instant,
+    transmits: Vec<Transmit>,
+    shutting_down: bool,
+}
+
+fn user_of(header: Option<&str>) -> Option<String> {
+    NameAddr::parse(header?).ok()?.uri.user
+}
+
+fn unix_time() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// GB/T 28181 `Date` header: local time, no zone, milliseconds (device clock sync).
+fn gb_date() -> String {
+    let now = time::OffsetDateTime::now_local().unwrap_or_else(|_| time::OffsetDateTime::now_utc());
+    let fmt = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]"
+    );
+    now.format(&fmt).unwrap_or_default()
+}
+
+impl Node {
+    /// A node with its identity, settings and credentials; it starts
+    /// registering to its parent at once.
+    pub fn new(
+        identity: Identity,
+        settings: Settings,
+        credentials: Arc<Credentials>,
+        now: Instant,
+    ) -> Self {
+        let agent = Agent {
+            id: identity.id,
+            addr: identity.addr,
+        };
+        let uplink = identity.parent.map(|(pid, peer)| {
+            Uplink::new(
+                pid,
+                peer,
+                credentials.uplink_password().map(str::to_owned),
+                &settings,
+                now,
+            )
+        });
+        let registrar = Registrar::new(
+            identity.id.domain().to_owned(),
+            NonceMinter::random(),
+            &settings,
+        );
+        Node {
+            catalog: Catalog::new(identity.id),
+            agent,
+            tx: TransactionLayer::new(settings.sip_timers, settings.max_transactions),
+            registrar,
+            registry: Registry::default(),
+            uplink,
+            assemblies: HashMap::new(),
+            pending_up: Vec::new(),
+            flush_at: None,
+            outboxes: HashMap::new(),
+            forwards: HashMap::new(),
+            queried: HashSet::new(),
+            sn: 0,
+            cseq: 0,
+            next_sweep: now,
+            transmits: Vec::new(),
+            shutting_down: false,
+            identity,
+            settings,
+            credentials,
+        }
+    }
+
+    /// This node's identity.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// The federated catalog.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// The registration table.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The link to the parent, if this node has one.
+    pub fn uplink(&self) -> Option<&Uplink> {
+        self.uplink.as_ref()
+    }
+
+    /// Settings in force.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Open client and server transactions, and retransmissions so far.
+    pub fn transaction_stats(&self) -> (usize, usize, u64) {
+        let (c, s) = self.tx.open();
+        (c, s, self.tx.retransmissions())
+    }
+
+    fn next_sn(&mut self) -> u32 {
+        self.sn = self.sn.wrapping_add(1);
+        self.sn
+    }
+
+    fn next_cseq(&mut self) -> u32 {
+        self.cseq = self.cseq.wrapping_add(1);
+        self.cseq
+    }
+
+    /// Move every message to send into `out`.
+    pub fn drain_transmits(&mut self, out: &mut Vec<Transmit>) {
+        self.tx.drain_transmits(out);
+        out.append(&mut self.transmits);
+    }
+
+    /// When [`Self::handle_timeout`] must next run.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut t = Some(self.next_sweep);
+        let mut min = |x: Option<Instant>| {
+            if let Some(x) = x {
+                t = Some(t.map_or(x, |t| t.min(x)));
+            }
+        };
+        min(self.tx.poll_timeout());
+        min(self.flush_at);
+        if !self.shutting_down {
+            min(self.uplink.as_ref().and_then(Uplink::next_wake));
+        }
+        t
+    }
+
+    // ---------------------------------------------------------------- input
+
+    /// Feed one inbound message or malformed datagram.
+    pub fn handle_inbound(&mut self, inbound: Inbound, now: Instant) {
+        match inbound {
+            Inbound::Malformed { peer, raw, error } => {
+                metrics::counter!("gbgate_sip_parse_errors_total").increment(1);
+                tracing::warn!(%peer, %error, bytes = raw.len(), "malformed SIP message");
+                if let Some(headers) = salvage_for_error_response(&raw) {
+                    let mut r = Response::new(400);
+                    r.reason = "Bad Request".into();
+                    r.headers = headers;
+                    r.headers.push("Warning", format!("399 gbgate \"{}\"", error.replace('"', "'")));
+                    self.transmits.push(Transmit {
+                        peer,
+                        data: r.to_bytes(),
+                    });
+                }
+            }
+            Inbound::Message {
+                peer,
+                message: Message::Request(req),
+            } => self.handle_request(req, peer, now),
+            Inbound::Message {
+                peer: _,
+                message: Message::Response(resp),
+            } => {
+                metrics::counter!("gbgate_sip_responses_received_total",
+                    "method" => resp.cseq().map(|c| c.method.to_string()).unwrap_or_default(),
+                    "code" => resp.status.to_string())
+                .increment(1);
+                if self.tx.handle_response(resp, now) {
+                    self.process_client_events(now);
+                }
+            }
+        }
+    }
+
+    fn respond(&mut self, req: &Request, mut resp: Response, now: Instant) {
+        metrics::counter!("gbgate_sip_responses_sent_total",
+            "method" => req.method.to_string(), "code" => resp.status.to_string())
+        .increment(1);
+        resp.headers.push("User-Agent", USER_AGENT);
+        if let Err(e) = self.tx.send_response(req, resp, now) {
+            tracing::debug!(error = %e, "response outside a transaction dropped");
+        }
+    }
+
+    fn reply(&mut self, req: &Request, status: u16, now: Instant) {
+        let resp = Response::to_request(req, status, Some(&crate::sip::header::new_tag()));
+        self.respond(req, resp, now);
+    }
+
+    fn handle_request(&mut self, req: Request, peer: Peer, now: Instant) {
+        metrics::counter!("gbgate_sip_requests_received_total", "method" => req.method.to_string())
+            .increment(1);
+        if req.method == Method::Ack {
+            return; // ACKs to our non-2xx INVITE answers need nothing.
+        }
+        match self.tx.handle_request(&req, peer, now) {
+            Ok(Incoming::New) => {}
+            Ok(Incoming::Retransmission) => return,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "request refused by the transaction layer");
+                // Stateless answer: no transaction could be created.
+                let status = if matches!(e, crate::sip::transaction::TransactionError::TooMany(_)) {
+                    503
+                } else {
+                    400
+                };
+                let r = Response::to_request(&req, status, None);
+                self.transmits.push(Transmit {
+                    peer,
+                    data: r.to_bytes(),
+                });
+                return;
+            }
+        }
+        match req.method {
+            Method::Register => self.handle_register(&req, peer, now),
+            Method::Message => self.handle_message(&req, peer, now),
+            Method::Options => self.reply(&req, 200, now),
+            // INVITE, SUBSCRIBE, INFO, BYE arrive with the media plane and subscriptions.
+            _ => self.reply(&req, 501, now),
+        }
+    }
+
+    // ----------------------------------------------------------- REGISTER
+
+    fn handle_register(&mut self, req: &Request, peer: Peer, now: Instant) {
+        let Some(id) = user_of(req.headers.get("To")).and_then(|u| GbId::parse(&u).ok()) else {
+            let mut r = Response::to_request(req, 400, None);
+            r.reason = "To header must carry a 20-digit GB/T 28181 ID".into();
+            return self.respond(req, r, now);
+        };
+        if self.registry.get(&id).is_none() && self.registry.len() >= self.settings.max_registrations
+        {
+            tracing::warn!(%id, limit = self.settings.max_registrations, "registration limit reached");
+            return self.reply(req, 503, now);
+        }
+        let password = self.credentials.password_for(&id);
+        let decision = self.registrar.decide(
+            peer.addr.ip(),
+            id.as_str(),
+            req.headers.get("Authorization"),
+            password,
+            now,
+            unix_time(),
+        );
+        match decision {
+            AuthDecision::Challenge(c) => {
+                let mut r = Response::to_request(req, 401, Some(&crate::sip::header::new_tag()));
+                r.headers.push("WWW-Authenticate", c.to_header_value());
+                self.respond(req, r, now);
+            }
+            AuthDecision::Forbidden(reason) => {
+                metrics::counter!("gbgate_register_rejected_total").increment(1);
+                tracing::warn!(%id, %peer, reason, "REGISTER refused");
+                let mut r = Response::to_request(req, 403, Some(&crate::sip::header::new_tag()));
+                r.reason = "Forbidden".into();
+                r.headers.push("Warning", format!("399 gbgate \"{reason}\""));
+                self.respond(req, r, now);
+            }
+            AuthDecision::Accept => self.accept_register(req, id, peer, now),
+        }
+    }
+
+    fn accept_register(&mut self, req: &Request, id: GbId, peer: Peer, now: Instant) {
+        let requested = expires(&req.headers).unwrap_or(3600);
+        let granted = u64::from(requested).min(self.settings.register_expires.as_secs());
+        let mut r = Response::to_request(req, 200, Some(&crate::sip::header::new_tag()));
+        if let Some(c) = req.headers.get("Contact") {
+            r.headers.push("Contact", c.to_owned());
+        }
+        r.headers.push("Expires", granted.to_string());
+        r.headers.push("Date", gb_date());
+        self.respond(req, r, now);
+        if granted == 0 {
+            if self.registry.unregister(&id).is_some() {
+                tracing::info!(%id, "unregistered");
+                let ev = self.catalog.set_source_online(id, false);
+                self.emit(ev, now);
+            }
+            self.update_gauges();
+            return;
+        }
+        let kind = if self.identity.children.contains_key(&id) {
+            RegistrantKind::ChildNode
+        } else if id.is_platform() {
+            RegistrantKind::Platform
+        } else {
+            RegistrantKind::Device
+        };
+        let contact = req.headers.get("Contact").unwrap_or_default().to_owned();
+        let outcome = self.registry.register(
+            id,
+            kind,
+            peer,
+            contact,
+            Duration::from_secs(granted),
+            now,
+        );
+        if outcome == RegisterOutcome::Fresh {
+            tracing::info!(%id, ?kind, %peer, expires = granted, "registered");
+            let name = self
+                .identity
+                .children
+                .get(&id)
+                .cloned()
+                .or_else(|| NameAddr::parse(req.headers.get("From").unwrap_or_default()).ok()?.display);
+            let item = CatalogItem {
+                name,
+                civil_code: Some(id.civil_code().to_string()),
+                register_way: Some(1),
+                parental: Some(1),
+                ..CatalogItem::default()
+            };
+            let ev = self.catalog.upsert_registrant(id, item);
+            self.emit(ev, now);
+            self.query_registrant(id, "Catalog", now);
+        }
+        self.update_gauges();
+    }
+
+    fn update_gauges(&self) {
+        metrics::gauge!("gbgate_registered_devices")
+            .set(self.registry.count_online(RegistrantKind::Device) as f64);
+        metrics::gauge!("gbgate_registered_child_nodes").set(
+            (self.registry.count_online(RegistrantKind::ChildNode)
+                + self.registry.count_online(RegistrantKind::Platform)) as f64,
+        );
+        metrics::gauge!("gbgate_catalog_entries").set(self.catalog.len() as f64);
+    }
+
+    fn target_for(&self, r: &Registrant) -> (Peer, String) {
+        (r.peer, r.peer.addr.to_string())
+    }
+
+    /// Send a MANSCDP query (Catalog, DeviceInfo, DeviceStatus) to a registrant.
+    fn query_registrant(&mut self, id: GbId, cmd: &str, now: Instant) -> Option<u32> {
+        let sn = self.next_sn();
+        let q = SimpleQuery::new(sn, id.to_string());
+        let msg = match cmd {
+            "Catalog" => Manscdp::CatalogQuery(q),
+            "DeviceInfo" => Manscdp::DeviceInfoQuery(q),
+            _ => Manscdp::DeviceStatusQuery(q),
+        };
+        if cmd == "Catalog" {
+            self.queried.insert((id, sn));
+        }
+        self.send_to_registrant(id, &msg, Token::Query(id), now)
+            .then_some(sn)
+    }
+
+    fn send_to_registrant(&mut self, id: GbId, msg: &Manscdp, token: Token, now: Instant) -> bool {
+        let Some(r) = self.registry.get(&id) else {
+            return false;
+        };
+        let (peer, host) = self.target_for(r);
+        let body = msg.to_body(r.charset);
+        let cseq = self.next_cseq();
+        let target = Target {
+            id: id.as_str(),
+            host,
+            transport: peer.transport,
+        };
+        let req = self
+            .agent
+            .request(Method::Message, &target, cseq, None, Some((MANSCDP, body)));
+        self.send(req, peer, token, now)
+    }
+
+    fn send(&mut self, req: Request, peer: Peer, token: Token, now: Instant) -> bool {
+        metrics::counter!("gbgate_sip_requests_sent_total", "method" => req.method.to_string())
+            .increment(1);
+        match self.tx.send_request(req, peer, token, now) {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "could not send request");
+                false
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ MESSAGE
+
+    fn handle_message(&mut self, req: &Request, peer: Peer, now: Instant) {
+        let (body, charset) = match manscdp::parse(&req.body) {
+            Ok(b) => b,
+            Err(e) => {
+                metrics::counter!("gbgate_manscdp_parse_errors_total").increment(1);
+                tracing::warn!(%peer, error = %e, "bad MANSCDP body");
+                let mut r = Response::to_request(req, 400, Some(&crate::sip::header::new_tag()));
+                r.headers.push("Warning", format!("399 gbgate \"{}\"", e.to_string().replace('"', "'")));
+                return self.respond(req, r, now);
+            }
+        };
+        let sender = user_of(req.headers.get("From")).and_then(|u| GbId::parse(&u).ok());
+        let from_parent = sender.is_some()
+            && self.uplink.as_ref().map(Uplink::parent) == sender;
+        if from_parent {
+            self.reply(req, 200, now);
+            if let Some(u) = self.uplink.as_mut() {
+                u.set_charset(charset);
+            }
+            return self.handle_parent_message(body, now);
+        }
+        let Some(sender) = sender else {
+            return self.reply(req, 400, now);
+        };
+        match self.registry.touch(&sender, peer, now) {
+            None => {
+                // Unknown: GB practice is 404, after which devices re-register.
+                tracing::debug!(%sender, %peer, "MESSAGE from an unregistered peer");
+                return self.reply(req, 404, now);
+            }
+            Some(revived) => {
+                self.reply(req, 200, now);
+                self.registry.set_charset(&sender, charset);
+                if revived {
+                    tracing::info!(id = %sender, "back online");
+                    let ev = self.catalog.set_source_online(sender, true);
+                    self.emit(ev, now);
+                    self.query_registrant(sender, "Catalog", now);
+                    self.update_gauges();
+                }
+            }
+        }
+        self.handle_registrant_message(sender, body, now);
+    }
+
+    fn handle_registrant_message(&mut self, sender: GbId, body: Manscdp, now: Instant) {
+        match body {
+            Manscdp::Keepalive(_) => {}
+            Manscdp::CatalogResponse(list) => {
+                let key = (sender, list.sn);
+                if !self.queried.contains(&key) && !self.assemblies.contains_key(&key) {
+                    tracing::debug!(%sender, sn = list.sn, "catalog answer to a query we did not send; taking it");
+                }
+                let sum = list.sum_num;
+                let asm = self
+                    .assemblies
+                    .entry(key)
+                    .or_insert_with(|| CatalogAssembly::new(sum, now));
+                if asm.add(list, now) {
+                    if let Some(asm) = self.assemblies.remove(&key) {
+                        self.queried.remove(&key);
+                        self.finish_catalog(sender, asm, true, now);
+                    }
+                }
+            }
+            Manscdp::CatalogNotify(list) => {
+                let ev = self.catalog.apply_events(sender, list.items);
+                self.emit(ev, now);
+                self.update_gauges();
+            }
+            Manscdp::DeviceInfoResponse(mut info) => {
+                if let Some(f) = self.forwards.remove(&(sender, info.sn)) {
+                    info.sn = f.requester_sn;
+                    self.answer_requester(f.requester, &Manscdp::DeviceInfoResponse(info), now);
+                }
+            }
+            Manscdp::DeviceStatusResponse(mut st) => {
+                if let Some(f) = self.forwards.remove(&(sender, st.sn)) {
+                    st.sn = f.requester_sn;
+                    self.answer_requester(f.requester, &Manscdp::DeviceStatusResponse(st), now);
+                }
+            }
+            other => {
+                tracing::debug!(%sender, cmd = other.cmd_type(), "MESSAGE from below not handled");
+            }
+        }
+    }
+
+    fn finish_catalog(&mut self, source: GbId, asm: CatalogAssembly, complete: bool, now: Instant) {
+        let (got, sum) = (asm.received(), asm.sum_num());
+        let items = asm.into_items();
+        tracing::info!(%source, items = got, sum_num = sum, complete, "catalog received");
+        let ev = self.catalog.replace_from(source, items, complete);
+        self.emit(ev, now);
+        self.update_gauges();
+    }
+
+    /// Where answers to the parent go, and in which charset.
+    fn answer_requester(&mut self, requester: GbId, msg: &Manscdp, now: Instant) {
+        let is_parent = self.uplink.as_ref().map(Uplink::parent) == Some(requester);
+        if is_parent {
+            let charset = self.uplink.as_ref().map_or(Charset::Gb2312, Uplink::charset);
+            let body = msg.to_body(charset);
+            self.enqueue_parent(vec![body], now);
+        } else {
+            self.send_to_registrant(requester, msg, Token::Query(requester), now);
+        }
+    }
+
+    fn handle_parent_message(&mut self, body: Manscdp, now: Instant) {
+        let Some((parent, peer)) = self.uplink.as_ref().map(|u| (u.parent(), u.peer())) else {
+            return;
+        };
+        match body {
+            Manscdp::CatalogQuery(q) => {
+                let items = self.catalog.export();
+                tracing::info!(%parent, sn = q.sn, items = items.len(), "answering the parent's catalog query");
+                let charset = self.uplink.as_ref().map_or(Charset::Gb2312, Uplink::charset);
+                let budget = self.body_budget(parent, peer);
+                let ob = self.outbox_for(parent, peer);
+                ob.push_catalog(false, q.sn, q.device_id, items, budget, charset);
+                self.pump(parent, now);
+            }
+            Manscdp::DeviceInfoQuery(q) => {
+                if q.device_id == self.identity.id.as_str() {
+                    let info = Manscdp::DeviceInfoResponse(DeviceInfo {
+                        sn: q.sn,
+                        device_id: q.device_id,
+                        device_name: Some(self.identity.name.clone()),
+                        manufacturer: Some("gbgate".into()),
+                        model: Some("gbgate gateway".into()),
+                        firmware: Some(env!("CARGO_PKG_VERSION").into()),
+                        channel: Some(self.catalog.channel_count() as u32),
+                        result: "OK".into(),
+                    });
+                    self.answer_requester(parent, &info, now);
+                } else {
+                    self.forward_query(parent, q, true, now);
+                }
+            }
+            Manscdp::DeviceStatusQuery(q) => {
+                if q.device_id == self.identity.id.as_str() {
+                    let st = Manscdp::DeviceStatusResponse(DeviceStatus {
+                        sn: q.sn,
+                        device_id: q.device_id,
+                        result: "OK".into(),
+                        online: Some("ONLINE".into()),
+                        status: Some("OK".into()),
+                        encode: None,
+                        record: None,
+                        device_time: Some(gb_date().chars().take(19).collect()),
+                    });
+                    self.answer_requester(parent, &st, now);
+                } else {
+                    self.forward_query(parent, q, false, now);
+                }
+            }
+            other => {
+                tracing::debug!(cmd = other.cmd_type(), "MESSAGE from the parent not handled");
+            }
+        }
+    }
+
+    /// Forward a DeviceInfo/DeviceStatus query for something below to the
+    /// registrant that owns it; its answer comes back with the parent's SN.
+    fn forward_query(&mut self, requester: GbId, q: SimpleQuery, info: bool, now: Instant) {
+        let owner = GbId::parse(&q.device_id)
+            .ok()
+            .filter(|id| self.registry.get(id).is_some())
+            .or_else(|| self.catalog.source_of(&q.device_id));
+        let Some(owner) = owner.filter(|o| self.registry.get(o).is_some_and(|r| r.online)) else {
+            let msg = if info {
+                Manscdp::DeviceInfoResponse(DeviceInfo {
+                    sn: q.sn,
+                    device_id: q.device_id,
+                    device_name: None,
+                    manufacturer: None,
+                    model: None,
+                    firmware: None,
+                    channel: None,
+                    result: "ERROR".into(),
+                })
+            } else {
+                Manscdp::DeviceStatusResponse(DeviceStatus {
+                    sn: q.sn,
+                    device_id: q.device_id,
+                    result: "ERROR".into(),
+                    online: Some("OFFLINE".into()),
+                    status: None,
+                    encode: None,
+                    record: None,
+                    device_time: None,
+                })
+            };
+            return self.answer_requester(requester, &msg, now);
+        };
+        let sn = self.next_sn();
+        self.forwards.insert(
+            (owner, sn),
+            Forward {
+                requester,
+                requester_sn: q.sn,
+                at: now,
+            },
+        );
+        let fwd = SimpleQuery::new(sn, q.device_id);
+        let msg = if info {
+            Manscdp::DeviceInfoQuery(fwd)
+        } else {
+            Manscdp::DeviceStatusQuery(fwd)
+        };
+        self.send_to_registrant(owner, &msg, Token::Query(owner), now);
+    }
+
+    // ------------------------------------------------------------ upward
+
+    /// Catalog changes to push to the parent (batched).
+    fn emit(&mut self, events: Vec<CatalogItem>, now: Instant) {
+        if events.is_empty() {
+            return;
+        }
+        if !self.uplink.as_ref().is_some_and(Uplink::is_registered) {
+            // The parent re-queries the whole catalog when we register.
+            return;
+        }
+        self.pending_up.extend(events);
+        if self.flush_at.is_none() {
+            self.flush_at = Some(now + self.settings.catalog_flush_delay);
+        }
+    }
+
+    fn flush_up(&mut self, now: Instant) {
+        self.flush_at = None;
+        let items = std::mem::take(&mut self.pending_up);
+        let Some((parent, peer, charset)) = self
+            .uplink
+            .as_ref()
+            .filter(|u| u.is_registered())
+            .map(|u| (u.parent(), u.peer(), u.charset()))
+        else {
+            return;
+        };
+        if items.is_empty() {
+            return;
+        }
+        metrics::counter!("gbgate_catalog_events_up_total").increment(items.len() as u64);
+        let sn = self.next_sn();
+        let budget = self.body_budget(parent, peer);
+        let id = self.identity.id.to_string();
+        let ob = self.outbox_for(parent, peer);
+        ob.push_catalog(true, sn, id, items, budget, charset);
+        self.pump(parent, now);
+    }
+
+    fn enqueue_parent(&mut self, bodies: Vec<Bytes>, now: Instant) {
+        let Some((parent, peer)) = self.uplink.as_ref().map(|u| (u.parent(), u.peer())) else {
+            return;
+        };
+        let ob = self.outbox_for(parent, peer);
+        for b in bodies {
+            ob.push_body(b);
+        }
+        self.pump(parent, now);
+    }
+
+    fn outbox_for(&mut self, id: GbId, peer: Peer) -> &mut Outbox {
+        let window = self.settings.catalog_window;
+        let ob = self
+            .outboxes
+            .entry(id)
+            .or_insert_with(|| Outbox::new(peer, window));
+        ob.set_peer(peer);
+        ob
+    }
+
+    /// Bytes left for a MESSAGE body after the SIP head, within the transport's budget.
+    fn body_budget(&self, to: GbId, peer: Peer) -> usize {
+        let target = Target {
+            id: to.as_str(),
+            host: peer.addr.to_string(),
+            transport: peer.transport,
+        };
+        let head = self
+            .agent
+            .request(Method::Message, &target, u32::MAX, None, Some((MANSCDP, Bytes::new())))
+            .to_bytes()
+            .len();
+        // Margin for longer Call-IDs and the Content-Length digits.
+        self.settings
+            .catalog_budget(peer.transport)
+            .saturating_sub(head + 24)
+            .max(256)
+    }
+
+    fn pump(&mut self, id: GbId, now: Instant) {
+        let Some(ob) = self.outboxes.get_mut(&id) else {
+            return;
+        };
+        let peer = ob.peer();
+        let bodies = ob.take_ready();
+        for body in bodies {
+            let cseq = self.next_cseq();
+            let target = Target {
+                id: id.as_str(),
+                host: peer.addr.to_string(),
+                transport: peer.transport,
+            };
+            let req = self
+                .agent
+                .request(Method::Message, &target, cseq, None, Some((MANSCDP, body)));
+            if !self.send(req, peer, Token::Outbox(id), now) {
+                if let Some(ob) = self.outboxes.get_mut(&id) {
+                    ob.done();
+                }
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ events
+
+    fn process_client_events(&mut self, now: Instant) {
+        let mut events = Vec::new();
+        self.tx.drain_events(&mut events);
+        for ev in events {
+            match ev {
+                ClientEvent::Response { token, response } => {
+                    self.on_client_response(token, response, now)
+                }
+                ClientEvent::Timeout { token, method } => self.on_client_timeout(token, method, now),
+            }
+        }
+    }
+
+    fn on_client_response(&mut self, token: Token, response: Response, now: Instant) {
+        match token {
+            Token::Uplink(UplinkRequest::Register) => {
+                let Some(u) = self.uplink.as_mut() else { return };
+                let (follow, ev) = u.on_register_response(&self.agent, &response, now);
+                let peer = u.peer();
+                if let Some(req) = follow {
+                    self.send(req, peer, Token::Uplink(UplinkRequest::Register), now);
+                }
+                self.on_uplink_event(ev, now);
+            }
+            Token::Uplink(UplinkRequest::Keepalive) => {
+                let ev = self
+                    .uplink
+                    .as_mut()
+                    .and_then(|u| u.on_keepalive_response(response.status, now));
+                self.on_uplink_event(ev, now);
+            }
+            Token::Outbox(id) => {
+                if let Some(ob) = self.outboxes.get_mut(&id) {
+                    ob.done();
+                }
+                if response.status >= 300 {
+                    tracing::debug!(%id, status = response.status, "queued MESSAGE refused");
+                }
+                self.pump(id, now);
+            }
+            Token::Query(id) => {
+                if response.status >= 300 {
+                    tracing::warn!(%id, status = response.status, "query refused");
+                }
+            }
+        }
+    }
+
+    fn on_client_timeout(&mut self, token: Token, method: Method, now: Instant) {
+        match token {
+            Token::Uplink(UplinkRequest::Register) => {
+                let ev = self.uplink.as_mut().and_then(|u| u.on_register_timeout(now));
+                self.on_uplink_event(ev, now);
+            }
+            Token::Uplink(UplinkRequest::Keepalive) => {}
+            Token::Outbox(id) => {
+                tracing::debug!(%id, %method, "queued MESSAGE timed out");
+                if let Some(ob) = self.outboxes.get_mut(&id) {
+                    ob.done();
+                }
+                self.pump(id, now);
+            }
+            Token::Query(id) => tracing::warn!(%id, "query timed out"),
+        }
+    }
+
+    fn on_uplink_event(&mut self, ev: Option<UplinkEvent>, _now: Instant) {
+        match ev {
+            Some(UplinkEvent::Registered) => {
+                metrics::gauge!("gbgate_uplink_registered").set(1.0);
+            }
+            Some(UplinkEvent::Lost(why)) => {
+                metrics::gauge!("gbgate_uplink_registered").set(0.0);
+                tracing::warn!(reason = why, "link to parent lost");
+                // The parent re-queries everything after we re-register.
+                self.pending_up.clear();
+                self.flush_at = None;
+                if let Some(p) = self.uplink.as_ref().map(Uplink::parent) {
+                    self.outboxes.remove(&p);
+                }
+            }
+            None => {}
+        }
+    }
+
+    // ------------------------------------------------------------ timers
+
+    /// Run everything due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.tx.handle_timeout(now);
+        self.process_client_events(now);
+        if self.flush_at.is_some_and(|t| now >= t) {
+            self.flush_up(now);
+        }
+        if !self.shutting_down {
+            if let Some(u) = self.uplink.as_mut() {
+                let (reqs, ev) = u.poll(&self.agent, now);
+                let peer = u.peer();
+                for (kind, req) in reqs {
+                    self.send(req, peer, Token::Uplink(kind), now);
+                }
+                self.on_uplink_event(ev, now);
+            }
+        }
+        if now >= self.next_sweep {
+            self.sweep(now);
+        }
+    }
+
+    fn sweep(&mut self, now: Instant) {
+        let period = (self.settings.keepalive_interval / 4)
+            .clamp(Duration::from_millis(100), Duration::from_secs(5));
+        self.next_sweep = now + period;
+        let gone = self.registry.sweep(now, self.settings.liveness_timeout());
+        for (id, reason) in gone {
+            tracing::warn!(%id, ?reason, "registrant offline");
+            let ev = self.catalog.set_source_online(id, false);
+            self.emit(ev, now);
+            if reason == OfflineReason::Expired {
+                self.outboxes.remove(&id);
+            }
+        }
+        let idle = self.settings.catalog_part_timeout;
+        let stale: Vec<(GbId, u32)> = self
+            .assemblies
+            .iter()
+            .filter(|(_, a)| now.duration_since(a.last_activity()) > idle)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in stale {
+            if let Some(asm) = self.assemblies.remove(&key) {
+                self.queried.remove(&key);
+                tracing::warn!(source = %key.0, got = asm.received(), sum_num = asm.sum_num(), "catalog answer incomplete; keeping what came");
+                self.finish_catalog(key.0, asm, false, now);
+            }
+        }
+        let ttl = self.settings.sip_timers.transaction_timeout();
+        self.forwards.retain(|_, f| now.duration_since(f.at) <= ttl);
+        if self.queried.len() > 10_000 {
+            self.queried.clear();
+        }
+        self.registrar.prune(now);
+        let (c, s) = self.tx.open();
+        metrics::gauge!("gbgate_sip_transactions_open").set((c + s) as f64);
+        metrics::counter!("gbgate_sip_retransmissions_total").absolute(self.tx.retransmissions());
+        self.update_gauges();
+    }
+
+    // ----------------------------------------------------------- shutdown
+
+    /// Begin a graceful stop: unregister from the parent.
+    pub fn shutdown(&mut self, now: Instant) {
+        self.shutting_down = true;
+        if let Some(u) = self.uplink.as_mut() {
+            let peer = u.peer();
+            if let Some(req) = u.unregister(&self.agent) {
+                tracing::info!("unregistering from parent");
+                self.send(req, peer, Token::Uplink(UplinkRequest::Register), now);
+            }
+        }
+    }
+
+    /// True when a graceful stop has nothing left to wait for.
+    pub fn is_shut_down(&self) -> bool {
+        self.shutting_down && self.uplink.as_ref().is_none_or(Uplink::is_stopped)
+    }
+
+    /// A SIP URI for a registrant's Contact, if it parses (for display).
+    pub fn contact_uri(r: &Registrant) -> Option<SipUri> {
+        NameAddr::parse(&r.contact).ok().map(|n| n.uri)
+    }
+}

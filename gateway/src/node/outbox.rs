@@ -1,0 +1,184 @@
+//! Paced MESSAGEs toward one peer: at most `window` in flight, the rest
+//! waiting. Catalog answers are split lazily, a slice at a time, so a
+//! 420,000-item answer never sits in memory as 100,000 encoded bodies.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+
+use crate::gb::catalog::split;
+use crate::gb::charset::Charset;
+use crate::gb::manscdp::CatalogItem;
+use crate::sip::Peer;
+
+/// Items encoded per refill of a pending catalog answer.
+const SLICE: usize = 256;
+
+struct PendingCatalog {
+    notify: bool,
+    sn: u32,
+    device_id: String,
+    items: Vec<CatalogItem>,
+    pos: usize,
+    budget: usize,
+    charset: Charset,
+}
+
+enum Job {
+    Body(Bytes),
+    Catalog(PendingCatalog),
+}
+
+/// The queue toward one peer.
+pub(super) struct Outbox {
+    peer: Peer,
+    window: usize,
+    in_flight: usize,
+    jobs: VecDeque<Job>,
+}
+
+impl Outbox {
+    pub(super) fn new(peer: Peer, window: usize) -> Self {
+        Outbox {
+            peer,
+            window: window.max(1),
+            in_flight: 0,
+            jobs: VecDeque::new(),
+        }
+    }
+
+    pub(super) fn peer(&self) -> Peer {
+        self.peer
+    }
+
+    /// The peer may have re-registered from a new address.
+    pub(super) fn set_peer(&mut self, peer: Peer) {
+        self.peer = peer;
+    }
+
+    pub(super) fn push_body(&mut self, body: Bytes) {
+        self.jobs.push_back(Job::Body(body));
+    }
+
+    /// Queue a whole catalog answer (or a batch of change events).
+    pub(super) fn push_catalog(
+        &mut self,
+        notify: bool,
+        sn: u32,
+        device_id: String,
+        items: Vec<CatalogItem>,
+        budget: usize,
+        charset: Charset,
+    ) {
+        if items.is_empty() {
+            // SumNum 0 still needs one (empty) answer.
+            let bodies = split(notify, sn, &device_id, 0, &[], budget, charset);
+            for b in bodies {
+                self.push_body(b);
+            }
+            return;
+        }
+        self.jobs.push_back(Job::Catalog(PendingCatalog {
+            notify,
+            sn,
+            device_id,
+            items,
+            pos: 0,
+            budget,
+            charset,
+        }));
+    }
+
+    /// Bodies that may be sent now; each must later be matched by [`Self::done`].
+    pub(super) fn take_ready(&mut self) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        while self.in_flight < self.window {
+            let Some(job) = self.jobs.front_mut() else {
+                break;
+            };
+            match job {
+                Job::Body(_) => {
+                    if let Some(Job::Body(b)) = self.jobs.pop_front() {
+                        self.in_flight += 1;
+                        out.push(b);
+                    }
+                }
+                Job::Catalog(p) => {
+                    let end = (p.pos + SLICE).min(p.items.len());
+                    let sum = p.items.len() as u32;
+                    let bodies = split(
+                        p.notify,
+                        p.sn,
+                        &p.device_id,
+                        sum,
+                        &p.items[p.pos..end],
+                        p.budget,
+                        p.charset,
+                    );
+                    p.pos = end;
+                    let finished = p.pos >= p.items.len();
+                    if finished {
+                        self.jobs.pop_front();
+                    }
+                    // Bodies go ahead of the rest of this answer, in order.
+                    for b in bodies.into_iter().rev() {
+                        self.jobs.push_front(Job::Body(b));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// One in-flight MESSAGE finished (answered or timed out).
+    pub(super) fn done(&mut self) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gb::manscdp::{parse, Manscdp};
+    use crate::sip::Transport;
+
+    #[test]
+    fn window_paces_and_catalog_splits_lazily_in_order() {
+        let peer = Peer {
+            transport: Transport::Udp,
+            addr: "127.0.0.1:1".parse().unwrap(),
+        };
+        let mut ob = Outbox::new(peer, 4);
+        let items: Vec<CatalogItem> = (0..1000)
+            .map(|n| CatalogItem {
+                device_id: format!("3501020100131{n:07}"),
+                name: Some(format!("camera {n}")),
+                status: Some("ON".into()),
+                ..CatalogItem::default()
+            })
+            .collect();
+        ob.push_catalog(false, 9, "35010201002000000001".into(), items, 1000, Charset::Gb2312);
+        let mut got = Vec::new();
+        loop {
+            let ready = ob.take_ready();
+            if ready.is_empty() {
+                break;
+            }
+            assert!(ready.len() <= 4);
+            for b in ready {
+                assert!(b.len() <= 1000);
+                match parse(&b).unwrap().0 {
+                    Manscdp::CatalogResponse(l) => {
+                        assert_eq!(l.sum_num, 1000);
+                        assert_eq!(l.sn, 9);
+                        got.extend(l.items.into_iter().map(|i| i.device_id));
+                    }
+                    other => panic!("unexpected {other:?}"),
+                }
+                ob.done();
+            }
+        }
+        assert_eq!(got.len(), 1000);
+        assert!(got.windows(2).all(|w| w[0] < w[1]), "parts stay in order");
+    }
+}

@@ -1,0 +1,318 @@
+//! Digest authentication of REGISTER, as a registrar.
+//!
+//! Nonces are stateless (an HMAC of issue time and source IP under a
+//! per-process key), so a REGISTER flood costs no memory before a challenge
+//! is answered. State is kept only for sources that failed (lock-out) and for
+//! nonces that succeeded with `qop=auth` (nonce-count replay). Both tables
+//! are bounded. They are plain maps driven by `now` rather than moka caches
+//! so that tests control time exactly.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use crate::settings::Settings;
+use crate::sip::auth::{Challenge, DigestCredentials, NonceError, NonceMinter};
+
+/// Bound on each of the failure and nonce-count tables.
+const MAX_TRACKED: usize = 100_000;
+
+/// The registrar's verdict on one REGISTER.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AuthDecision {
+    /// Credentials are valid.
+    Accept,
+    /// Answer 401 with this challenge (no or stale credentials).
+    Challenge(Challenge),
+    /// Answer 403: wrong password, unknown user, or locked-out source.
+    Forbidden(&'static str),
+}
+
+#[derive(Debug)]
+struct Failures {
+    count: u32,
+    window_start: Instant,
+    locked_until: Option<Instant>,
+}
+
+/// Decides REGISTER authentication for one realm.
+pub struct Registrar {
+    realm: String,
+    minter: NonceMinter,
+    nonce_lifetime: Duration,
+    lockout_failures: u32,
+    lockout_window: Duration,
+    lockout_duration: Duration,
+    failures: HashMap<IpAddr, Failures>,
+    nonce_counts: HashMap<String, (u32, Instant)>,
+}
+
+impl Registrar {
+    /// A registrar for `realm` (the node's 10-digit SIP domain).
+    pub fn new(realm: String, minter: NonceMinter, settings: &Settings) -> Self {
+        Registrar {
+            realm,
+            minter,
+            nonce_lifetime: settings.nonce_lifetime,
+            lockout_failures: settings.lockout_failures,
+            lockout_window: settings.lockout_window,
+            lockout_duration: settings.lockout_duration,
+            failures: HashMap::new(),
+            nonce_counts: HashMap::new(),
+        }
+    }
+
+    /// The digest realm.
+    pub fn realm(&self) -> &str {
+        &self.realm
+    }
+
+    fn challenge(&self, source: IpAddr, unix_now: u64, stale: bool) -> Challenge {
+        Challenge {
+            realm: self.realm.clone(),
+            nonce: self.minter.mint(unix_now, source),
+            opaque: None,
+            algorithm: Some("MD5".into()),
+            qop: None,
+            stale,
+        }
+    }
+
+    /// True while `source` is locked out.
+    pub fn is_locked(&self, source: IpAddr, now: Instant) -> bool {
+        self.failures
+            .get(&source)
+            .and_then(|f| f.locked_until)
+            .is_some_and(|until| now < until)
+    }
+
+    /// Judge a REGISTER from `source` claiming `user`, given its Authorization
+    /// header (if any) and the password on file (None: unknown user).
+    pub fn decide(
+        &mut self,
+        source: IpAddr,
+        user: &str,
+        authorization: Option<&str>,
+        password: Option<&str>,
+        now: Instant,
+        unix_now: u64,
+    ) -> AuthDecision {
+        if self.is_locked(source, now) {
+            return AuthDecision::Forbidden("source locked out after repeated failures");
+        }
+        let Some(header) = authorization else {
+            return AuthDecision::Challenge(self.challenge(source, unix_now, false));
+        };
+        let Ok(creds) = DigestCredentials::parse(header) else {
+            self.fail(source, now);
+            return AuthDecision::Forbidden("malformed Authorization header");
+        };
+        match self.minter.validate(
+            &creds.nonce,
+            unix_now,
+            source,
+            self.nonce_lifetime.as_secs(),
+        ) {
+            Ok(_) => {}
+            Err(NonceError::Expired { .. }) | Err(NonceError::FromTheFuture) => {
+                return AuthDecision::Challenge(self.challenge(source, unix_now, true));
+            }
+            // A nonce we did not issue to this source (or from before a restart):
+            // challenge afresh rather than count it as a wrong password.
+            Err(_) => return AuthDecision::Challenge(self.challenge(source, unix_now, false)),
+        }
+        if creds.realm != self.realm || creds.username != user {
+            self.fail(source, now);
+            return AuthDecision::Forbidden("username or realm does not match the registrant");
+        }
+        let Some(password) = password else {
+            self.fail(source, now);
+            return AuthDecision::Forbidden("no credentials on file for this ID");
+        };
+        if !creds.verify("REGISTER", password) {
+            self.fail(source, now);
+            return AuthDecision::Forbidden("wrong password");
+        }
+        if creds.qop.is_some() {
+            let Some(nc) = creds.nonce_count() else {
+                self.fail(source, now);
+                return AuthDecision::Forbidden("qop without a valid nc");
+            };
+            let fresh = self
+                .nonce_counts
+                .get(&creds.nonce)
+                .is_none_or(|(last, _)| nc > *last);
+            if !fresh {
+                // A replayed request: force a new nonce rather than trust it.
+                return AuthDecision::Challenge(self.challenge(source, unix_now, true));
+            }
+            if self.nonce_counts.len() >= MAX_TRACKED {
+                self.prune(now);
+            }
+            if self.nonce_counts.len() < MAX_TRACKED {
+                self.nonce_counts.insert(creds.nonce.clone(), (nc, now));
+            }
+        }
+        self.failures.remove(&source);
+        AuthDecision::Accept
+    }
+
+    fn fail(&mut self, source: IpAddr, now: Instant) {
+        if self.failures.len() >= MAX_TRACKED && !self.failures.contains_key(&source) {
+            self.prune(now);
+            if self.failures.len() >= MAX_TRACKED {
+                return;
+            }
+        }
+        let f = self.failures.entry(source).or_insert(Failures {
+            count: 0,
+            window_start: now,
+            locked_until: None,
+        });
+        if now.duration_since(f.window_start) > self.lockout_window {
+            f.count = 0;
+            f.window_start = now;
+        }
+        f.count += 1;
+        if f.count >= self.lockout_failures {
+            f.locked_until = Some(now + self.lockout_duration);
+            tracing::warn!(%source, failures = f.count, "source locked out after repeated authentication failures");
+        }
+    }
+
+    /// Drop lock-out and nonce-count entries that can no longer matter.
+    pub fn prune(&mut self, now: Instant) {
+        let window = self.lockout_window;
+        self.failures.retain(|_, f| match f.locked_until {
+            Some(until) => now < until,
+            None => now.duration_since(f.window_start) <= window,
+        });
+        let life = self.nonce_lifetime;
+        self.nonce_counts
+            .retain(|_, (_, at)| now.duration_since(*at) <= life);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::auth::answer;
+
+    const USER: &str = "35010201001320000001";
+
+    fn registrar() -> Registrar {
+        Registrar::new(
+            "3501020100".into(),
+            NonceMinter::new([7; 32]),
+            &Settings::default(),
+        )
+    }
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::from([10, 0, 0, last])
+    }
+
+    fn challenge_of(d: AuthDecision) -> Challenge {
+        match d {
+            AuthDecision::Challenge(c) => c,
+            other => panic!("expected a challenge, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn challenge_then_accept_then_wrong_password() {
+        let mut r = registrar();
+        let now = Instant::now();
+        let c = challenge_of(r.decide(ip(1), USER, None, Some("pw"), now, 1000));
+        assert_eq!(c.realm, "3501020100");
+        let uri = "sip:35010201002000000001@3501020100";
+        let good = answer(&c, "REGISTER", uri, USER, "pw", 1, "abc").to_header_value();
+        assert_eq!(
+            r.decide(ip(1), USER, Some(&good), Some("pw"), now, 1001),
+            AuthDecision::Accept
+        );
+        let bad = answer(&c, "REGISTER", uri, USER, "nope", 1, "abc").to_header_value();
+        assert!(matches!(
+            r.decide(ip(1), USER, Some(&bad), Some("pw"), now, 1001),
+            AuthDecision::Forbidden("wrong password")
+        ));
+    }
+
+    #[test]
+    fn expired_nonce_is_stale_and_other_source_rechallenged() {
+        let mut r = registrar();
+        let now = Instant::now();
+        let c = challenge_of(r.decide(ip(1), USER, None, Some("pw"), now, 1000));
+        let a = answer(&c, "REGISTER", "sip:x@y", USER, "pw", 1, "abc").to_header_value();
+        let stale = challenge_of(r.decide(ip(1), USER, Some(&a), Some("pw"), now, 1000 + 301));
+        assert!(stale.stale);
+        let other = challenge_of(r.decide(ip(2), USER, Some(&a), Some("pw"), now, 1001));
+        assert!(!other.stale);
+    }
+
+    #[test]
+    fn lockout_after_repeated_failures_and_release() {
+        let mut r = registrar();
+        let now = Instant::now();
+        let c = challenge_of(r.decide(ip(3), USER, None, Some("pw"), now, 1000));
+        let bad = answer(&c, "REGISTER", "sip:x@y", USER, "bad", 1, "abc").to_header_value();
+        for _ in 0..5 {
+            assert!(matches!(
+                r.decide(ip(3), USER, Some(&bad), Some("pw"), now, 1000),
+                AuthDecision::Forbidden(_)
+            ));
+        }
+        let good = answer(&c, "REGISTER", "sip:x@y", USER, "pw", 1, "abc").to_header_value();
+        assert!(matches!(
+            r.decide(ip(3), USER, Some(&good), Some("pw"), now, 1000),
+            AuthDecision::Forbidden("source locked out after repeated failures")
+        ));
+        // Another source is unaffected.
+        assert!(matches!(
+            r.decide(ip(4), USER, None, Some("pw"), now, 1000),
+            AuthDecision::Challenge(_)
+        ));
+        let later = now + Duration::from_secs(301);
+        let c2 = challenge_of(r.decide(ip(3), USER, None, Some("pw"), later, 1301));
+        let good2 = answer(&c2, "REGISTER", "sip:x@y", USER, "pw", 1, "abc").to_header_value();
+        assert_eq!(
+            r.decide(ip(3), USER, Some(&good2), Some("pw"), later, 1301),
+            AuthDecision::Accept
+        );
+    }
+
+    #[test]
+    fn nonce_count_replay_is_refused() {
+        let mut r = registrar();
+        let now = Instant::now();
+        let mut c = challenge_of(r.decide(ip(5), USER, None, Some("pw"), now, 1000));
+        c.qop = Some("auth".into());
+        let first = answer(&c, "REGISTER", "sip:x@y", USER, "pw", 1, "abc").to_header_value();
+        assert_eq!(
+            r.decide(ip(5), USER, Some(&first), Some("pw"), now, 1000),
+            AuthDecision::Accept
+        );
+        // The very same header again: replay.
+        assert!(matches!(
+            r.decide(ip(5), USER, Some(&first), Some("pw"), now, 1000),
+            AuthDecision::Challenge(_)
+        ));
+        let second = answer(&c, "REGISTER", "sip:x@y", USER, "pw", 2, "abd").to_header_value();
+        assert_eq!(
+            r.decide(ip(5), USER, Some(&second), Some("pw"), now, 1000),
+            AuthDecision::Accept
+        );
+    }
+
+    #[test]
+    fn unknown_user_is_forbidden() {
+        let mut r = registrar();
+        let now = Instant::now();
+        let c = challenge_of(r.decide(ip(6), USER, None, None, now, 1000));
+        let a = answer(&c, "REGISTER", "sip:x@y", USER, "pw", 1, "abc").to_header_value();
+        assert!(matches!(
+            r.decide(ip(6), USER, Some(&a), None, now, 1000),
+            AuthDecision::Forbidden(_)
+        ));
+    }
+}

@@ -1,0 +1,251 @@
+//! Who is registered here: devices and child nodes, their digest
+//! authentication, expiry and keepalive liveness. Sans-IO: callers pass
+//! `now` (monotonic) and `unix_now` (for nonces, which must survive the
+//! process's own clock being monotonic only).
+
+mod auth;
+
+pub use auth::{AuthDecision, Registrar};
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use topology::GbId;
+
+use crate::gb::charset::Charset;
+use crate::sip::Peer;
+
+/// What kind of peer registered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RegistrantKind {
+    /// A camera, NVR or other front-end device.
+    Device,
+    /// A gbgate child node named in the topology.
+    ChildNode,
+    /// A third-party lower platform (type 200, not in our topology).
+    Platform,
+}
+
+/// One registered device or child node.
+#[derive(Debug, Clone)]
+pub struct Registrant {
+    /// Its 20-digit ID.
+    pub id: GbId,
+    /// Device, child node or foreign platform.
+    pub kind: RegistrantKind,
+    /// Where its REGISTER came from; requests to it go there.
+    pub peer: Peer,
+    /// Its Contact URI, kept for display; never used for routing (LAN addresses).
+    pub contact: String,
+    /// When the registration lapses unless refreshed.
+    pub expires_at: Instant,
+    /// Last REGISTER, keepalive or other request from it.
+    pub last_seen: Instant,
+    /// False once keepalives lapse; true again on the next sign of life.
+    pub online: bool,
+    /// Charset its bodies arrive in, used when we write to it.
+    pub charset: Charset,
+    /// When it first registered in this run.
+    pub since: std::time::SystemTime,
+}
+
+/// Why a registrant went offline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OfflineReason {
+    /// It missed `keepalive_timeout_count` keepalive periods.
+    KeepaliveLost,
+    /// Its registration expired without refresh.
+    Expired,
+    /// It unregistered (Expires: 0).
+    Unregistered,
+}
+
+/// The registration table.
+#[derive(Debug, Default)]
+pub struct Registry {
+    entries: HashMap<GbId, Registrant>,
+}
+
+/// What a REGISTER did to the table.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RegisterOutcome {
+    /// First registration, or back after being offline: query its catalog.
+    Fresh,
+    /// A refresh of a live registration.
+    Refreshed,
+}
+
+impl Registry {
+    /// Number of registrants (online or not).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when nobody is registered.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Look one up.
+    pub fn get(&self, id: &GbId) -> Option<&Registrant> {
+        self.entries.get(id)
+    }
+
+    /// All registrants.
+    pub fn iter(&self) -> impl Iterator<Item = &Registrant> {
+        self.entries.values()
+    }
+
+    /// Online registrants of a kind.
+    pub fn count_online(&self, kind: RegistrantKind) -> usize {
+        self.entries
+            .values()
+            .filter(|r| r.online && r.kind == kind)
+            .count()
+    }
+
+    /// Record an accepted REGISTER with a non-zero expiry.
+    pub fn register(
+        &mut self,
+        id: GbId,
+        kind: RegistrantKind,
+        peer: Peer,
+        contact: String,
+        expires: Duration,
+        now: Instant,
+    ) -> RegisterOutcome {
+        match self.entries.get_mut(&id) {
+            Some(r) => {
+                let was_online = r.online;
+                let moved = r.peer != peer;
+                r.peer = peer;
+                r.contact = contact;
+                r.kind = kind;
+                r.expires_at = now + expires;
+                r.last_seen = now;
+                r.online = true;
+                // A device that re-registers from a new address has probably rebooted.
+                if was_online && !moved {
+                    RegisterOutcome::Refreshed
+                } else {
+                    RegisterOutcome::Fresh
+                }
+            }
+            None => {
+                self.entries.insert(
+                    id,
+                    Registrant {
+                        id,
+                        kind,
+                        peer,
+                        contact,
+                        expires_at: now + expires,
+                        last_seen: now,
+                        online: true,
+                        charset: Charset::default(),
+                        since: std::time::SystemTime::now(),
+                    },
+                );
+                RegisterOutcome::Fresh
+            }
+        }
+    }
+
+    /// Remove a registrant (Expires: 0). Returns it if it was there.
+    pub fn unregister(&mut self, id: &GbId) -> Option<Registrant> {
+        self.entries.remove(id)
+    }
+
+    /// A sign of life (keepalive or any request). Returns true when this
+    /// brings an offline registrant back online.
+    pub fn touch(&mut self, id: &GbId, peer: Peer, now: Instant) -> Option<bool> {
+        let r = self.entries.get_mut(id)?;
+        if now > r.expires_at {
+            return None;
+        }
+        r.last_seen = now;
+        r.peer = peer;
+        let revived = !r.online;
+        r.online = true;
+        Some(revived)
+    }
+
+    /// Remember the charset a registrant writes in.
+    pub fn set_charset(&mut self, id: &GbId, charset: Charset) {
+        if let Some(r) = self.entries.get_mut(id) {
+            r.charset = charset;
+        }
+    }
+
+    /// Mark registrants offline whose keepalives lapsed or whose
+    /// registration expired. Expired ones are removed.
+    pub fn sweep(&mut self, now: Instant, liveness: Duration) -> Vec<(GbId, OfflineReason)> {
+        let mut gone = Vec::new();
+        for r in self.entries.values_mut() {
+            if now > r.expires_at {
+                gone.push((r.id, OfflineReason::Expired));
+            } else if r.online && now.duration_since(r.last_seen) > liveness {
+                r.online = false;
+                gone.push((r.id, OfflineReason::KeepaliveLost));
+            }
+        }
+        for (id, reason) in &gone {
+            if *reason == OfflineReason::Expired {
+                self.entries.remove(id);
+            }
+        }
+        gone
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::Transport;
+
+    fn peer(port: u16) -> Peer {
+        Peer {
+            transport: Transport::Udp,
+            addr: ([127, 0, 0, 1], port).into(),
+        }
+    }
+
+    fn id() -> GbId {
+        GbId::parse("35010201001320000001").unwrap()
+    }
+
+    #[test]
+    fn register_refresh_and_move() {
+        let mut r = Registry::default();
+        let t = Instant::now();
+        let e = Duration::from_secs(60);
+        let k = RegistrantKind::Device;
+        assert_eq!(r.register(id(), k, peer(1), "c".into(), e, t), RegisterOutcome::Fresh);
+        assert_eq!(r.register(id(), k, peer(1), "c".into(), e, t), RegisterOutcome::Refreshed);
+        assert_eq!(r.register(id(), k, peer(2), "c".into(), e, t), RegisterOutcome::Fresh);
+    }
+
+    #[test]
+    fn keepalive_lapse_then_revival_then_expiry() {
+        let mut r = Registry::default();
+        let t = Instant::now();
+        r.register(id(), RegistrantKind::Device, peer(1), "c".into(), Duration::from_secs(100), t);
+        let live = Duration::from_secs(3);
+        assert!(r.sweep(t + Duration::from_secs(3), live).is_empty());
+        assert_eq!(
+            r.sweep(t + Duration::from_secs(4), live),
+            vec![(id(), OfflineReason::KeepaliveLost)]
+        );
+        // Reported once only.
+        assert!(r.sweep(t + Duration::from_secs(5), live).is_empty());
+        assert_eq!(r.touch(&id(), peer(1), t + Duration::from_secs(6)), Some(true));
+        assert_eq!(r.touch(&id(), peer(1), t + Duration::from_secs(7)), Some(false));
+        assert_eq!(
+            r.sweep(t + Duration::from_secs(101), Duration::from_secs(1000)),
+            vec![(id(), OfflineReason::Expired)]
+        );
+        assert!(r.is_empty());
+        assert_eq!(r.touch(&id(), peer(1), t + Duration::from_secs(102)), None);
+    }
+}

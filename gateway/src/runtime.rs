@@ -1,0 +1,134 @@
+//! The async driver of one node: sockets and timers in, the sans-IO
+//! [`Node`] in the middle, transmits out. The HTTP API reads node state
+//! through [`NodeHandle`], a request channel into this loop, so state has
+//! one owner and needs no locks.
+
+use std::time::Instant;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::node::{Inbound, Node};
+use crate::transport::{Limits, Transports};
+
+/// A question for the node, answered inside its loop.
+type Job = Box<dyn FnOnce(&Node) + Send>;
+
+/// A cheap, cloneable handle to ask a running node about its state.
+#[derive(Clone)]
+pub struct NodeHandle {
+    jobs: mpsc::Sender<Job>,
+}
+
+/// The node's loop has stopped.
+#[derive(Debug, thiserror::Error)]
+#[error("the node is shutting down")]
+pub struct Stopped;
+
+impl NodeHandle {
+    /// Run `f` against the node's state and return its result.
+    pub async fn query<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Node) -> R + Send + 'static,
+    ) -> Result<R, Stopped> {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |node| {
+            let _ = tx.send(f(node));
+        });
+        self.jobs.send(job).await.map_err(|_| Stopped)?;
+        rx.await.map_err(|_| Stopped)
+    }
+}
+
+/// A node bound to its sockets, ready to run.
+pub struct Running {
+    node: Node,
+    transports: Transports,
+    inbound: mpsc::Receiver<Inbound>,
+    jobs: mpsc::Receiver<Job>,
+    shutdown: CancellationToken,
+}
+
+impl Running {
+    /// Bind the node's SIP sockets. Returns the runner and a state handle.
+    pub async fn bind(
+        node: Node,
+        shutdown: CancellationToken,
+    ) -> Result<(Running, NodeHandle), crate::transport::BindError> {
+        let (in_tx, in_rx) = mpsc::channel(16 * 1024);
+        let limits = Limits {
+            max_message: node.settings().max_message_size,
+            max_connections: node.settings().max_tcp_connections,
+        };
+        let transports =
+            Transports::bind(node.identity().addr, in_tx, limits, shutdown.child_token()).await?;
+        let (job_tx, job_rx) = mpsc::channel(64);
+        Ok((
+            Running {
+                node,
+                transports,
+                inbound: in_rx,
+                jobs: job_rx,
+                shutdown,
+            },
+            NodeHandle { jobs: job_tx },
+        ))
+    }
+
+    fn flush(&mut self, out: &mut Vec<crate::sip::Transmit>) {
+        self.node.drain_transmits(out);
+        for t in out.drain(..) {
+            self.transports.send(t);
+        }
+    }
+
+    /// Run until `shutdown` fires, then unregister from the parent (waiting
+    /// at most `grace`) and return.
+    pub async fn run(mut self, grace: std::time::Duration) {
+        let mut out = Vec::new();
+        self.node.handle_timeout(Instant::now());
+        self.flush(&mut out);
+        loop {
+            let wake = self
+                .node
+                .poll_timeout()
+                .unwrap_or_else(|| Instant::now() + std::time::Duration::from_secs(1));
+            tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                m = self.inbound.recv() => {
+                    let Some(m) = m else { break };
+                    let now = Instant::now();
+                    self.node.handle_inbound(m, now);
+                    // Drain what else is queued before timers, in one batch.
+                    while let Ok(m) = self.inbound.try_recv() {
+                        self.node.handle_inbound(m, now);
+                        if out.len() > 256 { break; }
+                    }
+                }
+                j = self.jobs.recv() => {
+                    if let Some(job) = j { job(&self.node); }
+                }
+                _ = tokio::time::sleep_until(wake.into()) => {
+                    self.node.handle_timeout(Instant::now());
+                }
+            }
+            self.flush(&mut out);
+        }
+        self.node.shutdown(Instant::now());
+        self.flush(&mut out);
+        let deadline = Instant::now() + grace;
+        while !self.node.is_shut_down() && Instant::now() < deadline {
+            let wake = self.node.poll_timeout().unwrap_or(deadline).min(deadline);
+            tokio::select! {
+                m = self.inbound.recv() => match m {
+                    Some(m) => self.node.handle_inbound(m, Instant::now()),
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(wake.into()) => self.node.handle_timeout(Instant::now()),
+            }
+            self.flush(&mut out);
+        }
+        // Let the writer tasks put the last bytes on the wire.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,94 @@
+//! Every timer and limit of a node, with its default, in one place.
+//!
+//! Operators expect each knob named and documented (ZLMediaKit's config.ini
+//! habit): the topology file's `[defaults]` table sets the shared ones, the
+//! rest keep the defaults below.
+
+use std::time::Duration;
+
+use crate::sip::transaction::Timers;
+
+/// Timers and limits of one node.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Keepalive MESSAGE period, both toward the parent and expected from below (GB default 60 s).
+    pub keepalive_interval: Duration,
+    /// Missed keepalive periods before a peer counts as offline (GB default 3).
+    pub keepalive_timeout_count: u32,
+    /// Expires we ask of the parent, and the longest we grant below (GB: 3600 s).
+    pub register_expires: Duration,
+    /// First wait before re-registering after a failure; doubles up to `register_retry_max`.
+    pub register_retry_min: Duration,
+    /// Longest wait between registration attempts.
+    pub register_retry_max: Duration,
+    /// How long a digest nonce stays valid.
+    pub nonce_lifetime: Duration,
+    /// Failed authentications from one source IP within `lockout_window` that lock it out.
+    pub lockout_failures: u32,
+    /// Window in which failures are counted.
+    pub lockout_window: Duration,
+    /// How long a locked-out source is refused.
+    pub lockout_duration: Duration,
+    /// Most devices and child nodes registered at once.
+    pub max_registrations: usize,
+    /// Most open SIP transactions at once.
+    pub max_transactions: usize,
+    /// Largest SIP message accepted, in bytes.
+    pub max_message_size: usize,
+    /// Most simultaneous TCP connections.
+    pub max_tcp_connections: usize,
+    /// A split catalog answer idle this long is kept as it is (lost parts).
+    pub catalog_part_timeout: Duration,
+    /// Byte budget of a whole catalog MESSAGE over UDP (fits one datagram).
+    pub catalog_udp_budget: usize,
+    /// Byte budget of a whole catalog MESSAGE over TCP.
+    pub catalog_tcp_budget: usize,
+    /// Catalog MESSAGEs in flight toward one peer before waiting for 200s.
+    pub catalog_window: usize,
+    /// Catalog changes are gathered this long before being pushed upward.
+    pub catalog_flush_delay: Duration,
+    /// RFC 3261 transaction timers.
+    pub sip_timers: Timers,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            keepalive_interval: Duration::from_secs(60),
+            keepalive_timeout_count: 3,
+            register_expires: Duration::from_secs(3600),
+            register_retry_min: Duration::from_secs(60),
+            register_retry_max: Duration::from_secs(600),
+            nonce_lifetime: Duration::from_secs(300),
+            lockout_failures: 5,
+            lockout_window: Duration::from_secs(60),
+            lockout_duration: Duration::from_secs(300),
+            max_registrations: 100_000,
+            max_transactions: 200_000,
+            max_message_size: 65_535,
+            max_tcp_connections: 20_000,
+            catalog_part_timeout: Duration::from_secs(10),
+            catalog_udp_budget: 1400,
+            catalog_tcp_budget: 60_000,
+            catalog_window: 16,
+            catalog_flush_delay: Duration::from_millis(100),
+            sip_timers: Timers::default(),
+        }
+    }
+}
+
+impl Settings {
+    /// How long a peer may stay silent before it is offline.
+    pub fn liveness_timeout(&self) -> Duration {
+        self.keepalive_interval * self.keepalive_timeout_count
+    }
+
+    /// Catalog byte budget for a transport.
+    pub fn catalog_budget(&self, transport: crate::sip::Transport) -> usize {
+        if transport.is_reliable() {
+            self.catalog_tcp_budget
+        } else {
+            self.catalog_udp_budget
+        }
+    }
+}

@@ -1,0 +1,530 @@
+//! This node as a lower-level platform toward its parent: REGISTER with
+//! digest auth, refresh before expiry, keepalive, re-register with back-off
+//! when the parent restarts or stops answering, unregister on shutdown.
+//!
+//! Sans-IO: [`Uplink::poll`] returns the requests to send now, the node
+//! feeds back responses and timeouts, and [`Uplink::next_wake`] says when
+//! to call `poll` again.
+
+use std::time::{Duration, Instant};
+
+use topology::GbId;
+
+use crate::gb::charset::Charset;
+use crate::gb::manscdp::{Keepalive, Manscdp};
+use crate::settings::Settings;
+use crate::sip::agent::{Agent, Target, MANSCDP};
+use crate::sip::auth::{answer, Challenge};
+use crate::sip::header::{expires, new_call_id, new_tag};
+use crate::sip::message::{Method, Request, Response};
+use crate::sip::Peer;
+
+/// Which uplink request a transaction carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UplinkRequest {
+    /// A REGISTER (initial, authenticated, refresh or unregister).
+    Register,
+    /// A keepalive MESSAGE.
+    Keepalive,
+}
+
+/// The link state, as shown by the topology API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkState {
+    /// Waiting before the next attempt.
+    Backoff,
+    /// A REGISTER is in flight.
+    Registering,
+    /// Registered and alive.
+    Registered,
+    /// Unregistering or stopped.
+    Stopped,
+}
+
+/// What the node must learn from the uplink.
+#[derive(Debug, PartialEq, Eq)]
+pub enum UplinkEvent {
+    /// The parent accepted a new registration (it will query our catalog).
+    Registered,
+    /// The registration is gone (parent restarted, refused us, or went silent).
+    Lost(&'static str),
+}
+
+#[derive(Debug)]
+enum State {
+    Backoff { until: Instant },
+    Registering { authed: u8, refresh: bool },
+    Registered,
+    Unregistering,
+    Stopped,
+}
+
+/// The uplink state machine.
+pub struct Uplink {
+    parent: GbId,
+    peer: Peer,
+    password: Option<String>,
+    state: State,
+    call_id: String,
+    from_tag: String,
+    cseq: u32,
+    nc: u32,
+    challenge: Option<Challenge>,
+    expires: Duration,
+    granted: Duration,
+    registered_at: Instant,
+    next_keepalive: Instant,
+    last_ok: Instant,
+    retry: Duration,
+    keepalive_sn: u32,
+    keepalive_interval: Duration,
+    liveness: Duration,
+    retry_min: Duration,
+    retry_max: Duration,
+    charset: Charset,
+    since: Option<std::time::SystemTime>,
+}
+
+impl Uplink {
+    /// An uplink toward `parent` at `peer`, registering at once.
+    pub fn new(
+        parent: GbId,
+        peer: Peer,
+        password: Option<String>,
+        settings: &Settings,
+        now: Instant,
+    ) -> Self {
+        Uplink {
+            parent,
+            peer,
+            password,
+            state: State::Backoff { until: now },
+            call_id: new_call_id(&peer.addr.ip().to_string()),
+            from_tag: new_tag(),
+            cseq: 0,
+            nc: 0,
+            challenge: None,
+            expires: settings.register_expires,
+            granted: settings.register_expires,
+            registered_at: now,
+            next_keepalive: now,
+            last_ok: now,
+            retry: settings.register_retry_min,
+            keepalive_sn: 0,
+            keepalive_interval: settings.keepalive_interval,
+            liveness: settings.liveness_timeout(),
+            retry_min: settings.register_retry_min,
+            retry_max: settings.register_retry_max,
+            charset: Charset::Gb2312,
+            since: None,
+        }
+    }
+
+    /// The parent's ID.
+    pub fn parent(&self) -> GbId {
+        self.parent
+    }
+
+    /// Where the parent is reached.
+    pub fn peer(&self) -> Peer {
+        self.peer
+    }
+
+    /// Current link state.
+    pub fn state(&self) -> LinkState {
+        match self.state {
+            State::Backoff { .. } => LinkState::Backoff,
+            State::Registering { refresh: true, .. } | State::Registered => LinkState::Registered,
+            State::Registering { .. } => LinkState::Registering,
+            State::Unregistering | State::Stopped => LinkState::Stopped,
+        }
+    }
+
+    /// True while the parent holds a registration from us.
+    pub fn is_registered(&self) -> bool {
+        self.state() == LinkState::Registered
+    }
+
+    /// Since when the current registration holds.
+    pub fn registered_since(&self) -> Option<std::time::SystemTime> {
+        self.since
+    }
+
+    /// The charset the parent writes in (answers use it).
+    pub fn charset(&self) -> Charset {
+        self.charset
+    }
+
+    /// Remember the parent's charset.
+    pub fn set_charset(&mut self, c: Charset) {
+        self.charset = c;
+    }
+
+    fn register_request(&mut self, agent: &Agent, expires_secs: u64) -> Request {
+        self.cseq += 1;
+        let target = Target {
+            id: self.parent.as_str(),
+            host: self.peer.addr.to_string(),
+            transport: self.peer.transport,
+        };
+        let mut r = agent.request(Method::Register, &target, self.cseq, Some(&self.call_id), None);
+        // Keep one From tag for the whole registration (RFC 3261 §10.2).
+        r.headers.set(
+            "From",
+            format!("<sip:{}@{}>;tag={}", agent.id, agent.id.domain(), self.from_tag),
+        );
+        r.headers.set("Expires", expires_secs.to_string());
+        if let (Some(c), Some(pw)) = (&self.challenge, &self.password) {
+            self.nc += 1;
+            let cnonce = format!("{:08x}", rand::random::<u32>());
+            let creds = answer(c, "REGISTER", &r.uri, agent.id.as_str(), pw, self.nc, &cnonce);
+            r.headers.set("Authorization", creds.to_header_value());
+        }
+        r
+    }
+
+    fn keepalive_request(&mut self, agent: &Agent) -> Request {
+        self.cseq += 1;
+        self.keepalive_sn = self.keepalive_sn.wrapping_add(1);
+        let body = Manscdp::Keepalive(Keepalive {
+            sn: self.keepalive_sn,
+            device_id: agent.id.to_string(),
+            status: "OK".into(),
+        })
+        .to_body(self.charset);
+        let target = Target {
+            id: self.parent.as_str(),
+            host: self.peer.addr.to_string(),
+            transport: self.peer.transport,
+        };
+        agent.request(Method::Message, &target, self.cseq, None, Some((MANSCDP, body)))
+    }
+
+    fn fail(&mut self, now: Instant, why: &'static str) -> Option<UplinkEvent> {
+        let was = self.is_registered();
+        self.state = State::Backoff {
+            until: now + self.retry,
+        };
+        tracing::warn!(parent = %self.parent, retry_in = ?self.retry, reason = why, "registration to parent failed");
+        self.retry = (self.retry * 2).min(self.retry_max);
+        self.challenge = None;
+        self.since = None;
+        was.then_some(UplinkEvent::Lost(why))
+    }
+
+    fn lost_now(&mut self, now: Instant, why: &'static str) -> Option<UplinkEvent> {
+        // The parent forgot us (restart): re-register at once, not after back-off.
+        let was = self.is_registered();
+        tracing::info!(parent = %self.parent, reason = why, "parent lost our registration; re-registering");
+        self.state = State::Backoff { until: now };
+        self.challenge = None;
+        self.since = None;
+        was.then_some(UplinkEvent::Lost(why))
+    }
+
+    /// Requests due at `now`, and an event if the link just dropped.
+    pub fn poll(
+        &mut self,
+        agent: &Agent,
+        now: Instant,
+    ) -> (Vec<(UplinkRequest, Request)>, Option<UplinkEvent>) {
+        let mut out = Vec::new();
+        let mut event = None;
+        match self.state {
+            State::Backoff { until } if now >= until => {
+                // A fresh registration gets a fresh Call-ID so the parent sees a new binding.
+                self.call_id = new_call_id(&agent.addr.ip().to_string());
+                self.from_tag = new_tag();
+                self.nc = 0;
+                self.state = State::Registering {
+                    authed: 0,
+                    refresh: false,
+                };
+                let secs = self.expires.as_secs();
+                out.push((UplinkRequest::Register, self.register_request(agent, secs)));
+            }
+            State::Registered => {
+                if now.duration_since(self.last_ok) > self.liveness {
+                    event = self.lost_now(now, "parent stopped answering keepalives");
+                } else if now >= self.registered_at + self.granted * 2 / 3 {
+                    self.state = State::Registering {
+                        authed: 0,
+                        refresh: true,
+                    };
+                    let secs = self.expires.as_secs();
+                    out.push((UplinkRequest::Register, self.register_request(agent, secs)));
+                } else if now >= self.next_keepalive {
+                    self.next_keepalive = now + self.keepalive_interval;
+                    out.push((UplinkRequest::Keepalive, self.keepalive_request(agent)));
+                }
+            }
+            _ => {}
+        }
+        (out, event)
+    }
+
+    /// When `poll` next has work.
+    pub fn next_wake(&self) -> Option<Instant> {
+        match self.state {
+            State::Backoff { until } => Some(until),
+            State::Registered => Some(
+                self.next_keepalive
+                    .min(self.registered_at + self.granted * 2 / 3)
+                    .min(self.last_ok + self.liveness + Duration::from_millis(1)),
+            ),
+            _ => None,
+        }
+    }
+
+    /// A final response to a REGISTER. May return a follow-up REGISTER
+    /// (answering a challenge) and an event.
+    pub fn on_register_response(
+        &mut self,
+        agent: &Agent,
+        response: &Response,
+        now: Instant,
+    ) -> (Option<Request>, Option<UplinkEvent>) {
+        let (authed, refresh) = match self.state {
+            State::Registering { authed, refresh } => (authed, refresh),
+            State::Unregistering => {
+                if response.status == 401 {
+                    if let Some(c) = response
+                        .headers
+                        .get("WWW-Authenticate")
+                        .and_then(|v| Challenge::parse(v).ok())
+                    {
+                        if self.challenge.as_ref().is_none_or(|old| old.nonce != c.nonce) {
+                            self.challenge = Some(c);
+                            self.nc = 0;
+                            return (Some(self.register_request(agent, 0)), None);
+                        }
+                    }
+                }
+                self.state = State::Stopped;
+                return (None, None);
+            }
+            _ => return (None, None),
+        };
+        match response.status {
+            200..=299 => {
+                self.granted = expires(&response.headers)
+                    .map(|s| Duration::from_secs(u64::from(s)))
+                    .filter(|d| !d.is_zero())
+                    .unwrap_or(self.expires);
+                self.state = State::Registered;
+                self.registered_at = now;
+                self.last_ok = now;
+                self.next_keepalive = now + self.keepalive_interval;
+                self.retry = self.retry_min;
+                if refresh {
+                    (None, None)
+                } else {
+                    self.since = Some(std::time::SystemTime::now());
+                    tracing::info!(parent = %self.parent, expires = ?self.granted, "registered to parent");
+                    (None, Some(UplinkEvent::Registered))
+                }
+            }
+            401 | 407 if authed < 2 && self.password.is_some() => {
+                let header = if response.status == 401 {
+                    "WWW-Authenticate"
+                } else {
+                    "Proxy-Authenticate"
+                };
+                match response.headers.get(header).map(Challenge::parse) {
+                    Some(Ok(c)) => {
+                        self.challenge = Some(c);
+                        self.nc = 0;
+                        self.state = State::Registering {
+                            authed: authed + 1,
+                            refresh,
+                        };
+                        let secs = self.expires.as_secs();
+                        (Some(self.register_request(agent, secs)), None)
+                    }
+                    _ => (None, self.fail(now, "parent sent 401 without a usable challenge")),
+                }
+            }
+            301 | 302 => {
+                // 2022 §9.1.2.3: a redirect server names the real registrar in Contact.
+                let target = response
+                    .headers
+                    .get("Contact")
+                    .and_then(|c| crate::sip::header::NameAddr::parse(c).ok())
+                    .and_then(|na| na.uri.socket_addr());
+                match target {
+                    Some(addr) => {
+                        tracing::info!(parent = %self.parent, %addr, "registration redirected");
+                        self.peer.addr = addr;
+                        self.state = State::Backoff { until: now };
+                        (None, None)
+                    }
+                    None => (None, self.fail(now, "redirect without a usable Contact")),
+                }
+            }
+            401 | 407 => (None, self.fail(now, "parent rejected our credentials")),
+            403 => (None, self.fail(now, "parent answered 403 Forbidden")),
+            _ => (None, self.fail(now, "parent refused the registration")),
+        }
+    }
+
+    /// A REGISTER got no final response within Timer F.
+    pub fn on_register_timeout(&mut self, now: Instant) -> Option<UplinkEvent> {
+        match self.state {
+            State::Registering { .. } => self.fail(now, "REGISTER timed out"),
+            State::Unregistering => {
+                self.state = State::Stopped;
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// A final response to a keepalive.
+    pub fn on_keepalive_response(&mut self, status: u16, now: Instant) -> Option<UplinkEvent> {
+        match status {
+            200..=299 => {
+                self.last_ok = now;
+                None
+            }
+            // The parent does not know us any more (it restarted): GB practice is to re-register at once.
+            403 | 404 | 408 | 481 => self.lost_now(now, "parent no longer knows this node"),
+            _ => None,
+        }
+    }
+
+    /// Start unregistering (Expires: 0). Returns the request if we were registered.
+    pub fn unregister(&mut self, agent: &Agent) -> Option<Request> {
+        let was = self.is_registered();
+        self.state = State::Unregistering;
+        if was {
+            Some(self.register_request(agent, 0))
+        } else {
+            self.state = State::Stopped;
+            None
+        }
+    }
+
+    /// True once unregistering has finished (or nothing was registered).
+    pub fn is_stopped(&self) -> bool {
+        matches!(self.state, State::Stopped)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::auth::DigestCredentials;
+    use crate::sip::Transport;
+
+    fn setup() -> (Uplink, Agent, Instant) {
+        let now = Instant::now();
+        let settings = Settings {
+            register_retry_min: Duration::from_secs(1),
+            register_retry_max: Duration::from_secs(8),
+            keepalive_interval: Duration::from_secs(10),
+            ..Settings::default()
+        };
+        let parent = GbId::parse("35010200002000000001").unwrap();
+        let peer = Peer {
+            transport: Transport::Udp,
+            addr: "127.0.0.1:5060".parse().unwrap(),
+        };
+        let agent = Agent {
+            id: GbId::parse("35010201002000000001").unwrap(),
+            addr: "127.0.0.1:5070".parse().unwrap(),
+        };
+        (Uplink::new(parent, peer, Some("pw".into()), &settings, now), agent, now)
+    }
+
+    fn challenge(req: &Request) -> Response {
+        let mut r = Response::to_request(req, 401, Some("t"));
+        r.headers.push(
+            "WWW-Authenticate",
+            "Digest realm=\"3501020000\", nonce=\"abc\", algorithm=MD5, qop=\"auth\"",
+        );
+        r
+    }
+
+    #[test]
+    fn register_with_digest_then_keepalive_then_refresh() {
+        let (mut u, agent, t) = setup();
+        let (reqs, _) = u.poll(&agent, t);
+        assert_eq!(reqs.len(), 1);
+        let first = &reqs[0].1;
+        assert!(first.headers.get("Authorization").is_none());
+        let (again, ev) = u.on_register_response(&agent, &challenge(first), t);
+        assert_eq!(ev, None);
+        let again = again.expect("an authenticated REGISTER");
+        let creds = DigestCredentials::parse(again.headers.get("Authorization").unwrap()).unwrap();
+        assert!(creds.verify("REGISTER", "pw"));
+        assert_eq!(again.call_id(), first.call_id());
+        let mut ok = Response::to_request(&again, 200, Some("t"));
+        ok.headers.push("Expires", "30");
+        let (_, ev) = u.on_register_response(&agent, &ok, t);
+        assert_eq!(ev, Some(UplinkEvent::Registered));
+        assert_eq!(u.state(), LinkState::Registered);
+        // Keepalive after one interval.
+        let (reqs, _) = u.poll(&agent, t + Duration::from_secs(10));
+        assert_eq!(reqs[0].0, UplinkRequest::Keepalive);
+        assert_eq!(u.on_keepalive_response(200, t + Duration::from_secs(10)), None);
+        // Refresh at 2/3 of the granted 30 s, reusing the challenge (nc=2).
+        let (reqs, _) = u.poll(&agent, t + Duration::from_secs(20));
+        assert_eq!(reqs[0].0, UplinkRequest::Register);
+        let creds =
+            DigestCredentials::parse(reqs[0].1.headers.get("Authorization").unwrap()).unwrap();
+        assert_eq!(creds.nonce_count(), Some(2));
+        assert_eq!(u.state(), LinkState::Registered, "still registered while refreshing");
+    }
+
+    #[test]
+    fn forbidden_backs_off_doubling() {
+        let (mut u, agent, t) = setup();
+        let (reqs, _) = u.poll(&agent, t);
+        u.on_register_response(&agent, &Response::to_request(&reqs[0].1, 403, None), t);
+        assert_eq!(u.state(), LinkState::Backoff);
+        assert_eq!(u.next_wake(), Some(t + Duration::from_secs(1)));
+        let (reqs, _) = u.poll(&agent, t + Duration::from_secs(1));
+        assert_eq!(reqs.len(), 1);
+        u.on_register_timeout(t + Duration::from_secs(2));
+        assert_eq!(u.next_wake(), Some(t + Duration::from_secs(4)));
+    }
+
+    fn registered() -> (Uplink, Agent, Instant) {
+        let (mut u, agent, t) = setup();
+        let (reqs, _) = u.poll(&agent, t);
+        let ok = Response::to_request(&reqs[0].1, 200, Some("x"));
+        u.on_register_response(&agent, &ok, t);
+        (u, agent, t)
+    }
+
+    #[test]
+    fn keepalive_404_re_registers_at_once() {
+        let (mut u, agent, t) = registered();
+        assert_eq!(
+            u.on_keepalive_response(404, t),
+            Some(UplinkEvent::Lost("parent no longer knows this node"))
+        );
+        let (reqs, _) = u.poll(&agent, t);
+        assert_eq!(reqs[0].0, UplinkRequest::Register);
+    }
+
+    #[test]
+    fn silent_parent_is_lost_after_three_intervals() {
+        let (mut u, agent, t) = registered();
+        let (_, ev) = u.poll(&agent, t + Duration::from_secs(30));
+        assert_eq!(ev, None);
+        let (_, ev) = u.poll(&agent, t + Duration::from_secs(31));
+        assert!(matches!(ev, Some(UplinkEvent::Lost(_))));
+    }
+
+    #[test]
+    fn unregister_sends_expires_zero() {
+        let (mut u, agent, t) = registered();
+        let r = u.unregister(&agent).unwrap();
+        assert_eq!(r.headers.get("Expires"), Some("0"));
+        let ok = Response::to_request(&r, 200, None);
+        u.on_register_response(&agent, &ok, t);
+        assert!(u.is_stopped());
+    }
+}

@@ -1,0 +1,247 @@
+//! Start a topology as one `gbgate` process per node on 127.0.0.1, plus a
+//! `gbsim` fleet per village, and watch it through the HTTP API.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use gbgate::api::{CatalogEntry, CatalogPage, TopologyView};
+use topology::GbId;
+
+use crate::demo::{write_tree, Tree, TreeNode, TreeSpec};
+
+/// Where the workspace's binaries are: next to the running test binary's
+/// `deps/` folder, or `GBGATE_BIN_DIR`.
+pub fn bin_dir() -> PathBuf {
+    if let Ok(d) = std::env::var("GBGATE_BIN_DIR") {
+        return PathBuf::from(d);
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir
+}
+
+fn bin(name: &str) -> Result<PathBuf> {
+    let p = bin_dir().join(name);
+    if !p.exists() {
+        bail!(
+            "{} not found; build it first with `cargo build --workspace --bins` (or set GBGATE_BIN_DIR)",
+            p.display()
+        );
+    }
+    Ok(p)
+}
+
+/// Simulated devices per village.
+#[derive(Debug, Clone)]
+pub struct FleetSpec {
+    /// IPCs per village.
+    pub ipcs: usize,
+    /// NVRs per village.
+    pub nvrs: usize,
+    /// Channels per NVR.
+    pub channels: usize,
+}
+
+impl Default for FleetSpec {
+    /// 4 IPCs + 2 NVRs × 8 channels = 20 cameras per village.
+    fn default() -> Self {
+        FleetSpec {
+            ipcs: 4,
+            nvrs: 2,
+            channels: 8,
+        }
+    }
+}
+
+impl FleetSpec {
+    /// Channels one fleet exposes.
+    pub fn channels(&self) -> usize {
+        self.ipcs + self.nvrs * self.channels
+    }
+}
+
+/// A running tree.
+pub struct Cluster {
+    /// The generated files.
+    pub tree: Tree,
+    /// Device fleets per village.
+    pub fleet: FleetSpec,
+    spec: TreeSpec,
+    dir: PathBuf,
+    nodes: HashMap<GbId, Child>,
+    sims: HashMap<GbId, Child>,
+}
+
+impl Cluster {
+    /// Write the tree into `dir`, start every node and one fleet per village.
+    pub fn start(dir: &Path, spec: TreeSpec, fleet: FleetSpec) -> Result<Cluster> {
+        let tree = write_tree(dir, &spec).context("writing the topology")?;
+        let mut c = Cluster {
+            tree,
+            fleet,
+            spec,
+            dir: dir.to_path_buf(),
+            nodes: HashMap::new(),
+            sims: HashMap::new(),
+        };
+        let ids: Vec<GbId> = c.tree.nodes.iter().map(|n| n.id).collect();
+        for id in &ids {
+            c.start_node(id)?;
+        }
+        for id in &ids {
+            c.wait_http(id, Duration::from_secs(10))?;
+        }
+        let villages: Vec<GbId> = c.tree.level("village").iter().map(|n| n.id).collect();
+        for v in villages {
+            c.start_fleet(&v)?;
+        }
+        Ok(c)
+    }
+
+    fn node(&self, id: &GbId) -> Result<TreeNode> {
+        self.tree
+            .node(id)
+            .cloned()
+            .with_context(|| format!("{id} is not in the tree"))
+    }
+
+    /// Start (or restart) one node's process.
+    pub fn start_node(&mut self, id: &GbId) -> Result<()> {
+        let log = std::fs::File::create(self.dir.join(format!("{id}.log")))?;
+        let child = Command::new(bin("gbgate")?)
+            .args(["run", "--topology"])
+            .arg(&self.tree.topology)
+            .args(["--node", id.as_str()])
+            .env("RUST_LOG", std::env::var("GBGATE_LOG").unwrap_or_else(|_| "info".into()))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("spawning gbgate")?;
+        self.nodes.insert(*id, child);
+        Ok(())
+    }
+
+    /// Kill one node abruptly (no unregister), as a power cut would.
+    pub fn kill_node(&mut self, id: &GbId) {
+        if let Some(mut c) = self.nodes.remove(id) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stop one node gracefully (SIGTERM: it unregisters from its parent).
+    pub fn stop_node(&mut self, id: &GbId) {
+        if let Some(mut c) = self.nodes.remove(id) {
+            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start the device fleet of a village.
+    pub fn start_fleet(&mut self, village: &GbId) -> Result<()> {
+        let n = self.node(village)?;
+        let log = std::fs::File::create(self.dir.join(format!("sim-{village}.log")))?;
+        let child = Command::new(bin("gbsim")?)
+            .args(["--server", &n.sip.to_string(), "--server-id", n.id.as_str()])
+            .args(["--serial-base", &n.device_serial_base.to_string()])
+            .args(["--ipcs", &self.fleet.ipcs.to_string()])
+            .args(["--nvrs", &self.fleet.nvrs.to_string()])
+            .args(["--channels", &self.fleet.channels.to_string()])
+            .args(["--password", &self.spec.password])
+            .args(["--keepalive", &self.spec.keepalive_secs.to_string()])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("spawning gbsim")?;
+        self.sims.insert(*village, child);
+        Ok(())
+    }
+
+    fn wait_http(&self, id: &GbId, timeout: Duration) -> Result<()> {
+        let n = self.node(id)?;
+        let url = format!("http://{}/healthz", n.http);
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if ureq::get(&url).call().is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("node {id} did not answer {url} within {timeout:?}; see {}/{id}.log", self.dir.display())
+    }
+
+    /// A node's whole catalog (all pages).
+    pub fn catalog(&self, id: &GbId) -> Result<Vec<CatalogEntry>> {
+        let n = self.node(id)?;
+        let mut all = Vec::new();
+        loop {
+            let url = format!("http://{}/api/v1/catalog?limit=10000&offset={}", n.http, all.len());
+            let page: CatalogPage = ureq::get(&url).call()?.body_mut().read_json()?;
+            let got = page.items.len();
+            all.extend(page.items);
+            if got == 0 || all.len() >= page.total {
+                return Ok(all);
+            }
+        }
+    }
+
+    /// A node's topology view.
+    pub fn topology(&self, id: &GbId) -> Result<TopologyView> {
+        let n = self.node(id)?;
+        let url = format!("http://{}/api/v1/topology", n.http);
+        Ok(ureq::get(&url).call()?.body_mut().read_json()?)
+    }
+
+    /// A node's Prometheus metrics text.
+    pub fn metrics(&self, id: &GbId) -> Result<String> {
+        let n = self.node(id)?;
+        let url = format!("http://{}/metrics", n.http);
+        Ok(ureq::get(&url).call()?.body_mut().read_to_string()?)
+    }
+
+    /// Poll `check` every 100 ms until it returns true or `timeout` passes.
+    /// Returns the time it took.
+    pub fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut check: impl FnMut(&Cluster) -> bool,
+    ) -> Result<Duration> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if check(self) {
+                return Ok(start.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!("timed out after {timeout:?} waiting for {what}; logs in {}", self.dir.display())
+    }
+
+    /// The directory holding the topology and logs.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for (_, mut c) in self.sims.drain().chain(self.nodes.drain()) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

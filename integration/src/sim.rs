@@ -1,0 +1,585 @@
+//! A fleet of simulated GB/T 28181 devices (IPCs and NVRs) behind one SIP
+//! socket: each registers with digest auth, keeps alive, re-registers when
+//! the server forgets it, and answers Catalog, DeviceInfo and DeviceStatus.
+//!
+//! The fleet is a sans-IO state machine like the node (same transaction
+//! layer); [`run`] drives it over the node's own UDP/TCP transports.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use gbgate::gb::catalog::split;
+use gbgate::gb::charset::Charset;
+use gbgate::gb::manscdp::{self, CatalogItem, DeviceInfo, DeviceStatus, Keepalive, Manscdp};
+use gbgate::node::Inbound;
+use gbgate::sip::agent::{Agent, Target, MANSCDP};
+use gbgate::sip::auth::{answer, Challenge};
+use gbgate::sip::header::{new_call_id, NameAddr};
+use gbgate::sip::message::{Message, Method, Request, Response};
+use gbgate::sip::transaction::{ClientEvent, Incoming, Timers, TransactionLayer};
+use gbgate::sip::{Peer, Transmit, Transport};
+use topology::GbId;
+
+/// What kind of device to simulate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// An IP camera registering as itself (type 132) with one channel.
+    Ipc,
+    /// An NVR (type 118) with several camera channels.
+    Nvr,
+}
+
+/// Fleet configuration.
+#[derive(Debug, Clone)]
+pub struct FleetConfig {
+    /// The node to register to.
+    pub server: Peer,
+    /// The node's ID.
+    pub server_id: GbId,
+    /// First 10 digits of generated device IDs (civil code + industry).
+    pub id_prefix: String,
+    /// First serial number used for this fleet's IDs.
+    pub serial_base: u32,
+    /// Number of IPCs.
+    pub ipcs: usize,
+    /// Number of NVRs.
+    pub nvrs: usize,
+    /// Channels per NVR.
+    pub channels_per_nvr: usize,
+    /// Digest password for every device.
+    pub password: String,
+    /// Keepalive period.
+    pub keepalive: Duration,
+    /// Registration Expires asked for.
+    pub expires: Duration,
+    /// Address the fleet binds and advertises.
+    pub local: SocketAddr,
+    /// Catalog MESSAGE byte budget.
+    pub catalog_budget: usize,
+    /// Most REGISTER transactions in flight at once (registration storms).
+    pub register_window: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Idle { at: Instant },
+    Registering,
+    Registered { at: Instant },
+}
+
+struct Device {
+    id: GbId,
+    kind: Kind,
+    name: String,
+    channels: Vec<CatalogItem>,
+    state: State,
+    call_id: String,
+    cseq: u32,
+    nc: u32,
+    challenge: Option<Challenge>,
+    auth_tries: u8,
+    next_keepalive: Instant,
+    keepalive_sn: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Token {
+    Register(usize),
+    Keepalive(usize),
+    Answer,
+}
+
+/// Counters a test or benchmark reads.
+#[derive(Debug, Default, Clone)]
+pub struct FleetStats {
+    /// Devices currently registered.
+    pub registered: usize,
+    /// 200 OKs to REGISTER so far.
+    pub register_ok: u64,
+    /// 401 challenges so far.
+    pub challenges: u64,
+    /// 403s and other refusals so far.
+    pub refused: u64,
+    /// Catalog queries answered.
+    pub catalog_queries: u64,
+    /// When every device was first registered at once.
+    pub all_registered_at: Option<Instant>,
+}
+
+/// The simulated fleet.
+pub struct Fleet {
+    cfg: FleetConfig,
+    agent_addr: SocketAddr,
+    devices: Vec<Device>,
+    by_id: HashMap<GbId, usize>,
+    tx: TransactionLayer<Token>,
+    registering: usize,
+    transmits: Vec<Transmit>,
+    stats: FleetStats,
+    started: Instant,
+}
+
+fn id_for(prefix: &str, type_code: &str, serial: u32) -> Option<GbId> {
+    GbId::parse(&format!("{prefix}{type_code}0{serial:06}")).ok()
+}
+
+impl Fleet {
+    /// Build the fleet's devices and channels. IDs: `prefix` + type (132 IPC,
+    /// 118 NVR, 131 channel) + network 0 + serial.
+    pub fn new(cfg: FleetConfig, now: Instant) -> Result<Fleet, String> {
+        if cfg.id_prefix.len() != 10 || !cfg.id_prefix.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("id prefix {:?} must be 10 digits", cfg.id_prefix));
+        }
+        let mut devices = Vec::new();
+        let mut serial = cfg.serial_base;
+        let civil: String = cfg.id_prefix.chars().take(8).collect();
+        let specs = (0..cfg.ipcs)
+            .map(|i| (Kind::Ipc, i))
+            .chain((0..cfg.nvrs).map(|i| (Kind::Nvr, i)));
+        for (kind, i) in specs {
+            // A device's ID, then its channels' IDs: they sort in tree order.
+            let (type_code, name, n) = match kind {
+                Kind::Ipc => ("132", format!("模拟摄像机 IPC{i}"), 1),
+                Kind::Nvr => ("118", format!("模拟录像机 NVR{i}"), cfg.channels_per_nvr),
+            };
+            let id = next_id(&mut serial, &cfg.id_prefix, type_code)?;
+            let mut channels = Vec::with_capacity(n);
+            for c in 1..=n {
+                let cid = next_id(&mut serial, &cfg.id_prefix, "131")?;
+                channels.push(channel_item(cid, id, c, &name, &civil));
+            }
+            devices.push(Device {
+                id,
+                kind,
+                name,
+                channels,
+                state: State::Idle { at: now },
+                call_id: String::new(),
+                cseq: 0,
+                nc: 0,
+                challenge: None,
+                auth_tries: 0,
+                next_keepalive: now,
+                keepalive_sn: 0,
+            });
+        }
+        let by_id = devices.iter().enumerate().map(|(i, d)| (d.id, i)).collect();
+        Ok(Fleet {
+            agent_addr: cfg.local,
+            tx: TransactionLayer::new(Timers::default(), 1_000_000),
+            cfg,
+            devices,
+            by_id,
+            registering: 0,
+            transmits: Vec::new(),
+            stats: FleetStats::default(),
+            started: now,
+        })
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> &FleetStats {
+        &self.stats
+    }
+
+    /// When the fleet started.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// Number of devices.
+    pub fn len(&self) -> usize {
+        self.devices.len()
+    }
+
+    /// True when the fleet has no devices.
+    pub fn is_empty(&self) -> bool {
+        self.devices.is_empty()
+    }
+
+    /// Every channel the fleet exposes.
+    pub fn channel_ids(&self) -> Vec<String> {
+        self.devices
+            .iter()
+            .flat_map(|d| d.channels.iter().map(|c| c.device_id.clone()))
+            .collect()
+    }
+
+    fn agent(&self, i: usize) -> Agent {
+        Agent {
+            id: self.devices[i].id,
+            addr: self.agent_addr,
+        }
+    }
+
+
+    fn register_request(&mut self, i: usize, expires: u64) -> Request {
+        let agent = self.agent(i);
+        let target = target_of(&self.cfg);
+        let d = &mut self.devices[i];
+        d.cseq += 1;
+        let mut r = agent.request(Method::Register, &target, d.cseq, Some(&d.call_id), None);
+        // A display name helps people reading the catalog.
+        let from = r.headers.get("From").unwrap_or_default().to_owned();
+        r.headers.set("From", format!("\"{}\" {from}", d.kind_label()));
+        r.headers.set("Expires", expires.to_string());
+        if let Some(c) = &d.challenge {
+            d.nc += 1;
+            let cnonce = format!("{:08x}", rand::random::<u32>());
+            let creds = answer(c, "REGISTER", &r.uri, d.id.as_str(), &self.cfg.password, d.nc, &cnonce);
+            r.headers.set("Authorization", creds.to_header_value());
+        }
+        r
+    }
+
+    fn send(&mut self, req: Request, token: Token, now: Instant) {
+        if let Err(e) = self.tx.send_request(req, self.cfg.server, token, now) {
+            tracing::warn!(error = %e, "gbsim could not send");
+        }
+    }
+
+    /// Feed one inbound message.
+    pub fn handle_inbound(&mut self, inbound: Inbound, now: Instant) {
+        match inbound {
+            Inbound::Message {
+                message: Message::Response(r),
+                ..
+            } => {
+                if self.tx.handle_response(r, now) {
+                    self.process_events(now);
+                }
+            }
+            Inbound::Message {
+                peer,
+                message: Message::Request(r),
+            } => self.handle_request(r, peer, now),
+            Inbound::Malformed { peer, error, .. } => {
+                tracing::warn!(%peer, %error, "gbsim got a malformed message");
+            }
+        }
+    }
+
+    fn handle_request(&mut self, req: Request, peer: Peer, now: Instant) {
+        if req.method == Method::Ack {
+            return;
+        }
+        match self.tx.handle_request(&req, peer, now) {
+            Ok(Incoming::New) => {}
+            _ => return,
+        }
+        let to = NameAddr::parse(req.headers.get("To").unwrap_or_default())
+            .ok()
+            .and_then(|n| n.uri.user)
+            .and_then(|u| GbId::parse(&u).ok());
+        let Some(i) = to.and_then(|id| self.by_id.get(&id).copied()) else {
+            let _ = self.tx.send_response(&req, Response::to_request(&req, 404, Some("sim")), now);
+            return;
+        };
+        if req.method != Method::Message {
+            let _ = self.tx.send_response(&req, Response::to_request(&req, 501, Some("sim")), now);
+            return;
+        }
+        let Ok((body, charset)) = manscdp::parse(&req.body) else {
+            let _ = self.tx.send_response(&req, Response::to_request(&req, 400, Some("sim")), now);
+            return;
+        };
+        let _ = self.tx.send_response(&req, Response::to_request(&req, 200, Some("sim")), now);
+        let d = &self.devices[i];
+        let answers: Vec<Bytes> = match body {
+            Manscdp::CatalogQuery(q) => {
+                self.stats.catalog_queries += 1;
+                let sum = d.channels.len() as u32;
+                split(false, q.sn, d.id.as_str(), sum, &d.channels, self.cfg.catalog_budget, charset)
+            }
+            Manscdp::DeviceInfoQuery(q) => vec![Manscdp::DeviceInfoResponse(DeviceInfo {
+                sn: q.sn,
+                device_id: q.device_id,
+                device_name: Some(d.name.clone()),
+                manufacturer: Some("gbsim".into()),
+                model: Some(match d.kind {
+                    Kind::Ipc => "SIM-IPC".into(),
+                    Kind::Nvr => "SIM-NVR".into(),
+                }),
+                firmware: Some("1.0".into()),
+                channel: Some(d.channels.len() as u32),
+                result: "OK".into(),
+            })
+            .to_body(charset)],
+            Manscdp::DeviceStatusQuery(q) => vec![Manscdp::DeviceStatusResponse(DeviceStatus {
+                sn: q.sn,
+                device_id: q.device_id,
+                result: "OK".into(),
+                online: Some("ONLINE".into()),
+                status: Some("OK".into()),
+                encode: Some("ON".into()),
+                record: Some("OFF".into()),
+                device_time: Some("2026-01-01T00:00:00".into()),
+            })
+            .to_body(charset)],
+            _ => Vec::new(),
+        };
+        for body in answers {
+            let agent = self.agent(i);
+            let target = target_of(&self.cfg);
+            let cseq = {
+                let d = &mut self.devices[i];
+                d.cseq += 1;
+                d.cseq
+            };
+            let r = agent.request(Method::Message, &target, cseq, None, Some((MANSCDP, body)));
+            self.send(r, Token::Answer, now);
+        }
+    }
+
+    fn process_events(&mut self, now: Instant) {
+        let mut evs = Vec::new();
+        self.tx.drain_events(&mut evs);
+        for ev in evs {
+            match ev {
+                ClientEvent::Response { token, response } => self.on_response(token, response, now),
+                ClientEvent::Timeout { token, .. } => match token {
+                    Token::Register(i) => {
+                        self.registering = self.registering.saturating_sub(1);
+                        self.devices[i].state = State::Idle {
+                            at: now + Duration::from_secs(1),
+                        };
+                    }
+                    Token::Keepalive(_) | Token::Answer => {}
+                },
+            }
+        }
+    }
+
+    fn on_response(&mut self, token: Token, r: Response, now: Instant) {
+        match token {
+            Token::Register(i) => match r.status {
+                200..=299 => {
+                    self.registering = self.registering.saturating_sub(1);
+                    self.stats.register_ok += 1;
+                    let d = &mut self.devices[i];
+                    if !matches!(d.state, State::Registered { .. }) {
+                        self.stats.registered += 1;
+                    }
+                    d.state = State::Registered { at: now };
+                    d.auth_tries = 0;
+                    d.next_keepalive = now + self.cfg.keepalive;
+                    if self.stats.registered == self.devices.len() && self.stats.all_registered_at.is_none() {
+                        self.stats.all_registered_at = Some(now);
+                    }
+                }
+                401 => {
+                    self.stats.challenges += 1;
+                    let c = r.headers.get("WWW-Authenticate").and_then(|v| Challenge::parse(v).ok());
+                    let d = &mut self.devices[i];
+                    if c.is_some() && d.auth_tries < 2 {
+                        d.challenge = c;
+                        d.nc = 0;
+                        d.auth_tries += 1;
+                        let secs = self.cfg.expires.as_secs();
+                        let req = self.register_request(i, secs);
+                        self.send(req, Token::Register(i), now);
+                    } else {
+                        self.registering = self.registering.saturating_sub(1);
+                        self.stats.refused += 1;
+                        self.retry_later(i, now);
+                    }
+                }
+                _ => {
+                    self.registering = self.registering.saturating_sub(1);
+                    self.stats.refused += 1;
+                    tracing::warn!(id = %self.devices[i].id, status = r.status, "registration refused");
+                    self.retry_later(i, now);
+                }
+            },
+            Token::Keepalive(i) => {
+                if r.status == 404 || r.status == 403 {
+                    // The server forgot us (restart): re-register now.
+                    self.retry_at(i, now);
+                }
+            }
+            Token::Answer => {}
+        }
+    }
+
+    fn retry_later(&mut self, i: usize, now: Instant) {
+        self.retry_at(i, now + Duration::from_secs(2));
+    }
+
+    fn retry_at(&mut self, i: usize, at: Instant) {
+        let d = &mut self.devices[i];
+        if matches!(d.state, State::Registered { .. }) {
+            self.stats.registered = self.stats.registered.saturating_sub(1);
+        }
+        d.state = State::Idle { at };
+        d.challenge = None;
+    }
+
+    /// Run timers: registrations (within the window), refreshes, keepalives.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.tx.handle_timeout(now);
+        self.process_events(now);
+        for i in 0..self.devices.len() {
+            let state = self.devices[i].state;
+            match state {
+                State::Idle { at } if now >= at && self.registering < self.cfg.register_window => {
+                    self.registering += 1;
+                    let d = &mut self.devices[i];
+                    d.call_id = new_call_id(&self.agent_addr.ip().to_string());
+                    d.challenge = None;
+                    d.auth_tries = 0;
+                    d.state = State::Registering;
+                    let secs = self.cfg.expires.as_secs();
+                    let req = self.register_request(i, secs);
+                    self.send(req, Token::Register(i), now);
+                }
+                State::Registered { at } => {
+                    if now >= at + self.cfg.expires * 2 / 3 {
+                        self.registering += 1;
+                        self.devices[i].state = State::Registering;
+                        self.stats.registered = self.stats.registered.saturating_sub(1);
+                        let secs = self.cfg.expires.as_secs();
+                        let req = self.register_request(i, secs);
+                        self.send(req, Token::Register(i), now);
+                    } else if now >= self.devices[i].next_keepalive {
+                        let d = &mut self.devices[i];
+                        d.next_keepalive = now + self.cfg.keepalive;
+                        d.keepalive_sn += 1;
+                        d.cseq += 1;
+                        let (sn, cseq, id) = (d.keepalive_sn, d.cseq, d.id);
+                        let body = Manscdp::Keepalive(Keepalive {
+                            sn,
+                            device_id: id.to_string(),
+                            status: "OK".into(),
+                        })
+                        .to_body(Charset::Gb2312);
+                        let req = self.agent(i).request(
+                            Method::Message,
+                            &target_of(&self.cfg),
+                            cseq,
+                            None,
+                            Some((MANSCDP, body)),
+                        );
+                        self.send(req, Token::Keepalive(i), now);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// When `handle_timeout` must next run.
+    pub fn poll_timeout(&self, now: Instant) -> Instant {
+        // Devices are scanned on a short tick; precise per-device wake-ups
+        // would cost more than they save for a test tool.
+        let tick = now + Duration::from_millis(50);
+        self.tx.poll_timeout().map_or(tick, |t| t.min(tick))
+    }
+
+    /// Move queued messages into `out`.
+    pub fn drain_transmits(&mut self, out: &mut Vec<Transmit>) {
+        self.tx.drain_transmits(out);
+        out.append(&mut self.transmits);
+    }
+}
+
+fn target_of(cfg: &FleetConfig) -> Target<'_> {
+    Target {
+        id: cfg.server_id.as_str(),
+        host: cfg.server.addr.to_string(),
+        transport: cfg.server.transport,
+    }
+}
+
+fn channel_item(id: GbId, parent: GbId, n: usize, name: &str, civil: &str) -> CatalogItem {
+    CatalogItem {
+        device_id: id.to_string(),
+        name: Some(format!("{name} 通道{n}")),
+        manufacturer: Some("gbsim".into()),
+        model: Some("SIM-CAM".into()),
+        owner: Some("0".into()),
+        civil_code: Some(civil.to_owned()),
+        address: Some(format!("东门 {n}号")),
+        parental: Some(0),
+        parent_id: Some(parent.to_string()),
+        register_way: Some(1),
+        secrecy: Some(0),
+        status: Some("ON".into()),
+        ..CatalogItem::default()
+    }
+}
+
+fn next_id(serial: &mut u32, prefix: &str, t: &str) -> Result<GbId, String> {
+    let id = id_for(prefix, t, *serial).ok_or_else(|| format!("serial {serial} does not fit 6 digits"))?;
+    *serial += 1;
+    Ok(id)
+}
+
+impl Device {
+    fn kind_label(&self) -> &'static str {
+        match self.kind {
+            Kind::Ipc => "IPC",
+            Kind::Nvr => "NVR",
+        }
+    }
+}
+
+/// Drive a fleet over real sockets until `shutdown` fires. `on_tick` sees
+/// the stats after each batch of work (benchmarks stop themselves there).
+pub async fn run(
+    cfg: FleetConfig,
+    shutdown: tokio_util::sync::CancellationToken,
+    mut on_tick: impl FnMut(&FleetStats, Instant) -> bool,
+) -> anyhow::Result<FleetStats> {
+    let (in_tx, mut in_rx) = tokio::sync::mpsc::channel(16 * 1024);
+    let transports = gbgate::transport::Transports::bind(
+        cfg.local,
+        in_tx,
+        gbgate::transport::Limits {
+            max_message: 65_535,
+            max_connections: 1024,
+        },
+        shutdown.child_token(),
+    )
+    .await?;
+    let mut fleet = Fleet::new(cfg, Instant::now()).map_err(anyhow::Error::msg)?;
+    let transports = Arc::new(transports);
+    let mut out = Vec::new();
+    loop {
+        let now = Instant::now();
+        let wake = fleet.poll_timeout(now);
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            m = in_rx.recv() => {
+                let Some(m) = m else { break };
+                fleet.handle_inbound(m, Instant::now());
+                let mut n = 0;
+                while let Ok(m) = in_rx.try_recv() {
+                    fleet.handle_inbound(m, Instant::now());
+                    n += 1;
+                    if n > 512 { break; }
+                }
+            }
+            _ = tokio::time::sleep_until(wake.into()) => fleet.handle_timeout(Instant::now()),
+        }
+        fleet.drain_transmits(&mut out);
+        for t in out.drain(..) {
+            transports.send(t);
+        }
+        if !on_tick(fleet.stats(), Instant::now()) {
+            break;
+        }
+    }
+    Ok(fleet.stats().clone())
+}
+
+/// Transport from a CLI word.
+pub fn parse_transport(s: &str) -> Result<Transport, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "udp" => Ok(Transport::Udp),
+        "tcp" => Ok(Transport::Tcp),
+        other => Err(format!("transport {other:?}: use udp or tcp")),
+    }
+}

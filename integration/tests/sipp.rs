@@ -1,0 +1,248 @@
+//! sipp, a SIP tool we did not write, as a GB/T 28181 device against one
+//! `gbgate` node: digest registration (wrong password → 403, right → 200),
+//! the node's Catalog query answered, Keepalive; the node's view matches.
+//! Then hostile input over UDP and TCP: the node answers 400 or drops, and
+//! keeps serving.
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, UdpSocket};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use gbgate::api::{CatalogPage, TopologyView};
+
+const NODE: &str = "35010201002000000001";
+const DOMAIN: &str = "3501020100";
+
+struct Node {
+    child: Child,
+    sip: String,
+    http: String,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_node(dir: &Path, sip_port: u16, http_port: u16) -> Node {
+    std::fs::write(
+        dir.join("creds.toml"),
+        "default_password = \"right-password\"\n",
+    )
+    .unwrap();
+    let sip = format!("127.0.0.1:{sip_port}");
+    let http = format!("127.0.0.1:{http_port}");
+    std::fs::write(
+        dir.join("topology.toml"),
+        format!(
+            "[defaults]\nkeepalive_interval_secs = 60\n\n[[node]]\nid = \"{NODE}\"\nname = \"Town under test\"\nlevel = \"town\"\nsip = \"{sip}\"\nhttp = \"{http}\"\ncredentials = \"creds.toml\"\n"
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.join("node.log")).unwrap();
+    let child = Command::new(integration::harness::bin_dir().join("gbgate"))
+        .args(["run", "--topology"])
+        .arg(dir.join("topology.toml"))
+        .args(["--node", NODE])
+        .stderr(log)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("gbgate binary (cargo build --workspace --bins)");
+    let node = Node { child, sip, http };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ureq::get(&format!("http://{}/healthz", node.http)).call().is_err() {
+        assert!(Instant::now() < deadline, "node did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    node
+}
+
+/// Run one sipp scenario once; true when the call succeeded.
+fn sipp(dir: &Path, scenario: &str, fields: &[&str], node: &Node, transport: &str) -> bool {
+    let csv = dir.join(format!("{scenario}.csv"));
+    std::fs::write(&csv, format!("SEQUENTIAL\n{}\n", fields.join(";"))).unwrap();
+    let scen = Path::new(env!("CARGO_MANIFEST_DIR")).join("sipp").join(format!("{scenario}.xml"));
+    let t = if transport == "tcp" { "t1" } else { "u1" };
+    let out = Command::new("sipp")
+        .arg(&node.sip)
+        .arg("-sf")
+        .arg(&scen)
+        .arg("-inf")
+        .arg(&csv)
+        .args(["-t", t, "-i", "127.0.0.1", "-m", "1", "-l", "1"])
+        .args(["-timeout", "15s", "-timeout_error", "-nostdin", "-trace_err"])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("sipp installed (make deps installs sip-tester)");
+    if !out.status.success() {
+        eprintln!("sipp {scenario} failed: {}", String::from_utf8_lossy(&out.stderr));
+        for f in std::fs::read_dir(dir).unwrap().flatten() {
+            if f.file_name().to_string_lossy().ends_with("errors.log") {
+                eprintln!("{}", std::fs::read_to_string(f.path()).unwrap_or_default());
+            }
+        }
+    }
+    out.status.success()
+}
+
+fn catalog(node: &Node) -> CatalogPage {
+    ureq::get(&format!("http://{}/api/v1/catalog", node.http))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_json()
+        .unwrap()
+}
+
+fn topology(node: &Node) -> TopologyView {
+    ureq::get(&format!("http://{}/api/v1/topology", node.http))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_json()
+        .unwrap()
+}
+
+#[test]
+fn sipp_device_registers_answers_catalog_and_keeps_alive() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_node(dir.path(), 45060, 48080);
+
+    // Wrong password: 401 then 403.
+    let bad = "35010201001320000007";
+    assert!(sipp(dir.path(), "register_forbidden", &[bad, NODE, DOMAIN, "wrong-password"], &node, "udp"));
+    assert_eq!(topology(&node).devices.registered, 0);
+
+    // Right password, over UDP: 401, 200, the node's Catalog query answered, Keepalive 200.
+    let dev = "35010201001320000001";
+    let (ch1, ch2) = ("35010201001310000001", "35010201001310000002");
+    assert!(sipp(dir.path(), "device", &[dev, NODE, DOMAIN, "right-password", ch1, ch2], &node, "udp"));
+
+    // The node's view matches what sipp said.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let cat = catalog(&node);
+        let find = |id: &str| cat.items.iter().find(|e| e.device_id == id).cloned();
+        if let (Some(d), Some(a), Some(b)) = (find(dev), find(ch1), find(ch2)) {
+            assert_eq!(d.parent_id.as_deref(), Some(NODE));
+            assert_eq!(a.parent_id.as_deref(), Some(dev));
+            assert_eq!(a.name.as_deref(), Some("东门 1"));
+            assert_eq!(a.status, "ON");
+            assert_eq!(b.name.as_deref(), Some("西门 2"));
+            assert_eq!(b.status, "OFF");
+            assert_eq!(cat.total, 3);
+            break;
+        }
+        assert!(Instant::now() < deadline, "catalog never matched: {:?}", cat.items);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let t = topology(&node);
+    assert_eq!((t.devices.registered, t.devices.online), (1, 1));
+
+    // The same device over TCP works too.
+    let dev2 = "35010201001320000002";
+    let (ch3, ch4) = ("35010201001310000003", "35010201001310000004");
+    assert!(sipp(dir.path(), "device", &[dev2, NODE, DOMAIN, "right-password", ch3, ch4], &node, "tcp"));
+    assert_eq!(topology(&node).devices.registered, 2);
+}
+
+fn udp_exchange(sock: &UdpSocket, node: &Node, data: &[u8]) -> Option<String> {
+    sock.send_to(data, &node.sip).unwrap();
+    let mut buf = vec![0u8; 70_000];
+    match sock.recv_from(&mut buf) {
+        Ok((n, _)) => Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
+        Err(_) => None,
+    }
+}
+
+fn options(branch: &str, transport: &str) -> String {
+    format!(
+        "OPTIONS sip:{NODE}@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/{transport} 127.0.0.1:9;rport;branch=z9hG4bK{branch}\r\nFrom: <sip:34020000001320000001@{DOMAIN}>;tag=1\r\nTo: <sip:{NODE}@{DOMAIN}>\r\nCall-ID: {branch}@test\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+fn message_with_body(branch: &str, body: &str) -> String {
+    format!(
+        "MESSAGE sip:{NODE}@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;rport;branch=z9hG4bK{branch}\r\nFrom: <sip:35010201001320000009@{DOMAIN}>;tag=1\r\nTo: <sip:{NODE}@{DOMAIN}>\r\nCall-ID: {branch}@test\r\nCSeq: 1 MESSAGE\r\nMax-Forwards: 70\r\nContent-Type: Application/MANSCDP+xml\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+#[test]
+fn hostile_input_gets_400_or_is_dropped_and_the_node_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_node(dir.path(), 45160, 48180);
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+
+    // Sanity: a well-formed OPTIONS is answered.
+    let r = udp_exchange(&sock, &node, options("ok1", "UDP").as_bytes()).unwrap();
+    assert!(r.starts_with("SIP/2.0 200"), "{r}");
+
+    // Truncated message: body shorter than Content-Length → 400 (headers salvageable).
+    let mut trunc = message_with_body("tr1", "<Notify><CmdType>Keepalive</CmdType></Notify>");
+    trunc.truncate(trunc.len() - 10);
+    let r = udp_exchange(&sock, &node, trunc.as_bytes());
+    assert!(r.as_deref().is_none_or(|r| r.starts_with("SIP/2.0 400")), "{r:?}");
+
+    // Wrong Content-Length (too large) → 400.
+    let wrong = options("cl1", "UDP").replace("Content-Length: 0", "Content-Length: 500");
+    let r = udp_exchange(&sock, &node, wrong.as_bytes()).unwrap();
+    assert!(r.starts_with("SIP/2.0 400"), "{r}");
+
+    // Binary garbage → dropped (nothing to answer to).
+    let garbage: Vec<u8> = (0..2000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    assert_eq!(udp_exchange(&sock, &node, &garbage), None);
+
+    // A 100 KB header over UDP: larger than any datagram we accept → dropped.
+    let huge = options("big1", "UDP").replace("Max-Forwards: 70", &format!("X-Big: {}\r\nMax-Forwards: 70", "a".repeat(100_000)));
+    let _ = sock.send_to(&huge.as_bytes()[..65_000.min(huge.len())], &node.sip);
+
+    // An XML bomb in a MESSAGE body → 400 (from a registered peer or not, the body is refused first).
+    let bomb = "<?xml version=\"1.0\"?><!DOCTYPE lolz [<!ENTITY lol \"lol\"><!ENTITY lol2 \"&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;\"><!ENTITY lol3 \"&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;\">]><Notify><CmdType>Keepalive</CmdType><SN>1</SN><DeviceID>&lol3;</DeviceID></Notify>";
+    let r = udp_exchange(&sock, &node, message_with_body("bomb1", bomb).as_bytes()).unwrap();
+    assert!(r.starts_with("SIP/2.0 400"), "{r}");
+
+    // Still serving over UDP.
+    let r = udp_exchange(&sock, &node, options("ok2", "UDP").as_bytes()).unwrap();
+    assert!(r.starts_with("SIP/2.0 200"), "{r}");
+
+    // TCP: a malformed message with valid framing gets 400 and the connection survives.
+    let mut tcp = TcpStream::connect(&node.sip).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let bad_start = "NOT A SIP LINE\r\nVia: SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bKbad\r\nCall-ID: bad@test\r\nCSeq: 1 OPTIONS\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nContent-Length: 0\r\n\r\n";
+    let two = format!("{bad_start}{}", options("tcp1", "TCP"));
+    tcp.write_all(two.as_bytes()).unwrap();
+    let mut got = String::new();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut buf = [0u8; 4096];
+    while !(got.contains("SIP/2.0 400") && got.contains("SIP/2.0 200")) && Instant::now() < deadline {
+        match tcp.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.push_str(&String::from_utf8_lossy(&buf[..n])),
+            Err(_) => break,
+        }
+    }
+    assert!(got.contains("SIP/2.0 400"), "{got}");
+    assert!(got.contains("SIP/2.0 200"), "connection must survive a bad message: {got}");
+
+    // TCP: a 100 KB header cannot be framed: that connection is closed, others are fine.
+    let mut tcp2 = TcpStream::connect(&node.sip).unwrap();
+    tcp2.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let _ = tcp2.write_all(huge.as_bytes());
+    let mut sink = Vec::new();
+    let closed = matches!(tcp2.read_to_end(&mut sink), Ok(_));
+    assert!(closed, "oversized header should close the connection");
+
+    let r = udp_exchange(&sock, &node, options("ok3", "UDP").as_bytes()).unwrap();
+    assert!(r.starts_with("SIP/2.0 200"), "{r}");
+    let m = ureq::get(&format!("http://{}/metrics", node.http)).call().unwrap().body_mut().read_to_string().unwrap();
+    assert!(m.contains("gbgate_sip_parse_errors_total"), "{m}");
+}
