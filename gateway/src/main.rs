@@ -8,11 +8,15 @@ use clap::{Parser, Subcommand};
 use gbgate::api::{CatalogEntry, CatalogPage, TopologyView};
 use gbgate::node::Node;
 use gbgate::runtime::Running;
-use topology::{GbId, Topology};
 use tokio_util::sync::CancellationToken;
+use topology::{GbId, Topology};
 
 #[derive(Parser)]
-#[command(name = "gbgate", version, about = "Multi-tier GB/T 28181 video sharing gateway")]
+#[command(
+    name = "gbgate",
+    version,
+    about = "Multi-tier GB/T 28181 video sharing gateway"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -61,7 +65,9 @@ enum Command {
 fn init_logs(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         b.json().init();
     } else {
@@ -72,26 +78,42 @@ fn init_logs(json: bool) {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { topology, node, json_logs } => {
+        Command::Run {
+            topology,
+            node,
+            json_logs,
+        } => {
             init_logs(json_logs);
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
             rt.block_on(run(topology, node))
         }
         Command::Check { topology } => check(&topology),
-        Command::Catalog { http, status, summary } => catalog(&http, status.as_deref(), summary),
+        Command::Catalog {
+            http,
+            status,
+            summary,
+        } => catalog(&http, status.as_deref(), summary),
         Command::Topology { http } => show_topology(&http),
     }
 }
 
 async fn run(path: PathBuf, node: String) -> Result<()> {
-    let id = GbId::parse(&node).with_context(|| format!("--node {node:?} is not a GB/T 28181 ID"))?;
+    let id =
+        GbId::parse(&node).with_context(|| format!("--node {node:?} is not a GB/T 28181 ID"))?;
     let cfg = gbgate::config::load(&path, id)?;
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .context("installing the Prometheus recorder")?;
     let shutdown = CancellationToken::new();
     let http = cfg.http;
-    let node = Node::new(cfg.identity, cfg.settings, cfg.credentials, std::time::Instant::now());
+    let node = Node::new(
+        cfg.identity,
+        cfg.settings,
+        cfg.credentials,
+        std::time::Instant::now(),
+    );
     tracing::info!(id = %node.identity().id, name = %node.identity().name, sip = %node.identity().addr, "starting node");
     let (running, handle) = Running::bind(node, shutdown.clone()).await?;
     if let Some(addr) = http {
@@ -161,7 +183,9 @@ fn check(path: &PathBuf) -> Result<()> {
 }
 
 fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> Result<T> {
-    let mut resp = ureq::get(url).call().with_context(|| format!("GET {url}"))?;
+    let mut resp = ureq::get(url)
+        .call()
+        .with_context(|| format!("GET {url}"))?;
     Ok(resp.body_mut().read_json()?)
 }
 
@@ -189,14 +213,23 @@ fn catalog(http: &str, status: Option<&str>, summary: bool) -> Result<()> {
     let on = all.iter().filter(|e| e.status == "ON").count();
     println!(
         "{} {} ({}): {} entries, {} channels, {} ON, {} OFF",
-        topo.node.level, topo.node.name, topo.node.id, all.len(), channels, on, all.len() - on
+        topo.node.level,
+        topo.node.name,
+        topo.node.id,
+        all.len(),
+        channels,
+        on,
+        all.len() - on
     );
     if summary {
         return Ok(());
     }
     let mut by_parent: std::collections::BTreeMap<String, Vec<&CatalogEntry>> = Default::default();
     for e in &all {
-        by_parent.entry(e.parent_id.clone().unwrap_or_default()).or_default().push(e);
+        by_parent
+            .entry(e.parent_id.clone().unwrap_or_default())
+            .or_default()
+            .push(e);
     }
     fn walk(
         id: &str,
@@ -204,7 +237,9 @@ fn catalog(http: &str, status: Option<&str>, summary: bool) -> Result<()> {
         by_parent: &std::collections::BTreeMap<String, Vec<&CatalogEntry>>,
         seen: &mut std::collections::HashSet<String>,
     ) {
-        let Some(kids) = by_parent.get(id) else { return };
+        let Some(kids) = by_parent.get(id) else {
+            return;
+        };
         for e in kids {
             if !seen.insert(e.device_id.clone()) {
                 continue;
@@ -221,18 +256,30 @@ fn catalog(http: &str, status: Option<&str>, summary: bool) -> Result<()> {
     }
     let mut seen = std::collections::HashSet::new();
     walk(&topo.node.id, 1, &by_parent, &mut seen);
-    let orphans: Vec<_> = all.iter().filter(|e| !seen.contains(&e.device_id)).collect();
+    let orphans: Vec<_> = all
+        .iter()
+        .filter(|e| !seen.contains(&e.device_id))
+        .collect();
     if !orphans.is_empty() {
-        println!("  (entries whose parent is not in the catalog: {})", orphans.len());
+        println!(
+            "  (entries whose parent is not in the catalog: {})",
+            orphans.len()
+        );
     }
     Ok(())
 }
 
 fn show_topology(http: &str) -> Result<()> {
     let v: TopologyView = get_json(&format!("http://{http}/api/v1/topology"))?;
-    println!("{} {} ({}) sip {}", v.node.level, v.node.name, v.node.id, v.node.sip);
+    println!(
+        "{} {} ({}) sip {}",
+        v.node.level, v.node.name, v.node.id, v.node.sip
+    );
     match &v.parent {
-        Some(p) => println!("  parent {} at {} over {}: {}", p.id, p.addr, p.transport, p.state),
+        Some(p) => println!(
+            "  parent {} at {} over {}: {}",
+            p.id, p.addr, p.transport, p.state
+        ),
         None => println!("  root (no parent)"),
     }
     for c in &v.children {
@@ -245,7 +292,11 @@ fn show_topology(http: &str) -> Result<()> {
     }
     println!(
         "  devices {} registered, {} online; catalog {} entries, {} channels, {} ON",
-        v.devices.registered, v.devices.online, v.catalog.entries, v.catalog.channels, v.catalog.online
+        v.devices.registered,
+        v.devices.online,
+        v.catalog.entries,
+        v.catalog.channels,
+        v.catalog.online
     );
     Ok(())
 }

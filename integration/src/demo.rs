@@ -128,11 +128,25 @@ pub fn write_tree(dir: &Path, spec: &TreeSpec) -> std::io::Result<Tree> {
     for c in 1..=spec.counties {
         let county_civil = format!("3501{:02}00", c + 1);
         let county = gid(&county_civil, 1);
-        add(&mut nodes, county, format!("County {c}"), "county", Some(city), 0);
+        add(
+            &mut nodes,
+            county,
+            format!("County {c}"),
+            "county",
+            Some(city),
+            0,
+        );
         for t in 1..=spec.towns {
             let town_civil = format!("3501{:02}{:02}", c + 1, t);
             let town = gid(&town_civil, 1);
-            add(&mut nodes, town, format!("Town {c}.{t}"), "town", Some(county), 0);
+            add(
+                &mut nodes,
+                town,
+                format!("Town {c}.{t}"),
+                "town",
+                Some(county),
+                0,
+            );
             for v in 1..=spec.villages {
                 let village = gid(&town_civil, 10 + v as u32);
                 add(
@@ -154,7 +168,10 @@ pub fn write_tree(dir: &Path, spec: &TreeSpec) -> std::io::Result<Tree> {
     ));
     for n in &nodes {
         toml.push_str("[[node]]\n");
-        toml.push_str(&format!("id = \"{}\"\nname = \"{}\"\nlevel = \"{}\"\n", n.id, n.name, n.level));
+        toml.push_str(&format!(
+            "id = \"{}\"\nname = \"{}\"\nlevel = \"{}\"\n",
+            n.id, n.name, n.level
+        ));
         if let Some(p) = n.parent {
             toml.push_str(&format!("parent = \"{p}\"\n"));
         }

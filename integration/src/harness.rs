@@ -118,7 +118,10 @@ impl Cluster {
             .args(["run", "--topology"])
             .arg(&self.tree.topology)
             .args(["--node", id.as_str()])
-            .env("RUST_LOG", std::env::var("GBGATE_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("GBGATE_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -138,7 +141,10 @@ impl Cluster {
     /// Stop one node gracefully (SIGTERM: it unregisters from its parent).
     pub fn stop_node(&mut self, id: &GbId) {
         if let Some(mut c) = self.nodes.remove(id) {
-            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
             let deadline = Instant::now() + Duration::from_secs(5);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = c.try_wait() {
@@ -181,7 +187,10 @@ impl Cluster {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        bail!("node {id} did not answer {url} within {timeout:?}; see {}/{id}.log", self.dir.display())
+        bail!(
+            "node {id} did not answer {url} within {timeout:?}; see {}/{id}.log",
+            self.dir.display()
+        )
     }
 
     /// A node's whole catalog (all pages).
@@ -189,7 +198,11 @@ impl Cluster {
         let n = self.node(id)?;
         let mut all = Vec::new();
         loop {
-            let url = format!("http://{}/api/v1/catalog?limit=10000&offset={}", n.http, all.len());
+            let url = format!(
+                "http://{}/api/v1/catalog?limit=10000&offset={}",
+                n.http,
+                all.len()
+            );
             let page: CatalogPage = ureq::get(&url).call()?.body_mut().read_json()?;
             let got = page.items.len();
             all.extend(page.items);
@@ -228,7 +241,10 @@ impl Cluster {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        bail!("timed out after {timeout:?} waiting for {what}; logs in {}", self.dir.display())
+        bail!(
+            "timed out after {timeout:?} waiting for {what}; logs in {}",
+            self.dir.display()
+        )
     }
 
     /// The directory holding the topology and logs.

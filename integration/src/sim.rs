@@ -215,7 +215,6 @@ impl Fleet {
         }
     }
 
-
     fn register_request(&mut self, i: usize, expires: u64) -> Request {
         let agent = self.agent(i);
         let target = target_of(&self.cfg);
@@ -224,12 +223,21 @@ impl Fleet {
         let mut r = agent.request(Method::Register, &target, d.cseq, Some(&d.call_id), None);
         // A display name helps people reading the catalog.
         let from = r.headers.get("From").unwrap_or_default().to_owned();
-        r.headers.set("From", format!("\"{}\" {from}", d.kind_label()));
+        r.headers
+            .set("From", format!("\"{}\" {from}", d.kind_label()));
         r.headers.set("Expires", expires.to_string());
         if let Some(c) = &d.challenge {
             d.nc += 1;
             let cnonce = format!("{:08x}", rand::random::<u32>());
-            let creds = answer(c, "REGISTER", &r.uri, d.id.as_str(), &self.cfg.password, d.nc, &cnonce);
+            let creds = answer(
+                c,
+                "REGISTER",
+                &r.uri,
+                d.id.as_str(),
+                &self.cfg.password,
+                d.nc,
+                &cnonce,
+            );
             r.headers.set("Authorization", creds.to_header_value());
         }
         r
@@ -275,24 +283,40 @@ impl Fleet {
             .and_then(|n| n.uri.user)
             .and_then(|u| GbId::parse(&u).ok());
         let Some(i) = to.and_then(|id| self.by_id.get(&id).copied()) else {
-            let _ = self.tx.send_response(&req, Response::to_request(&req, 404, Some("sim")), now);
+            let _ = self
+                .tx
+                .send_response(&req, Response::to_request(&req, 404, Some("sim")), now);
             return;
         };
         if req.method != Method::Message {
-            let _ = self.tx.send_response(&req, Response::to_request(&req, 501, Some("sim")), now);
+            let _ = self
+                .tx
+                .send_response(&req, Response::to_request(&req, 501, Some("sim")), now);
             return;
         }
         let Ok((body, charset)) = manscdp::parse(&req.body) else {
-            let _ = self.tx.send_response(&req, Response::to_request(&req, 400, Some("sim")), now);
+            let _ = self
+                .tx
+                .send_response(&req, Response::to_request(&req, 400, Some("sim")), now);
             return;
         };
-        let _ = self.tx.send_response(&req, Response::to_request(&req, 200, Some("sim")), now);
+        let _ = self
+            .tx
+            .send_response(&req, Response::to_request(&req, 200, Some("sim")), now);
         let d = &self.devices[i];
         let answers: Vec<Bytes> = match body {
             Manscdp::CatalogQuery(q) => {
                 self.stats.catalog_queries += 1;
                 let sum = d.channels.len() as u32;
-                split(false, q.sn, d.id.as_str(), sum, &d.channels, self.cfg.catalog_budget, charset)
+                split(
+                    false,
+                    q.sn,
+                    d.id.as_str(),
+                    sum,
+                    &d.channels,
+                    self.cfg.catalog_budget,
+                    charset,
+                )
             }
             Manscdp::DeviceInfoQuery(q) => vec![Manscdp::DeviceInfoResponse(DeviceInfo {
                 sn: q.sn,
@@ -366,13 +390,18 @@ impl Fleet {
                     d.state = State::Registered { at: now };
                     d.auth_tries = 0;
                     d.next_keepalive = now + self.cfg.keepalive;
-                    if self.stats.registered == self.devices.len() && self.stats.all_registered_at.is_none() {
+                    if self.stats.registered == self.devices.len()
+                        && self.stats.all_registered_at.is_none()
+                    {
                         self.stats.all_registered_at = Some(now);
                     }
                 }
                 401 => {
                     self.stats.challenges += 1;
-                    let c = r.headers.get("WWW-Authenticate").and_then(|v| Challenge::parse(v).ok());
+                    let c = r
+                        .headers
+                        .get("WWW-Authenticate")
+                        .and_then(|v| Challenge::parse(v).ok());
                     let d = &mut self.devices[i];
                     if c.is_some() && d.auth_tries < 2 {
                         d.challenge = c;
@@ -512,7 +541,8 @@ fn channel_item(id: GbId, parent: GbId, n: usize, name: &str, civil: &str) -> Ca
 }
 
 fn next_id(serial: &mut u32, prefix: &str, t: &str) -> Result<GbId, String> {
-    let id = id_for(prefix, t, *serial).ok_or_else(|| format!("serial {serial} does not fit 6 digits"))?;
+    let id = id_for(prefix, t, *serial)
+        .ok_or_else(|| format!("serial {serial} does not fit 6 digits"))?;
     *serial += 1;
     Ok(id)
 }

@@ -4,6 +4,8 @@
 //! Then hostile input over UDP and TCP: the node answers 400 or drops, and
 //! keeps serving.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 use std::io::{Read, Write};
 use std::net::{TcpStream, UdpSocket};
 use std::path::Path;
@@ -54,7 +56,10 @@ fn start_node(dir: &Path, sip_port: u16, http_port: u16) -> Node {
         .expect("gbgate binary (cargo build --workspace --bins)");
     let node = Node { child, sip, http };
     let deadline = Instant::now() + Duration::from_secs(10);
-    while ureq::get(&format!("http://{}/healthz", node.http)).call().is_err() {
+    while ureq::get(&format!("http://{}/healthz", node.http))
+        .call()
+        .is_err()
+    {
         assert!(Instant::now() < deadline, "node did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -73,7 +78,9 @@ fn keys(fields: &[&str]) -> Vec<String> {
 
 /// A scenario's out-of-call half (requests the node starts with a new Call-ID).
 fn ooc_args(scenario: &str) -> Vec<std::ffi::OsString> {
-    let ooc = Path::new(env!("CARGO_MANIFEST_DIR")).join("sipp").join(format!("{scenario}_catalog_ooc.xml"));
+    let ooc = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("sipp")
+        .join(format!("{scenario}_catalog_ooc.xml"));
     if ooc.exists() {
         vec!["-oocsf".into(), ooc.into_os_string()]
     } else {
@@ -83,7 +90,9 @@ fn ooc_args(scenario: &str) -> Vec<std::ffi::OsString> {
 
 /// Run one sipp scenario once; true when the call succeeded.
 fn sipp(dir: &Path, scenario: &str, fields: &[&str], node: &Node, transport: &str) -> bool {
-    let scen = Path::new(env!("CARGO_MANIFEST_DIR")).join("sipp").join(format!("{scenario}.xml"));
+    let scen = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("sipp")
+        .join(format!("{scenario}.xml"));
     let t = if transport == "tcp" { "t1" } else { "u1" };
     let out = Command::new("sipp")
         .arg(&node.sip)
@@ -94,7 +103,13 @@ fn sipp(dir: &Path, scenario: &str, fields: &[&str], node: &Node, transport: &st
         // sipp's [authentication] takes user and password from -au/-ap only.
         .args(["-au", fields[0], "-ap", fields[3]])
         .args(keys(fields))
-        .args(["-timeout", "15s", "-timeout_error", "-nostdin", "-trace_err"])
+        .args([
+            "-timeout",
+            "15s",
+            "-timeout_error",
+            "-nostdin",
+            "-trace_err",
+        ])
         .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -102,7 +117,10 @@ fn sipp(dir: &Path, scenario: &str, fields: &[&str], node: &Node, transport: &st
         .output()
         .expect("sipp installed (make deps installs sip-tester)");
     if !out.status.success() {
-        eprintln!("sipp {scenario} failed: {}", String::from_utf8_lossy(&out.stderr));
+        eprintln!(
+            "sipp {scenario} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         for f in std::fs::read_dir(dir).unwrap().flatten() {
             if f.file_name().to_string_lossy().ends_with("errors.log") {
                 eprintln!("{}", std::fs::read_to_string(f.path()).unwrap_or_default());
@@ -137,13 +155,25 @@ fn sipp_device_registers_answers_catalog_and_keeps_alive() {
 
     // Wrong password: 401 then 403.
     let bad = "35010201001320000007";
-    assert!(sipp(dir.path(), "register_forbidden", &[bad, NODE, DOMAIN, "wrong-password"], &node, "udp"));
+    assert!(sipp(
+        dir.path(),
+        "register_forbidden",
+        &[bad, NODE, DOMAIN, "wrong-password"],
+        &node,
+        "udp"
+    ));
     assert_eq!(topology(&node).devices.registered, 0);
 
     // Right password, over UDP: 401, 200, the node's Catalog query answered, Keepalive 200.
     let dev = "35010201001320000001";
     let (ch1, ch2) = ("35010201001310000001", "35010201001310000002");
-    assert!(sipp(dir.path(), "device", &[dev, NODE, DOMAIN, "right-password", ch1, ch2], &node, "udp"));
+    assert!(sipp(
+        dir.path(),
+        "device",
+        &[dev, NODE, DOMAIN, "right-password", ch1, ch2],
+        &node,
+        "udp"
+    ));
 
     // The node's view matches what sipp said.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -160,7 +190,11 @@ fn sipp_device_registers_answers_catalog_and_keeps_alive() {
             assert_eq!(cat.total, 3);
             break;
         }
-        assert!(Instant::now() < deadline, "catalog never matched: {:?}", cat.items);
+        assert!(
+            Instant::now() < deadline,
+            "catalog never matched: {:?}",
+            cat.items
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let t = topology(&node);
@@ -169,7 +203,13 @@ fn sipp_device_registers_answers_catalog_and_keeps_alive() {
     // The same device over TCP works too.
     let dev2 = "35010201001320000002";
     let (ch3, ch4) = ("35010201001310000003", "35010201001310000004");
-    assert!(sipp(dir.path(), "device", &[dev2, NODE, DOMAIN, "right-password", ch3, ch4], &node, "tcp"));
+    assert!(sipp(
+        dir.path(),
+        "device",
+        &[dev2, NODE, DOMAIN, "right-password", ch3, ch4],
+        &node,
+        "tcp"
+    ));
     assert_eq!(topology(&node).devices.registered, 2);
 }
 
@@ -200,7 +240,8 @@ fn hostile_input_gets_400_or_is_dropped_and_the_node_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
     let node = start_node(dir.path(), 45160, 48180);
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
 
     // Sanity: a well-formed OPTIONS is answered.
     let r = udp_exchange(&sock, &node, options("ok1", "UDP").as_bytes()).unwrap();
@@ -210,7 +251,10 @@ fn hostile_input_gets_400_or_is_dropped_and_the_node_keeps_serving() {
     let mut trunc = message_with_body("tr1", "<Notify><CmdType>Keepalive</CmdType></Notify>");
     trunc.truncate(trunc.len() - 10);
     let r = udp_exchange(&sock, &node, trunc.as_bytes());
-    assert!(r.as_deref().is_none_or(|r| r.starts_with("SIP/2.0 400")), "{r:?}");
+    assert!(
+        r.as_deref().is_none_or(|r| r.starts_with("SIP/2.0 400")),
+        "{r:?}"
+    );
 
     // Wrong Content-Length (too large) → 400.
     let wrong = options("cl1", "UDP").replace("Content-Length: 0", "Content-Length: 500");
@@ -218,13 +262,21 @@ fn hostile_input_gets_400_or_is_dropped_and_the_node_keeps_serving() {
     assert!(r.starts_with("SIP/2.0 400"), "{r}");
 
     // Binary garbage → dropped (nothing to answer to).
-    let garbage: Vec<u8> = (0..2000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let garbage: Vec<u8> = (0..2000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     assert_eq!(udp_exchange(&sock, &node, &garbage), None);
 
     // A 100 KB header over UDP: larger than any datagram we accept → dropped.
-    let huge = options("big1", "UDP").replace("Max-Forwards: 70", &format!("X-Big: {}\r\nMax-Forwards: 70", "a".repeat(100_000)));
+    let huge = options("big1", "UDP").replace(
+        "Max-Forwards: 70",
+        &format!("X-Big: {}\r\nMax-Forwards: 70", "a".repeat(100_000)),
+    );
     let r = udp_exchange(&sock, &node, &huge.as_bytes()[..65_000.min(huge.len())]);
-    assert!(r.as_deref().is_none_or(|r| r.starts_with("SIP/2.0 400")), "{r:?}");
+    assert!(
+        r.as_deref().is_none_or(|r| r.starts_with("SIP/2.0 400")),
+        "{r:?}"
+    );
 
     // An XML bomb in a MESSAGE body → 400 (from a registered peer or not, the body is refused first).
     let bomb = "<?xml version=\"1.0\"?><!DOCTYPE lolz [<!ENTITY lol \"lol\"><!ENTITY lol2 \"&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;\"><!ENTITY lol3 \"&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;\">]><Notify><CmdType>Keepalive</CmdType><SN>1</SN><DeviceID>&lol3;</DeviceID></Notify>";
@@ -244,7 +296,8 @@ fn hostile_input_gets_400_or_is_dropped_and_the_node_keeps_serving() {
     let mut got = String::new();
     let deadline = Instant::now() + Duration::from_secs(3);
     let mut buf = [0u8; 4096];
-    while !(got.contains("SIP/2.0 400") && got.contains("SIP/2.0 200")) && Instant::now() < deadline {
+    while !(got.contains("SIP/2.0 400") && got.contains("SIP/2.0 200")) && Instant::now() < deadline
+    {
         match tcp.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => got.push_str(&String::from_utf8_lossy(&buf[..n])),
@@ -252,18 +305,26 @@ fn hostile_input_gets_400_or_is_dropped_and_the_node_keeps_serving() {
         }
     }
     assert!(got.contains("SIP/2.0 400"), "{got}");
-    assert!(got.contains("SIP/2.0 200"), "connection must survive a bad message: {got}");
+    assert!(
+        got.contains("SIP/2.0 200"),
+        "connection must survive a bad message: {got}"
+    );
 
     // TCP: a 100 KB header cannot be framed: that connection is closed, others are fine.
     let mut tcp2 = TcpStream::connect(&node.sip).unwrap();
     tcp2.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
     let _ = tcp2.write_all(huge.as_bytes());
     let mut sink = Vec::new();
-    let closed = matches!(tcp2.read_to_end(&mut sink), Ok(_));
+    let closed = tcp2.read_to_end(&mut sink).is_ok();
     assert!(closed, "oversized header should close the connection");
 
     let r = udp_exchange(&sock, &node, options("ok3", "UDP").as_bytes()).unwrap();
     assert!(r.starts_with("SIP/2.0 200"), "{r}");
-    let m = ureq::get(&format!("http://{}/metrics", node.http)).call().unwrap().body_mut().read_to_string().unwrap();
+    let m = ureq::get(&format!("http://{}/metrics", node.http))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
     assert!(m.contains("gbgate_sip_parse_errors_total"), "{m}");
 }

@@ -2,6 +2,8 @@
 //! city's catalog fills, a village that dies goes OFF at the city and comes
 //! back ON, and a restarted city is whole again.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -41,10 +43,14 @@ fn four_tier_tree_federates_tracks_liveness_and_survives_a_city_restart() {
 
     // 1. All 160 channels at the city, ON, within 10 s of start.
     let took = cluster
-        .wait_for("160 channels ON at the city", Duration::from_secs(10), |c| {
-            let s = channel_states(c);
-            s.len() == total && s.values().all(|(st, _)| st == "ON")
-        })
+        .wait_for(
+            "160 channels ON at the city",
+            Duration::from_secs(10),
+            |c| {
+                let s = channel_states(c);
+                s.len() == total && s.values().all(|(st, _)| st == "ON")
+            },
+        )
         .unwrap();
     eprintln!("160 channels at the city after {took:?}");
 
@@ -54,14 +60,29 @@ fn four_tier_tree_federates_tracks_liveness_and_survives_a_city_restart() {
     let cat = cluster.catalog(&city).unwrap();
     let by_id: HashMap<&str, &gbgate::api::CatalogEntry> =
         cat.iter().map(|e| (e.device_id.as_str(), e)).collect();
-    let villages: Vec<String> = cluster.tree.level("village").iter().map(|n| n.id.to_string()).collect();
+    let villages: Vec<String> = cluster
+        .tree
+        .level("village")
+        .iter()
+        .map(|n| n.id.to_string())
+        .collect();
     for e in cat.iter().filter(|e| is_channel(&e.device_id)) {
         let dev = e.parent_id.as_deref().expect("channel has a parent");
-        let dev_entry = by_id.get(dev).unwrap_or_else(|| panic!("parent {dev} of {} missing", e.device_id));
+        let dev_entry = by_id
+            .get(dev)
+            .unwrap_or_else(|| panic!("parent {dev} of {} missing", e.device_id));
         let village = dev_entry.parent_id.as_deref().expect("device has a parent");
-        assert!(villages.iter().any(|v| v == village), "device {dev} hangs under {village}, not a village");
+        assert!(
+            villages.iter().any(|v| v == village),
+            "device {dev} hangs under {village}, not a village"
+        );
         let town = by_id[village].parent_id.as_deref().unwrap();
-        let tree_town = cluster.tree.node(&village.parse().unwrap()).unwrap().parent.unwrap();
+        let tree_town = cluster
+            .tree
+            .node(&village.parse().unwrap())
+            .unwrap()
+            .parent
+            .unwrap();
         assert_eq!(town, tree_town.as_str());
     }
 
@@ -73,7 +94,10 @@ fn four_tier_tree_federates_tracks_liveness_and_survives_a_city_restart() {
     let victim_s = victim.to_string();
     let channels_of_victim = |c: &Cluster| -> Vec<(String, String)> {
         let cat = c.catalog(&city).unwrap_or_default();
-        let by: HashMap<_, _> = cat.iter().map(|e| (e.device_id.clone(), e.clone())).collect();
+        let by: HashMap<_, _> = cat
+            .iter()
+            .map(|e| (e.device_id.clone(), e.clone()))
+            .collect();
         cat.iter()
             .filter(|e| is_channel(&e.device_id))
             .filter(|e| {
@@ -88,10 +112,14 @@ fn four_tier_tree_federates_tracks_liveness_and_survives_a_city_restart() {
     };
     assert_eq!(channels_of_victim(&cluster).len(), 20);
     let off_after = cluster
-        .wait_for("the dead village's channels OFF at the city", Duration::from_secs(6), |c| {
-            let v = channels_of_victim(c);
-            v.len() == 20 && v.iter().all(|(_, s)| s == "OFF")
-        })
+        .wait_for(
+            "the dead village's channels OFF at the city",
+            Duration::from_secs(6),
+            |c| {
+                let v = channels_of_victim(c);
+                v.len() == 20 && v.iter().all(|(_, s)| s == "OFF")
+            },
+        )
         .unwrap();
     eprintln!("village channels OFF at the city {off_after:?} after the kill");
     // Everyone else stays ON.
@@ -101,10 +129,14 @@ fn four_tier_tree_federates_tracks_liveness_and_survives_a_city_restart() {
     // 3. Start it again: ON again.
     cluster.start_node(&victim).unwrap();
     let on_after = cluster
-        .wait_for("the village's channels ON again", Duration::from_secs(15), |c| {
-            let v = channels_of_victim(c);
-            v.len() == 20 && v.iter().all(|(_, s)| s == "ON")
-        })
+        .wait_for(
+            "the village's channels ON again",
+            Duration::from_secs(15),
+            |c| {
+                let v = channels_of_victim(c);
+                v.len() == 20 && v.iter().all(|(_, s)| s == "ON")
+            },
+        )
         .unwrap();
     eprintln!("village channels ON again {on_after:?} after restart");
 
@@ -112,15 +144,23 @@ fn four_tier_tree_federates_tracks_liveness_and_survives_a_city_restart() {
     cluster.kill_node(&city);
     cluster.start_node(&city).unwrap();
     let whole_after = cluster
-        .wait_for("the restarted city's catalog whole again", Duration::from_secs(20), |c| {
-            let s = channel_states(c);
-            s.len() == total && s.values().all(|(st, _)| st == "ON")
-        })
+        .wait_for(
+            "the restarted city's catalog whole again",
+            Duration::from_secs(20),
+            |c| {
+                let s = channel_states(c);
+                s.len() == total && s.values().all(|(st, _)| st == "ON")
+            },
+        )
         .unwrap();
     eprintln!("city catalog whole {whole_after:?} after its restart");
     let topo = cluster.topology(&city).unwrap();
     assert_eq!(topo.children.len(), 2);
-    assert!(topo.children.iter().all(|c| c.state == "online"), "{:?}", topo.children);
+    assert!(
+        topo.children.iter().all(|c| c.state == "online"),
+        "{:?}",
+        topo.children
+    );
 
     // Metrics are exposed and count what happened.
     let m = cluster.metrics(&city).unwrap();

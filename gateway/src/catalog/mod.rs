@@ -268,7 +268,11 @@ impl Catalog {
                     if let Some(e) = self.entries.get_mut(&item.device_id) {
                         if e.item.status.as_deref() != Some(status) {
                             e.item.status = Some(status.to_owned());
-                            let up = if status == "ON" { event::ON } else { event::OFF };
+                            let up = if status == "ON" {
+                                event::ON
+                            } else {
+                                event::OFF
+                            };
                             out.push(id_only(&item.device_id, up));
                         }
                     }
@@ -337,8 +341,7 @@ impl Catalog {
             .filter(|e| {
                 q.parent
                     .is_none_or(|p| e.item.parent_id.as_deref() == Some(p))
-                    && q.status
-                        .is_none_or(|s| e.item.status.as_deref() == Some(s))
+                    && q.status.is_none_or(|s| e.item.status.as_deref() == Some(s))
                     && (q.source.is_none() || source == Some(e.source))
             })
             .collect();
@@ -400,24 +403,46 @@ mod tests {
             ]
         );
         let ev = c.replace_from(gid(DEV), vec![ch(3, DEV, "ONLINE")], false);
-        assert_eq!(events(&ev), vec![("35010201001310000003".into(), "ON".into())]);
-        assert!(c.get("35010201001310000001").is_some(), "partial answer deletes nothing");
+        assert_eq!(
+            events(&ev),
+            vec![("35010201001310000003".into(), "ON".into())]
+        );
+        assert!(
+            c.get("35010201001310000001").is_some(),
+            "partial answer deletes nothing"
+        );
     }
 
     #[test]
     fn source_offline_turns_everything_off_and_back() {
         let mut c = Catalog::new(gid(NODE));
         c.upsert_registrant(gid(CHILD), CatalogItem::default());
-        c.replace_from(gid(CHILD), (0..20).map(|n| ch(n, CHILD, "ON")).collect(), true);
+        c.replace_from(
+            gid(CHILD),
+            (0..20).map(|n| ch(n, CHILD, "ON")).collect(),
+            true,
+        );
         let off = c.set_source_online(gid(CHILD), false);
         assert_eq!(off.len(), 21);
         assert!(off.iter().all(|i| i.event.as_deref() == Some("OFF")));
         assert!(c.set_source_online(gid(CHILD), false).is_empty());
         let on = c.set_source_online(gid(CHILD), true);
         assert_eq!(on.len(), 1);
-        let on = c.replace_from(gid(CHILD), (0..20).map(|n| ch(n, CHILD, "ON")).collect(), true);
+        let on = c.replace_from(
+            gid(CHILD),
+            (0..20).map(|n| ch(n, CHILD, "ON")).collect(),
+            true,
+        );
         assert_eq!(on.len(), 20);
-        assert_eq!(c.query(&Query { status: Some("ON"), limit: 100, ..Query::default() }).0, 21);
+        assert_eq!(
+            c.query(&Query {
+                status: Some("ON"),
+                limit: 100,
+                ..Query::default()
+            })
+            .0,
+            21
+        );
     }
 
     #[test]
@@ -437,8 +462,20 @@ mod tests {
     #[test]
     fn query_filters_and_pages() {
         let mut c = Catalog::new(gid(NODE));
-        c.replace_from(gid(DEV), (0..10).map(|n| ch(n, DEV, if n % 2 == 0 { "ON" } else { "OFF" })).collect(), true);
-        let (total, page) = c.query(&Query { parent: Some(DEV), status: Some("OFF"), offset: 1, limit: 2, ..Query::default() });
+        c.replace_from(
+            gid(DEV),
+            (0..10)
+                .map(|n| ch(n, DEV, if n % 2 == 0 { "ON" } else { "OFF" }))
+                .collect(),
+            true,
+        );
+        let (total, page) = c.query(&Query {
+            parent: Some(DEV),
+            status: Some("OFF"),
+            offset: 1,
+            limit: 2,
+            ..Query::default()
+        });
         assert_eq!(total, 5);
         assert_eq!(page.len(), 2);
         assert_eq!(page[0].item.device_id, "35010201001310000003");

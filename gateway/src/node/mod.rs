@@ -257,7 +257,10 @@ impl Node {
                     let mut r = Response::new(400);
                     r.reason = "Bad Request".into();
                     r.headers = headers;
-                    r.headers.push("Warning", format!("399 gbgate \"{}\"", error.replace('"', "'")));
+                    r.headers.push(
+                        "Warning",
+                        format!("399 gbgate \"{}\"", error.replace('"', "'")),
+                    );
                     self.transmits.push(Transmit {
                         peer,
                         data: r.to_bytes(),
@@ -340,7 +343,8 @@ impl Node {
             r.reason = "To header must carry a 20-digit GB/T 28181 ID".into();
             return self.respond(req, r, now);
         };
-        if self.registry.get(&id).is_none() && self.registry.len() >= self.settings.max_registrations
+        if self.registry.get(&id).is_none()
+            && self.registry.len() >= self.settings.max_registrations
         {
             tracing::warn!(%id, limit = self.settings.max_registrations, "registration limit reached");
             return self.reply(req, 503, now);
@@ -365,7 +369,8 @@ impl Node {
                 tracing::warn!(%id, %peer, reason, "REGISTER refused");
                 let mut r = Response::to_request(req, 403, Some(&crate::sip::header::new_tag()));
                 r.reason = "Forbidden".into();
-                r.headers.push("Warning", format!("399 gbgate \"{reason}\""));
+                r.headers
+                    .push("Warning", format!("399 gbgate \"{reason}\""));
                 self.respond(req, r, now);
             }
             AuthDecision::Accept => self.accept_register(req, id, peer, now),
@@ -399,22 +404,16 @@ impl Node {
             RegistrantKind::Device
         };
         let contact = req.headers.get("Contact").unwrap_or_default().to_owned();
-        let outcome = self.registry.register(
-            id,
-            kind,
-            peer,
-            contact,
-            Duration::from_secs(granted),
-            now,
-        );
+        let outcome =
+            self.registry
+                .register(id, kind, peer, contact, Duration::from_secs(granted), now);
         if outcome == RegisterOutcome::Fresh {
             tracing::info!(%id, ?kind, %peer, expires = granted, "registered");
-            let name = self
-                .identity
-                .children
-                .get(&id)
-                .cloned()
-                .or_else(|| NameAddr::parse(req.headers.get("From").unwrap_or_default()).ok()?.display);
+            let name = self.identity.children.get(&id).cloned().or_else(|| {
+                NameAddr::parse(req.headers.get("From").unwrap_or_default())
+                    .ok()?
+                    .display
+            });
             let item = CatalogItem {
                 name,
                 civil_code: Some(id.civil_code().to_string()),
@@ -498,13 +497,15 @@ impl Node {
                 metrics::counter!("gbgate_manscdp_parse_errors_total").increment(1);
                 tracing::warn!(%peer, error = %e, "bad MANSCDP body");
                 let mut r = Response::to_request(req, 400, Some(&crate::sip::header::new_tag()));
-                r.headers.push("Warning", format!("399 gbgate \"{}\"", e.to_string().replace('"', "'")));
+                r.headers.push(
+                    "Warning",
+                    format!("399 gbgate \"{}\"", e.to_string().replace('"', "'")),
+                );
                 return self.respond(req, r, now);
             }
         };
         let sender = user_of(req.headers.get("From")).and_then(|u| GbId::parse(&u).ok());
-        let from_parent = sender.is_some()
-            && self.uplink.as_ref().map(Uplink::parent) == sender;
+        let from_parent = sender.is_some() && self.uplink.as_ref().map(Uplink::parent) == sender;
         if from_parent {
             self.reply(req, 200, now);
             if let Some(u) = self.uplink.as_mut() {
@@ -592,7 +593,10 @@ impl Node {
     fn answer_requester(&mut self, requester: GbId, msg: &Manscdp, now: Instant) {
         let is_parent = self.uplink.as_ref().map(Uplink::parent) == Some(requester);
         if is_parent {
-            let charset = self.uplink.as_ref().map_or(Charset::Gb2312, Uplink::charset);
+            let charset = self
+                .uplink
+                .as_ref()
+                .map_or(Charset::Gb2312, Uplink::charset);
             let body = msg.to_body(charset);
             self.enqueue_parent(vec![body], now);
         } else {
@@ -608,7 +612,10 @@ impl Node {
             Manscdp::CatalogQuery(q) => {
                 let items = self.catalog.export();
                 tracing::info!(%parent, sn = q.sn, items = items.len(), "answering the parent's catalog query");
-                let charset = self.uplink.as_ref().map_or(Charset::Gb2312, Uplink::charset);
+                let charset = self
+                    .uplink
+                    .as_ref()
+                    .map_or(Charset::Gb2312, Uplink::charset);
                 let budget = self.body_budget(parent, peer);
                 let ob = self.outbox_for(parent, peer);
                 ob.push_catalog(false, q.sn, q.device_id, items, budget, charset);
@@ -649,7 +656,10 @@ impl Node {
                 }
             }
             other => {
-                tracing::debug!(cmd = other.cmd_type(), "MESSAGE from the parent not handled");
+                tracing::debug!(
+                    cmd = other.cmd_type(),
+                    "MESSAGE from the parent not handled"
+                );
             }
         }
     }
@@ -775,7 +785,13 @@ impl Node {
         };
         let head = self
             .agent
-            .request(Method::Message, &target, u32::MAX, None, Some((MANSCDP, Bytes::new())))
+            .request(
+                Method::Message,
+                &target,
+                u32::MAX,
+                None,
+                Some((MANSCDP, Bytes::new())),
+            )
             .to_bytes()
             .len();
         // Margin for longer Call-IDs and the Content-Length digits.
@@ -798,9 +814,9 @@ impl Node {
                 host: peer.addr.to_string(),
                 transport: peer.transport,
             };
-            let req = self
-                .agent
-                .request(Method::Message, &target, cseq, None, Some((MANSCDP, body)));
+            let req =
+                self.agent
+                    .request(Method::Message, &target, cseq, None, Some((MANSCDP, body)));
             if !self.send(req, peer, Token::Outbox(id), now) {
                 if let Some(ob) = self.outboxes.get_mut(&id) {
                     ob.done();
@@ -819,7 +835,9 @@ impl Node {
                 ClientEvent::Response { token, response } => {
                     self.on_client_response(token, response, now)
                 }
-                ClientEvent::Timeout { token, method } => self.on_client_timeout(token, method, now),
+                ClientEvent::Timeout { token, method } => {
+                    self.on_client_timeout(token, method, now)
+                }
             }
         }
     }
@@ -827,7 +845,9 @@ impl Node {
     fn on_client_response(&mut self, token: Token, response: Response, now: Instant) {
         match token {
             Token::Uplink(UplinkRequest::Register) => {
-                let Some(u) = self.uplink.as_mut() else { return };
+                let Some(u) = self.uplink.as_mut() else {
+                    return;
+                };
                 let (follow, ev) = u.on_register_response(&self.agent, &response, now);
                 let peer = u.peer();
                 if let Some(req) = follow {
@@ -862,7 +882,10 @@ impl Node {
     fn on_client_timeout(&mut self, token: Token, method: Method, now: Instant) {
         match token {
             Token::Uplink(UplinkRequest::Register) => {
-                let ev = self.uplink.as_mut().and_then(|u| u.on_register_timeout(now));
+                let ev = self
+                    .uplink
+                    .as_mut()
+                    .and_then(|u| u.on_register_timeout(now));
                 self.on_uplink_event(ev, now);
             }
             Token::Uplink(UplinkRequest::Keepalive) => {}

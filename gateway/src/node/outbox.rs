@@ -157,7 +157,14 @@ mod tests {
                 ..CatalogItem::default()
             })
             .collect();
-        ob.push_catalog(false, 9, "35010201002000000001".into(), items, 1000, Charset::Gb2312);
+        ob.push_catalog(
+            false,
+            9,
+            "35010201002000000001".into(),
+            items,
+            1000,
+            Charset::Gb2312,
+        );
         let mut got = Vec::new();
         loop {
             let ready = ob.take_ready();

@@ -221,16 +221,32 @@ mod tests {
         let t = Instant::now();
         let e = Duration::from_secs(60);
         let k = RegistrantKind::Device;
-        assert_eq!(r.register(id(), k, peer(1), "c".into(), e, t), RegisterOutcome::Fresh);
-        assert_eq!(r.register(id(), k, peer(1), "c".into(), e, t), RegisterOutcome::Refreshed);
-        assert_eq!(r.register(id(), k, peer(2), "c".into(), e, t), RegisterOutcome::Fresh);
+        assert_eq!(
+            r.register(id(), k, peer(1), "c".into(), e, t),
+            RegisterOutcome::Fresh
+        );
+        assert_eq!(
+            r.register(id(), k, peer(1), "c".into(), e, t),
+            RegisterOutcome::Refreshed
+        );
+        assert_eq!(
+            r.register(id(), k, peer(2), "c".into(), e, t),
+            RegisterOutcome::Fresh
+        );
     }
 
     #[test]
     fn keepalive_lapse_then_revival_then_expiry() {
         let mut r = Registry::default();
         let t = Instant::now();
-        r.register(id(), RegistrantKind::Device, peer(1), "c".into(), Duration::from_secs(100), t);
+        r.register(
+            id(),
+            RegistrantKind::Device,
+            peer(1),
+            "c".into(),
+            Duration::from_secs(100),
+            t,
+        );
         let live = Duration::from_secs(3);
         assert!(r.sweep(t + Duration::from_secs(3), live).is_empty());
         assert_eq!(
@@ -239,8 +255,14 @@ mod tests {
         );
         // Reported once only.
         assert!(r.sweep(t + Duration::from_secs(5), live).is_empty());
-        assert_eq!(r.touch(&id(), peer(1), t + Duration::from_secs(6)), Some(true));
-        assert_eq!(r.touch(&id(), peer(1), t + Duration::from_secs(7)), Some(false));
+        assert_eq!(
+            r.touch(&id(), peer(1), t + Duration::from_secs(6)),
+            Some(true)
+        );
+        assert_eq!(
+            r.touch(&id(), peer(1), t + Duration::from_secs(7)),
+            Some(false)
+        );
         assert_eq!(
             r.sweep(t + Duration::from_secs(101), Duration::from_secs(1000)),
             vec![(id(), OfflineReason::Expired)]

@@ -87,7 +87,8 @@ impl Agent {
             method,
             Method::Register | Method::Invite | Method::Subscribe | Method::Notify
         ) {
-            r.headers.push("Contact", format!("<{}>", self.contact_uri()));
+            r.headers
+                .push("Contact", format!("<{}>", self.contact_uri()));
         }
         r.headers.push("User-Agent", USER_AGENT);
         if let Some((content_type, body)) = body {

@@ -285,7 +285,8 @@ impl<T> TransactionLayer<T> {
         tx.deadline = now + linger;
         let id = tx.generation;
         if let Some(token) = tx.token.take() {
-            self.events.push_back(ClientEvent::Response { token, response });
+            self.events
+                .push_back(ClientEvent::Response { token, response });
         }
         self.schedule(now + linger, TimerRef::Client(id));
         true
@@ -501,7 +502,8 @@ mod tests {
         );
         r.headers
             .push("From", "<sip:34020000002000000001@3402000000>;tag=a");
-        r.headers.push("To", "<sip:34020000001320000001@3402000000>");
+        r.headers
+            .push("To", "<sip:34020000001320000001@3402000000>");
         r.headers.push("Call-ID", "c1@127.0.0.1");
         r.headers.push("CSeq", "1 MESSAGE");
         r.headers.push("Max-Forwards", "70");
@@ -576,7 +578,10 @@ mod tests {
         assert!(l.handle_response(resp, t0 + Duration::from_millis(20)));
         assert!(l.poll_event().is_none());
         l.handle_timeout(t0 + Duration::from_secs(2));
-        assert!(drain(&mut l).is_empty(), "no retransmission after a final response");
+        assert!(
+            drain(&mut l).is_empty(),
+            "no retransmission after a final response"
+        );
         l.handle_timeout(t0 + Duration::from_secs(6));
         assert_eq!(l.open(), (0, 0));
     }
@@ -624,12 +629,16 @@ mod tests {
             l.handle_request(&req, p, t0).unwrap(),
             Incoming::Retransmission
         );
-        assert!(drain(&mut l).is_empty(), "nothing to resend before a response");
+        assert!(
+            drain(&mut l).is_empty(),
+            "nothing to resend before a response"
+        );
         l.send_response(&req, Response::to_request(&req, 200, Some("x")), t0)
             .unwrap();
         assert_eq!(drain(&mut l).len(), 1);
         assert_eq!(
-            l.handle_request(&req, p, t0 + Duration::from_secs(1)).unwrap(),
+            l.handle_request(&req, p, t0 + Duration::from_secs(1))
+                .unwrap(),
             Incoming::Retransmission
         );
         let resent = drain(&mut l);
@@ -639,7 +648,8 @@ mod tests {
         l.handle_timeout(t0 + Duration::from_secs(32));
         assert_eq!(l.open(), (0, 0));
         assert_eq!(
-            l.handle_request(&req, p, t0 + Duration::from_secs(33)).unwrap(),
+            l.handle_request(&req, p, t0 + Duration::from_secs(33))
+                .unwrap(),
             Incoming::New
         );
     }

@@ -168,17 +168,36 @@ impl Uplink {
             host: self.peer.addr.to_string(),
             transport: self.peer.transport,
         };
-        let mut r = agent.request(Method::Register, &target, self.cseq, Some(&self.call_id), None);
+        let mut r = agent.request(
+            Method::Register,
+            &target,
+            self.cseq,
+            Some(&self.call_id),
+            None,
+        );
         // Keep one From tag for the whole registration (RFC 3261 §10.2).
         r.headers.set(
             "From",
-            format!("<sip:{}@{}>;tag={}", agent.id, agent.id.domain(), self.from_tag),
+            format!(
+                "<sip:{}@{}>;tag={}",
+                agent.id,
+                agent.id.domain(),
+                self.from_tag
+            ),
         );
         r.headers.set("Expires", expires_secs.to_string());
         if let (Some(c), Some(pw)) = (&self.challenge, &self.password) {
             self.nc += 1;
             let cnonce = format!("{:08x}", rand::random::<u32>());
-            let creds = answer(c, "REGISTER", &r.uri, agent.id.as_str(), pw, self.nc, &cnonce);
+            let creds = answer(
+                c,
+                "REGISTER",
+                &r.uri,
+                agent.id.as_str(),
+                pw,
+                self.nc,
+                &cnonce,
+            );
             r.headers.set("Authorization", creds.to_header_value());
         }
         r
@@ -198,7 +217,13 @@ impl Uplink {
             host: self.peer.addr.to_string(),
             transport: self.peer.transport,
         };
-        agent.request(Method::Message, &target, self.cseq, None, Some((MANSCDP, body)))
+        agent.request(
+            Method::Message,
+            &target,
+            self.cseq,
+            None,
+            Some((MANSCDP, body)),
+        )
     }
 
     fn fail(&mut self, now: Instant, why: &'static str) -> Option<UplinkEvent> {
@@ -294,7 +319,11 @@ impl Uplink {
                         .get("WWW-Authenticate")
                         .and_then(|v| Challenge::parse(v).ok())
                     {
-                        if self.challenge.as_ref().is_none_or(|old| old.nonce != c.nonce) {
+                        if self
+                            .challenge
+                            .as_ref()
+                            .is_none_or(|old| old.nonce != c.nonce)
+                        {
                             self.challenge = Some(c);
                             self.nc = 0;
                             return (Some(self.register_request(agent, 0)), None);
@@ -342,7 +371,10 @@ impl Uplink {
                         let secs = self.expires.as_secs();
                         (Some(self.register_request(agent, secs)), None)
                     }
-                    _ => (None, self.fail(now, "parent sent 401 without a usable challenge")),
+                    _ => (
+                        None,
+                        self.fail(now, "parent sent 401 without a usable challenge"),
+                    ),
                 }
             }
             301 | 302 => {
@@ -434,7 +466,11 @@ mod tests {
             id: GbId::parse("35010201002000000001").unwrap(),
             addr: "127.0.0.1:5070".parse().unwrap(),
         };
-        (Uplink::new(parent, peer, Some("pw".into()), &settings, now), agent, now)
+        (
+            Uplink::new(parent, peer, Some("pw".into()), &settings, now),
+            agent,
+            now,
+        )
     }
 
     fn challenge(req: &Request) -> Response {
@@ -467,14 +503,21 @@ mod tests {
         // Keepalive after one interval.
         let (reqs, _) = u.poll(&agent, t + Duration::from_secs(10));
         assert_eq!(reqs[0].0, UplinkRequest::Keepalive);
-        assert_eq!(u.on_keepalive_response(200, t + Duration::from_secs(10)), None);
+        assert_eq!(
+            u.on_keepalive_response(200, t + Duration::from_secs(10)),
+            None
+        );
         // Refresh at 2/3 of the granted 30 s, reusing the challenge (nc=2).
         let (reqs, _) = u.poll(&agent, t + Duration::from_secs(20));
         assert_eq!(reqs[0].0, UplinkRequest::Register);
         let creds =
             DigestCredentials::parse(reqs[0].1.headers.get("Authorization").unwrap()).unwrap();
         assert_eq!(creds.nonce_count(), Some(2));
-        assert_eq!(u.state(), LinkState::Registered, "still registered while refreshing");
+        assert_eq!(
+            u.state(),
+            LinkState::Registered,
+            "still registered while refreshing"
+        );
     }
 
     #[test]

@@ -11,16 +11,27 @@ fn main() -> Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     let spec = TreeSpec::default();
     let fleet = FleetSpec::default();
-    println!("Starting 15 gbgate nodes and 8 device simulators (logs in {})...", dir.display());
+    println!(
+        "Starting 15 gbgate nodes and 8 device simulators (logs in {})...",
+        dir.display()
+    );
     let cluster = Cluster::start(&dir, spec, fleet.clone())?;
     let city = cluster.tree.root().clone();
     let expected = 8 * fleet.channels();
     let took = cluster.wait_for("all channels at the city", Duration::from_secs(60), |c| {
-        c.catalog(&city.id).map(|cat| {
-            cat.iter().filter(|e| e.device_id.get(10..13) == Some("131") && e.status == "ON").count() >= expected
-        }).unwrap_or(false)
+        c.catalog(&city.id)
+            .map(|cat| {
+                cat.iter()
+                    .filter(|e| e.device_id.get(10..13) == Some("131") && e.status == "ON")
+                    .count()
+                    >= expected
+            })
+            .unwrap_or(false)
     })?;
-    println!("The city sees all {expected} cameras, {:.1} s after start.\n", took.as_secs_f64());
+    println!(
+        "The city sees all {expected} cameras, {:.1} s after start.\n",
+        took.as_secs_f64()
+    );
     let gbgate = bin_dir().join("gbgate");
     let _ = std::process::Command::new(&gbgate)
         .args(["catalog", "--http", &city.http.to_string()])
@@ -45,7 +56,9 @@ fn main() -> Result<()> {
 
 fn ctrlc_wait(tx: std::sync::mpsc::Sender<()>) {
     std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
         if let Ok(rt) = rt {
             rt.block_on(async {
                 let _ = tokio::signal::ctrl_c().await;

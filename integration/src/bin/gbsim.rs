@@ -90,12 +90,18 @@ fn main() -> Result<()> {
         keepalive: Duration::from_secs_f64(a.keepalive),
         expires: Duration::from_secs(a.expires),
         local,
-        catalog_budget: if transport == gbgate::sip::Transport::Tcp { 60_000 } else { 1300 },
+        catalog_budget: if transport == gbgate::sip::Transport::Tcp {
+            60_000
+        } else {
+            1300
+        },
         register_window: a.window,
     };
     let devices = a.ipcs + a.nvrs;
     let bench = a.bench_register;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         let shutdown = CancellationToken::new();
         let sd = shutdown.clone();
