@@ -81,6 +81,17 @@ pub struct Cluster {
 impl Cluster {
     /// Write the tree into `dir`, start every node and one fleet per village.
     pub fn start(dir: &Path, spec: TreeSpec, fleet: FleetSpec) -> Result<Cluster> {
+        let mut c = Cluster::start_nodes(dir, spec, fleet)?;
+        let villages: Vec<GbId> = c.tree.level("village").iter().map(|n| n.id).collect();
+        for v in villages {
+            c.start_fleet(&v)?;
+        }
+        Ok(c)
+    }
+
+    /// Write the tree into `dir` and start every node, but no fleets yet
+    /// (benchmarks start them once the tree is linked).
+    pub fn start_nodes(dir: &Path, spec: TreeSpec, fleet: FleetSpec) -> Result<Cluster> {
         let tree = write_tree(dir, &spec).context("writing the topology")?;
         let mut c = Cluster {
             tree,
@@ -97,11 +108,29 @@ impl Cluster {
         for id in &ids {
             c.wait_http(id, Duration::from_secs(10))?;
         }
-        let villages: Vec<GbId> = c.tree.level("village").iter().map(|n| n.id).collect();
-        for v in villages {
-            c.start_fleet(&v)?;
-        }
         Ok(c)
+    }
+
+    /// Resident memory of a node's process, in KiB (Linux /proc).
+    pub fn rss_kib(&self, id: &GbId) -> Option<u64> {
+        let pid = self.nodes.get(id)?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
+    /// True when every node with a parent is registered to it.
+    pub fn linked(&self) -> bool {
+        self.tree.nodes.iter().all(|n| {
+            n.parent.is_none()
+                || self
+                    .topology(&n.id)
+                    .ok()
+                    .and_then(|t| t.parent)
+                    .is_some_and(|p| p.state == "registered")
+        })
     }
 
     fn node(&self, id: &GbId) -> Result<TreeNode> {

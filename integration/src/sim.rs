@@ -117,10 +117,15 @@ pub struct Fleet {
     by_id: HashMap<GbId, usize>,
     tx: TransactionLayer<Token>,
     registering: usize,
+    answers: std::collections::VecDeque<(usize, Bytes)>,
+    answers_in_flight: usize,
     transmits: Vec<Transmit>,
     stats: FleetStats,
     started: Instant,
 }
+
+/// Catalog answer MESSAGEs in flight at once across the fleet.
+const ANSWER_WINDOW: usize = 32;
 
 fn id_for(prefix: &str, type_code: &str, serial: u32) -> Option<GbId> {
     GbId::parse(&format!("{prefix}{type_code}0{serial:06}")).ok()
@@ -174,6 +179,8 @@ impl Fleet {
             devices,
             by_id,
             registering: 0,
+            answers: std::collections::VecDeque::new(),
+            answers_in_flight: 0,
             transmits: Vec::new(),
             stats: FleetStats::default(),
             started: now,
@@ -243,9 +250,13 @@ impl Fleet {
         r
     }
 
-    fn send(&mut self, req: Request, token: Token, now: Instant) {
-        if let Err(e) = self.tx.send_request(req, self.cfg.server, token, now) {
-            tracing::warn!(error = %e, "gbsim could not send");
+    fn send(&mut self, req: Request, token: Token, now: Instant) -> bool {
+        match self.tx.send_request(req, self.cfg.server, token, now) {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "gbsim could not send");
+                false
+            }
         }
     }
 
@@ -264,6 +275,10 @@ impl Fleet {
                 peer,
                 message: Message::Request(r),
             } => self.handle_request(r, peer, now),
+            Inbound::Unreachable { peer } => {
+                self.tx.fail_peer(peer);
+                self.process_events(now);
+            }
             Inbound::Malformed { peer, error, .. } => {
                 tracing::warn!(%peer, %error, "gbsim got a malformed message");
             }
@@ -345,16 +360,25 @@ impl Fleet {
             .to_body(charset)],
             _ => Vec::new(),
         };
-        for body in answers {
+        self.answers.extend(answers.into_iter().map(|b| (i, b)));
+        self.pump_answers(now);
+    }
+
+    /// Send queued answers, at most `ANSWER_WINDOW` in flight: a 1000-channel
+    /// NVR answers in hundreds of datagrams, and real devices pace them too.
+    fn pump_answers(&mut self, now: Instant) {
+        while self.answers_in_flight < ANSWER_WINDOW {
+            let Some((i, body)) = self.answers.pop_front() else {
+                break;
+            };
             let agent = self.agent(i);
             let target = target_of(&self.cfg);
-            let cseq = {
-                let d = &mut self.devices[i];
-                d.cseq += 1;
-                d.cseq
-            };
-            let r = agent.request(Method::Message, &target, cseq, None, Some((MANSCDP, body)));
-            self.send(r, Token::Answer, now);
+            let d = &mut self.devices[i];
+            d.cseq += 1;
+            let r = agent.request(Method::Message, &target, d.cseq, None, Some((MANSCDP, body)));
+            if self.send(r, Token::Answer, now) {
+                self.answers_in_flight += 1;
+            }
         }
     }
 
@@ -371,7 +395,11 @@ impl Fleet {
                             at: now + Duration::from_secs(1),
                         };
                     }
-                    Token::Keepalive(_) | Token::Answer => {}
+                    Token::Keepalive(_) => {}
+                    Token::Answer => {
+                        self.answers_in_flight = self.answers_in_flight.saturating_sub(1);
+                        self.pump_answers(now);
+                    }
                 },
             }
         }
@@ -409,7 +437,7 @@ impl Fleet {
                         d.auth_tries += 1;
                         let secs = self.cfg.expires.as_secs();
                         let req = self.register_request(i, secs);
-                        self.send(req, Token::Register(i), now);
+                        let _ = self.send(req, Token::Register(i), now);
                     } else {
                         self.registering = self.registering.saturating_sub(1);
                         self.stats.refused += 1;
@@ -429,7 +457,10 @@ impl Fleet {
                     self.retry_at(i, now);
                 }
             }
-            Token::Answer => {}
+            Token::Answer => {
+                self.answers_in_flight = self.answers_in_flight.saturating_sub(1);
+                self.pump_answers(now);
+            }
         }
     }
 
@@ -462,7 +493,7 @@ impl Fleet {
                     d.state = State::Registering;
                     let secs = self.cfg.expires.as_secs();
                     let req = self.register_request(i, secs);
-                    self.send(req, Token::Register(i), now);
+                    let _ = self.send(req, Token::Register(i), now);
                 }
                 State::Registered { at } => {
                     if now >= at + self.cfg.expires * 2 / 3 {
@@ -471,7 +502,7 @@ impl Fleet {
                         self.stats.registered = self.stats.registered.saturating_sub(1);
                         let secs = self.cfg.expires.as_secs();
                         let req = self.register_request(i, secs);
-                        self.send(req, Token::Register(i), now);
+                        let _ = self.send(req, Token::Register(i), now);
                     } else if now >= self.devices[i].next_keepalive {
                         let d = &mut self.devices[i];
                         d.next_keepalive = now + self.cfg.keepalive;
@@ -491,7 +522,7 @@ impl Fleet {
                             None,
                             Some((MANSCDP, body)),
                         );
-                        self.send(req, Token::Keepalive(i), now);
+                        let _ = self.send(req, Token::Keepalive(i), now);
                     }
                 }
                 _ => {}

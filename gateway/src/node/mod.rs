@@ -40,6 +40,11 @@ pub enum Inbound {
         /// The message.
         message: Message,
     },
+    /// The transport could not reach a peer (TCP connect or write failed).
+    Unreachable {
+        /// The peer.
+        peer: Peer,
+    },
     /// Bytes that failed to parse as SIP.
     Malformed {
         /// Where they came from.
@@ -250,6 +255,11 @@ impl Node {
     /// Feed one inbound message or malformed datagram.
     pub fn handle_inbound(&mut self, inbound: Inbound, now: Instant) {
         match inbound {
+            Inbound::Unreachable { peer } => {
+                tracing::warn!(%peer, "peer unreachable; failing its transactions");
+                self.tx.fail_peer(peer);
+                self.process_client_events(now);
+            }
             Inbound::Malformed { peer, raw, error } => {
                 metrics::counter!("gbgate_sip_parse_errors_total").increment(1);
                 tracing::warn!(%peer, %error, bytes = raw.len(), "malformed SIP message");

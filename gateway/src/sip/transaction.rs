@@ -370,6 +370,29 @@ impl<T> TransactionLayer<T> {
         Ok(())
     }
 
+    /// The transport could not reach `peer` (TCP connect refused, write
+    /// failed): every client transaction toward it fails now instead of
+    /// waiting for Timer F, as RFC 3261 §17.1.4 asks.
+    pub fn fail_peer(&mut self, peer: Peer) {
+        let failed: Vec<ClientKey> = self
+            .clients
+            .iter()
+            .filter(|(_, tx)| tx.peer == peer && tx.state != ClientState::Completed)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in failed {
+            if let Some(mut tx) = self.clients.remove(&key) {
+                self.client_ids.remove(&tx.generation);
+                if let Some(token) = tx.token.take() {
+                    self.events.push_back(ClientEvent::Timeout {
+                        token,
+                        method: key.method.clone(),
+                    });
+                }
+            }
+        }
+    }
+
     /// Run every timer due at `now`: retransmissions, Timer F timeouts,
     /// and the ends of completed transactions.
     pub fn handle_timeout(&mut self, now: Instant) {
@@ -652,6 +675,26 @@ mod tests {
                 .unwrap(),
             Incoming::New
         );
+    }
+
+    #[test]
+    fn unreachable_peer_fails_its_transactions_at_once() {
+        let mut l = TransactionLayer::new(Timers::default(), 10);
+        let now = Instant::now();
+        l.send_request(request("z9hG4bKa"), peer(Transport::Tcp), 1, now)
+            .unwrap();
+        let other = Peer {
+            transport: Transport::Tcp,
+            addr: "127.0.0.1:5999".parse().unwrap(),
+        };
+        l.send_request(request("z9hG4bKb"), other, 2, now).unwrap();
+        l.fail_peer(peer(Transport::Tcp));
+        match l.poll_event() {
+            Some(ClientEvent::Timeout { token, .. }) => assert_eq!(token, 1),
+            e => panic!("expected a timeout, got {e:?}"),
+        }
+        assert!(l.poll_event().is_none());
+        assert_eq!(l.open(), (1, 0));
     }
 
     #[test]

@@ -105,7 +105,14 @@ impl TcpPool {
                     pool.run(stream, addr, tx, rx).await;
                     drop(permit);
                 }
-                Err(e) => tracing::warn!(%addr, error = %e, "TCP connect failed"),
+                Err(e) => {
+                    tracing::warn!(%addr, error = %e, "TCP connect failed");
+                    let peer = Peer {
+                        transport: Transport::Tcp,
+                        addr,
+                    };
+                    let _ = pool.inbound.send(Inbound::Unreachable { peer }).await;
+                }
             }
         });
     }
