@@ -113,3 +113,9 @@ fn propagate_100k_channels_tcp() {
 fn propagate_420k_channels_udp() {
     propagate(420, 1000, 55360, 58380, "udp");
 }
+
+#[test]
+#[ignore = "benchmark: make bench"]
+fn propagate_420k_channels_tcp() {
+    propagate(420, 1000, 55460, 58480, "tcp");
+}

@@ -298,12 +298,7 @@ pub fn topology_view(node: &Node) -> TopologyView {
         catalog: CatalogCounts {
             entries: cat.len(),
             channels: cat.channel_count(),
-            online: cat
-                .query(&catalog::Query {
-                    status: Some("ON"),
-                    ..catalog::Query::default()
-                })
-                .0,
+            online: cat.online_count(),
         },
     }
 }

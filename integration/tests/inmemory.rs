@@ -1,0 +1,343 @@
+//! A village node, a device fleet and a scripted parent platform, all
+//! sans-IO, joined by an in-memory network that loses and duplicates
+//! datagrams (quinn's `Pair` habit): every timer and retransmission runs on
+//! virtual time, so the test is exact and fast.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gbgate::gb::manscdp::{self, Manscdp, SimpleQuery};
+use gbgate::node::{Identity, Inbound, Node};
+use gbgate::settings::Settings;
+use gbgate::sip::agent::{Agent, Target, MANSCDP};
+use gbgate::sip::message::{Message, Method, Request, Response};
+use gbgate::sip::{Peer, Transmit, Transport};
+use integration::sim::{Fleet, FleetConfig};
+use topology::{Credentials, GbId};
+
+const PARENT: &str = "35010200002000000001";
+const VILLAGE: &str = "35010201002000000011";
+
+fn udp(port: u16) -> Peer {
+    Peer {
+        transport: Transport::Udp,
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+    }
+}
+
+/// Deterministic impairment: drop every `drop_every`-th datagram, duplicate every `dup_every`-th.
+struct Net {
+    sent: u64,
+    drop_every: u64,
+    dup_every: u64,
+    dropped: u64,
+}
+
+impl Net {
+    fn carry(&mut self, t: Transmit) -> Vec<Transmit> {
+        self.sent += 1;
+        if self.sent % self.drop_every == 0 {
+            self.dropped += 1;
+            return Vec::new();
+        }
+        if self.sent % self.dup_every == 0 {
+            return vec![t.clone(), t];
+        }
+        vec![t]
+    }
+}
+
+/// The parent platform, scripted: accepts REGISTER, 200s every MESSAGE and keeps its bodies.
+struct Parent {
+    agent: Agent,
+    bodies: Vec<Manscdp>,
+    seen: HashSet<String>,
+    registered: bool,
+}
+
+impl Parent {
+    fn handle(&mut self, data: &[u8]) -> Vec<Vec<u8>> {
+        match Message::parse(data).unwrap() {
+            Message::Request(req) => {
+                let mut r = Response::to_request(&req, 200, Some("p"));
+                if req.method == Method::Register {
+                    r.headers.push("Expires", "3600");
+                    self.registered = true;
+                } else if req.method == Method::Message {
+                    // Count each transaction once, however often it is retransmitted.
+                    let branch = req.top_via().unwrap().branch().unwrap().to_owned();
+                    if self.seen.insert(branch) {
+                        self.bodies.push(manscdp::parse(&req.body).unwrap().0);
+                    }
+                }
+                vec![r.to_bytes().to_vec()]
+            }
+            Message::Response(_) => Vec::new(),
+        }
+    }
+
+    fn query(&self, body: Manscdp, cseq: u32) -> Request {
+        let target = Target {
+            id: VILLAGE,
+            host: "127.0.0.1:2".into(),
+            transport: Transport::Udp,
+        };
+        self.agent
+            .request(Method::Message, &target, cseq, None, Some((MANSCDP, body.to_body(Default::default()))))
+    }
+}
+
+struct World {
+    now: Instant,
+    node: Node,
+    fleet: Fleet,
+    parent: Parent,
+    net: Net,
+    queue: Vec<Transmit>,
+}
+
+impl World {
+    fn new(drop_every: u64, dup_every: u64) -> World {
+        let now = Instant::now();
+        let settings = Settings {
+            keepalive_interval: Duration::from_secs(5),
+            register_retry_min: Duration::from_secs(1),
+            ..Settings::default()
+        };
+        let creds = Credentials::parse("uplink_password = \"up\"\ndefault_password = \"dev\"\n", "creds.toml").unwrap();
+        let identity = Identity {
+            id: GbId::parse(VILLAGE).unwrap(),
+            name: "Village".into(),
+            level: "village".into(),
+            addr: udp(2).addr,
+            parent: Some((GbId::parse(PARENT).unwrap(), udp(1))),
+            children: HashMap::new(),
+        };
+        let node = Node::new(identity, settings, Arc::new(creds), now);
+        let fleet = Fleet::new(
+            FleetConfig {
+                server: udp(2),
+                server_id: GbId::parse(VILLAGE).unwrap(),
+                id_prefix: "3501020100".into(),
+                serial_base: 1,
+                ipcs: 1,
+                nvrs: 1,
+                channels_per_nvr: 40,
+                password: "dev".into(),
+                keepalive: Duration::from_secs(5),
+                expires: Duration::from_secs(3600),
+                local: udp(3).addr,
+                catalog_budget: 1300,
+                register_window: 10,
+            },
+            now,
+        )
+        .unwrap();
+        let parent = Parent {
+            agent: Agent {
+                id: GbId::parse(PARENT).unwrap(),
+                addr: udp(1).addr,
+            },
+            bodies: Vec::new(),
+            seen: HashSet::new(),
+            registered: false,
+        };
+        World {
+            now,
+            node,
+            fleet,
+            parent,
+            net: Net {
+                sent: 0,
+                drop_every: drop_every.max(1),
+                dup_every: dup_every.max(1),
+                dropped: 0,
+            },
+            queue: Vec::new(),
+        }
+    }
+
+    /// Advance virtual time by `dt`, delivering everything in flight.
+    fn step(&mut self, dt: Duration) {
+        self.now += dt;
+        self.node.handle_timeout(self.now);
+        self.fleet.handle_timeout(self.now);
+        for _ in 0..50 {
+            let mut out = Vec::new();
+            self.node.drain_transmits(&mut out);
+            self.fleet.drain_transmits(&mut out);
+            out.append(&mut self.queue);
+            if out.is_empty() {
+                break;
+            }
+            for t in out {
+                for t in self.net.carry(t) {
+                    self.deliver(t);
+                }
+            }
+        }
+    }
+
+    fn deliver(&mut self, t: Transmit) {
+        let from = |port| Inbound::Message {
+            peer: udp(port),
+            message: Message::parse(&t.data).unwrap(),
+        };
+        match t.peer.addr.port() {
+            1 => {
+                for reply in self.parent.handle(&t.data) {
+                    self.queue.push(Transmit {
+                        peer: udp(2),
+                        data: reply.into(),
+                    });
+                }
+            }
+            // From the parent (port 1) or the fleet (port 3): whichever is not the node.
+            2 => {
+                let src = if is_from_parent(&t.data) { 1 } else { 3 };
+                self.node.handle_inbound(from(src), self.now);
+            }
+            3 => self.fleet.handle_inbound(from(2), self.now),
+            p => panic!("datagram to unknown port {p}"),
+        }
+    }
+
+    fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&World) -> bool) -> Duration {
+        let start = self.now;
+        while self.now - start < limit {
+            if done(self) {
+                return self.now - start;
+            }
+            self.step(Duration::from_millis(10));
+        }
+        panic!("condition not met within {limit:?} of virtual time");
+    }
+}
+
+fn is_from_parent(data: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(data);
+    text.lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("from:"))
+        .is_some_and(|l| l.contains(PARENT))
+}
+
+fn notified_ids(p: &Parent) -> HashSet<String> {
+    p.bodies
+        .iter()
+        .filter_map(|b| match b {
+            Manscdp::CatalogNotify(l) => Some(l.items.iter().map(|i| i.device_id.clone()).collect::<Vec<_>>()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+fn scenario(drop_every: u64, dup_every: u64) -> (World, u64) {
+    let mut w = World::new(drop_every, dup_every);
+    // The node registers up; the fleet registers to the node with digest; the
+    // node queries the fleet's catalog and pushes 43 entries up as events.
+    let expected: HashSet<String> = w.fleet.channel_ids().into_iter().collect();
+    assert_eq!(expected.len(), 41);
+    w.run_until(Duration::from_secs(60), |w| {
+        w.parent.registered && expected.is_subset(&notified_ids(&w.parent))
+    });
+    assert_eq!(w.node.catalog().len(), 43, "2 devices + 41 channels");
+
+    // The parent asks for the whole catalog: parts ≤ 1400 bytes, SumNum 43, all items.
+    let q = w.parent.query(Manscdp::CatalogQuery(SimpleQuery::new(777, VILLAGE)), 10);
+    w.queue.push(Transmit { peer: udp(2), data: q.to_bytes() });
+    w.run_until(Duration::from_secs(60), |w| {
+        let ids: HashSet<String> = w
+            .parent
+            .bodies
+            .iter()
+            .filter_map(|b| match b {
+                Manscdp::CatalogResponse(l) if l.sn == 777 => {
+                    assert_eq!(l.sum_num, 43);
+                    Some(l.items.iter().map(|i| i.device_id.clone()).collect::<Vec<_>>())
+                }
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        ids.len() == 43
+    });
+
+    // DeviceInfo for an NVR channel: forwarded to the fleet, answered with the parent's SN.
+    let channel = w.fleet.channel_ids().last().unwrap().clone();
+    let q = w.parent.query(Manscdp::DeviceInfoQuery(SimpleQuery::new(4242, channel.clone())), 11);
+    w.queue.push(Transmit { peer: udp(2), data: q.to_bytes() });
+    w.run_until(Duration::from_secs(60), |w| {
+        w.parent.bodies.iter().any(|b| {
+            matches!(b, Manscdp::DeviceInfoResponse(i) if i.sn == 4242 && i.device_id == channel && i.result == "OK")
+        })
+    });
+    // DeviceInfo for the node itself is answered by the node.
+    let q = w.parent.query(Manscdp::DeviceInfoQuery(SimpleQuery::new(4243, VILLAGE)), 12);
+    w.queue.push(Transmit { peer: udp(2), data: q.to_bytes() });
+    w.run_until(Duration::from_secs(60), |w| {
+        w.parent.bodies.iter().any(|b| {
+            matches!(b, Manscdp::DeviceInfoResponse(i) if i.sn == 4243 && i.channel == Some(41))
+        })
+    });
+    let dropped = w.net.dropped;
+    (w, dropped)
+}
+
+#[test]
+fn clean_network() {
+    scenario(u64::MAX, u64::MAX);
+}
+
+#[test]
+fn lossy_network_with_duplicates() {
+    // Every 7th datagram lost, every 5th duplicated: retransmissions recover.
+    let (w, dropped) = scenario(7, 5);
+    assert!(dropped > 5, "the impairment must actually bite ({dropped} dropped)");
+    let (_, _, retrans) = w.node.transaction_stats();
+    assert!(retrans > 0);
+}
+
+#[test]
+fn silent_device_goes_off_and_the_parent_hears_it() {
+    let (mut w, _) = scenario(u64::MAX, u64::MAX);
+    // Stop delivering the fleet's traffic: 3 keepalive intervals later its
+    // channels are OFF and OFF events reached the parent.
+    let before = w.parent.bodies.len();
+    let start = w.now;
+    loop {
+        w.now += Duration::from_millis(100);
+        w.node.handle_timeout(w.now);
+        for _ in 0..50 {
+            let mut out = Vec::new();
+            w.node.drain_transmits(&mut out);
+            out.append(&mut w.queue);
+            if out.is_empty() {
+                break;
+            }
+            // The fleet is gone: whatever is sent to it is lost.
+            for t in out.into_iter().filter(|t| t.peer.addr.port() != 3) {
+                w.deliver(t);
+            }
+        }
+        let off: usize = w.parent.bodies[before..]
+            .iter()
+            .filter_map(|b| match b {
+                Manscdp::CatalogNotify(l) => Some(l.items.iter().filter(|i| i.event.as_deref() == Some("OFF")).count()),
+                _ => None,
+            })
+            .sum();
+        if off == 43 {
+            break;
+        }
+        assert!(w.now - start < Duration::from_secs(20), "only {off} OFF events");
+    }
+    let gone = w.now - start;
+    // Last keepalive at most one interval before the silence began: OFF
+    // between 2 and 3 intervals (plus a sweep and a flush) after it.
+    assert!(gone >= Duration::from_secs(10) && gone <= Duration::from_secs(17), "{gone:?}");
+}
