@@ -375,7 +375,13 @@ impl Fleet {
             let target = target_of(&self.cfg);
             let d = &mut self.devices[i];
             d.cseq += 1;
-            let r = agent.request(Method::Message, &target, d.cseq, None, Some((MANSCDP, body)));
+            let r = agent.request(
+                Method::Message,
+                &target,
+                d.cseq,
+                None,
+                Some((MANSCDP, body)),
+            );
             if self.send(r, Token::Answer, now) {
                 self.answers_in_flight += 1;
             }

@@ -30,17 +30,42 @@ fn bench_spec(sip_base: u16, http_base: u16, counties: usize, transport: &'stati
 #[ignore = "benchmark: make bench"]
 fn register_rate_10k_devices() {
     let dir = tempfile::tempdir().unwrap();
-    let cluster = Cluster::start_nodes(dir.path(), bench_spec(55060, 58080, 0, "udp"), FleetSpec::default()).unwrap();
+    let cluster = Cluster::start_nodes(
+        dir.path(),
+        bench_spec(55060, 58080, 0, "udp"),
+        FleetSpec::default(),
+    )
+    .unwrap();
     let city = cluster.tree.root().clone();
     let out = Command::new(bin_dir().join("gbsim"))
-        .args(["--server", &city.sip.to_string(), "--server-id", city.id.as_str()])
-        .args(["--ipcs", "10000", "--nvrs", "0", "--window", "200", "--bench-register"])
+        .args([
+            "--server",
+            &city.sip.to_string(),
+            "--server-id",
+            city.id.as_str(),
+        ])
+        .args([
+            "--ipcs",
+            "10000",
+            "--nvrs",
+            "0",
+            "--window",
+            "200",
+            "--bench-register",
+        ])
         .args(["--keepalive", "60"])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
-    let line = text.lines().find(|l| l.starts_with("register_bench")).unwrap();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("register_bench"))
+        .unwrap();
     println!("bench: {line}");
     let topo = cluster.topology(&city.id).unwrap();
     assert_eq!(topo.devices.registered, 10_000);
@@ -58,8 +83,19 @@ fn propagate(nvrs: usize, channels: usize, sip_base: u16, http_base: u16, transp
         nvrs,
         channels,
     };
-    let mut cluster = Cluster::start_nodes(dir.path(), bench_spec(sip_base, http_base, 1, transport), fleet).unwrap();
-    cluster.wait_for("the chain to link", Duration::from_secs(30), Cluster::linked).unwrap();
+    let mut cluster = Cluster::start_nodes(
+        dir.path(),
+        bench_spec(sip_base, http_base, 1, transport),
+        fleet,
+    )
+    .unwrap();
+    cluster
+        .wait_for(
+            "the chain to link",
+            Duration::from_secs(30),
+            Cluster::linked,
+        )
+        .unwrap();
     let city = cluster.tree.root().id;
     let village = cluster.tree.level("village")[0].id;
     let rss_before = cluster.rss_kib(&city).unwrap_or(0);
@@ -76,14 +112,16 @@ fn propagate(nvrs: usize, channels: usize, sip_base: u16, http_base: u16, transp
                     }
                 }
             }
-            c.topology(&city).is_ok_and(|t| t.catalog.channels >= total && t.catalog.online >= total)
+            c.topology(&city)
+                .is_ok_and(|t| t.catalog.channels >= total && t.catalog.online >= total)
         })
         .unwrap();
     // Let allocator and maps settle before reading memory.
     std::thread::sleep(Duration::from_millis(500));
     let rss_after = cluster.rss_kib(&city).unwrap_or(0);
     let topo = cluster.topology(&city).unwrap();
-    let per_channel = (rss_after.saturating_sub(rss_before) as f64 * 1024.0) / topo.catalog.entries as f64;
+    let per_channel =
+        (rss_after.saturating_sub(rss_before) as f64 * 1024.0) / topo.catalog.entries as f64;
     println!(
         "bench: propagate transport={transport} nvrs={nvrs} channels={total} at_village_s={:.2} at_city_s={:.2} city_entries={} city_rss_before_kib={rss_before} city_rss_after_kib={rss_after} bytes_per_entry={per_channel:.0}",
         at_village.map_or(f64::NAN, |d| d.as_secs_f64()),
@@ -91,7 +129,9 @@ fn propagate(nvrs: usize, channels: usize, sip_base: u16, http_base: u16, transp
         topo.catalog.entries,
     );
     let m = cluster.metrics(&city).unwrap();
-    for l in m.lines().filter(|l| l.starts_with("gbgate_sip_retransmissions_total") || l.starts_with("gbgate_catalog_entries")) {
+    for l in m.lines().filter(|l| {
+        l.starts_with("gbgate_sip_retransmissions_total") || l.starts_with("gbgate_catalog_entries")
+    }) {
         println!("bench:   city {l}");
     }
 }

@@ -86,8 +86,13 @@ impl Parent {
             host: "127.0.0.1:2".into(),
             transport: Transport::Udp,
         };
-        self.agent
-            .request(Method::Message, &target, cseq, None, Some((MANSCDP, body.to_body(Default::default()))))
+        self.agent.request(
+            Method::Message,
+            &target,
+            cseq,
+            None,
+            Some((MANSCDP, body.to_body(Default::default()))),
+        )
     }
 }
 
@@ -98,6 +103,8 @@ struct World {
     parent: Parent,
     net: Net,
     queue: Vec<Transmit>,
+    /// Requests the scripted parent starts: it does not retransmit, so they are never lost.
+    direct: Vec<Transmit>,
 }
 
 impl World {
@@ -108,7 +115,11 @@ impl World {
             register_retry_min: Duration::from_secs(1),
             ..Settings::default()
         };
-        let creds = Credentials::parse("uplink_password = \"up\"\ndefault_password = \"dev\"\n", "creds.toml").unwrap();
+        let creds = Credentials::parse(
+            "uplink_password = \"up\"\ndefault_password = \"dev\"\n",
+            "creds.toml",
+        )
+        .unwrap();
         let identity = Identity {
             id: GbId::parse(VILLAGE).unwrap(),
             name: "Village".into(),
@@ -158,6 +169,7 @@ impl World {
                 dropped: 0,
             },
             queue: Vec::new(),
+            direct: Vec::new(),
         }
     }
 
@@ -171,8 +183,12 @@ impl World {
             self.node.drain_transmits(&mut out);
             self.fleet.drain_transmits(&mut out);
             out.append(&mut self.queue);
-            if out.is_empty() {
+            let direct = std::mem::take(&mut self.direct);
+            if out.is_empty() && direct.is_empty() {
                 break;
+            }
+            for t in direct {
+                self.deliver(t);
             }
             for t in out {
                 for t in self.net.carry(t) {
@@ -214,7 +230,13 @@ impl World {
             }
             self.step(Duration::from_millis(10));
         }
-        panic!("condition not met within {limit:?} of virtual time");
+        panic!(
+            "condition not met within {limit:?} of virtual time: parent registered {}, {:?} bodies, node catalog {}, fleet {:?}",
+            self.parent.registered,
+            self.parent.bodies.iter().map(|b| b.cmd_type().to_owned() + if matches!(b, Manscdp::CatalogNotify(_)) { "N" } else { "" }).collect::<Vec<_>>(),
+            notified_ids(&self.parent).len(),
+            self.fleet.stats()
+        );
     }
 }
 
@@ -229,7 +251,12 @@ fn notified_ids(p: &Parent) -> HashSet<String> {
     p.bodies
         .iter()
         .filter_map(|b| match b {
-            Manscdp::CatalogNotify(l) => Some(l.items.iter().map(|i| i.device_id.clone()).collect::<Vec<_>>()),
+            Manscdp::CatalogNotify(l) => Some(
+                l.items
+                    .iter()
+                    .map(|i| i.device_id.clone())
+                    .collect::<Vec<_>>(),
+            ),
             _ => None,
         })
         .flatten()
@@ -248,8 +275,13 @@ fn scenario(drop_every: u64, dup_every: u64) -> (World, u64) {
     assert_eq!(w.node.catalog().len(), 43, "2 devices + 41 channels");
 
     // The parent asks for the whole catalog: parts ≤ 1400 bytes, SumNum 43, all items.
-    let q = w.parent.query(Manscdp::CatalogQuery(SimpleQuery::new(777, VILLAGE)), 10);
-    w.queue.push(Transmit { peer: udp(2), data: q.to_bytes() });
+    let q = w
+        .parent
+        .query(Manscdp::CatalogQuery(SimpleQuery::new(777, VILLAGE)), 10);
+    w.direct.push(Transmit {
+        peer: udp(2),
+        data: q.to_bytes(),
+    });
     w.run_until(Duration::from_secs(60), |w| {
         let ids: HashSet<String> = w
             .parent
@@ -258,7 +290,12 @@ fn scenario(drop_every: u64, dup_every: u64) -> (World, u64) {
             .filter_map(|b| match b {
                 Manscdp::CatalogResponse(l) if l.sn == 777 => {
                     assert_eq!(l.sum_num, 43);
-                    Some(l.items.iter().map(|i| i.device_id.clone()).collect::<Vec<_>>())
+                    Some(
+                        l.items
+                            .iter()
+                            .map(|i| i.device_id.clone())
+                            .collect::<Vec<_>>(),
+                    )
                 }
                 _ => None,
             })
@@ -269,16 +306,28 @@ fn scenario(drop_every: u64, dup_every: u64) -> (World, u64) {
 
     // DeviceInfo for an NVR channel: forwarded to the fleet, answered with the parent's SN.
     let channel = w.fleet.channel_ids().last().unwrap().clone();
-    let q = w.parent.query(Manscdp::DeviceInfoQuery(SimpleQuery::new(4242, channel.clone())), 11);
-    w.queue.push(Transmit { peer: udp(2), data: q.to_bytes() });
+    let q = w.parent.query(
+        Manscdp::DeviceInfoQuery(SimpleQuery::new(4242, channel.clone())),
+        11,
+    );
+    w.direct.push(Transmit {
+        peer: udp(2),
+        data: q.to_bytes(),
+    });
     w.run_until(Duration::from_secs(60), |w| {
         w.parent.bodies.iter().any(|b| {
             matches!(b, Manscdp::DeviceInfoResponse(i) if i.sn == 4242 && i.device_id == channel && i.result == "OK")
         })
     });
     // DeviceInfo for the node itself is answered by the node.
-    let q = w.parent.query(Manscdp::DeviceInfoQuery(SimpleQuery::new(4243, VILLAGE)), 12);
-    w.queue.push(Transmit { peer: udp(2), data: q.to_bytes() });
+    let q = w.parent.query(
+        Manscdp::DeviceInfoQuery(SimpleQuery::new(4243, VILLAGE)),
+        12,
+    );
+    w.direct.push(Transmit {
+        peer: udp(2),
+        data: q.to_bytes(),
+    });
     w.run_until(Duration::from_secs(60), |w| {
         w.parent.bodies.iter().any(|b| {
             matches!(b, Manscdp::DeviceInfoResponse(i) if i.sn == 4243 && i.channel == Some(41))
@@ -297,7 +346,10 @@ fn clean_network() {
 fn lossy_network_with_duplicates() {
     // Every 7th datagram lost, every 5th duplicated: retransmissions recover.
     let (w, dropped) = scenario(7, 5);
-    assert!(dropped > 5, "the impairment must actually bite ({dropped} dropped)");
+    assert!(
+        dropped > 5,
+        "the impairment must actually bite ({dropped} dropped)"
+    );
     let (_, _, retrans) = w.node.transaction_stats();
     assert!(retrans > 0);
 }
@@ -327,17 +379,28 @@ fn silent_device_goes_off_and_the_parent_hears_it() {
         let off: usize = w.parent.bodies[before..]
             .iter()
             .filter_map(|b| match b {
-                Manscdp::CatalogNotify(l) => Some(l.items.iter().filter(|i| i.event.as_deref() == Some("OFF")).count()),
+                Manscdp::CatalogNotify(l) => Some(
+                    l.items
+                        .iter()
+                        .filter(|i| i.event.as_deref() == Some("OFF"))
+                        .count(),
+                ),
                 _ => None,
             })
             .sum();
         if off == 43 {
             break;
         }
-        assert!(w.now - start < Duration::from_secs(20), "only {off} OFF events");
+        assert!(
+            w.now - start < Duration::from_secs(20),
+            "only {off} OFF events"
+        );
     }
     let gone = w.now - start;
     // Last keepalive at most one interval before the silence began: OFF
     // between 2 and 3 intervals (plus a sweep and a flush) after it.
-    assert!(gone >= Duration::from_secs(10) && gone <= Duration::from_secs(17), "{gone:?}");
+    assert!(
+        gone >= Duration::from_secs(10) && gone <= Duration::from_secs(17),
+        "{gone:?}"
+    );
 }

@@ -120,12 +120,17 @@ impl Catalog {
         self.entries.is_empty()
     }
 
-    /// Entries whose type code is a channel (131/132). A scan without
-    /// sorting: cheap enough (milliseconds at 420,000) for the topology API.
+    /// Entries whose type code is a channel (131/132), not counting an IPC
+    /// that registered as itself (it is the device; its channels are listed
+    /// separately). A scan without sorting: milliseconds at 420,000.
     pub fn channel_count(&self) -> usize {
         self.entries
-            .keys()
-            .filter(|k| k.len() == 20 && matches!(k.get(10..13), Some("131" | "132")))
+            .iter()
+            .filter(|(k, e)| {
+                k.len() == 20
+                    && matches!(k.get(10..13), Some("131" | "132"))
+                    && e.source.as_str() != k.as_str()
+            })
             .count()
     }
 
@@ -342,10 +347,10 @@ impl Catalog {
         let mut total = 0;
         let mut page = Vec::new();
         for e in self.entries.values().filter(|e| {
-                q.parent
-                    .is_none_or(|p| e.item.parent_id.as_deref() == Some(p))
-                    && q.status.is_none_or(|s| e.item.status.as_deref() == Some(s))
-                    && (q.source.is_none() || source == Some(e.source))
+            q.parent
+                .is_none_or(|p| e.item.parent_id.as_deref() == Some(p))
+                && q.status.is_none_or(|s| e.item.status.as_deref() == Some(s))
+                && (q.source.is_none() || source == Some(e.source))
         }) {
             if total >= q.offset && page.len() < q.limit {
                 page.push(e);
