@@ -206,10 +206,7 @@ fn catalog(http: &str, status: Option<&str>, summary: bool) -> Result<()> {
         }
     }
     let topo: TopologyView = get_json(&format!("http://{http}/api/v1/topology"))?;
-    let channels = all
-        .iter()
-        .filter(|e| GbId::parse(&e.device_id).is_ok_and(|i| i.is_channel()))
-        .count();
+    let channels = topo.catalog.channels;
     let on = all.iter().filter(|e| e.status == "ON").count();
     println!(
         "{} {} ({}): {} entries, {} channels, {} ON, {} OFF",

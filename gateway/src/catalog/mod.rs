@@ -120,17 +120,21 @@ impl Catalog {
         self.entries.is_empty()
     }
 
-    /// Entries whose type code is a channel (131/132), not counting an IPC
-    /// that registered as itself (it is the device; its channels are listed
-    /// separately). A scan without sorting: milliseconds at 420,000.
+    /// Entries whose type code is a channel (131/132) and that have no
+    /// channels below them: an IPC that registers as itself (132) with its
+    /// channel listed under it is a device, not a second channel. Two scans,
+    /// milliseconds at 420,000 entries.
     pub fn channel_count(&self) -> usize {
-        self.entries
+        let is_cam = |k: &str| k.len() == 20 && matches!(k.get(10..13), Some("131" | "132"));
+        let parents: std::collections::HashSet<&str> = self
+            .entries
             .iter()
-            .filter(|(k, e)| {
-                k.len() == 20
-                    && matches!(k.get(10..13), Some("131" | "132"))
-                    && e.source.as_str() != k.as_str()
-            })
+            .filter(|(k, _)| is_cam(k))
+            .filter_map(|(_, e)| e.item.parent_id.as_deref())
+            .collect();
+        self.entries
+            .keys()
+            .filter(|k| is_cam(k) && !parents.contains(k.as_str()))
             .count()
     }
 
@@ -156,6 +160,24 @@ impl Catalog {
         item.parent_id = Some(self.node.to_string());
         item.status = Some("ON".into());
         item.event = None;
+        self.upsert(id, item)
+    }
+
+    /// Fill a registrant's own item from its DeviceInfo answer.
+    pub fn describe_registrant(
+        &mut self,
+        id: GbId,
+        name: Option<String>,
+        manufacturer: Option<String>,
+        model: Option<String>,
+    ) -> Vec<CatalogItem> {
+        let Some(e) = self.entries.get(id.as_str()) else {
+            return Vec::new();
+        };
+        let mut item = e.item.clone();
+        item.name = name.or(item.name);
+        item.manufacturer = manufacturer.or(item.manufacturer);
+        item.model = model.or(item.model);
         self.upsert(id, item)
     }
 

@@ -434,6 +434,10 @@ impl Node {
             let ev = self.catalog.upsert_registrant(id, item);
             self.emit(ev, now);
             self.query_registrant(id, "Catalog", now);
+            if kind == RegistrantKind::Device {
+                // Its name, maker and model for the catalog.
+                self.query_registrant(id, "DeviceInfo", now);
+            }
         }
         self.update_gauges();
     }
@@ -576,6 +580,14 @@ impl Node {
                 if let Some(f) = self.forwards.remove(&(sender, info.sn)) {
                     info.sn = f.requester_sn;
                     self.answer_requester(f.requester, &Manscdp::DeviceInfoResponse(info), now);
+                } else if info.device_id == sender.as_str() {
+                    let ev = self.catalog.describe_registrant(
+                        sender,
+                        info.device_name,
+                        info.manufacturer,
+                        info.model,
+                    );
+                    self.emit(ev, now);
                 }
             }
             Manscdp::DeviceStatusResponse(mut st) => {
