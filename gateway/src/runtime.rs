@@ -47,6 +47,8 @@ pub struct Running {
     inbound: mpsc::Receiver<Inbound>,
     jobs: mpsc::Receiver<Job>,
     shutdown: CancellationToken,
+    /// The sockets stop only after the graceful stop (unregistering needs them).
+    transport_stop: CancellationToken,
 }
 
 impl Running {
@@ -60,8 +62,9 @@ impl Running {
             max_message: node.settings().max_message_size,
             max_connections: node.settings().max_tcp_connections,
         };
+        let transport_stop = CancellationToken::new();
         let transports =
-            Transports::bind(node.identity().addr, in_tx, limits, shutdown.child_token()).await?;
+            Transports::bind(node.identity().addr, in_tx, limits, transport_stop.clone()).await?;
         let (job_tx, job_rx) = mpsc::channel(64);
         Ok((
             Running {
@@ -70,6 +73,7 @@ impl Running {
                 inbound: in_rx,
                 jobs: job_rx,
                 shutdown,
+                transport_stop,
             },
             NodeHandle { jobs: job_tx },
         ))
@@ -99,10 +103,11 @@ impl Running {
                     let Some(m) = m else { break };
                     let now = Instant::now();
                     self.node.handle_inbound(m, now);
-                    // Drain what else is queued before timers, in one batch.
-                    while let Ok(m) = self.inbound.try_recv() {
+                    // Drain what else is queued, in a bounded batch so timers
+                    // (retransmissions, keepalives) still run under load.
+                    for _ in 0..256 {
+                        let Ok(m) = self.inbound.try_recv() else { break };
                         self.node.handle_inbound(m, now);
-                        if out.len() > 256 { break; }
                     }
                 }
                 j = self.jobs.recv() => {
@@ -130,5 +135,6 @@ impl Running {
         }
         // Let the writer tasks put the last bytes on the wire.
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        self.transport_stop.cancel();
     }
 }

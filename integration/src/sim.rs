@@ -83,6 +83,7 @@ struct Device {
     auth_tries: u8,
     next_keepalive: Instant,
     keepalive_sn: u32,
+    granted: Duration,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -169,6 +170,7 @@ impl Fleet {
                 auth_tries: 0,
                 next_keepalive: now,
                 keepalive_sn: 0,
+                granted: cfg.expires,
             });
         }
         let by_id = devices.iter().enumerate().map(|(i, d)| (d.id, i)).collect();
@@ -422,6 +424,10 @@ impl Fleet {
                         self.stats.registered += 1;
                     }
                     d.state = State::Registered { at: now };
+                    d.granted = gbgate::sip::header::expires(&r.headers)
+                        .map(|s| Duration::from_secs(u64::from(s)))
+                        .filter(|g| !g.is_zero())
+                        .unwrap_or(self.cfg.expires);
                     d.auth_tries = 0;
                     d.next_keepalive = now + self.cfg.keepalive;
                     if self.stats.registered == self.devices.len()
@@ -443,7 +449,10 @@ impl Fleet {
                         d.auth_tries += 1;
                         let secs = self.cfg.expires.as_secs();
                         let req = self.register_request(i, secs);
-                        let _ = self.send(req, Token::Register(i), now);
+                        if !self.send(req, Token::Register(i), now) {
+                            self.registering = self.registering.saturating_sub(1);
+                            self.retry_later(i, now);
+                        }
                     } else {
                         self.registering = self.registering.saturating_sub(1);
                         self.stats.refused += 1;
@@ -499,16 +508,22 @@ impl Fleet {
                     d.state = State::Registering;
                     let secs = self.cfg.expires.as_secs();
                     let req = self.register_request(i, secs);
-                    let _ = self.send(req, Token::Register(i), now);
+                    if !self.send(req, Token::Register(i), now) {
+                        self.registering = self.registering.saturating_sub(1);
+                        self.retry_later(i, now);
+                    }
                 }
                 State::Registered { at } => {
-                    if now >= at + self.cfg.expires * 2 / 3 {
+                    if now >= at + self.devices[i].granted * 2 / 3 {
                         self.registering += 1;
                         self.devices[i].state = State::Registering;
                         self.stats.registered = self.stats.registered.saturating_sub(1);
                         let secs = self.cfg.expires.as_secs();
                         let req = self.register_request(i, secs);
-                        let _ = self.send(req, Token::Register(i), now);
+                        if !self.send(req, Token::Register(i), now) {
+                            self.registering = self.registering.saturating_sub(1);
+                            self.retry_later(i, now);
+                        }
                     } else if now >= self.devices[i].next_keepalive {
                         let d = &mut self.devices[i];
                         d.next_keepalive = now + self.cfg.keepalive;

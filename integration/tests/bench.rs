@@ -76,19 +76,25 @@ fn register_rate_10k_devices() {
 }
 
 /// Channels reaching the city through four tiers (village → town → county → city).
+/// Logs stay in target/bench-logs/NAME after a run, to read when a figure looks wrong.
+fn log_dir(name: &str) -> std::path::PathBuf {
+    let d = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/bench-logs")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
 fn propagate(nvrs: usize, channels: usize, sip_base: u16, http_base: u16, transport: &'static str) {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = log_dir(&format!("propagate-{nvrs}x{channels}-{transport}"));
     let fleet = FleetSpec {
         ipcs: 0,
         nvrs,
         channels,
     };
-    let mut cluster = Cluster::start_nodes(
-        dir.path(),
-        bench_spec(sip_base, http_base, 1, transport),
-        fleet,
-    )
-    .unwrap();
+    let mut cluster =
+        Cluster::start_nodes(&dir, bench_spec(sip_base, http_base, 1, transport), fleet).unwrap();
     cluster
         .wait_for(
             "the chain to link",

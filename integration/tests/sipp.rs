@@ -200,6 +200,17 @@ fn sipp_device_registers_answers_catalog_and_keeps_alive() {
     let t = topology(&node);
     assert_eq!((t.devices.registered, t.devices.online), (1, 1));
 
+    // A keepalive that claims to be the device but comes from elsewhere is
+    // refused: only an authenticated REGISTER may move a device.
+    let spoof = UdpSocket::bind("127.0.0.1:0").unwrap();
+    spoof
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let body = format!("<?xml version=\"1.0\"?><Notify><CmdType>Keepalive</CmdType><SN>9</SN><DeviceID>{dev}</DeviceID><Status>OK</Status></Notify>");
+    let forged = message_with_body("spoof1", &body).replace("35010201001320000009", dev);
+    let r = udp_exchange(&spoof, &node, forged.as_bytes()).unwrap();
+    assert!(r.starts_with("SIP/2.0 403"), "{r}");
+
     // The same device over TCP works too.
     let dev2 = "35010201001320000002";
     let (ch3, ch4) = ("35010201001310000003", "35010201001310000004");

@@ -154,13 +154,22 @@ impl Catalog {
     }
 
     /// Insert or refresh a registrant's own item (a device or child node
-    /// that just registered). Its parent is this node.
+    /// that just registered). Its parent is this node; what it told us
+    /// before (DeviceInfo fields) is kept where the new item says nothing.
     pub fn upsert_registrant(&mut self, id: GbId, mut item: CatalogItem) -> Vec<CatalogItem> {
         item.device_id = id.to_string();
         item.parent_id = Some(self.node.to_string());
         item.status = Some("ON".into());
         item.event = None;
-        self.upsert(id, item)
+        if let Some(old) = self.entries.get(id.as_str()) {
+            let o = &old.item;
+            item.name = item.name.or_else(|| o.name.clone());
+            item.manufacturer = item.manufacturer.or_else(|| o.manufacturer.clone());
+            item.model = item.model.or_else(|| o.model.clone());
+            item.address = item.address.or_else(|| o.address.clone());
+        }
+        // An authenticated registration owns its own item, whoever listed it before.
+        self.upsert_from(id, item, true)
     }
 
     /// Fill a registrant's own item from its DeviceInfo answer.
@@ -181,7 +190,20 @@ impl Catalog {
         self.upsert(id, item)
     }
 
-    fn upsert(&mut self, source: GbId, mut item: CatalogItem) -> Vec<CatalogItem> {
+    fn upsert(&mut self, source: GbId, item: CatalogItem) -> Vec<CatalogItem> {
+        self.upsert_from(source, item, false)
+    }
+
+    /// Insert or update from `source`. An entry owned by another source is
+    /// taken over only when `force`, or when it is OFF (a device that moved
+    /// while its old path is down); a live entry is never stolen, and a
+    /// registrant's own item never moves to someone else's report.
+    fn upsert_from(
+        &mut self,
+        source: GbId,
+        mut item: CatalogItem,
+        force: bool,
+    ) -> Vec<CatalogItem> {
         item.status = Some(normalise_status(item.status.as_deref()).to_owned());
         item.event = None;
         let key = item.device_id.clone();
@@ -193,8 +215,12 @@ impl Catalog {
             }
             Some(e) => {
                 if e.source != source {
-                    // The same ID arriving by another path: a moved device or a
-                    // loop in the tree. The newest report wins, but say so.
+                    let own_item = e.source.as_str() == key;
+                    if !force && (own_item || e.is_on()) {
+                        tracing::debug!(id = %key, owner = %e.source, from = %source, "ignoring a report of an entry another source owns");
+                        return Vec::new();
+                    }
+                    // A moved device or a loop in the tree: say so.
                     tracing::warn!(id = %key, old = %e.source, new = %source, "catalog entry changed source");
                     e.source = source;
                 }
@@ -488,6 +514,38 @@ mod tests {
         del.event = Some("DEL".into());
         assert_eq!(c.apply_events(gid(CHILD), vec![del]).len(), 1);
         assert!(c.is_empty());
+    }
+
+    #[test]
+    fn live_entries_are_not_stolen_but_dead_ones_move() {
+        let mut c = Catalog::new(gid(NODE));
+        c.upsert_registrant(gid(DEV), CatalogItem::default());
+        c.replace_from(gid(DEV), vec![ch(1, DEV, "ON")], true);
+        // Another source lists the same channel and the device itself: ignored.
+        let mut dev_item = ch(1, DEV, "ON");
+        dev_item.device_id = DEV.into();
+        assert!(c
+            .replace_from(gid(CHILD), vec![ch(1, CHILD, "ON"), dev_item], true)
+            .is_empty());
+        assert_eq!(c.source_of("35010201001310000001"), Some(gid(DEV)));
+        assert_eq!(c.source_of(DEV), Some(gid(DEV)));
+        // Once the owner is offline, the channel may move.
+        c.set_source_online(gid(DEV), false);
+        assert_eq!(
+            c.replace_from(gid(CHILD), vec![ch(1, CHILD, "ON")], true)
+                .len(),
+            1
+        );
+        assert_eq!(c.source_of("35010201001310000001"), Some(gid(CHILD)));
+    }
+
+    #[test]
+    fn re_registration_keeps_what_device_info_said() {
+        let mut c = Catalog::new(gid(NODE));
+        c.upsert_registrant(gid(DEV), CatalogItem::default());
+        c.describe_registrant(gid(DEV), Some("NVR east".into()), Some("ACME".into()), None);
+        c.upsert_registrant(gid(DEV), CatalogItem::default());
+        assert_eq!(c.get(DEV).unwrap().item.name.as_deref(), Some("NVR east"));
     }
 
     #[test]

@@ -18,6 +18,7 @@ use crate::gb::charset::Charset;
 use crate::gb::manscdp::{self, CatalogItem, DeviceInfo, DeviceStatus, Manscdp, SimpleQuery};
 use crate::registry::{
     AuthDecision, OfflineReason, RegisterOutcome, Registrant, RegistrantKind, Registrar, Registry,
+    Touch,
 };
 use crate::settings::Settings;
 use crate::sip::agent::{Agent, Target, MANSCDP, USER_AGENT};
@@ -29,6 +30,13 @@ use crate::sip::{Peer, Transmit};
 use crate::uplink::{Uplink, UplinkEvent, UplinkRequest};
 
 use outbox::Outbox;
+
+/// Times an unanswered catalog MESSAGE is sent again (each after its own
+/// Timer F) before it is dropped; by then keepalives have found the link dead.
+const OUTBOX_RETRIES: u8 = 3;
+
+/// Forwarded DeviceInfo/DeviceStatus queries awaiting answers, at most.
+const MAX_FORWARDS: usize = 10_000;
 
 /// What the node learns from the network edge.
 #[derive(Debug)]
@@ -61,8 +69,9 @@ pub enum Inbound {
 pub enum Token {
     /// An uplink REGISTER or keepalive.
     Uplink(UplinkRequest),
-    /// A queued MESSAGE toward a peer (catalog parts, forwarded answers).
-    Outbox(GbId),
+    /// A queued MESSAGE toward a peer (catalog parts, forwarded answers),
+    /// with its body and attempt number so a lost one is sent again.
+    Outbox(GbId, Bytes, u8),
     /// A query we sent to a registrant.
     Query(GbId),
 }
@@ -116,6 +125,27 @@ pub struct Node {
     shutting_down: bool,
 }
 
+/// A method as a metric label: unknown methods share one label so a peer
+/// cannot create series without bound.
+fn method_label(m: &Method) -> &'static str {
+    match m {
+        Method::Register => "REGISTER",
+        Method::Invite => "INVITE",
+        Method::Ack => "ACK",
+        Method::Bye => "BYE",
+        Method::Cancel => "CANCEL",
+        Method::Options => "OPTIONS",
+        Method::Message => "MESSAGE",
+        Method::Info => "INFO",
+        Method::Subscribe => "SUBSCRIBE",
+        Method::Notify => "NOTIFY",
+        Method::Refer => "REFER",
+        Method::Update => "UPDATE",
+        Method::Prack => "PRACK",
+        Method::Other(_) => "OTHER",
+    }
+}
+
 fn user_of(header: Option<&str>) -> Option<String> {
     NameAddr::parse(header?).ok()?.uri.user
 }
@@ -127,9 +157,20 @@ fn unix_time() -> u64 {
         .unwrap_or(0)
 }
 
+/// The local UTC offset, read once while the process is single-threaded
+/// ([`set_local_offset`]); the `time` crate cannot read it safely later.
+static LOCAL_OFFSET: std::sync::OnceLock<time::UtcOffset> = std::sync::OnceLock::new();
+
+/// Record the local UTC offset for `Date` headers and device times. Call
+/// from `main` before starting threads; UTC is used otherwise.
+pub fn set_local_offset(offset: time::UtcOffset) {
+    let _ = LOCAL_OFFSET.set(offset);
+}
+
 /// GB/T 28181 `Date` header: local time, no zone, milliseconds (device clock sync).
 fn gb_date() -> String {
-    let now = time::OffsetDateTime::now_local().unwrap_or_else(|_| time::OffsetDateTime::now_utc());
+    let offset = LOCAL_OFFSET.get().copied().unwrap_or(time::UtcOffset::UTC);
+    let now = time::OffsetDateTime::now_utc().to_offset(offset);
     let fmt = time::macros::format_description!(
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]"
     );
@@ -286,7 +327,7 @@ impl Node {
                 message: Message::Response(resp),
             } => {
                 metrics::counter!("gbgate_sip_responses_received_total",
-                    "method" => resp.cseq().map(|c| c.method.to_string()).unwrap_or_default(),
+                    "method" => resp.cseq().map_or("NONE", |c| method_label(&c.method)),
                     "code" => resp.status.to_string())
                 .increment(1);
                 if self.tx.handle_response(resp, now) {
@@ -298,7 +339,7 @@ impl Node {
 
     fn respond(&mut self, req: &Request, mut resp: Response, now: Instant) {
         metrics::counter!("gbgate_sip_responses_sent_total",
-            "method" => req.method.to_string(), "code" => resp.status.to_string())
+            "method" => method_label(&req.method), "code" => resp.status.to_string())
         .increment(1);
         resp.headers.push("User-Agent", USER_AGENT);
         if let Err(e) = self.tx.send_response(req, resp, now) {
@@ -311,8 +352,9 @@ impl Node {
         self.respond(req, resp, now);
     }
 
-    fn handle_request(&mut self, req: Request, peer: Peer, now: Instant) {
-        metrics::counter!("gbgate_sip_requests_received_total", "method" => req.method.to_string())
+    fn handle_request(&mut self, mut req: Request, peer: Peer, now: Instant) {
+        crate::sip::header::stamp_source(&mut req.headers, peer.addr);
+        metrics::counter!("gbgate_sip_requests_received_total", "method" => method_label(&req.method))
             .increment(1);
         if req.method == Method::Ack {
             return; // ACKs to our non-2xx INVITE answers need nothing.
@@ -392,7 +434,16 @@ impl Node {
         let granted = u64::from(requested).min(self.settings.register_expires.as_secs());
         let mut r = Response::to_request(req, 200, Some(&crate::sip::header::new_tag()));
         if let Some(c) = req.headers.get("Contact") {
-            r.headers.push("Contact", c.to_owned());
+            // Echo the binding with the expiry we grant, so the device does
+            // not keep believing a longer one it asked for.
+            let contact = match NameAddr::parse(c) {
+                Ok(mut na) => {
+                    na.set_param("expires", Some(granted.to_string()));
+                    na.to_string()
+                }
+                Err(_) => c.to_owned(),
+            };
+            r.headers.push("Contact", contact);
         }
         r.headers.push("Expires", granted.to_string());
         r.headers.push("Date", gb_date());
@@ -402,6 +453,7 @@ impl Node {
                 tracing::info!(%id, "unregistered");
                 let ev = self.catalog.set_source_online(id, false);
                 self.emit(ev, now);
+                self.forget_source(id);
             }
             self.update_gauges();
             return;
@@ -442,6 +494,14 @@ impl Node {
         self.update_gauges();
     }
 
+    /// Drop per-source state of a registrant that left.
+    fn forget_source(&mut self, id: GbId) {
+        self.assemblies.retain(|(src, _), _| *src != id);
+        self.queried.retain(|(src, _)| *src != id);
+        self.forwards.retain(|(src, _), _| *src != id);
+        self.outboxes.remove(&id);
+    }
+
     fn update_gauges(&self) {
         metrics::gauge!("gbgate_registered_devices")
             .set(self.registry.count_online(RegistrantKind::Device) as f64);
@@ -466,6 +526,9 @@ impl Node {
             _ => Manscdp::DeviceStatusQuery(q),
         };
         if cmd == "Catalog" {
+            // One catalog query per source at a time: a newer one supersedes.
+            self.queried.retain(|(src, _)| *src != id);
+            self.assemblies.retain(|(src, _), _| *src != id);
             self.queried.insert((id, sn));
         }
         self.send_to_registrant(id, &msg, Token::Query(id), now)
@@ -491,7 +554,7 @@ impl Node {
     }
 
     fn send(&mut self, req: Request, peer: Peer, token: Token, now: Instant) -> bool {
-        metrics::counter!("gbgate_sip_requests_sent_total", "method" => req.method.to_string())
+        metrics::counter!("gbgate_sip_requests_sent_total", "method" => method_label(&req.method))
             .increment(1);
         match self.tx.send_request(req, peer, token, now) {
             Ok(_) => true,
@@ -519,24 +582,39 @@ impl Node {
             }
         };
         let sender = user_of(req.headers.get("From")).and_then(|u| GbId::parse(&u).ok());
-        let from_parent = sender.is_some() && self.uplink.as_ref().map(Uplink::parent) == sender;
-        if from_parent {
-            self.reply(req, 200, now);
-            if let Some(u) = self.uplink.as_mut() {
-                u.set_charset(charset);
+        let parent = self.uplink.as_ref().map(|u| (u.parent(), u.peer()));
+        if let (Some(sender), Some((pid, ppeer))) = (sender, parent) {
+            if sender == pid {
+                // The parent may answer over its own connection (TCP), but
+                // never from another host; over UDP it must be its own socket.
+                let genuine = peer.addr.ip() == ppeer.addr.ip()
+                    && (peer.transport.is_reliable() || peer.addr.port() == ppeer.addr.port());
+                if !genuine {
+                    tracing::warn!(%peer, "MESSAGE claiming to be from the parent, from elsewhere");
+                    return self.reply(req, 403, now);
+                }
+                self.reply(req, 200, now);
+                if let Some(u) = self.uplink.as_mut() {
+                    u.set_charset(charset);
+                }
+                return self.handle_parent_message(body, now);
             }
-            return self.handle_parent_message(body, now);
         }
         let Some(sender) = sender else {
             return self.reply(req, 400, now);
         };
-        match self.registry.touch(&sender, peer, now) {
-            None => {
+        let keepalive = matches!(body, Manscdp::Keepalive(_));
+        match self.registry.touch(&sender, peer, keepalive, now) {
+            Touch::Unknown => {
                 // Unknown: GB practice is 404, after which devices re-register.
                 tracing::debug!(%sender, %peer, "MESSAGE from an unregistered peer");
                 return self.reply(req, 404, now);
             }
-            Some(revived) => {
+            Touch::WrongSource => {
+                tracing::warn!(%sender, %peer, "MESSAGE from another address than the registration; re-register to move");
+                return self.reply(req, 403, now);
+            }
+            Touch::Alive { revived } => {
                 self.reply(req, 200, now);
                 self.registry.set_charset(&sender, charset);
                 if revived {
@@ -556,8 +634,11 @@ impl Node {
             Manscdp::Keepalive(_) => {}
             Manscdp::CatalogResponse(list) => {
                 let key = (sender, list.sn);
-                if !self.queried.contains(&key) && !self.assemblies.contains_key(&key) {
-                    tracing::debug!(%sender, sn = list.sn, "catalog answer to a query we did not send; taking it");
+                if !self.queried.contains(&key) {
+                    // Only answers to our own queries may replace (and delete)
+                    // what a source reported.
+                    tracing::debug!(%sender, sn = list.sn, "catalog answer to no query of ours; ignored");
+                    return;
                 }
                 let sum = list.sum_num;
                 let asm = self
@@ -640,6 +721,8 @@ impl Node {
                     .map_or(Charset::Gb2312, Uplink::charset);
                 let budget = self.body_budget(parent, peer);
                 let ob = self.outbox_for(parent, peer);
+                // A repeated query supersedes the answer still queued.
+                ob.drop_catalog_answers();
                 ob.push_catalog(false, q.sn, q.device_id, items, budget, charset);
                 self.pump(parent, now);
             }
@@ -719,22 +802,30 @@ impl Node {
             };
             return self.answer_requester(requester, &msg, now);
         };
+        if self.forwards.len() >= MAX_FORWARDS {
+            tracing::warn!(
+                limit = MAX_FORWARDS,
+                "too many forwarded queries pending; refusing"
+            );
+            return;
+        }
         let sn = self.next_sn();
-        self.forwards.insert(
-            (owner, sn),
-            Forward {
-                requester,
-                requester_sn: q.sn,
-                at: now,
-            },
-        );
         let fwd = SimpleQuery::new(sn, q.device_id);
         let msg = if info {
             Manscdp::DeviceInfoQuery(fwd)
         } else {
             Manscdp::DeviceStatusQuery(fwd)
         };
-        self.send_to_registrant(owner, &msg, Token::Query(owner), now);
+        if self.send_to_registrant(owner, &msg, Token::Query(owner), now) {
+            self.forwards.insert(
+                (owner, sn),
+                Forward {
+                    requester,
+                    requester_sn: q.sn,
+                    at: now,
+                },
+            );
+        }
     }
 
     // ------------------------------------------------------------ upward
@@ -829,7 +920,8 @@ impl Node {
         };
         let peer = ob.peer();
         let bodies = ob.take_ready();
-        for body in bodies {
+        for (body, attempt) in bodies {
+            let body_copy = body.clone();
             let cseq = self.next_cseq();
             let target = Target {
                 id: id.as_str(),
@@ -839,7 +931,7 @@ impl Node {
             let req =
                 self.agent
                     .request(Method::Message, &target, cseq, None, Some((MANSCDP, body)));
-            if !self.send(req, peer, Token::Outbox(id), now) {
+            if !self.send(req, peer, Token::Outbox(id, body_copy, attempt), now) {
                 if let Some(ob) = self.outboxes.get_mut(&id) {
                     ob.done();
                 }
@@ -866,16 +958,15 @@ impl Node {
 
     fn on_client_response(&mut self, token: Token, response: Response, now: Instant) {
         match token {
-            Token::Uplink(UplinkRequest::Register) => {
+            Token::Uplink(UplinkRequest::Register(_)) => {
                 let Some(u) = self.uplink.as_mut() else {
                     return;
                 };
                 let (follow, ev) = u.on_register_response(&self.agent, &response, now);
-                let peer = u.peer();
-                if let Some(req) = follow {
-                    self.send(req, peer, Token::Uplink(UplinkRequest::Register), now);
-                }
                 self.on_uplink_event(ev, now);
+                if let Some(req) = follow {
+                    self.send_register(req, now);
+                }
             }
             Token::Uplink(UplinkRequest::Keepalive) => {
                 let ev = self
@@ -884,7 +975,7 @@ impl Node {
                     .and_then(|u| u.on_keepalive_response(response.status, now));
                 self.on_uplink_event(ev, now);
             }
-            Token::Outbox(id) => {
+            Token::Outbox(id, _, _) => {
                 if let Some(ob) = self.outboxes.get_mut(&id) {
                     ob.done();
                 }
@@ -903,22 +994,44 @@ impl Node {
 
     fn on_client_timeout(&mut self, token: Token, method: Method, now: Instant) {
         match token {
-            Token::Uplink(UplinkRequest::Register) => {
+            Token::Uplink(UplinkRequest::Register(cseq)) => {
                 let ev = self
                     .uplink
                     .as_mut()
-                    .and_then(|u| u.on_register_timeout(now));
+                    .and_then(|u| u.on_register_timeout(cseq, now));
                 self.on_uplink_event(ev, now);
             }
             Token::Uplink(UplinkRequest::Keepalive) => {}
-            Token::Outbox(id) => {
-                tracing::debug!(%id, %method, "queued MESSAGE timed out");
+            Token::Outbox(id, body, attempt) => {
                 if let Some(ob) = self.outboxes.get_mut(&id) {
                     ob.done();
+                    if attempt < OUTBOX_RETRIES {
+                        tracing::warn!(%id, %method, attempt, "queued MESSAGE unanswered; sending it again");
+                        ob.retry(body, attempt);
+                    } else {
+                        tracing::error!(%id, %method, "queued MESSAGE unanswered after retries; dropped");
+                    }
                 }
                 self.pump(id, now);
             }
             Token::Query(id) => tracing::warn!(%id, "query timed out"),
+        }
+    }
+
+    /// Send an uplink REGISTER; if it cannot even be sent, the uplink learns
+    /// at once (as a timeout) instead of waiting forever for an answer.
+    fn send_register(&mut self, req: Request, now: Instant) {
+        let Some(u) = self.uplink.as_ref() else {
+            return;
+        };
+        let peer = u.peer();
+        let cseq = req.cseq().map_or(0, |c| c.seq);
+        if !self.send(req, peer, Token::Uplink(UplinkRequest::Register(cseq)), now) {
+            let ev = self
+                .uplink
+                .as_mut()
+                .and_then(|u| u.on_register_timeout(cseq, now));
+            self.on_uplink_event(ev, now);
         }
     }
 
@@ -933,8 +1046,12 @@ impl Node {
                 // The parent re-queries everything after we re-register.
                 self.pending_up.clear();
                 self.flush_at = None;
+                // Keep the outbox (its in-flight count must still drain) but
+                // drop what waits in it.
                 if let Some(p) = self.uplink.as_ref().map(Uplink::parent) {
-                    self.outboxes.remove(&p);
+                    if let Some(ob) = self.outboxes.get_mut(&p) {
+                        ob.clear();
+                    }
                 }
             }
             None => {}
@@ -954,10 +1071,15 @@ impl Node {
             if let Some(u) = self.uplink.as_mut() {
                 let (reqs, ev) = u.poll(&self.agent, now);
                 let peer = u.peer();
-                for (kind, req) in reqs {
-                    self.send(req, peer, Token::Uplink(kind), now);
-                }
                 self.on_uplink_event(ev, now);
+                for (kind, req) in reqs {
+                    match kind {
+                        UplinkRequest::Register(_) => self.send_register(req, now),
+                        UplinkRequest::Keepalive => {
+                            self.send(req, peer, Token::Uplink(kind), now);
+                        }
+                    }
+                }
             }
         }
         if now >= self.next_sweep {
@@ -1010,10 +1132,9 @@ impl Node {
     pub fn shutdown(&mut self, now: Instant) {
         self.shutting_down = true;
         if let Some(u) = self.uplink.as_mut() {
-            let peer = u.peer();
             if let Some(req) = u.unregister(&self.agent) {
                 tracing::info!("unregistering from parent");
-                self.send(req, peer, Token::Uplink(UplinkRequest::Register), now);
+                self.send_register(req, now);
             }
         }
     }

@@ -25,7 +25,12 @@ struct PendingCatalog {
 }
 
 enum Job {
-    Body(Bytes),
+    /// A ready body; `answer` marks parts of a catalog answer (superseded by a newer query).
+    Body {
+        body: Bytes,
+        answer: bool,
+        attempt: u8,
+    },
     Catalog(PendingCatalog),
 }
 
@@ -57,7 +62,11 @@ impl Outbox {
     }
 
     pub(super) fn push_body(&mut self, body: Bytes) {
-        self.jobs.push_back(Job::Body(body));
+        self.jobs.push_back(Job::Body {
+            body,
+            answer: false,
+            attempt: 0,
+        });
     }
 
     /// Queue a whole catalog answer (or a batch of change events).
@@ -73,8 +82,12 @@ impl Outbox {
         if items.is_empty() {
             // SumNum 0 still needs one (empty) answer.
             let bodies = split(notify, sn, &device_id, 0, &[], budget, charset);
-            for b in bodies {
-                self.push_body(b);
+            for body in bodies {
+                self.jobs.push_back(Job::Body {
+                    body,
+                    answer: !notify,
+                    attempt: 0,
+                });
             }
             return;
         }
@@ -89,18 +102,19 @@ impl Outbox {
         }));
     }
 
-    /// Bodies that may be sent now; each must later be matched by [`Self::done`].
-    pub(super) fn take_ready(&mut self) -> Vec<Bytes> {
+    /// Bodies (with their attempt number) that may be sent now; each must
+    /// later be matched by [`Self::done`].
+    pub(super) fn take_ready(&mut self) -> Vec<(Bytes, u8)> {
         let mut out = Vec::new();
         while self.in_flight < self.window {
             let Some(job) = self.jobs.front_mut() else {
                 break;
             };
             match job {
-                Job::Body(_) => {
-                    if let Some(Job::Body(b)) = self.jobs.pop_front() {
+                Job::Body { .. } => {
+                    if let Some(Job::Body { body, attempt, .. }) = self.jobs.pop_front() {
                         self.in_flight += 1;
-                        out.push(b);
+                        out.push((body, attempt));
                     }
                 }
                 Job::Catalog(p) => {
@@ -117,17 +131,46 @@ impl Outbox {
                     );
                     p.pos = end;
                     let finished = p.pos >= p.items.len();
+                    let answer = !p.notify;
                     if finished {
                         self.jobs.pop_front();
                     }
                     // Bodies go ahead of the rest of this answer, in order.
-                    for b in bodies.into_iter().rev() {
-                        self.jobs.push_front(Job::Body(b));
+                    for body in bodies.into_iter().rev() {
+                        self.jobs.push_front(Job::Body {
+                            body,
+                            answer,
+                            attempt: 0,
+                        });
                     }
                 }
             }
         }
         out
+    }
+
+    /// Drop everything waiting (in-flight messages still finish).
+    pub(super) fn clear(&mut self) {
+        self.jobs.clear();
+    }
+
+    /// Drop catalog answers (not event batches) still waiting, when a newer
+    /// query supersedes them. Parts already split are dropped too.
+    pub(super) fn drop_catalog_answers(&mut self) {
+        self.jobs.retain(|j| match j {
+            Job::Catalog(p) => p.notify,
+            Job::Body { answer, .. } => !answer,
+        });
+    }
+
+    /// Send a MESSAGE that went unanswered again, ahead of everything else:
+    /// a lost catalog part would leave a permanent hole at the parent.
+    pub(super) fn retry(&mut self, body: Bytes, attempt: u8) {
+        self.jobs.push_front(Job::Body {
+            body,
+            answer: false,
+            attempt: attempt.saturating_add(1),
+        });
     }
 
     /// One in-flight MESSAGE finished (answered or timed out).
@@ -172,7 +215,7 @@ mod tests {
                 break;
             }
             assert!(ready.len() <= 4);
-            for b in ready {
+            for (b, _) in ready {
                 assert!(b.len() <= 1000);
                 match parse(&b).unwrap().0 {
                     Manscdp::CatalogResponse(l) => {

@@ -43,7 +43,7 @@ pub struct Registrar {
     lockout_failures: u32,
     lockout_window: Duration,
     lockout_duration: Duration,
-    failures: HashMap<IpAddr, Failures>,
+    failures: HashMap<(IpAddr, String), Failures>,
     nonce_counts: HashMap<String, (u32, Instant)>,
 }
 
@@ -73,15 +73,17 @@ impl Registrar {
             nonce: self.minter.mint(unix_now, source),
             opaque: None,
             algorithm: Some("MD5".into()),
-            qop: None,
+            // Offered, not required: devices that ignore qop answer in the
+            // RFC 2069 form, which `verify` accepts.
+            qop: Some("auth".into()),
             stale,
         }
     }
 
-    /// True while `source` is locked out.
-    pub fn is_locked(&self, source: IpAddr, now: Instant) -> bool {
+    /// True while `user` from `source` is locked out.
+    pub fn is_locked(&self, source: IpAddr, user: &str, now: Instant) -> bool {
         self.failures
-            .get(&source)
+            .get(&(source, user.to_owned()))
             .and_then(|f| f.locked_until)
             .is_some_and(|until| now < until)
     }
@@ -97,15 +99,16 @@ impl Registrar {
         now: Instant,
         unix_now: u64,
     ) -> AuthDecision {
-        if self.is_locked(source, now) {
+        if self.is_locked(source, user, now) {
             return AuthDecision::Forbidden("source locked out after repeated failures");
         }
         let Some(header) = authorization else {
             return AuthDecision::Challenge(self.challenge(source, unix_now, false));
         };
         let Ok(creds) = DigestCredentials::parse(header) else {
-            self.fail(source, now);
-            return AuthDecision::Forbidden("malformed Authorization header");
+            // Nothing proves this came from the source, so it counts for
+            // nothing: a fresh challenge.
+            return AuthDecision::Challenge(self.challenge(source, unix_now, false));
         };
         match self.minter.validate(
             &creds.nonce,
@@ -122,49 +125,59 @@ impl Registrar {
             Err(_) => return AuthDecision::Challenge(self.challenge(source, unix_now, false)),
         }
         if creds.realm != self.realm || creds.username != user {
-            self.fail(source, now);
+            self.fail(source, user, now);
             return AuthDecision::Forbidden("username or realm does not match the registrant");
         }
         let Some(password) = password else {
-            self.fail(source, now);
+            self.fail(source, user, now);
             return AuthDecision::Forbidden("no credentials on file for this ID");
         };
         if !creds.verify("REGISTER", password) {
-            self.fail(source, now);
+            self.fail(source, user, now);
             return AuthDecision::Forbidden("wrong password");
         }
-        if creds.qop.is_some() {
-            let Some(nc) = creds.nonce_count() else {
-                self.fail(source, now);
-                return AuthDecision::Forbidden("qop without a valid nc");
-            };
-            let fresh = self
-                .nonce_counts
-                .get(&creds.nonce)
-                .is_none_or(|(last, _)| nc > *last);
-            if !fresh {
-                // A replayed request: force a new nonce rather than trust it.
-                return AuthDecision::Challenge(self.challenge(source, unix_now, true));
-            }
-            if self.nonce_counts.len() >= MAX_TRACKED {
-                self.prune(now);
-            }
-            if self.nonce_counts.len() < MAX_TRACKED {
-                self.nonce_counts.insert(creds.nonce.clone(), (nc, now));
-            }
+        // Replay: with qop the nonce count must grow; without it (RFC 2069
+        // devices) a nonce serves one successful REGISTER only.
+        let nc = match creds.qop {
+            Some(_) => match creds.nonce_count() {
+                Some(nc) => nc,
+                None => {
+                    self.fail(source, user, now);
+                    return AuthDecision::Forbidden("qop without a valid nc");
+                }
+            },
+            None => 0,
+        };
+        let fresh = self
+            .nonce_counts
+            .get(&creds.nonce)
+            .is_none_or(|(last, _)| creds.qop.is_some() && nc > *last);
+        if !fresh {
+            // A replayed request: force a new nonce rather than trust it.
+            return AuthDecision::Challenge(self.challenge(source, unix_now, true));
         }
-        self.failures.remove(&source);
+        if self.nonce_counts.len() >= MAX_TRACKED {
+            self.prune(now);
+        }
+        if self.nonce_counts.len() < MAX_TRACKED {
+            self.nonce_counts.insert(creds.nonce.clone(), (nc, now));
+        }
+        self.failures.remove(&(source, user.to_owned()));
         AuthDecision::Accept
     }
 
-    fn fail(&mut self, source: IpAddr, now: Instant) {
-        if self.failures.len() >= MAX_TRACKED && !self.failures.contains_key(&source) {
+    /// A failure from a request whose nonce we issued to this source (so it
+    /// is not a spoofed packet), counted per (source IP, user): one wrong
+    /// camera behind a NAT does not lock out its neighbours.
+    fn fail(&mut self, source: IpAddr, user: &str, now: Instant) {
+        let key = (source, user.to_owned());
+        if self.failures.len() >= MAX_TRACKED && !self.failures.contains_key(&key) {
             self.prune(now);
             if self.failures.len() >= MAX_TRACKED {
                 return;
             }
         }
-        let f = self.failures.entry(source).or_insert(Failures {
+        let f = self.failures.entry(key).or_insert(Failures {
             count: 0,
             window_start: now,
             locked_until: None,
@@ -267,11 +280,18 @@ mod tests {
             r.decide(ip(3), USER, Some(&good), Some("pw"), now, 1000),
             AuthDecision::Forbidden("source locked out after repeated failures")
         ));
-        // Another source is unaffected.
+        // Another source, or another device at the same source, is unaffected.
         assert!(matches!(
             r.decide(ip(4), USER, None, Some("pw"), now, 1000),
             AuthDecision::Challenge(_)
         ));
+        let other = "35010201001320000002";
+        let c3 = challenge_of(r.decide(ip(3), other, None, Some("pw"), now, 1000));
+        let good3 = answer(&c3, "REGISTER", "sip:x@y", other, "pw", 1, "abc").to_header_value();
+        assert_eq!(
+            r.decide(ip(3), other, Some(&good3), Some("pw"), now, 1000),
+            AuthDecision::Accept
+        );
         let later = now + Duration::from_secs(301);
         let c2 = challenge_of(r.decide(ip(3), USER, None, Some("pw"), later, 1301));
         let good2 = answer(&c2, "REGISTER", "sip:x@y", USER, "pw", 1, "abc").to_header_value();
@@ -302,6 +322,35 @@ mod tests {
             r.decide(ip(5), USER, Some(&second), Some("pw"), now, 1000),
             AuthDecision::Accept
         );
+    }
+
+    #[test]
+    fn without_qop_a_nonce_serves_once() {
+        let mut r = registrar();
+        let now = Instant::now();
+        let mut c = challenge_of(r.decide(ip(7), USER, None, Some("pw"), now, 1000));
+        assert_eq!(c.qop.as_deref(), Some("auth"), "qop is offered");
+        c.qop = None; // an RFC 2069 device ignores it
+        let a = answer(&c, "REGISTER", "sip:x@y", USER, "pw", 1, "abc").to_header_value();
+        assert_eq!(
+            r.decide(ip(7), USER, Some(&a), Some("pw"), now, 1000),
+            AuthDecision::Accept
+        );
+        let again = challenge_of(r.decide(ip(7), USER, Some(&a), Some("pw"), now, 1001));
+        assert!(again.stale);
+    }
+
+    #[test]
+    fn garbage_authorization_is_rechallenged_not_counted() {
+        let mut r = registrar();
+        let now = Instant::now();
+        for _ in 0..10 {
+            assert!(matches!(
+                r.decide(ip(8), USER, Some("Digest garbage"), Some("pw"), now, 1000),
+                AuthDecision::Challenge(_)
+            ));
+        }
+        assert!(!r.is_locked(ip(8), USER, now));
     }
 
     #[test]

@@ -48,6 +48,37 @@ pub struct Registrant {
     pub charset: Charset,
     /// When it first registered in this run.
     pub since: std::time::SystemTime,
+    /// Its last keepalive, and the gap before it: a device whose heartbeat
+    /// is slower than ours is judged by its own pace, not flapped OFF.
+    pub last_keepalive: Option<Instant>,
+    /// Observed keepalive period.
+    pub keepalive_gap: Option<Duration>,
+}
+
+/// The outcome of a sign of life from a registrant.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Touch {
+    /// Not registered (or expired): answer 404 so it re-registers.
+    Unknown,
+    /// Registered, but this came from another address than its REGISTER:
+    /// possibly forged, so it changes nothing.
+    WrongSource,
+    /// Accepted; `revived` when it was offline until now.
+    Alive {
+        /// It was offline until this message.
+        revived: bool,
+    },
+}
+
+impl Registrant {
+    /// How long it may stay silent: our own window, or three of its own
+    /// observed keepalive periods if it beats slower than we expect.
+    pub fn liveness(&self, ours: Duration) -> Duration {
+        match self.keepalive_gap {
+            Some(gap) => ours.max(gap * 3),
+            None => ours,
+        }
+    }
 }
 
 /// Why a registrant went offline.
@@ -145,6 +176,8 @@ impl Registry {
                         online: true,
                         charset: Charset::default(),
                         since: std::time::SystemTime::now(),
+                        last_keepalive: None,
+                        keepalive_gap: None,
                     },
                 );
                 RegisterOutcome::Fresh
@@ -157,18 +190,30 @@ impl Registry {
         self.entries.remove(id)
     }
 
-    /// A sign of life (keepalive or any request). Returns true when this
-    /// brings an offline registrant back online.
-    pub fn touch(&mut self, id: &GbId, peer: Peer, now: Instant) -> Option<bool> {
-        let r = self.entries.get_mut(id)?;
+    /// A sign of life (keepalive or any request) from `peer`. Only an
+    /// authenticated REGISTER may move a registrant to a new address, so a
+    /// message from any other address is refused: a forged `From` cannot
+    /// redirect a device's traffic or keep a dead one alive.
+    pub fn touch(&mut self, id: &GbId, peer: Peer, keepalive: bool, now: Instant) -> Touch {
+        let Some(r) = self.entries.get_mut(id) else {
+            return Touch::Unknown;
+        };
         if now > r.expires_at {
-            return None;
+            return Touch::Unknown;
+        }
+        if r.peer != peer {
+            return Touch::WrongSource;
         }
         r.last_seen = now;
-        r.peer = peer;
+        if keepalive {
+            if let Some(prev) = r.last_keepalive {
+                r.keepalive_gap = Some(now.duration_since(prev));
+            }
+            r.last_keepalive = Some(now);
+        }
         let revived = !r.online;
         r.online = true;
-        Some(revived)
+        Touch::Alive { revived }
     }
 
     /// Remember the charset a registrant writes in.
@@ -185,7 +230,7 @@ impl Registry {
         for r in self.entries.values_mut() {
             if now > r.expires_at {
                 gone.push((r.id, OfflineReason::Expired));
-            } else if r.online && now.duration_since(r.last_seen) > liveness {
+            } else if r.online && now.duration_since(r.last_seen) > r.liveness(liveness) {
                 r.online = false;
                 gone.push((r.id, OfflineReason::KeepaliveLost));
             }
@@ -236,6 +281,26 @@ mod tests {
     }
 
     #[test]
+    fn slow_heartbeat_widens_liveness() {
+        let mut r = Registry::default();
+        let t = Instant::now();
+        r.register(
+            id(),
+            RegistrantKind::Device,
+            peer(1),
+            "c".into(),
+            Duration::from_secs(1000),
+            t,
+        );
+        let live = Duration::from_secs(30);
+        r.touch(&id(), peer(1), true, t);
+        r.touch(&id(), peer(1), true, t + Duration::from_secs(20));
+        // Gap 20 s → 60 s window, wider than our 30 s.
+        assert!(r.sweep(t + Duration::from_secs(75), live).is_empty());
+        assert_eq!(r.sweep(t + Duration::from_secs(81), live).len(), 1);
+    }
+
+    #[test]
     fn keepalive_lapse_then_revival_then_expiry() {
         let mut r = Registry::default();
         let t = Instant::now();
@@ -256,18 +321,25 @@ mod tests {
         // Reported once only.
         assert!(r.sweep(t + Duration::from_secs(5), live).is_empty());
         assert_eq!(
-            r.touch(&id(), peer(1), t + Duration::from_secs(6)),
-            Some(true)
+            r.touch(&id(), peer(1), true, t + Duration::from_secs(6)),
+            Touch::Alive { revived: true }
         );
         assert_eq!(
-            r.touch(&id(), peer(1), t + Duration::from_secs(7)),
-            Some(false)
+            r.touch(&id(), peer(1), true, t + Duration::from_secs(7)),
+            Touch::Alive { revived: false }
+        );
+        assert_eq!(
+            r.touch(&id(), peer(9), true, t + Duration::from_secs(7)),
+            Touch::WrongSource
         );
         assert_eq!(
             r.sweep(t + Duration::from_secs(101), Duration::from_secs(1000)),
             vec![(id(), OfflineReason::Expired)]
         );
         assert!(r.is_empty());
-        assert_eq!(r.touch(&id(), peer(1), t + Duration::from_secs(102)), None);
+        assert_eq!(
+            r.touch(&id(), peer(1), true, t + Duration::from_secs(102)),
+            Touch::Unknown
+        );
     }
 }

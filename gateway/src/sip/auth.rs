@@ -547,14 +547,23 @@ const FUTURE_SKEW_SECS: u64 = 5;
 /// Length of the truncated HMAC in bytes (128 bits).
 const MAC_LEN: usize = 16;
 
-/// Stateless nonces: `hex(issue time secs) '.' hex(HMAC-SHA256(key, time ||
-/// source IP) truncated to 128 bits)`. Nothing is stored per request before
+/// Stateless nonces: `hex(issue time secs) '.' hex(serial) '.'
+/// hex(HMAC-SHA256(key, time || serial || source IP) truncated to 128 bits)`. Nothing is stored per request before
 /// a challenge is answered, so a flood of unauthenticated REGISTERs costs no
 /// memory. Replay protection within the validity window is the caller's job
 /// (e.g. remember the highest `nc` per nonce, or accept each nonce once).
-#[derive(Clone)]
 pub struct NonceMinter {
     key: [u8; 32],
+    /// Makes every nonce unique, even for many devices behind one NAT
+    /// address challenged in the same second (a per-nonce replay cache
+    /// would otherwise see their answers as replays of each other).
+    serial: std::sync::atomic::AtomicU32,
+}
+
+impl Clone for NonceMinter {
+    fn clone(&self) -> Self {
+        Self::new(self.key)
+    }
 }
 
 impl fmt::Debug for NonceMinter {
@@ -568,7 +577,10 @@ impl fmt::Debug for NonceMinter {
 impl NonceMinter {
     /// A minter with a fixed key (e.g. shared by a cluster, or for tests).
     pub fn new(key: [u8; 32]) -> Self {
-        Self { key }
+        Self {
+            key,
+            serial: std::sync::atomic::AtomicU32::new(0),
+        }
     }
 
     /// A minter with a fresh key from the OS-seeded CSPRNG. Nonces do not
@@ -576,10 +588,10 @@ impl NonceMinter {
     pub fn random() -> Self {
         let mut key = [0u8; 32];
         rand::fill(&mut key);
-        Self { key }
+        Self::new(key)
     }
 
-    fn mac(&self, issued: u64, source: IpAddr) -> [u8; MAC_LEN] {
+    fn mac(&self, issued: u64, serial: u32, source: IpAddr) -> [u8; MAC_LEN] {
         // HMAC zero-pads keys shorter than the 64-byte SHA-256 block, so a
         // padded 64-byte key gives the same MAC as the raw 32-byte key; the
         // fixed-size constructor avoids an (impossible) length error path.
@@ -589,6 +601,7 @@ impl NonceMinter {
         }
         let mut mac = <Hmac<Sha256> as hmac::digest::KeyInit>::new(&block.into());
         mac.update(&issued.to_be_bytes());
+        mac.update(&serial.to_be_bytes());
         // Treat an IPv4-mapped IPv6 source (dual-stack socket) as the IPv4
         // address so the same client validates either way.
         match source.to_canonical() {
@@ -611,7 +624,13 @@ impl NonceMinter {
 
     /// Mint a nonce for a challenge sent to `source` at `now_unix`.
     pub fn mint(&self, now_unix: u64, source: IpAddr) -> String {
-        format!("{now_unix:x}.{}", to_hex(&self.mac(now_unix, source)))
+        let serial = self
+            .serial
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!(
+            "{now_unix:x}.{serial:x}.{}",
+            to_hex(&self.mac(now_unix, serial, source))
+        )
     }
 
     /// Check a nonce echoed by `source`: well-formed, minted by us for that
@@ -624,7 +643,20 @@ impl NonceMinter {
         source: IpAddr,
         max_age_secs: u64,
     ) -> Result<u64, NonceError> {
-        let (time_hex, mac_hex) = nonce.split_once('.').ok_or(NonceError::Malformed)?;
+        let (time_hex, rest) = nonce.split_once('.').ok_or(NonceError::Malformed)?;
+        let (serial_hex, mac_hex) = rest.split_once('.').ok_or(NonceError::Malformed)?;
+        if serial_hex.is_empty()
+            || serial_hex.len() > 8
+            || !serial_hex
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
+            return Err(NonceError::Malformed);
+        }
+        let serial = u32::from_str_radix(serial_hex, 16).map_err(|_| NonceError::Malformed)?;
+        if format!("{serial:x}") != serial_hex {
+            return Err(NonceError::Malformed);
+        }
         if time_hex.is_empty()
             || time_hex.len() > 16
             || !time_hex
@@ -640,7 +672,7 @@ impl NonceMinter {
             return Err(NonceError::Malformed);
         }
         let presented = decode_mac(mac_hex).ok_or(NonceError::Malformed)?;
-        let expected = self.mac(issued, source);
+        let expected = self.mac(issued, serial, source);
         if !bool::from(expected.ct_eq(&presented)) {
             return Err(NonceError::Forged);
         }

@@ -1119,3 +1119,68 @@ mod tests {
         }
     }
 }
+
+/// RFC 3261 §18.2.1 and RFC 3581 §4: record where a request really came
+/// from in its top Via (`received`, and `rport` when the sender asked for
+/// it), so every response carries the address it is sent to.
+pub fn stamp_source(headers: &mut Headers, source: std::net::SocketAddr) {
+    let Some(first) = headers.get("Via").map(str::to_owned) else {
+        return;
+    };
+    let values = split_comma_values(&first);
+    let Some((top, rest)) = values.split_first() else {
+        return;
+    };
+    let Ok(mut via) = Via::parse(top) else {
+        return;
+    };
+    if via.rport().is_some() {
+        via.set_param("rport", Some(source.port().to_string()));
+    }
+    via.set_param("received", Some(source.ip().to_string()));
+    let mut value = via.to_string();
+    for v in rest {
+        value.push_str(", ");
+        value.push_str(v);
+    }
+    // Replace only the first Via header line; later ones stay as they were.
+    let all: Vec<String> = headers.get_all("Via").map(str::to_owned).collect();
+    headers.remove("Via");
+    let mut vias = all.into_iter();
+    let _ = vias.next();
+    let mut rebuilt = vec![value];
+    rebuilt.extend(vias);
+    for v in rebuilt.into_iter().rev() {
+        headers.insert_first("Via", v);
+    }
+}
+
+#[cfg(test)]
+mod stamp_tests {
+    use super::*;
+
+    #[test]
+    fn stamps_received_and_rport_on_the_top_via_only() {
+        let mut h = Headers::new();
+        h.push("Via", "SIP/2.0/UDP 192.168.1.64:5060;rport;branch=z9hG4bK1, SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK0");
+        h.push("Via", "SIP/2.0/UDP 10.0.0.2;branch=z9hG4bKx");
+        stamp_source(&mut h, "203.0.113.7:40000".parse().unwrap());
+        let all = vias(&h).unwrap();
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[0].rport(), Some(Some(40000)));
+        assert_eq!(all[0].received(), Some("203.0.113.7"));
+        assert_eq!(all[0].branch(), Some("z9hG4bK1"));
+        assert_eq!(all[1].received(), None);
+        assert_eq!(all[2].branch(), Some("z9hG4bKx"));
+    }
+
+    #[test]
+    fn no_rport_asked_means_received_only() {
+        let mut h = Headers::new();
+        h.push("Via", "SIP/2.0/UDP 192.168.1.64:5060;branch=z9hG4bK1");
+        stamp_source(&mut h, "203.0.113.7:40000".parse().unwrap());
+        let v = vias(&h).unwrap();
+        assert_eq!(v[0].rport(), None);
+        assert_eq!(v[0].received(), Some("203.0.113.7"));
+    }
+}

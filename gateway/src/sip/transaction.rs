@@ -161,7 +161,8 @@ pub struct TransactionLayer<T> {
 }
 
 impl<T> TransactionLayer<T> {
-    /// A layer with the given timers and at most `max_open` transactions.
+    /// A layer with the given timers and at most `max_open` client and
+    /// `max_open` server transactions.
     pub fn new(timers: Timers, max_open: usize) -> Self {
         TransactionLayer {
             timers,
@@ -206,7 +207,9 @@ impl<T> TransactionLayer<T> {
         token: T,
         now: Instant,
     ) -> Result<ClientKey, TransactionError> {
-        if self.clients.len() + self.servers.len() >= self.max_open {
+        // Separate budgets: a flood of incoming requests must not stop this
+        // node's own REGISTERs and keepalives.
+        if self.clients.len() >= self.max_open {
             return Err(TransactionError::TooMany(self.max_open));
         }
         let branch = request
@@ -311,7 +314,7 @@ impl<T> TransactionLayer<T> {
             }
             return Ok(Incoming::Retransmission);
         }
-        if self.clients.len() + self.servers.len() >= self.max_open {
+        if self.servers.len() >= self.max_open {
             return Err(TransactionError::TooMany(self.max_open));
         }
         let id = self.next_id;
@@ -698,15 +701,20 @@ mod tests {
     }
 
     #[test]
-    fn limit_on_open_transactions() {
-        let mut l = TransactionLayer::new(Timers::default(), 2);
+    fn limits_on_open_transactions_are_separate_for_clients_and_servers() {
+        let mut l = TransactionLayer::new(Timers::default(), 1);
         let now = Instant::now();
         let p = peer(Transport::Udp);
-        l.send_request(request("z9hG4bK1"), p, 1, now).unwrap();
         l.handle_request(&request("z9hG4bK2"), p, now).unwrap();
         assert_eq!(
+            l.handle_request(&request("z9hG4bK4"), p, now),
+            Err(TransactionError::TooMany(1))
+        );
+        // A full server side leaves room for our own requests.
+        l.send_request(request("z9hG4bK1"), p, 1, now).unwrap();
+        assert_eq!(
             l.send_request(request("z9hG4bK3"), p, 3, now),
-            Err(TransactionError::TooMany(2))
+            Err(TransactionError::TooMany(1))
         );
     }
 

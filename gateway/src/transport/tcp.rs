@@ -18,7 +18,18 @@ use crate::sip::framing::StreamFramer;
 use crate::sip::{Peer, Transport};
 
 /// Messages queued per connection before new ones are dropped.
-const WRITE_QUEUE: usize = 4096;
+const WRITE_QUEUE: usize = 1024;
+
+/// A connection silent this long is closed (devices keep alive every 60 s
+/// by default; three missed keepalives end the registration anyway).
+const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// How long a dial may take.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Outbound connections (to parents, to TCP devices), apart from the
+/// inbound limit so a flood of inbound connections cannot stop them.
+const MAX_DIALS: usize = 1024;
 
 /// Open TCP connections.
 #[derive(Clone)]
@@ -27,6 +38,7 @@ pub struct TcpPool {
     inbound: mpsc::Sender<Inbound>,
     limits: Limits,
     permits: Arc<Semaphore>,
+    dials: Arc<Semaphore>,
     shutdown: CancellationToken,
 }
 
@@ -41,12 +53,9 @@ impl TcpPool {
             inbound,
             limits,
             permits: Arc::new(Semaphore::new(limits.max_connections)),
+            dials: Arc::new(Semaphore::new(MAX_DIALS)),
             shutdown,
         }
-    }
-
-    fn lookup(&self, addr: SocketAddr) -> Option<mpsc::Sender<Bytes>> {
-        self.conns.lock().ok()?.get(&addr).cloned()
     }
 
     pub(super) async fn accept_loop(self, listener: tokio::net::TcpListener) {
@@ -83,38 +92,76 @@ impl TcpPool {
     }
 
     /// Queue `data` for `addr`, dialling a connection if there is none.
+    /// The new connection's queue is in the map before the dial starts, so
+    /// a burst of sends shares one connection and keeps its order.
     pub fn send(&self, addr: SocketAddr, data: Bytes) {
-        if let Some(tx) = self.lookup(addr) {
-            if tx.try_send(data).is_err() {
-                metrics::counter!("gbgate_tcp_send_drops_total").increment(1);
-                tracing::warn!(%addr, "TCP write queue full or closed; message dropped");
-            }
-            return;
-        }
-        let pool = self.clone();
-        tokio::spawn(async move {
-            let Ok(permit) = pool.permits.clone().try_acquire_owned() else {
-                tracing::warn!(%addr, "TCP connection limit reached; not dialling");
+        let rx = {
+            let Ok(mut conns) = self.conns.lock() else {
                 return;
             };
-            match TcpStream::connect(addr).await {
-                Ok(stream) => {
-                    // Another send may have dialled meanwhile; either connection works.
-                    let (tx, rx) = mpsc::channel(WRITE_QUEUE);
-                    let _ = tx.try_send(data);
-                    pool.run(stream, addr, tx, rx).await;
+            if let Some(tx) = conns.get(&addr) {
+                match tx.try_send(data) {
+                    Ok(()) => return,
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        metrics::counter!("gbgate_tcp_send_drops_total").increment(1);
+                        tracing::warn!(%addr, "TCP write queue full; message dropped");
+                        return;
+                    }
+                    Err(mpsc::error::TrySendError::Closed(data)) => {
+                        // The connection died: dial a new one below.
+                        conns.remove(&addr);
+                        let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+                        let _ = tx.try_send(data);
+                        conns.insert(addr, tx);
+                        rx
+                    }
+                }
+            } else {
+                let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+                let _ = tx.try_send(data);
+                conns.insert(addr, tx);
+                rx
+            }
+        };
+        let pool = self.clone();
+        tokio::spawn(async move {
+            let peer = Peer {
+                transport: Transport::Tcp,
+                addr,
+            };
+            let Ok(permit) = pool.dials.clone().try_acquire_owned() else {
+                tracing::warn!(%addr, "outbound TCP connection limit reached; not dialling");
+                pool.forget(addr);
+                let _ = pool.inbound.send(Inbound::Unreachable { peer }).await;
+                return;
+            };
+            let connect = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await;
+            match connect {
+                Ok(Ok(stream)) => {
+                    let tx = pool.conns.lock().ok().and_then(|m| m.get(&addr).cloned());
+                    if let Some(tx) = tx {
+                        pool.run(stream, addr, tx, rx).await;
+                    }
                     drop(permit);
                 }
-                Err(e) => {
+                Ok(Err(e)) => {
                     tracing::warn!(%addr, error = %e, "TCP connect failed");
-                    let peer = Peer {
-                        transport: Transport::Tcp,
-                        addr,
-                    };
+                    pool.forget(addr);
+                    let _ = pool.inbound.send(Inbound::Unreachable { peer }).await;
+                }
+                Err(_) => {
+                    tracing::warn!(%addr, "TCP connect timed out");
+                    pool.forget(addr);
                     let _ = pool.inbound.send(Inbound::Unreachable { peer }).await;
                 }
             }
         });
+    }
+
+    fn forget(&self, addr: SocketAddr) {
+        if let Ok(mut m) = self.conns.lock() {
+            m.remove(&addr);
+        }
     }
 
     async fn serve(&self, stream: TcpStream, addr: SocketAddr) {
@@ -133,10 +180,18 @@ impl TcpPool {
         if let Ok(mut m) = self.conns.lock() {
             m.insert(addr, tx.clone());
         }
+        let conns = self.conns.clone();
         let (mut reader, mut writer) = stream.into_split();
         let writer_task = tokio::spawn(async move {
             while let Some(data) = rx.recv().await {
                 if writer.write_all(&data).await.is_err() {
+                    // A dead writer: close the queue so the next send redials.
+                    rx.close();
+                    if let Ok(mut m) = conns.lock() {
+                        if m.get(&addr).is_some_and(|t| t.is_closed()) {
+                            m.remove(&addr);
+                        }
+                    }
                     break;
                 }
             }
@@ -146,13 +201,19 @@ impl TcpPool {
             addr,
         };
         let mut framer = StreamFramer::new(self.limits.max_message);
-        let mut buf = vec![0u8; 64 * 1024];
+        // Small read buffer: the framer accumulates; 20k idle connections
+        // must not cost 64 KiB each.
+        let mut buf = vec![0u8; 8 * 1024];
         'conn: loop {
             let n = tokio::select! {
                 _ = self.shutdown.cancelled() => break,
-                r = reader.read(&mut buf) => match r {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => n,
+                r = tokio::time::timeout(IDLE_TIMEOUT, reader.read(&mut buf)) => match r {
+                    Ok(Ok(0)) | Ok(Err(_)) => break,
+                    Ok(Ok(n)) => n,
+                    Err(_) => {
+                        tracing::info!(%addr, "closing idle TCP connection");
+                        break;
+                    }
                 },
             };
             framer.push(&buf[..n]);

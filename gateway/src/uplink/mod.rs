@@ -19,11 +19,15 @@ use crate::sip::header::{expires, new_call_id, new_tag};
 use crate::sip::message::{Method, Request, Response};
 use crate::sip::Peer;
 
+/// Redirects followed in a row before giving up on them.
+const MAX_REDIRECTS: u8 = 3;
+
 /// Which uplink request a transaction carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UplinkRequest {
-    /// A REGISTER (initial, authenticated, refresh or unregister).
-    Register,
+    /// A REGISTER (initial, authenticated, refresh or unregister), with its
+    /// CSeq: answers to an older attempt are ignored.
+    Register(u32),
     /// A keepalive MESSAGE.
     Keepalive,
 }
@@ -69,6 +73,9 @@ pub struct Uplink {
     call_id: String,
     from_tag: String,
     cseq: u32,
+    pending: Option<u32>,
+    redirects: u8,
+    home: std::net::SocketAddr,
     nc: u32,
     challenge: Option<Challenge>,
     expires: Duration,
@@ -103,6 +110,9 @@ impl Uplink {
             call_id: new_call_id(&peer.addr.ip().to_string()),
             from_tag: new_tag(),
             cseq: 0,
+            pending: None,
+            redirects: 0,
+            home: peer.addr,
             nc: 0,
             challenge: None,
             expires: settings.register_expires,
@@ -186,6 +196,7 @@ impl Uplink {
             ),
         );
         r.headers.set("Expires", expires_secs.to_string());
+        self.pending = Some(self.cseq);
         if let (Some(c), Some(pw)) = (&self.challenge, &self.password) {
             self.nc += 1;
             let cnonce = format!("{:08x}", rand::random::<u32>());
@@ -228,6 +239,9 @@ impl Uplink {
 
     fn fail(&mut self, now: Instant, why: &'static str) -> Option<UplinkEvent> {
         let was = self.is_registered();
+        // 2022 §9.1.2.3: after failures, return to the configured registrar.
+        self.peer.addr = self.home;
+        self.redirects = 0;
         self.state = State::Backoff {
             until: now + self.retry,
         };
@@ -267,7 +281,8 @@ impl Uplink {
                     refresh: false,
                 };
                 let secs = self.expires.as_secs();
-                out.push((UplinkRequest::Register, self.register_request(agent, secs)));
+                let r = self.register_request(agent, secs);
+                out.push((UplinkRequest::Register(self.cseq), r));
             }
             State::Registered => {
                 if now.duration_since(self.last_ok) > self.liveness {
@@ -278,7 +293,8 @@ impl Uplink {
                         refresh: true,
                     };
                     let secs = self.expires.as_secs();
-                    out.push((UplinkRequest::Register, self.register_request(agent, secs)));
+                    let r = self.register_request(agent, secs);
+                    out.push((UplinkRequest::Register(self.cseq), r));
                 } else if now >= self.next_keepalive {
                     self.next_keepalive = now + self.keepalive_interval;
                     out.push((UplinkRequest::Keepalive, self.keepalive_request(agent)));
@@ -310,6 +326,13 @@ impl Uplink {
         response: &Response,
         now: Instant,
     ) -> (Option<Request>, Option<UplinkEvent>) {
+        let current = response.cseq().map(|c| c.seq) == self.pending
+            && response.call_id() == Some(self.call_id.as_str());
+        if !current {
+            // An answer to an attempt we have already given up on.
+            return (None, None);
+        }
+        self.pending = None;
         let (authed, refresh) = match self.state {
             State::Registering { authed, refresh } => (authed, refresh),
             State::Unregistering => {
@@ -385,11 +408,18 @@ impl Uplink {
                     .and_then(|c| crate::sip::header::NameAddr::parse(c).ok())
                     .and_then(|na| na.uri.socket_addr());
                 match target {
-                    Some(addr) => {
+                    Some(addr) if self.redirects < MAX_REDIRECTS => {
                         tracing::info!(parent = %self.parent, %addr, "registration redirected");
+                        self.redirects += 1;
                         self.peer.addr = addr;
                         self.state = State::Backoff { until: now };
                         (None, None)
+                    }
+                    Some(_) => {
+                        // A redirect loop: go back to the configured registrar after a back-off.
+                        self.redirects = 0;
+                        self.peer.addr = self.home;
+                        (None, self.fail(now, "too many redirects"))
                     }
                     None => (None, self.fail(now, "redirect without a usable Contact")),
                 }
@@ -400,8 +430,12 @@ impl Uplink {
         }
     }
 
-    /// A REGISTER got no final response within Timer F.
-    pub fn on_register_timeout(&mut self, now: Instant) -> Option<UplinkEvent> {
+    /// A REGISTER got no final response within Timer F, or could not be sent.
+    pub fn on_register_timeout(&mut self, cseq: u32, now: Instant) -> Option<UplinkEvent> {
+        if self.pending != Some(cseq) {
+            return None;
+        }
+        self.pending = None;
         match self.state {
             State::Registering { .. } => self.fail(now, "REGISTER timed out"),
             State::Unregistering => {
@@ -423,6 +457,11 @@ impl Uplink {
             403 | 404 | 408 | 481 => self.lost_now(now, "parent no longer knows this node"),
             _ => None,
         }
+    }
+
+    /// CSeq of the REGISTER in flight, if any.
+    pub fn pending(&self) -> Option<u32> {
+        self.pending
     }
 
     /// Start unregistering (Expires: 0). Returns the request if we were registered.
@@ -509,7 +548,7 @@ mod tests {
         );
         // Refresh at 2/3 of the granted 30 s, reusing the challenge (nc=2).
         let (reqs, _) = u.poll(&agent, t + Duration::from_secs(20));
-        assert_eq!(reqs[0].0, UplinkRequest::Register);
+        assert!(matches!(reqs[0].0, UplinkRequest::Register(_)));
         let creds =
             DigestCredentials::parse(reqs[0].1.headers.get("Authorization").unwrap()).unwrap();
         assert_eq!(creds.nonce_count(), Some(2));
@@ -529,7 +568,16 @@ mod tests {
         assert_eq!(u.next_wake(), Some(t + Duration::from_secs(1)));
         let (reqs, _) = u.poll(&agent, t + Duration::from_secs(1));
         assert_eq!(reqs.len(), 1);
-        u.on_register_timeout(t + Duration::from_secs(2));
+        let UplinkRequest::Register(cseq) = reqs[0].0 else {
+            panic!("not a REGISTER")
+        };
+        u.on_register_timeout(cseq + 1, t + Duration::from_secs(2));
+        assert_eq!(
+            u.state(),
+            LinkState::Registering,
+            "a stale timeout changes nothing"
+        );
+        u.on_register_timeout(cseq, t + Duration::from_secs(2));
         assert_eq!(u.next_wake(), Some(t + Duration::from_secs(4)));
     }
 
@@ -549,7 +597,29 @@ mod tests {
             Some(UplinkEvent::Lost("parent no longer knows this node"))
         );
         let (reqs, _) = u.poll(&agent, t);
-        assert_eq!(reqs[0].0, UplinkRequest::Register);
+        assert!(matches!(reqs[0].0, UplinkRequest::Register(_)));
+    }
+
+    #[test]
+    fn answers_to_an_abandoned_attempt_are_ignored() {
+        let (mut u, agent, t) = registered();
+        u.on_keepalive_response(200, t + Duration::from_secs(2399));
+        let (reqs, _) = u.poll(&agent, t + Duration::from_secs(2400));
+        let refresh = reqs[0].1.clone();
+        // The parent restarts mid-refresh: a keepalive 404 starts a fresh registration.
+        u.on_keepalive_response(404, t + Duration::from_secs(2400));
+        let (reqs, _) = u.poll(&agent, t + Duration::from_secs(2400));
+        let fresh = reqs[0].1.clone();
+        assert_ne!(fresh.call_id(), refresh.call_id());
+        // The old refresh's 200 arrives late: ignored, still registering.
+        let late = Response::to_request(&refresh, 200, Some("x"));
+        assert_eq!(u.on_register_response(&agent, &late, t), (None, None));
+        assert_eq!(u.state(), LinkState::Registering);
+        let ok = Response::to_request(&fresh, 200, Some("x"));
+        assert_eq!(
+            u.on_register_response(&agent, &ok, t).1,
+            Some(UplinkEvent::Registered)
+        );
     }
 
     #[test]
