@@ -466,9 +466,15 @@ impl Node {
             RegistrantKind::Device
         };
         let contact = req.headers.get("Contact").unwrap_or_default().to_owned();
-        let outcome =
-            self.registry
-                .register(id, kind, peer, contact, Duration::from_secs(granted), now);
+        let outcome = self.registry.register(
+            id,
+            kind,
+            peer,
+            contact,
+            req.call_id().unwrap_or_default(),
+            Duration::from_secs(granted),
+            now,
+        );
         if outcome == RegisterOutcome::Fresh {
             tracing::info!(%id, ?kind, %peer, expires = granted, "registered");
             let name = self.identity.children.get(&id).cloned().or_else(|| {

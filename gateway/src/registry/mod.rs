@@ -38,6 +38,9 @@ pub struct Registrant {
     pub peer: Peer,
     /// Its Contact URI, kept for display; never used for routing (LAN addresses).
     pub contact: String,
+    /// Call-ID of its registration: a new one means a new binding (a reboot,
+    /// or a child node that gave its registration up), so it is re-queried.
+    pub call_id: String,
     /// When the registration lapses unless refreshed.
     pub expires_at: Instant,
     /// Last REGISTER, keepalive or other request from it.
@@ -137,26 +140,32 @@ impl Registry {
     }
 
     /// Record an accepted REGISTER with a non-zero expiry.
+    #[allow(clippy::too_many_arguments)]
     pub fn register(
         &mut self,
         id: GbId,
         kind: RegistrantKind,
         peer: Peer,
         contact: String,
+        call_id: &str,
         expires: Duration,
         now: Instant,
     ) -> RegisterOutcome {
         match self.entries.get_mut(&id) {
             Some(r) => {
                 let was_online = r.online;
-                let moved = r.peer != peer;
+                let moved = r.peer != peer || r.call_id != call_id;
+                if r.call_id != call_id {
+                    r.call_id = call_id.to_owned();
+                }
                 r.peer = peer;
                 r.contact = contact;
                 r.kind = kind;
                 r.expires_at = now + expires;
                 r.last_seen = now;
                 r.online = true;
-                // A device that re-registers from a new address has probably rebooted.
+                // A new address or a new Call-ID: a rebooted device, or a
+                // child that re-registered and expects to be re-queried.
                 if was_online && !moved {
                     RegisterOutcome::Refreshed
                 } else {
@@ -171,6 +180,7 @@ impl Registry {
                         kind,
                         peer,
                         contact,
+                        call_id: call_id.to_owned(),
                         expires_at: now + expires,
                         last_seen: now,
                         online: true,
@@ -267,16 +277,21 @@ mod tests {
         let e = Duration::from_secs(60);
         let k = RegistrantKind::Device;
         assert_eq!(
-            r.register(id(), k, peer(1), "c".into(), e, t),
+            r.register(id(), k, peer(1), "c".into(), "a", e, t),
             RegisterOutcome::Fresh
         );
         assert_eq!(
-            r.register(id(), k, peer(1), "c".into(), e, t),
+            r.register(id(), k, peer(1), "c".into(), "a", e, t),
             RegisterOutcome::Refreshed
         );
         assert_eq!(
-            r.register(id(), k, peer(2), "c".into(), e, t),
+            r.register(id(), k, peer(2), "c".into(), "a", e, t),
             RegisterOutcome::Fresh
+        );
+        assert_eq!(
+            r.register(id(), k, peer(2), "c".into(), "b", e, t),
+            RegisterOutcome::Fresh,
+            "a new Call-ID is a new binding"
         );
     }
 
@@ -289,6 +304,7 @@ mod tests {
             RegistrantKind::Device,
             peer(1),
             "c".into(),
+            "a",
             Duration::from_secs(1000),
             t,
         );
@@ -309,6 +325,7 @@ mod tests {
             RegistrantKind::Device,
             peer(1),
             "c".into(),
+            "a",
             Duration::from_secs(100),
             t,
         );
