@@ -128,22 +128,7 @@ pub struct Node {
 /// A method as a metric label: unknown methods share one label so a peer
 /// cannot create series without bound.
 fn method_label(m: &Method) -> &'static str {
-    match m {
-        Method::Register => "REGISTER",
-        Method::Invite => "INVITE",
-        Method::Ack => "ACK",
-        Method::Bye => "BYE",
-        Method::Cancel => "CANCEL",
-        Method::Options => "OPTIONS",
-        Method::Message => "MESSAGE",
-        Method::Info => "INFO",
-        Method::Subscribe => "SUBSCRIBE",
-        Method::Notify => "NOTIFY",
-        Method::Refer => "REFER",
-        Method::Update => "UPDATE",
-        Method::Prack => "PRACK",
-        Method::Other(_) => "OTHER",
-    }
+    m.standard_name().unwrap_or("OTHER")
 }
 
 fn user_of(header: Option<&str>) -> Option<String> {

@@ -69,9 +69,9 @@ pub enum Method {
 }
 
 impl Method {
-    /// The method token as it appears on the wire.
-    pub fn as_str(&self) -> &str {
-        match self {
+    /// The token of a standard method; `None` for [`Method::Other`].
+    pub fn standard_name(&self) -> Option<&'static str> {
+        Some(match self {
             Method::Register => "REGISTER",
             Method::Invite => "INVITE",
             Method::Ack => "ACK",
@@ -85,7 +85,15 @@ impl Method {
             Method::Refer => "REFER",
             Method::Update => "UPDATE",
             Method::Prack => "PRACK",
+            Method::Other(_) => return None,
+        })
+    }
+
+    /// The method token as it appears on the wire.
+    pub fn as_str(&self) -> &str {
+        match self {
             Method::Other(s) => s,
+            m => m.standard_name().unwrap_or_default(),
         }
     }
 
