@@ -1,0 +1,52 @@
+//! The `gbgate` command line as a user meets it: `check` names the file,
+//! line and fix for a bad topology, and accepts the demo's.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::process::Command;
+
+use integration::demo::{write_tree, TreeSpec};
+use integration::harness::bin_dir;
+
+fn check(path: &std::path::Path) -> (bool, String) {
+    let out = Command::new(bin_dir().join("gbgate"))
+        .args(["check", "--topology"])
+        .arg(path)
+        .output()
+        .expect("gbgate binary (cargo build --workspace --bins)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn check_accepts_the_demo_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = write_tree(dir.path(), &TreeSpec::default()).unwrap();
+    let (ok, text) = check(&tree.topology);
+    assert!(ok, "{text}");
+    assert!(text.contains("15 nodes"), "{text}");
+}
+
+#[test]
+fn check_names_file_line_and_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("c.toml"), "uplink_password = \"x\"\n").unwrap();
+    let path = dir.path().join("topology.toml");
+    // Line 9: a town whose parent is a city (two levels up), and an ID
+    // with a letter at position 5.
+    std::fs::write(
+        &path,
+        "[[node]]\nid = \"35010000002000000001\"\nname = \"City\"\nlevel = \"city\"\nsip = \"127.0.0.1:5060\"\ncredentials = \"c.toml\"\n\n[[node]]\nid = \"35010201002000000001\"\nname = \"Town\"\nlevel = \"town\"\nparent = \"35010000002000000001\"\nsip = \"127.0.0.1:5061\"\ncredentials = \"c.toml\"\n\n[[node]]\nid = \"3501X201002000000002\"\nname = \"Bad\"\nlevel = \"village\"\nsip = \"127.0.0.1:5062\"\ncredentials = \"c.toml\"\n",
+    )
+    .unwrap();
+    let (ok, text) = check(&path);
+    assert!(!ok, "{text}");
+    let file = path.display().to_string();
+    assert!(text.contains(&format!("{file}:")), "names the file: {text}");
+    assert!(text.contains("level"), "explains the level rule: {text}");
+    assert!(text.contains("position 5"), "names the bad position: {text}");
+}
