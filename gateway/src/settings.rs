@@ -47,6 +47,9 @@ pub struct Settings {
     pub catalog_window: usize,
     /// Catalog changes are gathered this long before being pushed upward.
     pub catalog_flush_delay: Duration,
+    /// Changes waiting for the parent beyond which the node stops sending
+    /// them one by one and re-registers, so the parent re-queries everything.
+    pub max_event_backlog: usize,
     /// RFC 3261 transaction timers.
     pub sip_timers: Timers,
 }
@@ -72,6 +75,7 @@ impl Default for Settings {
             catalog_tcp_budget: 60_000,
             catalog_window: 16,
             catalog_flush_delay: Duration::from_millis(100),
+            max_event_backlog: 500_000,
             sip_timers: Timers::default(),
         }
     }

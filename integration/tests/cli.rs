@@ -48,5 +48,8 @@ fn check_names_file_line_and_fix() {
     let file = path.display().to_string();
     assert!(text.contains(&format!("{file}:")), "names the file: {text}");
     assert!(text.contains("level"), "explains the level rule: {text}");
-    assert!(text.contains("position 5"), "names the bad position: {text}");
+    assert!(
+        text.contains("position 5"),
+        "names the bad position: {text}"
+    );
 }

@@ -57,6 +57,10 @@ struct Parent {
     bodies: Vec<Manscdp>,
     seen: HashSet<String>,
     registered: bool,
+    /// Call-IDs of the REGISTERs it accepted (a new one is a new binding).
+    register_call_ids: Vec<String>,
+    /// Leave catalog change MESSAGEs unanswered (a parent that cannot keep up).
+    ignore_notifies: bool,
 }
 
 impl Parent {
@@ -67,7 +71,19 @@ impl Parent {
                 if req.method == Method::Register {
                     r.headers.push("Expires", "3600");
                     self.registered = true;
+                    let call_id = req.call_id().unwrap_or_default().to_owned();
+                    if self.register_call_ids.last() != Some(&call_id) {
+                        self.register_call_ids.push(call_id);
+                    }
                 } else if req.method == Method::Message {
+                    if self.ignore_notifies
+                        && matches!(
+                            manscdp::parse(&req.body),
+                            Ok((Manscdp::CatalogNotify(_), _))
+                        )
+                    {
+                        return Vec::new();
+                    }
                     // Count each transaction once, however often it is retransmitted.
                     let branch = req.top_via().unwrap().branch().unwrap().to_owned();
                     if self.seen.insert(branch) {
@@ -109,11 +125,15 @@ struct World {
 
 impl World {
     fn new(drop_every: u64, dup_every: u64) -> World {
+        World::with_settings(drop_every, dup_every, Settings::default())
+    }
+
+    fn with_settings(drop_every: u64, dup_every: u64, base: Settings) -> World {
         let now = Instant::now();
         let settings = Settings {
             keepalive_interval: Duration::from_secs(5),
             register_retry_min: Duration::from_secs(1),
-            ..Settings::default()
+            ..base
         };
         let creds = Credentials::parse(
             "uplink_password = \"up\"\ndefault_password = \"dev\"\n",
@@ -156,6 +176,8 @@ impl World {
             bodies: Vec::new(),
             seen: HashSet::new(),
             registered: false,
+            register_call_ids: Vec::new(),
+            ignore_notifies: false,
         };
         World {
             now,
@@ -403,4 +425,25 @@ fn silent_device_goes_off_and_the_parent_hears_it() {
         gone >= Duration::from_secs(10) && gone <= Duration::from_secs(17),
         "{gone:?}"
     );
+}
+
+#[test]
+fn a_parent_that_cannot_keep_up_gets_the_whole_catalog_instead() {
+    let settings = Settings {
+        max_event_backlog: 10,
+        ..Settings::default()
+    };
+    let mut w = World::with_settings(u64::MAX, u64::MAX, settings);
+    w.parent.ignore_notifies = true;
+    // 43 ADD events cannot drain to a parent that never answers them: the
+    // node re-registers with a new Call-ID, so the parent re-queries.
+    w.run_until(Duration::from_secs(60), |w| {
+        w.parent.register_call_ids.len() >= 2
+    });
+    // Once, not in a loop: nothing new to tell afterwards.
+    for _ in 0..3000 {
+        w.step(Duration::from_millis(10));
+    }
+    assert_eq!(w.parent.register_call_ids.len(), 2);
+    assert!(w.node.uplink().unwrap().is_registered());
 }

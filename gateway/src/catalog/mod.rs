@@ -388,22 +388,6 @@ impl Catalog {
         out
     }
 
-    /// Remove everything `source` reported, its own item included.
-    pub fn remove_source(&mut self, source: GbId) -> Vec<CatalogItem> {
-        let gone: Vec<Box<str>> = self
-            .entries
-            .iter()
-            .filter(|(_, e)| e.source == source)
-            .map(|(k, _)| k.clone())
-            .collect();
-        gone.into_iter()
-            .map(|k| {
-                self.entries.remove(&k);
-                id_only(&k, event::DEL)
-            })
-            .collect()
-    }
-
     /// Every item, for answering the parent's Catalog query, sorted by ID.
     pub fn export(&self) -> Vec<CatalogItem> {
         self.entries.iter().map(|(k, e)| e.item(k)).collect()

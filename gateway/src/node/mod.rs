@@ -23,7 +23,7 @@ use crate::registry::{
 use crate::settings::Settings;
 use crate::sip::agent::{Agent, Target, MANSCDP, USER_AGENT};
 use crate::sip::auth::NonceMinter;
-use crate::sip::header::{expires, NameAddr, SipUri};
+use crate::sip::header::{expires, NameAddr};
 use crate::sip::message::{salvage_for_error_response, Message, Method, Request, Response};
 use crate::sip::transaction::{ClientEvent, Incoming, TransactionLayer};
 use crate::sip::{Peer, Transmit};
@@ -854,8 +854,21 @@ impl Node {
         let sn = self.next_sn();
         let budget = self.body_budget(parent, peer);
         let id = self.identity.id.to_string();
+        let limit = self.settings.max_event_backlog;
         let ob = self.outbox_for(parent, peer);
         ob.push_catalog(true, sn, id, items, budget, charset);
+        if ob.backlog() > limit {
+            // The parent cannot keep up with our changes: rather than queue
+            // without bound, hand it the whole catalog once.
+            tracing::warn!(
+                backlog = ob.backlog(),
+                "upward change backlog too large; resynchronising with the parent"
+            );
+            ob.clear();
+            let ev = self.uplink.as_mut().and_then(|u| u.resync(now));
+            self.on_uplink_event(ev, now);
+            return;
+        }
         self.pump(parent, now);
     }
 
@@ -1133,10 +1146,5 @@ impl Node {
     /// True when a graceful stop has nothing left to wait for.
     pub fn is_shut_down(&self) -> bool {
         self.shutting_down && self.uplink.as_ref().is_none_or(Uplink::is_stopped)
-    }
-
-    /// A SIP URI for a registrant's Contact, if it parses (for display).
-    pub fn contact_uri(r: &Registrant) -> Option<SipUri> {
-        NameAddr::parse(&r.contact).ok().map(|n| n.uri)
     }
 }

@@ -149,6 +149,21 @@ impl Outbox {
         out
     }
 
+    /// Change events (items, or bodies) waiting; catalog answers do not
+    /// count, so the answer that a resynchronisation asks for cannot itself
+    /// trigger another.
+    pub(super) fn backlog(&self) -> usize {
+        self.jobs
+            .iter()
+            .map(|j| match j {
+                Job::Body { answer: false, .. } => 1,
+                Job::Body { answer: true, .. } => 0,
+                Job::Catalog(p) if p.notify => p.items.len().saturating_sub(p.pos),
+                Job::Catalog(_) => 0,
+            })
+            .sum()
+    }
+
     /// Drop everything waiting (in-flight messages still finish).
     pub(super) fn clear(&mut self) {
         self.jobs.clear();

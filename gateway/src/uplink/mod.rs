@@ -459,6 +459,16 @@ impl Uplink {
         }
     }
 
+    /// Give the registration up and register afresh (new Call-ID) at once:
+    /// the parent then sees a new binding and re-queries our whole catalog.
+    /// Used when we can no longer tell it every change one by one.
+    pub fn resync(&mut self, now: Instant) -> Option<UplinkEvent> {
+        self.lost_now(
+            now,
+            "change backlog too large; re-registering so the parent re-queries",
+        )
+    }
+
     /// CSeq of the REGISTER in flight, if any.
     pub fn pending(&self) -> Option<u32> {
         self.pending
