@@ -53,3 +53,37 @@ fn check_names_file_line_and_fix() {
         "names the bad position: {text}"
     );
 }
+
+#[test]
+fn json_logs_are_one_json_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = TreeSpec {
+        counties: 0,
+        sip_base: 45460,
+        http_base: 48480,
+        ..TreeSpec::default()
+    };
+    let tree = write_tree(dir.path(), &spec).unwrap();
+    let mut child = Command::new(bin_dir().join("gbgate"))
+        .args(["run", "--json-logs", "--topology"])
+        .arg(&tree.topology)
+        .args(["--node", tree.root().id.as_str()])
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.len() >= 2, "{text}");
+    for l in &lines {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+        assert!(v.get("level").is_some() && v.get("fields").is_some(), "{l}");
+    }
+    assert!(text.contains("starting node"), "{text}");
+}

@@ -341,6 +341,34 @@ fn scenario(drop_every: u64, dup_every: u64) -> (World, u64) {
             matches!(b, Manscdp::DeviceInfoResponse(i) if i.sn == 4242 && i.device_id == channel && i.result == "OK")
         })
     });
+    // DeviceStatus takes the same path.
+    let q = w.parent.query(
+        Manscdp::DeviceStatusQuery(SimpleQuery::new(4244, channel.clone())),
+        13,
+    );
+    w.direct.push(Transmit {
+        peer: udp(2),
+        data: q.to_bytes(),
+    });
+    w.run_until(Duration::from_secs(60), |w| {
+        w.parent.bodies.iter().any(|b| {
+            matches!(b, Manscdp::DeviceStatusResponse(s) if s.sn == 4244 && s.device_id == channel && s.online.as_deref() == Some("ONLINE"))
+        })
+    });
+    // A query for an ID nobody below owns is answered ERROR at once.
+    let q = w.parent.query(
+        Manscdp::DeviceStatusQuery(SimpleQuery::new(4245, "35010201001319999999")),
+        14,
+    );
+    w.direct.push(Transmit {
+        peer: udp(2),
+        data: q.to_bytes(),
+    });
+    w.run_until(Duration::from_secs(60), |w| {
+        w.parent.bodies.iter().any(|b| {
+            matches!(b, Manscdp::DeviceStatusResponse(s) if s.sn == 4245 && s.result == "ERROR")
+        })
+    });
     // DeviceInfo for the node itself is answered by the node.
     let q = w.parent.query(
         Manscdp::DeviceInfoQuery(SimpleQuery::new(4243, VILLAGE)),
