@@ -64,7 +64,7 @@ fn json_logs_are_one_json_object_per_line() {
         ..TreeSpec::default()
     };
     let tree = write_tree(dir.path(), &spec).unwrap();
-    let mut child = Command::new(bin_dir().join("gbgate"))
+    let child = Command::new(bin_dir().join("gbgate"))
         .args(["run", "--json-logs", "--topology"])
         .arg(&tree.topology)
         .args(["--node", tree.root().id.as_str()])
