@@ -14,6 +14,7 @@
 //! | [`catalog`] | the federated channel tree and the change events it produces |
 //! | [`uplink`] | this node as a lower platform: register, refresh, keepalive toward the parent |
 //! | [`node`] | the node state machine tying the above together |
+//! | [`media`] | media codecs (frames, NAL units; RTP, PS, FLV, TS as they land) |
 //! | [`settings`] | every timer and limit, with defaults |
 //! | [`transport`] | UDP and TCP sockets under the SIP core |
 //! | [`runtime`] | the async loop driving a node from sockets and timers |
@@ -25,6 +26,7 @@ pub mod api;
 pub mod catalog;
 pub mod config;
 pub mod gb;
+pub mod media;
 pub mod node;
 pub mod registry;
 pub mod runtime;
