@@ -3,3 +3,4 @@
 
 pub mod frame;
 pub mod nal;
+pub mod ps;
