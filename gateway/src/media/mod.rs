@@ -1,6 +1,10 @@
-//! Media codecs, pure and socket-free: frames, Annex-B NAL helpers. (The
-//! media plane is being built: RTP, PS, FLV and TS arrive here next.)
+//! Media codecs, pure and socket-free: frames and Annex-B NAL helpers, RTP
+//! and its TCP framings, MPEG-PS demux/mux, and the GB/T 28181 SDP profile.
+//! (FLV and TS muxers, hubs and INVITE handling arrive with the rest of the
+//! media plane.)
 
 pub mod frame;
 pub mod nal;
 pub mod ps;
+pub mod rtp;
+pub mod sdp;
