@@ -267,7 +267,7 @@ impl PsDemuxer {
     /// Feed bytes (any chunking: RTP payloads, TCP reads). Never panics.
     pub fn push(&mut self, data: &[u8]) {
         for slice in data.chunks(PUSH_SLICE) {
-            if self.buf.len() - self.pos + slice.len() > MAX_BUFFER {
+            if self.buf.len().saturating_sub(self.pos) + slice.len() > MAX_BUFFER {
                 // Cannot happen with a sane stream (we never wait for more than
                 // one 64 KiB packet), so drop rather than grow.
                 self.stats.bytes_dropped += (self.buf.len() - self.pos) as u64;
@@ -396,6 +396,7 @@ impl PsDemuxer {
                 }
             };
             self.overflow_candidate = None;
+            let avail_len = avail.len();
             let step = match id {
                 0xB9 => Step::Consumed(4),
                 0xBA => Self::pack_header_len(avail),
@@ -408,6 +409,9 @@ impl PsDemuxer {
                 },
             };
             match step {
+                // A header that claims more than is buffered: wait for the rest
+                // (found by fuzzing: a 6-byte pack header start).
+                Step::Consumed(n) if n > avail_len => return,
                 Step::Consumed(n) => self.pos += n,
                 Step::NeedMore => return,
                 Step::Bad => {
@@ -1204,6 +1208,18 @@ mod tests {
         let (out, st) = demux_all(&[&ps]);
         assert_eq!(out, vec![video(Codec::H264, 4500, 4500, data)]);
         assert_eq!(st.bytes_skipped, 0);
+    }
+
+    #[test]
+    fn truncated_pack_header_waits_instead_of_panicking() {
+        // Found by fuzzing: a pack header cut after 6 bytes.
+        let mut d = PsDemuxer::new();
+        d.push(&[0, 0, 1, 0xBA, 0x2D, 0]);
+        d.push(&[0, 0, 1, 0xBA, 0x2D, 0]);
+        d.flush();
+        let mut out = Vec::new();
+        d.drain(&mut out);
+        assert!(out.is_empty());
     }
 
     #[test]
