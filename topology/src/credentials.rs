@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use crate::id::GbId;
-use crate::problem::{line_of, render, Problem};
+use crate::problem::{line_of, read_text, render, Problem, ReadText};
 
 /// Passwords of one node.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -76,26 +76,16 @@ impl Credentials {
     /// Reads and validates the credentials file at `path`.
     pub fn load(path: impl AsRef<Path>) -> Result<Credentials, CredentialsError> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| CredentialsError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        match String::from_utf8(bytes) {
+        match read_text(path) {
             Ok(text) => Credentials::parse(&text, path),
-            Err(err) => {
-                let valid = err.utf8_error().valid_up_to();
-                let line = line_of(&String::from_utf8_lossy(err.as_bytes()), valid);
-                Err(CredentialsError::Invalid {
-                    path: path.to_path_buf(),
-                    problems: vec![Problem::new(
-                        path,
-                        line,
-                        format!(
-                            "the file is not UTF-8 (bad byte at offset {valid}); save it as UTF-8"
-                        ),
-                    )],
-                })
-            }
+            Err(ReadText::Io(source)) => Err(CredentialsError::Read {
+                path: path.to_path_buf(),
+                source,
+            }),
+            Err(ReadText::NotUtf8(problem)) => Err(CredentialsError::Invalid {
+                path: path.to_path_buf(),
+                problems: vec![problem],
+            }),
         }
     }
 

@@ -15,7 +15,7 @@ use toml::Spanned;
 use crate::credentials::{Credentials, CredentialsError};
 use crate::id::GbId;
 use crate::node::Node;
-use crate::problem::{line_of, Problem, TopologyError};
+use crate::problem::{line_of, read_text, Problem, ReadText, TopologyError};
 use crate::settings::{
     Settings, DEFAULT_KEEPALIVE_INTERVAL_SECS, DEFAULT_KEEPALIVE_TIMEOUT_COUNT,
     DEFAULT_REGISTER_EXPIRES_SECS, DEFAULT_TRANSPORT,
@@ -74,26 +74,16 @@ impl Topology {
     /// Reads and validates the topology file at `path`.
     pub fn load(path: impl AsRef<Path>) -> Result<Topology, TopologyError> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| TopologyError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        match String::from_utf8(bytes) {
+        match read_text(path) {
             Ok(text) => Topology::parse(&text, path),
-            Err(err) => {
-                let valid = err.utf8_error().valid_up_to();
-                let line = line_of(&String::from_utf8_lossy(err.as_bytes()), valid);
-                Err(TopologyError::Invalid {
-                    path: path.to_path_buf(),
-                    problems: vec![Problem::new(
-                        path,
-                        line,
-                        format!(
-                            "the file is not UTF-8 (bad byte at offset {valid}); save it as UTF-8"
-                        ),
-                    )],
-                })
-            }
+            Err(ReadText::Io(source)) => Err(TopologyError::Read {
+                path: path.to_path_buf(),
+                source,
+            }),
+            Err(ReadText::NotUtf8(problem)) => Err(TopologyError::Invalid {
+                path: path.to_path_buf(),
+                problems: vec![problem],
+            }),
         }
     }
 

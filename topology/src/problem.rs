@@ -86,6 +86,28 @@ pub(crate) fn render(path: &std::path::Path, problems: &[Problem]) -> String {
 }
 
 /// 1-based line of byte `offset` in `text` (offsets past the end count as the last line).
+/// Why a configuration file could not be read as text.
+pub(crate) enum ReadText {
+    /// The OS refused (missing file, permissions).
+    Io(std::io::Error),
+    /// The bytes are not UTF-8; the problem names the line.
+    NotUtf8(Problem),
+}
+
+/// Read `path` as UTF-8 text, locating a bad byte by line.
+pub(crate) fn read_text(path: &std::path::Path) -> Result<String, ReadText> {
+    let bytes = std::fs::read(path).map_err(ReadText::Io)?;
+    String::from_utf8(bytes).map_err(|err| {
+        let valid = err.utf8_error().valid_up_to();
+        let line = line_of(&String::from_utf8_lossy(err.as_bytes()), valid);
+        ReadText::NotUtf8(Problem::new(
+            path,
+            line,
+            format!("the file is not UTF-8 (bad byte at offset {valid}); save it as UTF-8"),
+        ))
+    })
+}
+
 pub(crate) fn line_of(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
     text.as_bytes()
