@@ -5,7 +5,7 @@
 
 mod outbox;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,8 +17,7 @@ use crate::gb::catalog::CatalogAssembly;
 use crate::gb::charset::Charset;
 use crate::gb::manscdp::{self, CatalogItem, DeviceInfo, DeviceStatus, Manscdp, SimpleQuery};
 use crate::registry::{
-    AuthDecision, OfflineReason, RegisterOutcome, Registrant, RegistrantKind, Registrar, Registry,
-    Touch,
+    AuthDecision, OfflineReason, RegisterOutcome, RegistrantKind, Registrar, Registry, Touch,
 };
 use crate::settings::Settings;
 use crate::sip::agent::{Agent, Target, MANSCDP, USER_AGENT};
@@ -101,6 +100,13 @@ struct Forward {
     at: Instant,
 }
 
+/// A Catalog query we sent, and its answer so far.
+#[derive(Debug)]
+struct CatalogQuery {
+    sn: u32,
+    answer: Option<CatalogAssembly>,
+}
+
 /// The node.
 pub struct Node {
     identity: Identity,
@@ -112,12 +118,13 @@ pub struct Node {
     registry: Registry,
     catalog: Catalog,
     uplink: Option<Uplink>,
-    assemblies: HashMap<(GbId, u32), CatalogAssembly>,
+    /// The catalog query outstanding per source (one at a time: a newer
+    /// one supersedes) and the answer assembled so far.
+    catalog_queries: HashMap<GbId, CatalogQuery>,
     pending_up: Vec<CatalogItem>,
     flush_at: Option<Instant>,
     outboxes: HashMap<GbId, Outbox>,
     forwards: HashMap<(GbId, u32), Forward>,
-    queried: HashSet<(GbId, u32)>,
     sn: u32,
     cseq: u32,
     next_sweep: Instant,
@@ -196,12 +203,11 @@ impl Node {
             registrar,
             registry: Registry::default(),
             uplink,
-            assemblies: HashMap::new(),
+            catalog_queries: HashMap::new(),
             pending_up: Vec::new(),
             flush_at: None,
             outboxes: HashMap::new(),
             forwards: HashMap::new(),
-            queried: HashSet::new(),
             sn: 0,
             cseq: 0,
             next_sweep: now,
@@ -487,8 +493,7 @@ impl Node {
 
     /// Drop per-source state of a registrant that left.
     fn forget_source(&mut self, id: GbId) {
-        self.assemblies.retain(|(src, _), _| *src != id);
-        self.queried.retain(|(src, _)| *src != id);
+        self.catalog_queries.remove(&id);
         self.forwards.retain(|(src, _), _| *src != id);
         self.outboxes.remove(&id);
     }
@@ -503,10 +508,6 @@ impl Node {
         metrics::gauge!("gbgate_catalog_entries").set(self.catalog.len() as f64);
     }
 
-    fn target_for(&self, r: &Registrant) -> (Peer, String) {
-        (r.peer, r.peer.addr.to_string())
-    }
-
     /// Send a MANSCDP query (Catalog, DeviceInfo, DeviceStatus) to a registrant.
     fn query_registrant(&mut self, id: GbId, cmd: &str, now: Instant) -> Option<u32> {
         let sn = self.next_sn();
@@ -517,10 +518,8 @@ impl Node {
             _ => Manscdp::DeviceStatusQuery(q),
         };
         if cmd == "Catalog" {
-            // One catalog query per source at a time: a newer one supersedes.
-            self.queried.retain(|(src, _)| *src != id);
-            self.assemblies.retain(|(src, _), _| *src != id);
-            self.queried.insert((id, sn));
+            self.catalog_queries
+                .insert(id, CatalogQuery { sn, answer: None });
         }
         self.send_to_registrant(id, &msg, Token::Query(id), now)
             .then_some(sn)
@@ -530,7 +529,8 @@ impl Node {
         let Some(r) = self.registry.get(&id) else {
             return false;
         };
-        let (peer, host) = self.target_for(r);
+        let peer = r.peer;
+        let host = peer.addr.to_string();
         let body = msg.to_body(r.charset);
         let cseq = self.next_cseq();
         let target = Target {
@@ -624,21 +624,23 @@ impl Node {
         match body {
             Manscdp::Keepalive(_) => {}
             Manscdp::CatalogResponse(list) => {
-                let key = (sender, list.sn);
-                if !self.queried.contains(&key) {
+                let Some(q) = self
+                    .catalog_queries
+                    .get_mut(&sender)
+                    .filter(|q| q.sn == list.sn)
+                else {
                     // Only answers to our own queries may replace (and delete)
                     // what a source reported.
                     tracing::debug!(%sender, sn = list.sn, "catalog answer to no query of ours; ignored");
                     return;
-                }
+                };
                 let sum = list.sum_num;
-                let asm = self
-                    .assemblies
-                    .entry(key)
-                    .or_insert_with(|| CatalogAssembly::new(sum, now));
-                if asm.add(list, now) {
-                    if let Some(asm) = self.assemblies.remove(&key) {
-                        self.queried.remove(&key);
+                let complete = q
+                    .answer
+                    .get_or_insert_with(|| CatalogAssembly::new(sum, now))
+                    .add(list, now);
+                if complete {
+                    if let Some(asm) = self.catalog_queries.remove(&sender).and_then(|q| q.answer) {
                         self.finish_catalog(sender, asm, true, now);
                     }
                 }
@@ -1105,24 +1107,24 @@ impl Node {
             }
         }
         let idle = self.settings.catalog_part_timeout;
-        let stale: Vec<(GbId, u32)> = self
-            .assemblies
+        let stale: Vec<GbId> = self
+            .catalog_queries
             .iter()
-            .filter(|(_, a)| now.duration_since(a.last_activity()) > idle)
-            .map(|(k, _)| *k)
+            .filter(|(_, q)| {
+                q.answer
+                    .as_ref()
+                    .is_some_and(|a| now.duration_since(a.last_activity()) > idle)
+            })
+            .map(|(id, _)| *id)
             .collect();
-        for key in stale {
-            if let Some(asm) = self.assemblies.remove(&key) {
-                self.queried.remove(&key);
-                tracing::warn!(source = %key.0, got = asm.received(), sum_num = asm.sum_num(), "catalog answer incomplete; keeping what came");
-                self.finish_catalog(key.0, asm, false, now);
+        for source in stale {
+            if let Some(asm) = self.catalog_queries.remove(&source).and_then(|q| q.answer) {
+                tracing::warn!(%source, got = asm.received(), sum_num = asm.sum_num(), "catalog answer incomplete; keeping what came");
+                self.finish_catalog(source, asm, false, now);
             }
         }
         let ttl = self.settings.sip_timers.transaction_timeout();
         self.forwards.retain(|_, f| now.duration_since(f.at) <= ttl);
-        if self.queried.len() > 10_000 {
-            self.queried.clear();
-        }
         self.registrar.prune(now);
         let (c, s) = self.tx.open();
         metrics::gauge!("gbgate_sip_transactions_open").set((c + s) as f64);
