@@ -311,6 +311,10 @@ async fn get_topology(State(st): State<AppState>) -> Response {
 }
 
 async fn get_metrics(State(st): State<AppState>) -> Response {
+    // Collect the scanned gauges at scrape time, the Prometheus way.
+    if let Err(e) = st.node.query(Node::update_gauges).await {
+        return (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response();
+    }
     match &st.metrics {
         Some(h) => (
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

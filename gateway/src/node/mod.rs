@@ -496,10 +496,11 @@ impl Node {
         self.outboxes.remove(&id);
     }
 
-    /// Gauges scan the registry, so they are refreshed by the periodic
-    /// sweep, not on every message (10,000 registrations would otherwise
-    /// cost 10,000 scans of up to 10,000 entries).
-    fn update_gauges(&self) {
+    /// Set the gauges that need a scan of the registry. Called by the
+    /// periodic sweep and by each `/metrics` scrape (so a scrape is exact),
+    /// never per message: 10,000 registrations would otherwise cost 10,000
+    /// scans of up to 10,000 entries.
+    pub fn update_gauges(&self) {
         metrics::gauge!("gbgate_registered_devices")
             .set(self.registry.count_online(RegistrantKind::Device) as f64);
         metrics::gauge!("gbgate_registered_child_nodes").set(
