@@ -653,6 +653,11 @@ impl Response {
         resp
     }
 
+    /// True for a 2xx.
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
     /// Serialise: status line, headers with a correct Content-Length, empty
     /// line, body bytes verbatim.
     pub fn to_bytes(&self) -> Bytes {

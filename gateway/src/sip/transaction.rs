@@ -1,13 +1,18 @@
-//! RFC 3261 §17 non-INVITE transactions, client and server, as a sans-IO
-//! state machine.
+//! RFC 3261 §17 transactions, INVITE and non-INVITE, client and server, as
+//! a sans-IO state machine.
 //!
 //! The layer never reads a clock or touches a socket: callers pass `now`,
 //! drain [`TransactionLayer::poll_transmit`] and sleep until
 //! [`TransactionLayer::poll_timeout`]. Client transactions carry an opaque
 //! token `T` so the owner learns which of its requests a response answers.
 //!
-//! INVITE transactions (with their ACK rules) arrive with the media plane;
-//! the node answers INVITE with 501 until then.
+//! INVITE transactions follow RFC 3261 §17.1.1/§17.2.1 as amended by
+//! RFC 6026: a 2xx moves both sides to an "Accepted" state that lasts 64·T1,
+//! in which the server retransmits its 2xx until the ACK arrives and the
+//! client re-sends its ACK for every retransmitted 2xx. The client builds
+//! the ACK for a non-2xx final response itself (same branch); the ACK for a
+//! 2xx is the transaction user's (it is a new request within the dialog),
+//! handed to [`TransactionLayer::set_ack`] so retransmitted 2xx get it again.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -96,10 +101,16 @@ enum ClientState {
     Trying,
     Proceeding,
     Completed,
+    /// INVITE only: a 2xx arrived (RFC 6026 Timer M running).
+    Accepted,
 }
 
 struct ClientTx<T> {
     state: ClientState,
+    /// The INVITE itself, kept to build the ACK for a non-2xx answer.
+    invite: Option<Request>,
+    /// The ACK to send again for a retransmitted final response.
+    ack: Option<Bytes>,
     peer: Peer,
     request: Bytes,
     token: Option<T>,
@@ -114,6 +125,10 @@ enum ServerState {
     Trying,
     Proceeding,
     Completed,
+    /// INVITE only: a 2xx was sent; it is retransmitted until the ACK.
+    Accepted,
+    /// INVITE only: the ACK arrived (non-2xx: Timer I; 2xx: retransmission stops).
+    Confirmed,
 }
 
 struct ServerTx {
@@ -122,6 +137,22 @@ struct ServerTx {
     last_response: Option<Bytes>,
     deadline: Instant,
     generation: u64,
+    invite: bool,
+    /// Call-ID and CSeq number, to match the ACK of a 2xx (it has its own branch).
+    dialog_key: Option<(String, u32)>,
+    interval: Duration,
+    next_retransmit: Option<Instant>,
+}
+
+/// What an incoming ACK meant.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AckMatch {
+    /// It acknowledged a 2xx: the dialog is confirmed (first copy only).
+    Accepted,
+    /// It acknowledged a non-2xx final response, or repeated an earlier ACK.
+    Absorbed,
+    /// No INVITE transaction knows it (late, or never ours).
+    Stray,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -145,7 +176,7 @@ pub enum TransactionError {
     TooMany(usize),
 }
 
-/// All open non-INVITE transactions of one SIP endpoint.
+/// All open transactions of one SIP endpoint.
 pub struct TransactionLayer<T> {
     timers: Timers,
     max_open: usize,
@@ -153,6 +184,8 @@ pub struct TransactionLayer<T> {
     client_ids: HashMap<u64, ClientKey>,
     servers: HashMap<ServerKey, ServerTx>,
     server_ids: HashMap<u64, ServerKey>,
+    /// (Call-ID, CSeq number) of INVITE server transactions → their key.
+    invites: HashMap<(String, u32), ServerKey>,
     wheel: BinaryHeap<Reverse<(Instant, TimerRef)>>,
     next_id: u64,
     transmits: VecDeque<Transmit>,
@@ -171,6 +204,7 @@ impl<T> TransactionLayer<T> {
             client_ids: HashMap::new(),
             servers: HashMap::new(),
             server_ids: HashMap::new(),
+            invites: HashMap::new(),
             wheel: BinaryHeap::new(),
             next_id: 0,
             transmits: VecDeque::new(),
@@ -221,6 +255,7 @@ impl<T> TransactionLayer<T> {
             method: request.method.clone(),
         };
         let data = request.to_bytes();
+        let invite = (request.method == Method::Invite).then_some(request);
         self.transmits.push_back(Transmit {
             peer,
             data: data.clone(),
@@ -241,6 +276,8 @@ impl<T> TransactionLayer<T> {
             key.clone(),
             ClientTx {
                 state: ClientState::Trying,
+                invite,
+                ack: None,
                 peer,
                 request: data,
                 token: Some(token),
@@ -268,22 +305,56 @@ impl<T> TransactionLayer<T> {
         let Some(tx) = self.clients.get_mut(&key) else {
             return false;
         };
+        let is_invite = tx.invite.is_some();
         if response.status < 200 {
             if tx.state == ClientState::Trying {
                 tx.state = ClientState::Proceeding;
+                if is_invite {
+                    // §17.1.1.2: a provisional answer stops Timer A; the
+                    // callee may take a while (the transaction user CANCELs).
+                    tx.next_retransmit = None;
+                    tx.deadline = now + self.timers.transaction_timeout();
+                    let id = tx.generation;
+                    self.wheel
+                        .push(Reverse((tx.deadline, TimerRef::Client(id))));
+                }
             }
             return true;
         }
-        if tx.state == ClientState::Completed {
-            // A retransmitted final response: absorbed.
+        if matches!(tx.state, ClientState::Completed | ClientState::Accepted) {
+            // A retransmitted final response: absorbed, the ACK sent again.
+            if let Some(ack) = &tx.ack {
+                self.transmits.push_back(Transmit {
+                    peer: tx.peer,
+                    data: ack.clone(),
+                });
+            }
             return true;
         }
-        tx.state = ClientState::Completed;
         tx.next_retransmit = None;
-        let linger = if tx.peer.transport.is_reliable() {
-            Duration::ZERO
+        let linger = if is_invite && response.is_success() {
+            // RFC 6026 Timer M: stay to absorb 2xx retransmissions.
+            tx.state = ClientState::Accepted;
+            self.timers.transaction_timeout()
         } else {
-            self.timers.t4
+            tx.state = ClientState::Completed;
+            if let Some(invite) = &tx.invite {
+                let ack = ack_for_failure(invite, &response).to_bytes();
+                self.transmits.push_back(Transmit {
+                    peer: tx.peer,
+                    data: ack.clone(),
+                });
+                tx.ack = Some(ack);
+            }
+            match (tx.peer.transport.is_reliable(), is_invite) {
+                (true, _) => Duration::ZERO,
+                // Timer D: at least 32 s.
+                (false, true) => self
+                    .timers
+                    .transaction_timeout()
+                    .max(Duration::from_secs(32)),
+                (false, false) => self.timers.t4,
+            }
         };
         tx.deadline = now + linger;
         let id = tx.generation;
@@ -293,6 +364,67 @@ impl<T> TransactionLayer<T> {
         }
         self.schedule(now + linger, TimerRef::Client(id));
         true
+    }
+
+    /// Record the ACK the transaction user sent for the 2xx of the INVITE
+    /// client transaction `key`, so a retransmitted 2xx gets it again.
+    pub fn set_ack(&mut self, key: &ClientKey, ack: Bytes) {
+        if let Some(tx) = self.clients.get_mut(key) {
+            tx.ack = Some(ack);
+        }
+    }
+
+    /// Feed a received ACK. It ends the retransmission of the INVITE server
+    /// transaction's final response: a non-2xx one by branch, a 2xx one by
+    /// Call-ID and CSeq number (its ACK is a new transaction).
+    pub fn handle_ack(&mut self, ack: &Request, now: Instant) -> AckMatch {
+        let by_branch = server_key(ack).ok().map(|mut k| {
+            k.method = Method::Invite;
+            k
+        });
+        let key = match by_branch.filter(|k| self.servers.contains_key(k)) {
+            Some(k) => Some(k),
+            None => ack
+                .call_id()
+                .zip(ack.cseq())
+                .and_then(|(c, q)| self.invites.get(&(c.to_owned(), q.seq)).cloned()),
+        };
+        let Some(tx) = key.and_then(|k| self.servers.get_mut(&k)) else {
+            return AckMatch::Stray;
+        };
+        let verdict = match tx.state {
+            ServerState::Accepted => AckMatch::Accepted,
+            _ => AckMatch::Absorbed,
+        };
+        if matches!(tx.state, ServerState::Completed | ServerState::Accepted) {
+            tx.next_retransmit = None;
+            if tx.state == ServerState::Completed {
+                // Timer I: absorb ACK retransmissions for T4, then end.
+                let i = if tx.peer.transport.is_reliable() {
+                    Duration::ZERO
+                } else {
+                    self.timers.t4
+                };
+                tx.deadline = now + i;
+                let id = tx.generation;
+                self.wheel.push(Reverse((now + i, TimerRef::Server(id))));
+            }
+            tx.state = ServerState::Confirmed;
+        }
+        verdict
+    }
+
+    /// True while the INVITE server transaction that `cancel` (a CANCEL with
+    /// the INVITE's branch) names has not sent a final response: the
+    /// transaction user then answers the INVITE with 487.
+    pub fn invite_cancellable(&self, cancel: &Request) -> bool {
+        let Ok(mut key) = server_key(cancel) else {
+            return false;
+        };
+        key.method = Method::Invite;
+        self.servers
+            .get(&key)
+            .is_some_and(|tx| matches!(tx.state, ServerState::Trying | ServerState::Proceeding))
     }
 
     /// Feed a received request (other than ACK). Retransmissions are absorbed
@@ -322,6 +454,18 @@ impl<T> TransactionLayer<T> {
         // A transaction whose user never answers still ends, after Timer J's span.
         let deadline = now + self.timers.transaction_timeout();
         self.schedule(deadline, TimerRef::Server(id));
+        let invite = request.method == Method::Invite;
+        let dialog_key = if invite {
+            request
+                .call_id()
+                .zip(request.cseq())
+                .map(|(c, q)| (c.to_owned(), q.seq))
+        } else {
+            None
+        };
+        if let Some(dk) = &dialog_key {
+            self.invites.insert(dk.clone(), key.clone());
+        }
         self.servers.insert(
             key.clone(),
             ServerTx {
@@ -330,6 +474,10 @@ impl<T> TransactionLayer<T> {
                 last_response: None,
                 deadline,
                 generation: id,
+                invite,
+                dialog_key,
+                interval: self.timers.t1,
+                next_retransmit: None,
             },
         );
         self.server_ids.insert(id, key);
@@ -359,6 +507,28 @@ impl<T> TransactionLayer<T> {
             tx.state = ServerState::Proceeding;
             return Ok(());
         }
+        if tx.invite {
+            if matches!(tx.state, ServerState::Trying | ServerState::Proceeding) {
+                tx.state = if response.is_success() {
+                    ServerState::Accepted
+                } else {
+                    ServerState::Completed
+                };
+                // Timer G (non-2xx) and the 2xx retransmission of §13.3.1.4
+                // run until the ACK, for at most 64·T1 (Timer H / L).
+                tx.deadline = now + timers.transaction_timeout();
+                let id = tx.generation;
+                self.wheel
+                    .push(Reverse((tx.deadline, TimerRef::Server(id))));
+                if !tx.peer.transport.is_reliable() {
+                    tx.interval = timers.t1;
+                    tx.next_retransmit = Some(now + timers.t1);
+                    self.wheel
+                        .push(Reverse((now + timers.t1, TimerRef::Server(id))));
+                }
+            }
+            return Ok(());
+        }
         if tx.state != ServerState::Completed {
             tx.state = ServerState::Completed;
             let j = if tx.peer.transport.is_reliable() {
@@ -380,7 +550,9 @@ impl<T> TransactionLayer<T> {
         let failed: Vec<ClientKey> = self
             .clients
             .iter()
-            .filter(|(_, tx)| tx.peer == peer && tx.state != ClientState::Completed)
+            .filter(|(_, tx)| {
+                tx.peer == peer && matches!(tx.state, ClientState::Trying | ClientState::Proceeding)
+            })
             .map(|(k, _)| k.clone())
             .collect();
         for key in failed {
@@ -422,7 +594,7 @@ impl<T> TransactionLayer<T> {
             return;
         };
         if now >= tx.deadline {
-            if tx.state != ClientState::Completed {
+            if matches!(tx.state, ClientState::Trying | ClientState::Proceeding) {
                 if let Some(token) = tx.token.take() {
                     self.events.push_back(ClientEvent::Timeout {
                         token,
@@ -435,14 +607,16 @@ impl<T> TransactionLayer<T> {
             return;
         }
         if let Some(at) = tx.next_retransmit {
-            if now >= at && tx.state != ClientState::Completed {
+            if now >= at && matches!(tx.state, ClientState::Trying | ClientState::Proceeding) {
                 self.transmits.push_back(Transmit {
                     peer: tx.peer,
                     data: tx.request.clone(),
                 });
                 self.retransmissions += 1;
-                tx.interval = match tx.state {
-                    ClientState::Trying => (tx.interval * 2).min(self.timers.t2),
+                tx.interval = match (tx.state, tx.invite.is_some()) {
+                    // Timer A doubles without the T2 cap.
+                    (_, true) => tx.interval * 2,
+                    (ClientState::Trying, false) => (tx.interval * 2).min(self.timers.t2),
                     _ => self.timers.t2,
                 };
                 let next = now + tx.interval;
@@ -458,8 +632,29 @@ impl<T> TransactionLayer<T> {
         };
         let done = self.servers.get(&key).is_none_or(|tx| now >= tx.deadline);
         if done {
-            self.servers.remove(&key);
+            if let Some(tx) = self.servers.remove(&key) {
+                if let Some(dk) = tx.dialog_key {
+                    self.invites.remove(&dk);
+                }
+            }
             self.server_ids.remove(&id);
+            return;
+        }
+        let t2 = self.timers.t2;
+        if let Some(tx) = self.servers.get_mut(&key) {
+            if let (Some(at), Some(last)) = (tx.next_retransmit, &tx.last_response) {
+                if now >= at {
+                    self.transmits.push_back(Transmit {
+                        peer: tx.peer,
+                        data: last.clone(),
+                    });
+                    self.retransmissions += 1;
+                    tx.interval = (tx.interval * 2).min(t2);
+                    let next = now + tx.interval;
+                    tx.next_retransmit = Some(next);
+                    self.wheel.push(Reverse((next, TimerRef::Server(id))));
+                }
+            }
         }
     }
 
@@ -499,12 +694,36 @@ fn server_key(request: &Request) -> Result<ServerKey, TransactionError> {
         Some(p) => format!("{}:{}", via.host, p),
         None => via.host.clone(),
     };
-    // CANCEL and ACK would match INVITE transactions; both arrive with the media plane.
+    // ACK and CANCEL share the INVITE's branch but are keyed apart by method;
+    // handle_ack and invite_cancellable map them to the INVITE.
     Ok(ServerKey {
         branch,
         sent_by,
         method: request.method.clone(),
     })
+}
+
+/// The ACK for a non-2xx final response to `invite` (RFC 3261 §17.1.1.3):
+/// same Request-URI, top Via, From, Call-ID and CSeq number; To from the
+/// response (it carries the callee's tag).
+fn ack_for_failure(invite: &Request, response: &Response) -> Request {
+    let mut ack = Request::new(Method::Ack, invite.uri.clone());
+    if let Some(via) = invite.headers.get("Via") {
+        ack.headers.push("Via", via);
+    }
+    for name in ["From", "Call-ID"] {
+        if let Some(v) = invite.headers.get(name) {
+            ack.headers.push(name, v);
+        }
+    }
+    if let Some(to) = response.headers.get("To").or(invite.headers.get("To")) {
+        ack.headers.push("To", to);
+    }
+    if let Some(q) = invite.cseq() {
+        ack.headers.push("CSeq", format!("{} ACK", q.seq));
+    }
+    ack.headers.push("Max-Forwards", "70");
+    ack
 }
 
 #[cfg(test)]
@@ -727,5 +946,159 @@ mod tests {
             l.send_request(r, peer(Transport::Udp), 1, Instant::now()),
             Err(TransactionError::NoBranch)
         );
+    }
+
+    fn invite(branch: &str) -> Request {
+        let mut r = request(branch);
+        r.method = Method::Invite;
+        r.headers.set("CSeq", "20 INVITE");
+        r
+    }
+
+    fn response_to(req: &Request, status: u16) -> Response {
+        Response::to_request(req, status, Some("callee"))
+    }
+
+    fn parse_request(t: &Transmit) -> Request {
+        match crate::sip::message::Message::parse(&t.data).unwrap() {
+            crate::sip::message::Message::Request(r) => r,
+            other => panic!("not a request: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn invite_client_doubles_timer_a_without_cap_and_stops_on_provisional() {
+        let mut l = TransactionLayer::new(Timers::default(), 10);
+        let t0 = Instant::now();
+        let inv = invite(&new_branch());
+        l.send_request(inv.clone(), peer(Transport::Udp), 1, t0)
+            .unwrap();
+        drain(&mut l);
+        let mut sends = Vec::new();
+        for _ in 0..5 {
+            let at = l.poll_timeout().unwrap();
+            l.handle_timeout(at);
+            if !drain(&mut l).is_empty() {
+                sends.push((at - t0).as_millis());
+            }
+        }
+        // 0.5, 1.5, 3.5, 7.5, 15.5 s: Timer A doubles past T2 (4 s).
+        assert_eq!(sends, vec![500, 1500, 3500, 7500, 15500]);
+        let now = t0 + Duration::from_secs(16);
+        assert!(l.handle_response(response_to(&inv, 100), now));
+        let at = l.poll_timeout().unwrap();
+        l.handle_timeout(at.max(now + Duration::from_secs(20)));
+        assert!(
+            drain(&mut l).is_empty(),
+            "no retransmission after 100 Trying"
+        );
+    }
+
+    #[test]
+    fn invite_client_acks_a_failure_itself_and_again_for_its_retransmission() {
+        let mut l = TransactionLayer::new(Timers::default(), 10);
+        let now = Instant::now();
+        let inv = invite("z9hG4bKinv1");
+        l.send_request(inv.clone(), peer(Transport::Udp), 9, now)
+            .unwrap();
+        drain(&mut l);
+        let busy = response_to(&inv, 486);
+        assert!(l.handle_response(busy.clone(), now));
+        let sent = drain(&mut l);
+        assert_eq!(sent.len(), 1);
+        let ack = parse_request(&sent[0]);
+        assert_eq!(ack.method, Method::Ack);
+        assert_eq!(ack.top_via().unwrap().branch(), Some("z9hG4bKinv1"));
+        assert_eq!(ack.cseq().unwrap().seq, 20);
+        assert!(ack.headers.get("To").unwrap().contains("tag=callee"));
+        assert!(matches!(
+            l.poll_event(),
+            Some(ClientEvent::Response { token: 9, .. })
+        ));
+        // The 486 again: the same ACK again, no second event.
+        assert!(l.handle_response(busy, now));
+        assert_eq!(drain(&mut l).len(), 1);
+        assert!(l.poll_event().is_none());
+    }
+
+    #[test]
+    fn invite_client_2xx_retransmission_gets_the_users_ack_again() {
+        let mut l = TransactionLayer::new(Timers::default(), 10);
+        let now = Instant::now();
+        let inv = invite("z9hG4bKinv2");
+        let key = l
+            .send_request(inv.clone(), peer(Transport::Udp), 1, now)
+            .unwrap();
+        drain(&mut l);
+        let ok = response_to(&inv, 200);
+        assert!(l.handle_response(ok.clone(), now));
+        assert!(drain(&mut l).is_empty(), "the 2xx ACK is the user's");
+        assert!(l.poll_event().is_some());
+        l.set_ack(&key, Bytes::from_static(b"ACK"));
+        assert!(l.handle_response(ok, now + Duration::from_millis(500)));
+        let again = drain(&mut l);
+        assert_eq!(again.len(), 1);
+        assert_eq!(&again[0].data[..], b"ACK");
+        assert!(l.poll_event().is_none());
+        // Timer M ends it without a timeout event.
+        l.handle_timeout(now + Duration::from_secs(40));
+        assert!(l.poll_event().is_none());
+        assert_eq!(l.open().0, 0);
+    }
+
+    #[test]
+    fn invite_server_retransmits_2xx_until_the_ack() {
+        let mut l = TransactionLayer::<u32>::new(Timers::default(), 10);
+        let t0 = Instant::now();
+        let inv = invite("z9hG4bKsrv1");
+        let p = peer(Transport::Udp);
+        assert_eq!(l.handle_request(&inv, p, t0).unwrap(), Incoming::New);
+        l.send_response(&inv, response_to(&inv, 100), t0).unwrap();
+        l.send_response(&inv, response_to(&inv, 200), t0).unwrap();
+        assert_eq!(drain(&mut l).len(), 2);
+        let at = l.poll_timeout().unwrap();
+        assert_eq!(at - t0, Duration::from_millis(500));
+        l.handle_timeout(at);
+        assert_eq!(drain(&mut l).len(), 1, "2xx retransmitted at T1");
+        // The ACK of a 2xx has its own branch; it matches by Call-ID + CSeq.
+        let mut ack = request("z9hG4bKother");
+        ack.method = Method::Ack;
+        ack.headers.set("CSeq", "20 ACK");
+        assert_eq!(l.handle_ack(&ack, at), AckMatch::Accepted);
+        assert_eq!(l.handle_ack(&ack, at), AckMatch::Absorbed);
+        l.handle_timeout(at + Duration::from_secs(10));
+        assert!(drain(&mut l).is_empty(), "no 2xx after the ACK");
+        l.handle_timeout(t0 + Duration::from_secs(40));
+        assert_eq!(l.open().1, 0);
+        assert_eq!(
+            l.handle_ack(&ack, t0 + Duration::from_secs(41)),
+            AckMatch::Stray
+        );
+    }
+
+    #[test]
+    fn invite_server_failure_is_acked_by_branch_and_cancel_is_recognised() {
+        let mut l = TransactionLayer::<u32>::new(Timers::default(), 10);
+        let now = Instant::now();
+        let inv = invite("z9hG4bKsrv2");
+        let p = peer(Transport::Udp);
+        l.handle_request(&inv, p, now).unwrap();
+        l.send_response(&inv, response_to(&inv, 100), now).unwrap();
+        let mut cancel = request("z9hG4bKsrv2");
+        cancel.method = Method::Cancel;
+        cancel.headers.set("CSeq", "20 CANCEL");
+        assert!(l.invite_cancellable(&cancel));
+        assert_eq!(l.handle_request(&cancel, p, now).unwrap(), Incoming::New);
+        l.send_response(&cancel, response_to(&cancel, 200), now)
+            .unwrap();
+        l.send_response(&inv, response_to(&inv, 487), now).unwrap();
+        assert!(!l.invite_cancellable(&cancel), "answered already");
+        drain(&mut l);
+        let mut ack = request("z9hG4bKsrv2");
+        ack.method = Method::Ack;
+        ack.headers.set("CSeq", "20 ACK");
+        assert_eq!(l.handle_ack(&ack, now), AckMatch::Absorbed);
+        l.handle_timeout(now + Duration::from_secs(2));
+        assert!(drain(&mut l).is_empty(), "Timer G stopped by the ACK");
     }
 }
