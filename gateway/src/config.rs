@@ -58,6 +58,13 @@ pub fn settings_from(topology: &Topology) -> Settings {
     if let Some(t1) = s.sip_t1 {
         out.sip_timers.t1 = t1;
     }
+    if let Some(l) = s.linger {
+        out.linger = l;
+    }
+    if let Some(m) = s.media_timeout {
+        out.media_timeout = m;
+    }
+    out.media_transport = s.media_transport;
     out
 }
 

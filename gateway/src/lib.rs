@@ -32,5 +32,6 @@ pub mod registry;
 pub mod runtime;
 pub mod settings;
 pub mod sip;
+pub mod streams;
 pub mod transport;
 pub mod uplink;

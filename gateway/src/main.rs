@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use gbgate::api::{CatalogEntry, CatalogPage, TopologyView};
 use gbgate::node::Node;
 use gbgate::runtime::Running;
+use gbgate::streams::{StreamManager, StreamSettings};
 use tokio_util::sync::CancellationToken;
 use topology::{GbId, Topology};
 
@@ -115,15 +116,30 @@ async fn run(path: PathBuf, node: String) -> Result<()> {
         std::time::Instant::now(),
     );
     tracing::info!(id = %node.identity().id, name = %node.identity().name, sip = %node.identity().addr, "starting node");
-    let (running, handle) = Running::bind(node, shutdown.clone()).await?;
+    let media = StreamSettings::from_node(
+        node.identity().id,
+        node.identity().addr.ip(),
+        node.settings(),
+    );
+    let (mut running, handle) = Running::bind(node, shutdown.clone()).await?;
+    let streams = StreamManager::new(handle.clone(), media);
+    let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
+    running.set_call_events(events_tx);
+    tokio::spawn(streams.clone().run_events(events_rx));
     if let Some(addr) = http {
-        let router = gbgate::api::router(handle.clone(), Some(metrics));
+        let router = gbgate::api::router(handle.clone(), Some(metrics), Some(streams.clone()));
         let sd = shutdown.clone();
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot bind the HTTP API on {addr}; is the port in use?"))?;
         tracing::info!(%addr, "HTTP API listening");
         tokio::spawn(async move {
+            // Without TCP_NODELAY chunked video stalls on Nagle plus
+            // delayed ACK (hyper#3269).
+            use axum::serve::ListenerExt;
+            let listener = listener.tap_io(|s| {
+                let _ = s.set_nodelay(true);
+            });
             if let Err(e) = axum::serve(listener, router)
                 .with_graceful_shutdown(async move { sd.cancelled().await })
                 .await

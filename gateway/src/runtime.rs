@@ -8,11 +8,11 @@ use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::node::{Inbound, Node};
+use crate::node::{CallEvent, Inbound, Node};
 use crate::transport::{Limits, Transports};
 
-/// A question for the node, answered inside its loop.
-type Job = Box<dyn FnOnce(&Node) + Send>;
+/// A question or command for the node, run inside its loop.
+type Job = Box<dyn FnOnce(&mut Node) + Send>;
 
 /// A cheap, cloneable handle to ask a running node about its state.
 #[derive(Clone)]
@@ -31,9 +31,19 @@ impl NodeHandle {
         &self,
         f: impl FnOnce(&Node) -> R + Send + 'static,
     ) -> Result<R, Stopped> {
+        self.command(move |node, _| f(node)).await
+    }
+
+    /// Run `f` on the node (it may change state, e.g. place a call) with
+    /// the current time, and return its result. What `f` makes the node
+    /// send goes out at once.
+    pub async fn command<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Node, Instant) -> R + Send + 'static,
+    ) -> Result<R, Stopped> {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |node| {
-            let _ = tx.send(f(node));
+            let _ = tx.send(f(node, Instant::now()));
         });
         self.jobs.send(job).await.map_err(|_| Stopped)?;
         rx.await.map_err(|_| Stopped)
@@ -49,6 +59,8 @@ pub struct Running {
     shutdown: CancellationToken,
     /// The sockets stop only after the graceful stop (unregistering needs them).
     transport_stop: CancellationToken,
+    /// Where call events go (the media plane); dropped when nobody listens.
+    call_events: Option<mpsc::UnboundedSender<CallEvent>>,
 }
 
 impl Running {
@@ -74,15 +86,27 @@ impl Running {
                 jobs: job_rx,
                 shutdown,
                 transport_stop,
+                call_events: None,
             },
             NodeHandle { jobs: job_tx },
         ))
+    }
+
+    /// Send call events (INVITEs from the parent, answers from below) to
+    /// the media plane.
+    pub fn set_call_events(&mut self, tx: mpsc::UnboundedSender<CallEvent>) {
+        self.call_events = Some(tx);
     }
 
     fn flush(&mut self, out: &mut Vec<crate::sip::Transmit>) {
         self.node.drain_transmits(out);
         for t in out.drain(..) {
             self.transports.send(t);
+        }
+        while let Some(ev) = self.node.poll_call_event() {
+            if let Some(tx) = &self.call_events {
+                let _ = tx.send(ev);
+            }
         }
     }
 
@@ -111,7 +135,7 @@ impl Running {
                     }
                 }
                 j = self.jobs.recv() => {
-                    if let Some(job) = j { job(&self.node); }
+                    if let Some(job) = j { job(&mut self.node); }
                 }
                 _ = tokio::time::sleep_until(wake.into()) => {
                     self.node.handle_timeout(Instant::now());

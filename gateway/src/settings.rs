@@ -52,6 +52,22 @@ pub struct Settings {
     pub max_event_backlog: usize,
     /// RFC 3261 transaction timers.
     pub sip_timers: Timers,
+    /// Most open calls (INVITE dialogs, both directions) at once.
+    pub max_calls: usize,
+    /// How long an INVITE may wait for its answer (ours below, or the media
+    /// plane's for the parent's) before it is given up.
+    pub invite_timeout: Duration,
+    /// After the last viewer leaves, a stream stays open this long (a
+    /// returning viewer starts at once), then BYE goes down.
+    pub linger: Duration,
+    /// A stream with no media from below for this long ends its viewers.
+    pub media_timeout: Duration,
+    /// Most simultaneous streams (hubs) at this node.
+    pub max_streams: usize,
+    /// Most viewers of one stream.
+    pub max_viewers_per_stream: usize,
+    /// How sources below are asked to send media.
+    pub media_transport: topology::MediaTransport,
 }
 
 impl Default for Settings {
@@ -77,6 +93,13 @@ impl Default for Settings {
             catalog_flush_delay: Duration::from_millis(100),
             max_event_backlog: 500_000,
             sip_timers: Timers::default(),
+            max_calls: 20_000,
+            invite_timeout: Duration::from_secs(10),
+            linger: Duration::from_secs(30),
+            media_timeout: Duration::from_secs(10),
+            max_streams: 10_000,
+            max_viewers_per_stream: 1_000,
+            media_transport: topology::MediaTransport::Udp,
         }
     }
 }

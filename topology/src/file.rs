@@ -17,7 +17,7 @@ use crate::id::GbId;
 use crate::node::Node;
 use crate::problem::{line_of, read_text, Problem, ReadText, TopologyError};
 use crate::settings::{
-    Settings, DEFAULT_KEEPALIVE_INTERVAL_SECS, DEFAULT_KEEPALIVE_TIMEOUT_COUNT,
+    MediaTransport, Settings, DEFAULT_KEEPALIVE_INTERVAL_SECS, DEFAULT_KEEPALIVE_TIMEOUT_COUNT,
     DEFAULT_REGISTER_EXPIRES_SECS, DEFAULT_TRANSPORT,
 };
 use crate::spec::{DefaultsSpec, NodeSpec, TopologySpec};
@@ -42,6 +42,9 @@ pub(crate) struct RawDefaults {
     pub(crate) register_expires_secs: Option<Spanned<u64>>,
     pub(crate) register_retry_secs: Option<Spanned<u64>>,
     pub(crate) sip_t1_ms: Option<Spanned<u64>>,
+    pub(crate) linger_secs: Option<Spanned<u64>>,
+    pub(crate) media_timeout_secs: Option<Spanned<u64>>,
+    pub(crate) media_transport: Option<Spanned<String>>,
 }
 
 /// One `[[node]]` table as written. Required keys are `Option` too, so a
@@ -217,6 +220,10 @@ impl Topology {
             sip_t1_ms: s
                 .sip_t1
                 .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            linger_secs: s.linger.map(|d| d.as_secs()),
+            media_timeout_secs: s.media_timeout.map(|d| d.as_secs()),
+            media_transport: (s.media_transport != MediaTransport::Udp)
+                .then(|| s.media_transport.as_str().to_owned()),
         };
         let nodes = self
             .nodes

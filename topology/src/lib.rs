@@ -63,6 +63,9 @@
 //! register_expires_secs = 3600
 //! register_retry_secs = 60        # first re-register wait after a failure (unset: node default)
 //! sip_t1_ms = 500                 # SIP timer T1 (unset: RFC 3261's 500 ms)
+//! linger_secs = 30                # a stream without viewers stays open this long
+//! media_timeout_secs = 10         # a stream whose source is silent this long ends
+//! media_transport = "udp"         # how sources below send media: udp, tcp-passive, tcp-active
 //!
 //! [[node]]
 //! id = "35010000002000000001"     # 20 digits, type code 200 (platform)
@@ -99,6 +102,6 @@ pub use file::Topology;
 pub use id::{GbId, IdError};
 pub use node::{Level, Node, ParseLevelError, ParseTransportError, Transport};
 pub use problem::{Problem, TopologyError};
-pub use settings::Settings;
+pub use settings::{MediaTransport, Settings};
 pub use spec::{DefaultsSpec, NodeSpec, TopologySpec};
 pub use type_code::TypeClass;

@@ -30,6 +30,48 @@ pub struct Settings {
     /// SIP transaction timer T1 (`sip_t1_ms`); `None` leaves RFC 3261's 500 ms.
     /// Tests and demos shorten it to make retransmission fast.
     pub sip_t1: Option<Duration>,
+    /// How long a stream with no viewers stays open (`linger_secs`); `None`
+    /// leaves the node's default (30 s).
+    pub linger: Option<Duration>,
+    /// Silence from a source after which its stream ends (`media_timeout_secs`);
+    /// `None` leaves the node's default (10 s).
+    pub media_timeout: Option<Duration>,
+    /// How a node asks the devices and child nodes below it to send media
+    /// (`media_transport`: udp, tcp-passive = we listen, tcp-active = we connect).
+    pub media_transport: MediaTransport,
+}
+
+/// RTP transport a node asks its sources for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MediaTransport {
+    /// RTP over UDP.
+    #[default]
+    Udp,
+    /// RTP over TCP; the receiving node listens (`a=setup:passive`).
+    TcpPassive,
+    /// RTP over TCP; the receiving node connects (`a=setup:active`).
+    TcpActive,
+}
+
+impl MediaTransport {
+    /// The spelling in the topology file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MediaTransport::Udp => "udp",
+            MediaTransport::TcpPassive => "tcp-passive",
+            MediaTransport::TcpActive => "tcp-active",
+        }
+    }
+
+    /// Parse the topology file's spelling.
+    pub fn parse(s: &str) -> Option<MediaTransport> {
+        Some(match s {
+            "udp" => MediaTransport::Udp,
+            "tcp-passive" => MediaTransport::TcpPassive,
+            "tcp-active" => MediaTransport::TcpActive,
+            _ => return None,
+        })
+    }
 }
 
 impl Default for Settings {
@@ -41,6 +83,9 @@ impl Default for Settings {
             register_expires: Duration::from_secs(DEFAULT_REGISTER_EXPIRES_SECS),
             register_retry: None,
             sip_t1: None,
+            linger: None,
+            media_timeout: None,
+            media_transport: MediaTransport::Udp,
         }
     }
 }

@@ -47,6 +47,15 @@ pub struct DefaultsSpec {
     /// SIP timer T1 in milliseconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sip_t1_ms: Option<u64>,
+    /// Seconds a stream without viewers stays open.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub linger_secs: Option<u64>,
+    /// Seconds without media after which a stream ends.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub media_timeout_secs: Option<u64>,
+    /// How nodes ask their sources to send media: udp, tcp-passive, tcp-active.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub media_transport: Option<String>,
 }
 
 impl DefaultsSpec {

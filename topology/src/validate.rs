@@ -192,6 +192,31 @@ impl Checker<'_> {
                 n => settings.sip_t1 = Some(Duration::from_millis(n)),
             }
         }
+        if let Some(secs) = &raw.linger_secs {
+            // 0 is allowed: close as soon as the last viewer leaves.
+            settings.linger = Some(Duration::from_secs(*secs.get_ref()));
+        }
+        if let Some(secs) = &raw.media_timeout_secs {
+            match *secs.get_ref() {
+                0 => self.report(
+                    self.line(secs),
+                    "media_timeout_secs is 0; use at least 1 (default: 10)",
+                ),
+                n => settings.media_timeout = Some(Duration::from_secs(n)),
+            }
+        }
+        if let Some(t) = &raw.media_transport {
+            match crate::settings::MediaTransport::parse(t.get_ref()) {
+                Some(m) => settings.media_transport = m,
+                None => self.report(
+                    self.line(t),
+                    format!(
+                        "media_transport is {:?}; use \"udp\", \"tcp-passive\" or \"tcp-active\"",
+                        t.get_ref()
+                    ),
+                ),
+            }
+        }
         settings
     }
 

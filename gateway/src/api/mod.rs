@@ -1,6 +1,9 @@
 //! HTTP API (axum on hyper 1): the federated catalog, this node's place in
-//! the topology, Prometheus metrics. Later features (live HTTP-FLV,
-//! department requests, policy admin) add routes to [`router`].
+//! the topology, live and playback video (HTTP-FLV, MPEG-TS), Prometheus
+//! metrics. Later features (department requests, policy admin) add routes
+//! to [`router`].
+
+mod live;
 
 use std::net::SocketAddr;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -13,11 +16,15 @@ use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
 
+use std::sync::Arc;
+
 use crate::catalog;
 use crate::node::Node;
 use crate::registry::RegistrantKind;
 use crate::runtime::NodeHandle;
+use crate::streams::StreamManager;
 use crate::uplink::LinkState;
+use live::Access;
 
 /// Largest catalog page served at once.
 pub const MAX_PAGE: usize = 10_000;
@@ -26,16 +33,35 @@ pub const MAX_PAGE: usize = 10_000;
 struct AppState {
     node: NodeHandle,
     metrics: Option<PrometheusHandle>,
+    streams: Option<Arc<StreamManager>>,
+    access: Access,
 }
 
-/// Build the router. `metrics` is the process's Prometheus recorder handle.
-pub fn router(node: NodeHandle, metrics: Option<PrometheusHandle>) -> Router {
+/// Build the router. `metrics` is the process's Prometheus recorder handle;
+/// `streams` the media plane (without it the live endpoints answer 503).
+pub fn router(
+    node: NodeHandle,
+    metrics: Option<PrometheusHandle>,
+    streams: Option<Arc<StreamManager>>,
+) -> Router {
     Router::new()
         .route("/api/v1/catalog", get(get_catalog))
         .route("/api/v1/topology", get(get_topology))
+        .route("/api/v1/streams", get(live::get_streams))
+        .route(
+            "/api/v1/playback/{session}/control",
+            axum::routing::post(live::post_playback_control),
+        )
+        .route("/live/{file}", get(live::get_live))
+        .route("/playback/{file}", get(live::get_playback))
         .route("/metrics", get(get_metrics))
         .route("/healthz", get(|| async { "ok\n" }))
-        .with_state(AppState { node, metrics })
+        .with_state(AppState {
+            node,
+            metrics,
+            streams,
+            access: Access::default(),
+        })
 }
 
 /// Serve `router` on `addr` until `shutdown` fires.

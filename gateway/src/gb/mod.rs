@@ -4,3 +4,4 @@
 pub mod catalog;
 pub mod charset;
 pub mod manscdp;
+pub mod mansrtsp;

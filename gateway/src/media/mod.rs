@@ -1,10 +1,11 @@
 //! Media codecs, pure and socket-free: frames and Annex-B NAL helpers, RTP
-//! and its TCP framings, MPEG-PS demux/mux, and the GB/T 28181 SDP profile.
-//! (FLV and TS muxers, hubs and INVITE handling arrive with the rest of the
-//! media plane.)
+//! and its TCP framings, MPEG-PS demux/mux, the GB/T 28181 SDP profile, and
+//! the FLV and MPEG-TS muxers for HTTP viewers.
 
+pub mod flv;
 pub mod frame;
 pub mod nal;
 pub mod ps;
 pub mod rtp;
 pub mod sdp;
+pub mod ts;

@@ -3,6 +3,7 @@
 //! the uplink and the transaction layer together; [`crate::runtime`] drives
 //! it from sockets and timers.
 
+mod call;
 mod outbox;
 
 use std::collections::HashMap;
@@ -29,6 +30,8 @@ use crate::sip::{Peer, Transmit};
 use crate::uplink::{Uplink, UplinkEvent, UplinkRequest};
 
 use outbox::Outbox;
+
+pub use call::{CallError, CallEvent, CallId, CallKind, MANSRTSP, SDP};
 
 /// Times an unanswered catalog MESSAGE is sent again (each after its own
 /// Timer F) before it is dropped; by then keepalives have found the link dead.
@@ -73,6 +76,10 @@ pub enum Token {
     Outbox(GbId, Bytes, u8),
     /// A query we sent to a registrant.
     Query(GbId),
+    /// The INVITE of a call we placed.
+    Call(CallId),
+    /// A request inside a call's dialog (BYE, INFO, CANCEL) or about it.
+    InDialog(CallId),
 }
 
 /// The node's static identity: who it is, its parent and children.
@@ -130,6 +137,7 @@ pub struct Node {
     next_sweep: Instant,
     transmits: Vec<Transmit>,
     shutting_down: bool,
+    calls: call::Calls,
 }
 
 /// A method as a metric label: unknown methods share one label so a peer
@@ -213,6 +221,7 @@ impl Node {
             next_sweep: now,
             transmits: Vec::new(),
             shutting_down: false,
+            calls: call::Calls::default(),
             identity,
             settings,
             credentials,
@@ -348,7 +357,7 @@ impl Node {
         metrics::counter!("gbgate_sip_requests_received_total", "method" => method_label(&req.method))
             .increment(1);
         if req.method == Method::Ack {
-            return; // ACKs to our non-2xx INVITE answers need nothing.
+            return self.on_ack(&req, now);
         }
         match self.tx.handle_request(&req, peer, now) {
             Ok(Incoming::New) => {}
@@ -373,7 +382,8 @@ impl Node {
             Method::Register => self.handle_register(&req, peer, now),
             Method::Message => self.handle_message(&req, peer, now),
             Method::Options => self.reply(&req, 200, now),
-            // INVITE, SUBSCRIBE, INFO, BYE arrive with the media plane and subscriptions.
+            _ if self.handle_call_request(&req, peer, now) => {}
+            // SUBSCRIBE arrives with catalog subscriptions.
             _ => self.reply(&req, 501, now),
         }
     }
@@ -443,6 +453,7 @@ impl Node {
             if self.registry.unregister(&id).is_some() {
                 tracing::info!(%id, "unregistered");
                 let ev = self.catalog.set_source_online(id, false);
+                self.drop_calls_via(id);
                 self.emit(ev, now);
                 self.forget_source(id);
             }
@@ -670,6 +681,12 @@ impl Node {
                     self.answer_requester(f.requester, &Manscdp::DeviceStatusResponse(st), now);
                 }
             }
+            Manscdp::Other {
+                root: manscdp::Root::Notify,
+                cmd_type,
+                device_id,
+                ..
+            } if cmd_type == "MediaStatus" => self.on_media_status(sender, &device_id),
             other => {
                 tracing::debug!(%sender, cmd = other.cmd_type(), "MESSAGE from below not handled");
             }
@@ -994,6 +1011,12 @@ impl Node {
                     tracing::warn!(%id, status = response.status, "query refused");
                 }
             }
+            Token::Call(call) => self.on_invite_response(call, response, now),
+            Token::InDialog(call) => {
+                if response.status >= 300 {
+                    tracing::debug!(call, status = response.status, "in-dialog request refused");
+                }
+            }
         }
     }
 
@@ -1020,6 +1043,8 @@ impl Node {
                 self.pump(id, now);
             }
             Token::Query(id) => tracing::warn!(%id, "query timed out"),
+            Token::Call(call) => self.on_invite_timeout(call),
+            Token::InDialog(call) => tracing::debug!(call, %method, "in-dialog request timed out"),
         }
     }
 
@@ -1100,6 +1125,7 @@ impl Node {
         for (id, reason) in gone {
             tracing::warn!(%id, ?reason, "registrant offline");
             let ev = self.catalog.set_source_online(id, false);
+            self.drop_calls_via(id);
             self.emit(ev, now);
             if reason == OfflineReason::Expired {
                 self.outboxes.remove(&id);
@@ -1125,6 +1151,7 @@ impl Node {
         let ttl = self.settings.sip_timers.transaction_timeout();
         self.forwards.retain(|_, f| now.duration_since(f.at) <= ttl);
         self.registrar.prune(now);
+        self.sweep_calls(now, self.settings.invite_timeout);
         let (c, s) = self.tx.open();
         metrics::gauge!("gbgate_sip_transactions_open").set((c + s) as f64);
         metrics::counter!("gbgate_sip_retransmissions_total").absolute(self.tx.retransmissions());

@@ -59,6 +59,16 @@ pub struct ClientKey {
     method: Method,
 }
 
+impl ClientKey {
+    /// The client transaction a response belongs to (top Via branch and CSeq method).
+    pub fn of_response(response: &Response) -> Option<ClientKey> {
+        Some(ClientKey {
+            branch: response.top_via()?.branch()?.to_owned(),
+            method: response.cseq()?.method,
+        })
+    }
+}
+
 /// Identifies a server transaction (RFC 3261 §17.2.3): branch, sent-by and
 /// method, so two peers reusing a branch do not collide.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -295,11 +305,7 @@ impl<T> TransactionLayer<T> {
     /// (the event, if any, is queued for [`Self::poll_event`]); false for a
     /// stray response, which the caller drops.
     pub fn handle_response(&mut self, response: Response, now: Instant) -> bool {
-        let Some(key) = response.top_via().and_then(|v| {
-            let branch = v.branch()?.to_owned();
-            let method = response.cseq()?.method;
-            Some(ClientKey { branch, method })
-        }) else {
+        let Some(key) = ClientKey::of_response(&response) else {
             return false;
         };
         let Some(tx) = self.clients.get_mut(&key) else {

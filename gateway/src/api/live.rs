@@ -1,0 +1,271 @@
+//! Viewers over HTTP: `GET /live/{channel}.flv|.ts`, `GET
+//! /playback/{channel}.flv|.ts?start=&end=` and playback control. Each is a
+//! long-lived chunked response fed from the channel's hub; opening one opens
+//! the stream below on demand, and closing the connection leaves the hub.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use topology::GbId;
+
+use super::AppState;
+use crate::streams::hub::{Format, Next, Viewer};
+use crate::streams::{OpenError, StreamManager};
+
+/// What a viewer asks to do with a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Watch live video.
+    Live,
+    /// Watch recordings.
+    Playback,
+}
+
+/// The access decision every viewer request passes through before a stream
+/// is opened. Until sharing policy lands it allows everything; the policy
+/// work replaces this with the casbin decision for (department, channel,
+/// action), keeping this one call site.
+#[derive(Debug, Clone, Default)]
+pub struct Access;
+
+impl Access {
+    /// Allow or refuse `action` on `channel` for the caller of `headers`.
+    pub fn check(
+        &self,
+        _headers: &HeaderMap,
+        _channel: &GbId,
+        _action: Action,
+    ) -> Result<(), (StatusCode, String)> {
+        Ok(())
+    }
+}
+
+fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+    let mut m = msg.into();
+    m.push('\n');
+    (status, m).into_response()
+}
+
+/// `34020000001320000001.flv` → the channel and the format.
+fn parse_file(file: &str, hevc: Option<&str>) -> Result<(GbId, Format), Response> {
+    let (name, ext) = file.rsplit_once('.').ok_or_else(|| {
+        error(
+            StatusCode::NOT_FOUND,
+            "use /live/{channel}.flv or /live/{channel}.ts",
+        )
+    })?;
+    let format = match (ext, hevc) {
+        ("flv", Some("legacy")) => Format::FlvLegacyHevc,
+        ("flv", _) => Format::Flv,
+        ("ts", _) => Format::Ts,
+        _ => {
+            return Err(error(
+                StatusCode::NOT_FOUND,
+                format!("unknown format .{ext}; use .flv or .ts"),
+            ))
+        }
+    };
+    let channel = GbId::parse(name).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("{name:?} is not a 20-digit channel ID: {e}"),
+        )
+    })?;
+    Ok((channel, format))
+}
+
+fn open_error(e: &OpenError) -> Response {
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_GATEWAY);
+    error(status, e.to_string())
+}
+
+fn streams(st: &AppState) -> Result<Arc<StreamManager>, Response> {
+    st.streams
+        .clone()
+        .ok_or_else(|| error(StatusCode::SERVICE_UNAVAILABLE, "this node serves no media"))
+}
+
+/// The chunked body of a viewer: the hub's bytes until it ends or the
+/// client goes away (hyper then drops the stream, and the viewer with it).
+fn body(viewer: Viewer) -> Body {
+    let stream = futures_util::stream::unfold(viewer, |mut v| async move {
+        match v.next().await {
+            Next::Data(b, _) => Some((Ok::<Bytes, std::io::Error>(b), v)),
+            Next::End(reason) => {
+                tracing::info!(stream = %v.hub().name, %reason, "viewer stream ends");
+                None
+            }
+        }
+    });
+    Body::from_stream(stream)
+}
+
+fn video_response(format: Format, viewer: Viewer, session: Option<u64>) -> Response {
+    let mut r = Response::new(body(viewer));
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(format.content_type()),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-cache"),
+    );
+    // Browser players (mpegts.js) fetch from other origins.
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        header::HeaderValue::from_static("*"),
+    );
+    if let Some(s) = session {
+        if let Ok(v) = header::HeaderValue::from_str(&s.to_string()) {
+            h.insert("x-playback-session", v);
+        }
+    }
+    r
+}
+
+/// Query string of the video endpoints.
+#[derive(Debug, Deserialize, Default)]
+pub struct VideoParams {
+    /// `legacy` writes H.265 in FLV as CodecID 12 instead of Enhanced RTMP.
+    pub hevc: Option<String>,
+    /// Playback: start of the range, Unix seconds.
+    pub start: Option<u64>,
+    /// Playback: end of the range, Unix seconds.
+    pub end: Option<u64>,
+}
+
+/// `GET /live/{channel}.flv|.ts`
+pub async fn get_live(
+    State(st): State<AppState>,
+    Path(file): Path<String>,
+    Query(q): Query<VideoParams>,
+    headers: HeaderMap,
+) -> Response {
+    let (channel, format) = match parse_file(&file, q.hevc.as_deref()) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if let Err((s, m)) = st.access.check(&headers, &channel, Action::Live) {
+        return error(s, m);
+    }
+    let streams = match streams(&st) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    match streams.watch_live(channel, format).await {
+        Ok(v) => video_response(format, v, None),
+        Err(e) => open_error(&e),
+    }
+}
+
+/// `GET /playback/{channel}.flv|.ts?start=&end=`: a private playback
+/// session; its number comes back in `X-Playback-Session`.
+pub async fn get_playback(
+    State(st): State<AppState>,
+    Path(file): Path<String>,
+    Query(q): Query<VideoParams>,
+    headers: HeaderMap,
+) -> Response {
+    let (channel, format) = match parse_file(&file, q.hevc.as_deref()) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let (Some(start), Some(end)) = (q.start, q.end) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "playback needs ?start=&end= (Unix seconds)",
+        );
+    };
+    if end <= start {
+        return error(StatusCode::BAD_REQUEST, "end must be after start");
+    }
+    if let Err((s, m)) = st.access.check(&headers, &channel, Action::Playback) {
+        return error(s, m);
+    }
+    let streams = match streams(&st) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    match streams.watch_playback(channel, start, end, format).await {
+        Ok((session, v)) => video_response(format, v, Some(session)),
+        Err(e) => open_error(&e),
+    }
+}
+
+/// Body of `POST /api/v1/playback/{session}/control`.
+#[derive(Debug, Deserialize, Serialize)]
+pub struct Control {
+    /// `play` (resume, optionally seek or change speed) or `pause`.
+    pub action: String,
+    /// Playback speed (0.25 to 8); `play` only.
+    pub scale: Option<f64>,
+    /// Seek to this many seconds from the start of the range; `play` only.
+    pub position: Option<f64>,
+}
+
+static RTSP_CSEQ: AtomicU32 = AtomicU32::new(1);
+
+/// `POST /api/v1/playback/{session}/control`: pause, resume, seek, speed.
+/// Sent below as MANSRTSP in INFO.
+pub async fn post_playback_control(
+    State(st): State<AppState>,
+    Path(session): Path<u64>,
+    Json(c): Json<Control>,
+) -> Response {
+    let streams = match streams(&st) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let cseq = RTSP_CSEQ.fetch_add(1, Ordering::Relaxed);
+    let cmd = match c.action.as_str() {
+        "pause" => crate::gb::mansrtsp::MansRtsp::pause(cseq),
+        "play" => {
+            if let Some(s) = c.scale {
+                if !(0.25..=8.0).contains(&s) {
+                    return error(StatusCode::BAD_REQUEST, "scale must be from 0.25 to 8");
+                }
+            }
+            use crate::gb::mansrtsp::{MansRtsp, MansRtspCommand, NptRange, NptTime};
+            MansRtsp {
+                command: MansRtspCommand::Play {
+                    range: Some(NptRange {
+                        start: c.position.map_or(NptTime::Now, NptTime::Seconds),
+                        end: None,
+                    }),
+                    scale: c.scale,
+                },
+                ..MansRtsp::resume(cseq)
+            }
+        }
+        other => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("unknown action {other:?}; use \"play\" or \"pause\""),
+            )
+        }
+    };
+    if streams.control_playback(session, Bytes::from(cmd.to_body())) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        error(
+            StatusCode::NOT_FOUND,
+            format!("no playback session {session}"),
+        )
+    }
+}
+
+/// `GET /api/v1/streams`: the streams open at this node.
+pub async fn get_streams(State(st): State<AppState>) -> Response {
+    match streams(&st) {
+        Ok(s) => Json(s.list()).into_response(),
+        Err(r) => r,
+    }
+}

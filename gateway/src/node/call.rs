@@ -1,0 +1,781 @@
+//! Media calls: INVITE/ACK/BYE/CANCEL/INFO dialogs, sans-IO.
+//!
+//! The node places calls downward (toward the device or child node that owns
+//! a channel, as the catalog says) and takes calls from its parent. It only
+//! does signalling: the media plane ([`crate::streams`]) asks for calls with
+//! [`Node::place_call`] and answers the parent's with
+//! [`Node::accept_call`] / [`Node::reject_call`], and learns what happened
+//! from [`CallEvent`]s ([`Node::poll_call_event`]).
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Instant;
+
+use bytes::Bytes;
+use topology::GbId;
+
+use super::{Node, Token};
+use crate::media::sdp::GbSdp;
+use crate::sip::agent::{Target, USER_AGENT};
+use crate::sip::header::{new_branch, new_tag, NameAddr};
+use crate::sip::message::{Method, Request, Response};
+use crate::sip::transaction::AckMatch;
+use crate::sip::{Peer, Transmit};
+
+/// Content type of SDP bodies (GB/T 28181 writes it in capitals).
+pub const SDP: &str = "APPLICATION/SDP";
+/// Content type of MANSRTSP bodies (playback control in INFO).
+pub const MANSRTSP: &str = "Application/MANSRTSP";
+
+/// A call's handle, unique within one node process.
+pub type CallId = u64;
+
+/// What a call asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallKind {
+    /// `s=Play`: live video.
+    Live,
+    /// `s=Playback` of a recorded time range (Unix seconds).
+    Playback {
+        /// Start of the range.
+        start: u64,
+        /// End of the range.
+        end: u64,
+    },
+}
+
+/// What the media plane learns about calls.
+#[derive(Debug)]
+pub enum CallEvent {
+    /// A call we placed was answered (the ACK has been sent).
+    Answered {
+        /// The call.
+        call: CallId,
+        /// The callee's SDP.
+        answer: GbSdp,
+    },
+    /// A call we placed was refused, timed out or had an unusable answer.
+    Failed {
+        /// The call.
+        call: CallId,
+        /// Why, for logs and the viewer.
+        reason: String,
+    },
+    /// The far end ended an established call (BYE from below or from the parent).
+    Ended {
+        /// The call.
+        call: CallId,
+        /// Why.
+        reason: String,
+    },
+    /// The source below reported the end of a recording (MediaStatus 121).
+    MediaEnded {
+        /// The call.
+        call: CallId,
+    },
+    /// The parent invites us to send a channel.
+    Invited {
+        /// The call; answer with [`Node::accept_call`] or [`Node::reject_call`].
+        call: CallId,
+        /// The channel asked for.
+        channel: GbId,
+        /// Live or playback.
+        kind: CallKind,
+        /// The parent's offer (where to send, SSRC, transport).
+        offer: GbSdp,
+    },
+    /// INFO (MANSRTSP) from the parent on an incoming call.
+    Info {
+        /// The call.
+        call: CallId,
+        /// The MANSRTSP body, verbatim.
+        body: Bytes,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    /// We sent the INVITE.
+    Outgoing,
+    /// The parent sent it.
+    Incoming,
+}
+
+/// One INVITE dialog.
+#[derive(Debug)]
+pub(super) struct Dialog {
+    side: Side,
+    call_id: String,
+    /// Our From (outgoing) or To (incoming) header, with our tag.
+    local: String,
+    /// The other party's header, with its tag once known.
+    remote: String,
+    /// Request-URI of requests inside the dialog (the remote Contact).
+    remote_target: String,
+    peer: Peer,
+    local_cseq: u32,
+    /// The channel, and the registrant that owns it (outgoing calls).
+    channel: GbId,
+    via: Option<GbId>,
+    /// The INVITE, kept until it has a final answer (its transaction key for
+    /// CANCEL, or the request to answer for incoming calls).
+    invite: Option<Request>,
+    established: bool,
+    placed_at: Instant,
+}
+
+/// Calls of one node.
+#[derive(Debug, Default)]
+pub(super) struct Calls {
+    dialogs: HashMap<CallId, Dialog>,
+    by_call_id: HashMap<String, CallId>,
+    next: CallId,
+    events: VecDeque<CallEvent>,
+}
+
+impl Calls {
+    fn insert(&mut self, d: Dialog) -> CallId {
+        self.next += 1;
+        let id = self.next;
+        self.by_call_id.insert(d.call_id.clone(), id);
+        self.dialogs.insert(id, d);
+        id
+    }
+
+    fn remove(&mut self, id: CallId) -> Option<Dialog> {
+        let d = self.dialogs.remove(&id)?;
+        self.by_call_id.remove(&d.call_id);
+        Some(d)
+    }
+
+    fn find(&self, call_id: &str) -> Option<CallId> {
+        self.by_call_id.get(call_id).copied()
+    }
+}
+
+/// Why a call cannot be placed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CallError {
+    /// The channel is not in this node's catalog.
+    #[error("channel {0} is not in this node's catalog")]
+    UnknownChannel(String),
+    /// The channel is known but its device or child node is offline.
+    #[error("channel {0} is offline (its device or child node is not registered)")]
+    Offline(String),
+    /// Too many calls are open.
+    #[error("too many open calls ({0}); close some streams or raise max_calls")]
+    TooMany(usize),
+    /// The transaction layer refused the INVITE.
+    #[error("cannot send the INVITE: {0}")]
+    Transaction(String),
+}
+
+fn header_with_tag(h: &str, tag: &str) -> String {
+    match NameAddr::parse(h) {
+        Ok(mut na) if na.tag().is_none() => {
+            na.set_tag(tag);
+            na.to_string()
+        }
+        Ok(na) => na.to_string(),
+        Err(_) => format!("{h};tag={tag}"),
+    }
+}
+
+fn contact_uri(h: Option<&str>) -> Option<String> {
+    Some(NameAddr::parse(h?).ok()?.uri.to_string())
+}
+
+fn channel_of_uri(uri: &str) -> Option<GbId> {
+    let user = crate::sip::header::SipUri::parse(uri).ok()?.user?;
+    GbId::parse(&user).ok()
+}
+
+impl Node {
+    /// The next call event for the media plane.
+    pub fn poll_call_event(&mut self) -> Option<CallEvent> {
+        self.calls.events.pop_front()
+    }
+
+    /// Open calls (placed and taken).
+    pub fn open_calls(&self) -> usize {
+        self.calls.dialogs.len()
+    }
+
+    /// Place a call for `channel` toward the device or child node that owns
+    /// it, with our `offer` (our receive address and SSRC).
+    pub fn place_call(
+        &mut self,
+        channel: GbId,
+        kind: CallKind,
+        offer: &GbSdp,
+        now: Instant,
+    ) -> Result<CallId, CallError> {
+        if self.calls.dialogs.len() >= self.settings.max_calls {
+            return Err(CallError::TooMany(self.settings.max_calls));
+        }
+        let source = self
+            .catalog
+            .source_of(channel.as_str())
+            .or_else(|| self.registry.get(&channel).map(|_| channel))
+            .ok_or_else(|| CallError::UnknownChannel(channel.to_string()))?;
+        let reg = self
+            .registry
+            .get(&source)
+            .filter(|r| r.online)
+            .ok_or_else(|| CallError::Offline(channel.to_string()))?;
+        let peer = reg.peer;
+        let host = peer.addr.to_string();
+        let cseq = self.next_cseq();
+        let target = Target {
+            id: channel.as_str(),
+            host: host.clone(),
+            transport: peer.transport,
+        };
+        let mut req = self.agent.request(
+            Method::Invite,
+            &target,
+            cseq,
+            None,
+            Some((SDP, Bytes::from(offer.to_string()))),
+        );
+        // Subject: media sender ID:SSRC, receiver ID:stream number (§9.2).
+        req.headers.push(
+            "Subject",
+            format!(
+                "{}:{},{}:0",
+                channel,
+                offer
+                    .ssrc_text
+                    .clone()
+                    .unwrap_or_else(|| format!("{:010}", offer.ssrc.unwrap_or(0))),
+                self.identity.id
+            ),
+        );
+        let call_id = req.call_id().unwrap_or_default().to_owned();
+        let local = req.headers.get("From").unwrap_or_default().to_owned();
+        let remote = req.headers.get("To").unwrap_or_default().to_owned();
+        let dialog = Dialog {
+            side: Side::Outgoing,
+            call_id,
+            local,
+            remote,
+            remote_target: req.uri.clone(),
+            peer,
+            local_cseq: cseq,
+            channel,
+            via: Some(source),
+            invite: Some(req.clone()),
+            established: false,
+            placed_at: now,
+        };
+        let id = self.calls.insert(dialog);
+        metrics::counter!("gbgate_invites_sent_total", "kind" => kind_label(&kind)).increment(1);
+        tracing::info!(call = id, %channel, via = %source, kind = ?kind, "INVITE down");
+        if let Err(e) = self.tx.send_request(req, peer, Token::Call(id), now) {
+            self.calls.remove(id);
+            return Err(CallError::Transaction(e.to_string()));
+        }
+        Ok(id)
+    }
+
+    /// End a call: CANCEL if it is not answered yet, BYE otherwise. For an
+    /// incoming call not yet answered, this answers 480 instead.
+    pub fn hangup(&mut self, call: CallId, now: Instant) {
+        let Some(d) = self.calls.dialogs.get(&call) else {
+            return;
+        };
+        match (d.side, d.established, d.invite.clone()) {
+            (Side::Outgoing, false, Some(invite)) => {
+                // CANCEL: same Request-URI, Call-ID, From, To, CSeq number and
+                // top Via as the INVITE (RFC 3261 §9.1). The INVITE's final
+                // answer (487, or a 200 we then BYE) still arrives.
+                let mut c = Request::new(Method::Cancel, invite.uri.clone());
+                for name in ["Via", "From", "To", "Call-ID"] {
+                    if let Some(v) = invite.headers.get(name) {
+                        c.headers.push(name, v);
+                    }
+                }
+                let seq = invite.cseq().map_or(0, |q| q.seq);
+                c.headers.push("CSeq", format!("{seq} CANCEL"));
+                c.headers.push("Max-Forwards", "70");
+                c.headers.push("User-Agent", USER_AGENT);
+                let peer = d.peer;
+                if let Some(d) = self.calls.dialogs.get_mut(&call) {
+                    d.invite = None; // marks "cancelled": a late 200 gets a BYE.
+                }
+                let _ = self.tx.send_request(c, peer, Token::InDialog(call), now);
+            }
+            (Side::Outgoing, false, None) => {} // CANCEL already sent.
+            (Side::Incoming, false, Some(invite)) => {
+                let mut r = Response::to_request(&invite, 480, Some(&tag_of(&d.local)));
+                r.reason = "Stream unavailable".into();
+                self.respond(&invite, r, now);
+                self.calls.remove(call);
+            }
+            _ => {
+                self.send_in_dialog(call, Method::Bye, None, now);
+                self.calls.remove(call);
+            }
+        }
+    }
+
+    /// Send INFO (MANSRTSP playback control) on an established outgoing call.
+    pub fn send_info(&mut self, call: CallId, body: Bytes, now: Instant) -> bool {
+        let ok = self
+            .calls
+            .dialogs
+            .get(&call)
+            .is_some_and(|d| d.established && d.side == Side::Outgoing);
+        if ok {
+            self.send_in_dialog(call, Method::Info, Some((MANSRTSP, body)), now);
+        }
+        ok
+    }
+
+    /// Answer the parent's INVITE with 200 and our SDP.
+    pub fn accept_call(&mut self, call: CallId, answer: &GbSdp, now: Instant) {
+        let Some(d) = self.calls.dialogs.get_mut(&call) else {
+            return;
+        };
+        let Some(invite) = d.invite.take() else {
+            return;
+        };
+        d.established = true;
+        let mut r = Response::to_request(&invite, 200, Some(&tag_of(&d.local)));
+        r.headers
+            .push("Contact", format!("<{}>", self.agent.contact_uri()));
+        r.headers.push("Content-Type", SDP);
+        r.body = Bytes::from(answer.to_string());
+        self.respond(&invite, r, now);
+    }
+
+    /// Refuse the parent's INVITE (e.g. 404 unknown channel, 480 the
+    /// device did not answer, 488 unusable offer).
+    pub fn reject_call(&mut self, call: CallId, status: u16, reason: &str, now: Instant) {
+        let Some(d) = self.calls.remove(call) else {
+            return;
+        };
+        if let Some(invite) = d.invite {
+            let mut r = Response::to_request(&invite, status, Some(&tag_of(&d.local)));
+            r.headers.push(
+                "Warning",
+                format!("399 gbgate \"{}\"", reason.replace('"', "'")),
+            );
+            self.respond(&invite, r, now);
+        }
+    }
+
+    /// Tell the parent that a playback call's recording ended (MediaStatus 121).
+    pub fn notify_media_ended(&mut self, call: CallId, now: Instant) {
+        let Some(d) = self.calls.dialogs.get(&call) else {
+            return;
+        };
+        if d.side != Side::Incoming {
+            return;
+        }
+        let Some((pid, peer)) = self.uplink.as_ref().map(|u| (u.parent(), u.peer())) else {
+            return;
+        };
+        let channel = d.channel;
+        let sn = self.next_sn();
+        let body = format!(
+            "<?xml version=\"1.0\" encoding=\"GB2312\"?>\r\n<Notify>\r\n<CmdType>MediaStatus</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{channel}</DeviceID>\r\n<NotifyType>121</NotifyType>\r\n</Notify>\r\n"
+        );
+        let target = Target {
+            id: pid.as_str(),
+            host: peer.addr.to_string(),
+            transport: peer.transport,
+        };
+        let cseq = self.next_cseq();
+        let req = self.agent.request(
+            Method::Message,
+            &target,
+            cseq,
+            None,
+            Some((crate::sip::agent::MANSCDP, Bytes::from(body))),
+        );
+        let _ = self.tx.send_request(req, peer, Token::InDialog(call), now);
+    }
+
+    fn send_in_dialog(
+        &mut self,
+        call: CallId,
+        method: Method,
+        body: Option<(&str, Bytes)>,
+        now: Instant,
+    ) {
+        let Some(d) = self.calls.dialogs.get_mut(&call) else {
+            return;
+        };
+        d.local_cseq = d.local_cseq.wrapping_add(1);
+        let mut r = Request::new(method.clone(), d.remote_target.clone());
+        r.headers.push(
+            "Via",
+            format!(
+                "SIP/2.0/{} {};rport;branch={}",
+                d.peer.transport.via_token(),
+                self.agent.addr,
+                new_branch()
+            ),
+        );
+        r.headers.push("From", d.local.clone());
+        r.headers.push("To", d.remote.clone());
+        r.headers.push("Call-ID", d.call_id.clone());
+        r.headers
+            .push("CSeq", format!("{} {}", d.local_cseq, method));
+        r.headers.push("Max-Forwards", "70");
+        r.headers.push("User-Agent", USER_AGENT);
+        if let Some((ct, b)) = body {
+            r.headers.push("Content-Type", ct);
+            r.body = b;
+        }
+        let peer = d.peer;
+        if method == Method::Bye {
+            metrics::counter!("gbgate_byes_sent_total").increment(1);
+        }
+        let _ = self.tx.send_request(r, peer, Token::InDialog(call), now);
+    }
+
+    // ------------------------------------------------------------ responses
+
+    pub(super) fn on_invite_response(&mut self, call: CallId, resp: Response, now: Instant) {
+        let Some(d) = self.calls.dialogs.get_mut(&call) else {
+            return;
+        };
+        if resp.status < 200 {
+            return;
+        }
+        if !resp.is_success() {
+            let reason = format!(
+                "{} answered {} {}",
+                d.via.map_or_else(String::new, |v| v.to_string()),
+                resp.status,
+                resp.reason
+            );
+            tracing::warn!(call, channel = %d.channel, %reason, "INVITE refused");
+            self.calls.remove(call);
+            self.calls
+                .events
+                .push_back(CallEvent::Failed { call, reason });
+            return;
+        }
+        // 2xx: the dialog is up; ACK it (a new transaction of our own).
+        if let Some(to) = resp.headers.get("To") {
+            d.remote = to.to_owned();
+        }
+        if let Some(target) = contact_uri(resp.headers.get("Contact")) {
+            d.remote_target = target;
+        }
+        let cancelled = d.invite.is_none();
+        let invite_seq = d.local_cseq;
+        d.established = true;
+        let mut ack = Request::new(Method::Ack, d.remote_target.clone());
+        ack.headers.push(
+            "Via",
+            format!(
+                "SIP/2.0/{} {};rport;branch={}",
+                d.peer.transport.via_token(),
+                self.agent.addr,
+                new_branch()
+            ),
+        );
+        ack.headers.push("From", d.local.clone());
+        ack.headers.push("To", d.remote.clone());
+        ack.headers.push("Call-ID", d.call_id.clone());
+        ack.headers.push("CSeq", format!("{invite_seq} ACK"));
+        ack.headers.push("Max-Forwards", "70");
+        let data = ack.to_bytes();
+        let peer = d.peer;
+        d.invite = None;
+        self.transmits.push(Transmit {
+            peer,
+            data: data.clone(),
+        });
+        if let Some(key) = crate::sip::transaction::ClientKey::of_response(&resp) {
+            self.tx.set_ack(&key, data);
+        }
+        if cancelled {
+            // Answered after we gave up on it: take it down again.
+            self.send_in_dialog(call, Method::Bye, None, now);
+            self.calls.remove(call);
+            return;
+        }
+        let answer = std::str::from_utf8(&resp.body)
+            .map_err(|e| e.to_string())
+            .and_then(|s| GbSdp::parse(s).map_err(|e| e.to_string()));
+        match answer {
+            Ok(answer) => {
+                tracing::info!(call, channel = %self.calls.dialogs.get(&call).map_or(String::new(), |d| d.channel.to_string()), "call answered");
+                self.calls
+                    .events
+                    .push_back(CallEvent::Answered { call, answer });
+            }
+            Err(e) => {
+                let reason = format!("unusable SDP in the 200 OK: {e}");
+                tracing::warn!(call, %reason, "call dropped");
+                self.send_in_dialog(call, Method::Bye, None, now);
+                self.calls.remove(call);
+                self.calls
+                    .events
+                    .push_back(CallEvent::Failed { call, reason });
+            }
+        }
+    }
+
+    pub(super) fn on_invite_timeout(&mut self, call: CallId) {
+        if self.calls.remove(call).is_some() {
+            let reason = "no answer to the INVITE (timed out)".to_owned();
+            self.calls
+                .events
+                .push_back(CallEvent::Failed { call, reason });
+        }
+    }
+
+    // ------------------------------------------------------------- requests
+
+    /// INVITE, ACK, BYE, CANCEL and INFO. Returns false when `req` is none of them.
+    pub(super) fn handle_call_request(&mut self, req: &Request, peer: Peer, now: Instant) -> bool {
+        match req.method {
+            Method::Invite => self.on_invite(req, peer, now),
+            Method::Bye => self.on_bye(req, now),
+            Method::Cancel => self.on_cancel(req, now),
+            Method::Info => self.on_info(req, now),
+            _ => return false,
+        }
+        true
+    }
+
+    /// An ACK (it has no transaction of its own to create).
+    pub(super) fn on_ack(&mut self, req: &Request, now: Instant) {
+        if self.tx.handle_ack(req, now) == AckMatch::Stray {
+            tracing::debug!(call_id = req.call_id().unwrap_or_default(), "stray ACK");
+        }
+    }
+
+    fn on_invite(&mut self, req: &Request, peer: Peer, now: Instant) {
+        // Re-INVITEs (session refresh) keep the session as it is.
+        if let Some(call) = req.call_id().and_then(|c| self.calls.find(c)) {
+            let tag = self
+                .calls
+                .dialogs
+                .get(&call)
+                .map(|d| tag_of(&d.local))
+                .unwrap_or_default();
+            let r = Response::to_request(req, 200, Some(&tag));
+            return self.respond(req, r, now);
+        }
+        let from_parent = self.uplink.as_ref().is_some_and(|u| {
+            let p = u.peer();
+            user_of_header(req.headers.get("From")) == Some(u.parent())
+                && peer.addr.ip() == p.addr.ip()
+        });
+        if !from_parent {
+            tracing::warn!(%peer, "INVITE from someone other than the parent refused");
+            return self.reply(req, 403, now);
+        }
+        if self.calls.dialogs.len() >= self.settings.max_calls {
+            return self.reply(req, 486, now);
+        }
+        let offer = match std::str::from_utf8(&req.body)
+            .map_err(|e| e.to_string())
+            .and_then(|s| GbSdp::parse(s).map_err(|e| e.to_string()))
+        {
+            Ok(o) if o.offers_ps() => o,
+            Ok(_) => {
+                let mut r = Response::to_request(req, 488, Some(&new_tag()));
+                r.reason = "Not Acceptable Here: only PS/90000 is sent".into();
+                return self.respond(req, r, now);
+            }
+            Err(e) => {
+                let mut r = Response::to_request(req, 400, Some(&new_tag()));
+                r.headers.push(
+                    "Warning",
+                    format!("399 gbgate \"bad SDP: {}\"", e.replace('"', "'")),
+                );
+                return self.respond(req, r, now);
+            }
+        };
+        // The channel: the Request-URI user, or `u=<channel>:0` for playback.
+        let channel = channel_of_uri(&req.uri).or_else(|| {
+            offer
+                .uri
+                .as_deref()
+                .and_then(|u| u.split(':').next())
+                .and_then(|c| GbId::parse(c).ok())
+        });
+        let Some(channel) = channel else {
+            let mut r = Response::to_request(req, 400, Some(&new_tag()));
+            r.reason = "Request-URI must name a 20-digit channel ID".into();
+            return self.respond(req, r, now);
+        };
+        let kind = match offer.session.as_str() {
+            "Playback" | "Download" => CallKind::Playback {
+                start: offer.time.0,
+                end: offer.time.1,
+            },
+            _ => CallKind::Live,
+        };
+        let tag = new_tag();
+        let local = header_with_tag(req.headers.get("To").unwrap_or_default(), &tag);
+        let mut trying = Response::to_request(req, 100, None);
+        trying.reason = "Trying".into();
+        self.respond(req, trying, now);
+        let dialog = Dialog {
+            side: Side::Incoming,
+            call_id: req.call_id().unwrap_or_default().to_owned(),
+            local,
+            remote: req.headers.get("From").unwrap_or_default().to_owned(),
+            remote_target: contact_uri(req.headers.get("Contact"))
+                .unwrap_or_else(|| format!("sip:{}", peer.addr)),
+            peer,
+            local_cseq: 0,
+            channel,
+            via: None,
+            invite: Some(req.clone()),
+            established: false,
+            placed_at: now,
+        };
+        let call = self.calls.insert(dialog);
+        metrics::counter!("gbgate_invites_received_total", "kind" => kind_label(&kind))
+            .increment(1);
+        tracing::info!(call, %channel, ?kind, "INVITE from the parent");
+        self.calls.events.push_back(CallEvent::Invited {
+            call,
+            channel,
+            kind,
+            offer,
+        });
+    }
+
+    fn on_bye(&mut self, req: &Request, now: Instant) {
+        let Some(call) = req.call_id().and_then(|c| self.calls.find(c)) else {
+            return self.reply(req, 481, now);
+        };
+        self.reply(req, 200, now);
+        if let Some(d) = self.calls.remove(call) {
+            metrics::counter!("gbgate_byes_received_total").increment(1);
+            let reason = match d.side {
+                Side::Outgoing => format!(
+                    "{} ended the stream (BYE)",
+                    d.via.map_or_else(String::new, |v| v.to_string())
+                ),
+                Side::Incoming => "the parent ended the call (BYE)".to_owned(),
+            };
+            tracing::info!(call, channel = %d.channel, %reason, "call ended");
+            self.calls
+                .events
+                .push_back(CallEvent::Ended { call, reason });
+        }
+    }
+
+    fn on_cancel(&mut self, req: &Request, now: Instant) {
+        let Some(call) = req.call_id().and_then(|c| self.calls.find(c)) else {
+            return self.reply(req, 481, now);
+        };
+        let cancellable = self.tx.invite_cancellable(req);
+        self.reply(req, 200, now);
+        if !cancellable {
+            return;
+        }
+        if let Some(d) = self.calls.remove(call) {
+            if let Some(invite) = d.invite {
+                let r = Response::to_request(&invite, 487, Some(&tag_of(&d.local)));
+                self.respond(&invite, r, now);
+            }
+            self.calls.events.push_back(CallEvent::Ended {
+                call,
+                reason: "the parent cancelled the INVITE".into(),
+            });
+        }
+    }
+
+    fn on_info(&mut self, req: &Request, now: Instant) {
+        let Some(call) = req.call_id().and_then(|c| self.calls.find(c)) else {
+            return self.reply(req, 481, now);
+        };
+        self.reply(req, 200, now);
+        self.calls.events.push_back(CallEvent::Info {
+            call,
+            body: req.body.clone(),
+        });
+    }
+
+    /// A MediaStatus notify from a registrant: the playback calls we placed
+    /// through it for that channel have reached the end of the recording.
+    pub(super) fn on_media_status(&mut self, sender: GbId, channel: &str) {
+        let ended: Vec<CallId> = self
+            .calls
+            .dialogs
+            .iter()
+            .filter(|(_, d)| {
+                d.side == Side::Outgoing && d.via == Some(sender) && d.channel.as_str() == channel
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for call in ended {
+            self.calls.events.push_back(CallEvent::MediaEnded { call });
+        }
+    }
+
+    /// Calls placed toward a registrant that went offline end now.
+    pub(super) fn drop_calls_via(&mut self, source: GbId) {
+        let gone: Vec<CallId> = self
+            .calls
+            .dialogs
+            .iter()
+            .filter(|(_, d)| d.via == Some(source))
+            .map(|(id, _)| *id)
+            .collect();
+        for call in gone {
+            self.calls.remove(call);
+            self.calls.events.push_back(CallEvent::Ended {
+                call,
+                reason: format!("{source} went offline"),
+            });
+        }
+    }
+
+    /// Incoming calls the media plane never answered are refused after
+    /// `timeout` (their transaction would end anyway).
+    pub(super) fn sweep_calls(&mut self, now: Instant, timeout: std::time::Duration) {
+        let stale: Vec<CallId> = self
+            .calls
+            .dialogs
+            .iter()
+            .filter(|(_, d)| {
+                !d.established && d.invite.is_some() && now.duration_since(d.placed_at) > timeout
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for call in stale {
+            let side = self.calls.dialogs.get(&call).map(|d| d.side);
+            match side {
+                Some(Side::Incoming) => {
+                    self.reject_call(call, 408, "no media within the timeout", now);
+                    self.calls.events.push_back(CallEvent::Ended {
+                        call,
+                        reason: "not answered in time".into(),
+                    });
+                }
+                _ => self.hangup(call, now),
+            }
+        }
+    }
+}
+
+fn tag_of(header: &str) -> String {
+    NameAddr::parse(header)
+        .ok()
+        .and_then(|na| na.tag().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+fn user_of_header(h: Option<&str>) -> Option<GbId> {
+    GbId::parse(&NameAddr::parse(h?).ok()?.uri.user?).ok()
+}
+
+fn kind_label(k: &CallKind) -> &'static str {
+    match k {
+        CallKind::Live => "live",
+        CallKind::Playback { .. } => "playback",
+    }
+}

@@ -1,0 +1,703 @@
+//! A hub: the in-memory fan-out point of one live or playback stream.
+//!
+//! Frames arrive once (demuxed from the source below); each output format
+//! that has been asked for is muxed once per frame and the same [`Bytes`]
+//! go to every viewer of that format. A GOP cache per format lets a new
+//! viewer start on the last keyframe at once. Viewers read from a bounded
+//! broadcast ring: one that falls behind loses its place, skips to the next
+//! keyframe and, if it keeps falling behind, is dropped. It never slows the
+//! others and never makes the hub hold more than the ring.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::{broadcast, watch};
+
+use crate::media::flv::{FlvMuxer, HevcMode};
+use crate::media::frame::{Codec, Frame};
+use crate::media::ps::PsMuxer;
+use crate::media::ts::{is_join_point, TsMuxer};
+
+/// Muxed chunks kept in each format's ring; a viewer further behind skips.
+/// At 25 fps this is about 5 s, and bounds a hub's memory per format.
+const RING: usize = 128;
+/// Largest raw GOP kept; a source that never sends a keyframe cannot grow it.
+const MAX_GOP_BYTES: usize = 16 * 1024 * 1024;
+/// A viewer that has to skip this many times within [`LAG_WINDOW`] is dropped.
+const MAX_LAGS: u32 = 3;
+const LAG_WINDOW: Duration = Duration::from_secs(30);
+
+/// An output format of a hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// HTTP-FLV (H.264, H.265 as Enhanced RTMP `hvc1`).
+    Flv,
+    /// HTTP-FLV with H.265 as the legacy CodecID 12.
+    FlvLegacyHevc,
+    /// MPEG-TS over HTTP.
+    Ts,
+    /// MPEG-PS packs, cut into RTP toward a parent.
+    Ps,
+}
+
+impl Format {
+    /// The HTTP Content-Type of this format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Flv | Format::FlvLegacyHevc => "video/x-flv",
+            Format::Ts => "video/mp2t",
+            Format::Ps => "video/mp2p",
+        }
+    }
+}
+
+/// One muxed frame, shared by every viewer of a format.
+#[derive(Debug, Clone)]
+pub struct Chunk {
+    /// The bytes to send.
+    pub data: Bytes,
+    /// A viewer may start (or resume after a skip) here.
+    pub keyframe: bool,
+    /// The frame's presentation time, 90 kHz.
+    pub pts: u64,
+    /// What a viewer resuming here after a skip needs first (FLV: the
+    /// current sequence headers, which it may have missed).
+    pub resume: Option<Bytes>,
+}
+
+/// Why a hub ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HubState {
+    /// Waiting for the first keyframe from below.
+    Opening,
+    /// Frames flow.
+    Playing,
+    /// Over, with the reason viewers are told.
+    Ended(Arc<str>),
+}
+
+enum Muxer {
+    Flv(FlvMuxer),
+    Ts(TsMuxer),
+    Ps(PsMuxer),
+}
+
+impl Muxer {
+    fn new(format: Format, video: Option<Codec>, audio: Option<Codec>) -> Muxer {
+        match format {
+            Format::Flv => Muxer::Flv(FlvMuxer::new(video, audio, HevcMode::Enhanced)),
+            Format::FlvLegacyHevc => Muxer::Flv(FlvMuxer::new(video, audio, HevcMode::Legacy)),
+            Format::Ts => Muxer::Ts(TsMuxer::new(video, audio)),
+            Format::Ps => Muxer::Ps(PsMuxer::new(video, audio)),
+        }
+    }
+
+    /// The live chunk, and what the GOP cache keeps of it.
+    fn mux(&mut self, f: &Frame, start_here: bool) -> Option<(Chunk, Bytes)> {
+        match self {
+            Muxer::Flv(m) => {
+                let out = m.mux(f);
+                if out.is_empty() {
+                    return None;
+                }
+                let gop = out.frame_tags();
+                let resume = if out.keyframe {
+                    m.sequence_headers()
+                } else {
+                    None
+                };
+                Some((
+                    Chunk {
+                        data: out.tags,
+                        keyframe: out.keyframe,
+                        pts: f.pts,
+                        resume,
+                    },
+                    gop,
+                ))
+            }
+            Muxer::Ts(m) => {
+                let data = m.mux(f);
+                if data.is_empty() {
+                    return None;
+                }
+                let keyframe = is_join_point(&data);
+                Some((
+                    Chunk {
+                        data: data.clone(),
+                        keyframe,
+                        pts: f.pts,
+                        resume: None,
+                    },
+                    data,
+                ))
+            }
+            Muxer::Ps(m) => {
+                let data = m.mux(f);
+                Some((
+                    Chunk {
+                        data: data.clone(),
+                        keyframe: start_here,
+                        pts: f.pts,
+                        resume: None,
+                    },
+                    data,
+                ))
+            }
+        }
+    }
+
+    /// What a new viewer gets before the cached GOP.
+    fn preamble(&self) -> Vec<Bytes> {
+        match self {
+            Muxer::Flv(m) => {
+                let mut v = vec![m.header()];
+                v.extend(m.sequence_headers());
+                v
+            }
+            Muxer::Ts(_) | Muxer::Ps(_) => Vec::new(),
+        }
+    }
+}
+
+struct Output {
+    muxer: Muxer,
+    /// Muxed chunks from the last keyframe on.
+    gop: Vec<Chunk>,
+    tx: broadcast::Sender<Chunk>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Raw frames from the last keyframe on: a format asked for later is
+    /// muxed from here, so its first viewer also starts at once.
+    gop: Vec<Frame>,
+    gop_bytes: usize,
+    video: Option<Codec>,
+    audio: Option<Codec>,
+    outputs: HashMap<Format, Output>,
+}
+
+/// Counters of one hub.
+#[derive(Debug, Default)]
+pub struct HubStats {
+    /// Frames received from below.
+    pub frames_in: AtomicU64,
+    /// Payload bytes received from below.
+    pub bytes_in: AtomicU64,
+    /// Times a viewer fell behind and skipped to a keyframe.
+    pub viewer_skips: AtomicU64,
+}
+
+/// The fan-out point of one stream at this node.
+pub struct Hub {
+    /// What it carries.
+    pub name: String,
+    inner: Mutex<Inner>,
+    state: watch::Sender<HubState>,
+    viewers: AtomicUsize,
+    max_viewers: usize,
+    created: Instant,
+    /// Milliseconds since `created` of the last frame, and of the moment the
+    /// viewer count last fell to zero (`u64::MAX`: it has viewers).
+    last_media_ms: AtomicU64,
+    idle_since_ms: AtomicU64,
+    /// Counters.
+    pub stats: HubStats,
+}
+
+/// Why a viewer could not join.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum JoinError {
+    /// The hub ended (or never started).
+    #[error("the stream ended: {0}")]
+    Ended(Arc<str>),
+    /// The hub has as many viewers as it may.
+    #[error("the stream has its maximum of {0} viewers")]
+    Full(usize),
+    /// No keyframe arrived in time.
+    #[error("no picture from the source within {0:?}")]
+    NoPicture(Duration),
+}
+
+fn lock(m: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
+    // A panic while holding the lock cannot leave Inner half-updated in a
+    // way that matters more than losing the stream; keep serving.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Hub {
+    /// A new hub, in [`HubState::Opening`].
+    pub fn new(name: String, max_viewers: usize) -> Arc<Hub> {
+        let (state, _) = watch::channel(HubState::Opening);
+        Arc::new(Hub {
+            name,
+            inner: Mutex::new(Inner::default()),
+            state,
+            viewers: AtomicUsize::new(0),
+            max_viewers,
+            created: Instant::now(),
+            last_media_ms: AtomicU64::new(0),
+            idle_since_ms: AtomicU64::new(0),
+            stats: HubStats::default(),
+        })
+    }
+
+    fn ms(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.created).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The hub's state now.
+    pub fn state(&self) -> HubState {
+        self.state.borrow().clone()
+    }
+
+    /// Watch the hub's state.
+    pub fn subscribe_state(&self) -> watch::Receiver<HubState> {
+        self.state.subscribe()
+    }
+
+    /// Viewers now (HTTP viewers and parents alike).
+    pub fn viewers(&self) -> usize {
+        self.viewers.load(Ordering::Acquire)
+    }
+
+    /// How long media has been silent, at `now`.
+    pub fn silent_for(&self, now: Instant) -> Duration {
+        Duration::from_millis(
+            self.ms(now)
+                .saturating_sub(self.last_media_ms.load(Ordering::Acquire)),
+        )
+    }
+
+    /// How long the hub has had no viewers (`None` while it has some).
+    pub fn idle_for(&self, now: Instant) -> Option<Duration> {
+        if self.viewers() > 0 {
+            return None;
+        }
+        let since = self.idle_since_ms.load(Ordering::Acquire);
+        Some(Duration::from_millis(self.ms(now).saturating_sub(since)))
+    }
+
+    /// End the hub: every viewer's stream finishes with `reason`.
+    pub fn end(&self, reason: &str) {
+        let first = self.state.send_if_modified(|s| {
+            if matches!(s, HubState::Ended(_)) {
+                return false;
+            }
+            *s = HubState::Ended(reason.into());
+            true
+        });
+        if first {
+            tracing::info!(stream = %self.name, %reason, "stream ended");
+            // Dropping the senders ends every viewer's receiver.
+            let mut inner = lock(&self.inner);
+            inner.outputs.clear();
+            inner.gop.clear();
+            inner.gop_bytes = 0;
+        }
+    }
+
+    /// Feed one frame from below.
+    pub fn push(&self, frame: Frame) {
+        let now = Instant::now();
+        self.last_media_ms.store(self.ms(now), Ordering::Release);
+        self.stats.frames_in.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .bytes_in
+            .fetch_add(frame.data.len() as u64, Ordering::Relaxed);
+        if matches!(*self.state.borrow(), HubState::Ended(_)) {
+            return;
+        }
+        let mut inner = lock(&self.inner);
+        let video = frame.codec.is_video();
+        if video {
+            inner.video.get_or_insert(frame.codec);
+        } else {
+            inner.audio.get_or_insert(frame.codec);
+        }
+        // A viewer may start at a video keyframe, or anywhere in an
+        // audio-only stream.
+        let start_here = if video {
+            frame.keyframe
+        } else {
+            inner.video.is_none()
+        };
+        if start_here {
+            inner.gop.clear();
+            inner.gop_bytes = 0;
+        } else if inner.gop.is_empty() {
+            return; // nothing to decode from until the first keyframe
+        }
+        if inner.gop_bytes + frame.data.len() > MAX_GOP_BYTES {
+            // A GOP this long is a broken source; wait for the next keyframe.
+            inner.gop.clear();
+            inner.gop_bytes = 0;
+            return;
+        }
+        inner.gop_bytes += frame.data.len();
+        for out in inner.outputs.values_mut() {
+            if let Some((chunk, gop_bytes)) = out.muxer.mux(&frame, start_here) {
+                if chunk.keyframe {
+                    out.gop.clear();
+                }
+                if chunk.keyframe || !out.gop.is_empty() {
+                    out.gop.push(Chunk {
+                        data: gop_bytes,
+                        ..chunk.clone()
+                    });
+                }
+                let _ = out.tx.send(chunk);
+            }
+        }
+        inner.gop.push(frame);
+        drop(inner);
+        if start_here {
+            self.state.send_if_modified(|s| {
+                if *s == HubState::Opening {
+                    *s = HubState::Playing;
+                    true
+                } else {
+                    false
+                }
+            });
+        }
+    }
+
+    /// Join as a viewer of `format`: waits (at most `wait`) for the first
+    /// keyframe, then returns the viewer, which yields the preamble, the
+    /// cached GOP and then live chunks.
+    pub async fn join(
+        self: &Arc<Self>,
+        format: Format,
+        wait: Duration,
+    ) -> Result<Viewer, JoinError> {
+        let mut state = self.state.subscribe();
+        let ready = tokio::time::timeout(wait, async {
+            loop {
+                match &*state.borrow_and_update() {
+                    HubState::Playing => return Ok(()),
+                    HubState::Ended(r) => return Err(JoinError::Ended(r.clone())),
+                    HubState::Opening => {}
+                }
+                if state.changed().await.is_err() {
+                    return Err(JoinError::Ended("the stream closed".into()));
+                }
+            }
+        })
+        .await
+        .map_err(|_| JoinError::NoPicture(wait))?;
+        ready?;
+        self.join_now(format)
+    }
+
+    fn join_now(self: &Arc<Self>, format: Format) -> Result<Viewer, JoinError> {
+        let prev = self.viewers.fetch_add(1, Ordering::AcqRel);
+        let guard = ViewerGuard { hub: self.clone() };
+        if prev >= self.max_viewers {
+            return Err(JoinError::Full(self.max_viewers));
+        }
+        let mut inner = lock(&self.inner);
+        if let HubState::Ended(r) = &*self.state.borrow() {
+            return Err(JoinError::Ended(r.clone()));
+        }
+        let Inner {
+            gop,
+            video,
+            audio,
+            outputs,
+            ..
+        } = &mut *inner;
+        let out = outputs.entry(format).or_insert_with(|| {
+            // First viewer of this format: mux the cached raw GOP for it.
+            let mut muxer = Muxer::new(format, *video, *audio);
+            let mut cached = Vec::new();
+            for (i, f) in gop.iter().enumerate() {
+                if let Some((chunk, gop_bytes)) = muxer.mux(f, i == 0) {
+                    if chunk.keyframe {
+                        cached.clear();
+                    }
+                    cached.push(Chunk {
+                        data: gop_bytes,
+                        ..chunk
+                    });
+                }
+            }
+            Output {
+                muxer,
+                gop: cached,
+                tx: broadcast::channel(RING).0,
+            }
+        });
+        let mut start: Vec<(Bytes, Option<u64>)> = out
+            .muxer
+            .preamble()
+            .into_iter()
+            .map(|b| (b, None))
+            .collect();
+        start.extend(out.gop.iter().map(|c| (c.data.clone(), Some(c.pts))));
+        let first_pts = out.gop.first().map(|c| c.pts);
+        let rx = out.tx.subscribe();
+        drop(inner);
+        metrics::gauge!("gbgate_viewers").increment(1.0);
+        Ok(Viewer {
+            start: start.into(),
+            first_pts,
+            rx,
+            skipping: false,
+            lags: Vec::new(),
+            hub: self.clone(),
+            _guard: guard,
+        })
+    }
+}
+
+/// Keeps the hub's viewer count right however a viewer goes away.
+struct ViewerGuard {
+    hub: Arc<Hub>,
+}
+
+impl Drop for ViewerGuard {
+    fn drop(&mut self) {
+        let hub = &self.hub;
+        if hub.viewers.fetch_sub(1, Ordering::AcqRel) == 1 {
+            hub.idle_since_ms
+                .store(hub.ms(Instant::now()), Ordering::Release);
+        }
+    }
+}
+
+/// What a viewer learns next.
+#[derive(Debug)]
+pub enum Next {
+    /// Bytes to send (and the pts of the frame they end, if a frame).
+    Data(Bytes, Option<u64>),
+    /// The stream is over.
+    End(Arc<str>),
+}
+
+/// One viewer of one format of a hub.
+pub struct Viewer {
+    start: std::collections::VecDeque<(Bytes, Option<u64>)>,
+    first_pts: Option<u64>,
+    rx: broadcast::Receiver<Chunk>,
+    skipping: bool,
+    lags: Vec<Instant>,
+    hub: Arc<Hub>,
+    _guard: ViewerGuard,
+}
+
+impl Drop for Viewer {
+    fn drop(&mut self) {
+        metrics::gauge!("gbgate_viewers").decrement(1.0);
+    }
+}
+
+impl Viewer {
+    /// The hub this viewer watches.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    /// The pts of the first cached frame handed to this viewer.
+    pub fn first_pts(&self) -> Option<u64> {
+        self.first_pts
+    }
+
+    /// The next bytes for this viewer. A viewer that fell behind the ring
+    /// skips to the next keyframe; one that keeps falling behind ends.
+    pub async fn next(&mut self) -> Next {
+        if let Some((b, pts)) = self.start.pop_front() {
+            return Next::Data(b, pts);
+        }
+        loop {
+            match self.rx.recv().await {
+                Ok(chunk) => {
+                    if self.skipping {
+                        if !chunk.keyframe {
+                            continue;
+                        }
+                        self.skipping = false;
+                        if let Some(r) = chunk.resume {
+                            self.start.push_back((chunk.data, Some(chunk.pts)));
+                            return Next::Data(r, None);
+                        }
+                    }
+                    return Next::Data(chunk.data, Some(chunk.pts));
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    let now = Instant::now();
+                    self.lags.retain(|t| now.duration_since(*t) < LAG_WINDOW);
+                    self.lags.push(now);
+                    self.hub.stats.viewer_skips.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("gbgate_viewer_skips_total").increment(1);
+                    tracing::debug!(stream = %self.hub.name, missed = n, "slow viewer skips to the next keyframe");
+                    if self.lags.len() as u32 >= MAX_LAGS {
+                        return Next::End(
+                            "viewer too slow: fell behind the stream repeatedly".into(),
+                        );
+                    }
+                    self.skipping = true;
+                }
+                Err(broadcast::error::RecvError::Closed) => {
+                    let reason = match self.hub.state() {
+                        HubState::Ended(r) => r,
+                        _ => "the stream closed".into(),
+                    };
+                    return Next::End(reason);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(pts: u64, keyframe: bool) -> Frame {
+        let data = if keyframe {
+            // SPS, PPS, IDR
+            Bytes::from_static(&[
+                0, 0, 0, 1, 0x67, 0x42, 0xC0, 0x1E, 0xDA, 0, 0, 0, 1, 0x68, 0xCE, 0x3C, 0x80, 0, 0,
+                0, 1, 0x65, 0x88, 0x84, 0x00,
+            ])
+        } else {
+            Bytes::from_static(&[0, 0, 0, 1, 0x41, 0x9A, 0x02, 0x03])
+        };
+        Frame {
+            codec: Codec::H264,
+            pts,
+            dts: pts,
+            keyframe,
+            data,
+        }
+    }
+
+    async fn take(v: &mut Viewer, n: usize) -> Vec<Next> {
+        let mut out = Vec::new();
+        for _ in 0..n {
+            out.push(
+                tokio::time::timeout(Duration::from_secs(1), v.next())
+                    .await
+                    .unwrap(),
+            );
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn late_viewer_starts_at_the_last_keyframe() {
+        let hub = Hub::new("t".into(), 10);
+        hub.push(frame(0, false)); // before any keyframe: dropped
+        for i in 0..10u64 {
+            hub.push(frame(i * 3600, i % 5 == 0));
+        }
+        assert_eq!(hub.state(), HubState::Playing);
+        let mut v = hub.join(Format::Ps, Duration::from_secs(1)).await.unwrap();
+        // GOP: frames 5..9 (5 chunks), first is the keyframe.
+        assert_eq!(v.first_pts(), Some(5 * 3600));
+        let got = take(&mut v, 5).await;
+        assert!(got.iter().all(|n| matches!(n, Next::Data(..))));
+        hub.push(frame(10 * 3600, true));
+        match v.next().await {
+            Next::Data(_, Some(pts)) => assert_eq!(pts, 36_000),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn each_format_is_muxed_once_and_shared() {
+        let hub = Hub::new("t".into(), 10);
+        hub.push(frame(0, true));
+        let mut a = hub.join(Format::Ts, Duration::from_secs(1)).await.unwrap();
+        let mut b = hub.join(Format::Ts, Duration::from_secs(1)).await.unwrap();
+        take(&mut a, 1).await;
+        take(&mut b, 1).await;
+        hub.push(frame(3600, false));
+        let (Next::Data(x, _), Next::Data(y, _)) = (a.next().await, b.next().await) else {
+            panic!("no data");
+        };
+        assert_eq!(x.as_ptr(), y.as_ptr(), "the same buffer, not a copy");
+    }
+
+    #[tokio::test]
+    async fn a_slow_viewer_skips_to_a_keyframe_then_is_dropped() {
+        let hub = Hub::new("t".into(), 10);
+        hub.push(frame(0, true));
+        let mut slow = hub.join(Format::Ps, Duration::from_secs(1)).await.unwrap();
+        let mut fast = hub.join(Format::Ps, Duration::from_secs(1)).await.unwrap();
+        take(&mut slow, 1).await;
+        take(&mut fast, 1).await;
+        let mut pts = 0;
+        for round in 0..MAX_LAGS {
+            for i in 0..(RING as u64 + 10) {
+                pts += 3600;
+                hub.push(frame(pts, i == RING as u64 + 5));
+                // The fast viewer keeps up.
+                assert!(matches!(fast.next().await, Next::Data(..)));
+            }
+            match slow.next().await {
+                Next::Data(_, Some(p)) if round + 1 < MAX_LAGS => {
+                    // Resumed at the keyframe, not somewhere mid-GOP.
+                    assert_eq!(p, pts - 4 * 3600);
+                    // Drain the rest.
+                    for _ in 0..4 {
+                        slow.next().await;
+                    }
+                }
+                Next::End(r) if round + 1 == MAX_LAGS => assert!(r.contains("too slow")),
+                other => panic!("round {round}: {other:?}"),
+            }
+        }
+        assert_eq!(
+            hub.stats.viewer_skips.load(Ordering::Relaxed),
+            u64::from(MAX_LAGS)
+        );
+    }
+
+    #[tokio::test]
+    async fn ending_the_hub_ends_viewers_with_the_reason_and_counts_leave() {
+        let hub = Hub::new("t".into(), 1);
+        hub.push(frame(0, true));
+        let mut v = hub.join(Format::Flv, Duration::from_secs(1)).await.unwrap();
+        assert_eq!(hub.viewers(), 1);
+        assert!(matches!(
+            hub.join(Format::Flv, Duration::from_secs(1)).await,
+            Err(JoinError::Full(1))
+        ));
+        assert_eq!(hub.viewers(), 1);
+        hub.end("device stopped sending");
+        // Preamble and GOP first, then the end.
+        loop {
+            match v.next().await {
+                Next::Data(..) => continue,
+                Next::End(r) => {
+                    assert_eq!(&*r, "device stopped sending");
+                    break;
+                }
+            }
+        }
+        drop(v);
+        assert_eq!(hub.viewers(), 0);
+        assert!(hub.idle_for(Instant::now()).is_some());
+    }
+
+    #[tokio::test]
+    async fn join_waits_for_the_first_keyframe_or_times_out() {
+        let hub = Hub::new("t".into(), 10);
+        let h = hub.clone();
+        let waiter = tokio::spawn(async move { h.join(Format::Ps, Duration::from_secs(2)).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        hub.push(frame(0, true));
+        assert!(waiter.await.unwrap().is_ok());
+        let quiet = Hub::new("q".into(), 10);
+        assert!(matches!(
+            quiet.join(Format::Ps, Duration::from_millis(30)).await,
+            Err(JoinError::NoPicture(_))
+        ));
+    }
+}

@@ -1,0 +1,660 @@
+//! The stream manager: opens streams on demand, one upstream call per
+//! channel however many viewers and parents watch it, and closes them when
+//! nobody does.
+//!
+//! * **Single-flight open.** Live hubs live in a moka cache keyed by
+//!   channel; `try_get_with` makes concurrent openers of one channel share
+//!   one INVITE. The opening itself runs in its own task so a viewer that
+//!   hangs up mid-INVITE does not make the next one INVITE again (moka
+//!   re-runs an init whose caller was cancelled).
+//! * **Linger.** A per-hub watchdog ends a hub that has had no viewers for
+//!   `linger`, or no media for `media_timeout`; ending sends BYE below.
+//!   (moka's own expiry fires only when the cache is touched, so an idle
+//!   stream would never be closed by it.)
+//! * **Calls from the parent** are one more viewer of the hub, in PS,
+//!   sent as RTP to where the parent's SDP says.
+
+pub mod hub;
+pub mod rtp_io;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use topology::GbId;
+
+use crate::media::sdp::{Direction, GbSdp, MediaKind, SessionKind};
+use crate::node::{CallEvent, CallId, CallKind};
+use crate::runtime::NodeHandle;
+use hub::{Format, Hub, HubState, JoinError, Viewer};
+use rtp_io::{LinkMode, MediaSocket, SendTarget};
+
+/// Settings of the media plane.
+#[derive(Debug, Clone)]
+pub struct StreamSettings {
+    /// This node's 20-digit ID (SDP `o=`, SSRC domain digits).
+    pub node_id: GbId,
+    /// The address media sockets bind to and SDP advertises.
+    pub media_ip: IpAddr,
+    /// How this node asks its sources to send (UDP, or TCP passive/active).
+    pub receive_mode: LinkMode,
+    /// Idle time before a stream without viewers closes.
+    pub linger: Duration,
+    /// Silence from below after which a stream ends.
+    pub media_timeout: Duration,
+    /// How long to wait for the INVITE's answer and then the first keyframe.
+    pub open_timeout: Duration,
+    /// Most hubs at once.
+    pub max_streams: usize,
+    /// Most viewers per hub.
+    pub max_viewers: usize,
+}
+
+/// Why a stream could not be opened.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum OpenError {
+    /// The node could not place the call (unknown channel, offline...).
+    #[error("{0}")]
+    Refused(String),
+    /// The source below refused or did not answer.
+    #[error("the source did not open the stream: {0}")]
+    Failed(String),
+    /// A limit was reached.
+    #[error("{0}")]
+    Busy(String),
+    /// The stream opened but no picture came.
+    #[error("{0}")]
+    Join(#[from] JoinError),
+}
+
+impl OpenError {
+    /// The status an HTTP viewer or a SIP caller gets.
+    pub fn status(&self) -> u16 {
+        match self {
+            OpenError::Refused(r) if r.contains("not in this node's catalog") => 404,
+            OpenError::Busy(_) | OpenError::Join(JoinError::Full(_)) => 503,
+            _ => 502,
+        }
+    }
+}
+
+/// What identifies a hub.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum StreamKey {
+    /// Live video of a channel: shared by everyone.
+    Live(GbId),
+    /// One playback session: never shared.
+    Playback(GbId, u64),
+}
+
+impl std::fmt::Display for StreamKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StreamKey::Live(c) => write!(f, "live/{c}"),
+            StreamKey::Playback(c, s) => write!(f, "playback/{c}/{s}"),
+        }
+    }
+}
+
+/// One open stream, as `GET /api/v1/streams` shows it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct StreamInfo {
+    /// `live/<channel>` or `playback/<channel>/<session>`.
+    pub stream: String,
+    /// The call below that feeds it.
+    pub call: CallId,
+    /// Viewers (HTTP and parents).
+    pub viewers: usize,
+    /// opening, playing, or ended with the reason.
+    pub state: String,
+    /// Frames received from below.
+    pub frames_in: u64,
+    /// Elementary-stream bytes received from below.
+    pub bytes_in: u64,
+    /// Times a slow viewer skipped ahead.
+    pub viewer_skips: u64,
+}
+
+/// A call taken from the parent and the task serving it.
+struct Serving {
+    stop: CancellationToken,
+    /// The call below that feeds it (for INFO forwarding).
+    upstream: Option<CallId>,
+}
+
+/// A hub's upstream side: the call below that feeds it.
+struct Upstream {
+    hub: Arc<Hub>,
+}
+
+/// The media plane of one node.
+pub struct StreamManager {
+    node: NodeHandle,
+    settings: StreamSettings,
+    live: moka::future::Cache<GbId, Arc<Hub>>,
+    open_hubs: AtomicUsize,
+    pending: Mutex<HashMap<CallId, oneshot::Sender<Result<GbSdp, String>>>>,
+    upstream: Mutex<HashMap<CallId, Upstream>>,
+    serving: Mutex<HashMap<CallId, Serving>>,
+    playbacks: Mutex<HashMap<u64, (CallId, Arc<Hub>)>>,
+    ssrc_seq: AtomicU16,
+    session_seq: AtomicU64,
+}
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl StreamSettings {
+    /// The media settings of a node with these settings, at `node_id`, with
+    /// media on `media_ip`.
+    pub fn from_node(node_id: GbId, media_ip: IpAddr, s: &crate::settings::Settings) -> Self {
+        StreamSettings {
+            node_id,
+            media_ip,
+            receive_mode: s.media_transport.into(),
+            linger: s.linger,
+            media_timeout: s.media_timeout,
+            open_timeout: s.invite_timeout,
+            max_streams: s.max_streams,
+            max_viewers: s.max_viewers_per_stream,
+        }
+    }
+}
+
+impl StreamManager {
+    /// A manager driving calls through `node`. Start [`Self::run_events`] with
+    /// the receiver of the node's call events.
+    pub fn new(node: NodeHandle, settings: StreamSettings) -> Arc<StreamManager> {
+        Arc::new(StreamManager {
+            node,
+            live: moka::future::Cache::builder()
+                .max_capacity(settings.max_streams as u64)
+                .build(),
+            settings,
+            open_hubs: AtomicUsize::new(0),
+            pending: Mutex::default(),
+            upstream: Mutex::default(),
+            serving: Mutex::default(),
+            playbacks: Mutex::default(),
+            ssrc_seq: AtomicU16::new(0),
+            session_seq: AtomicU64::new(0),
+        })
+    }
+
+    /// Settings in force.
+    pub fn settings(&self) -> &StreamSettings {
+        &self.settings
+    }
+
+    /// Hubs open now.
+    pub fn open_streams(&self) -> usize {
+        self.open_hubs.load(Ordering::Acquire)
+    }
+
+    /// The streams open now, for the API.
+    pub fn list(&self) -> Vec<StreamInfo> {
+        let mut out: Vec<StreamInfo> = locked(&self.upstream)
+            .iter()
+            .map(|(call, up)| {
+                let h = &up.hub;
+                StreamInfo {
+                    stream: h.name.clone(),
+                    call: *call,
+                    viewers: h.viewers(),
+                    state: match h.state() {
+                        HubState::Opening => "opening".into(),
+                        HubState::Playing => "playing".into(),
+                        HubState::Ended(r) => format!("ended: {r}"),
+                    },
+                    frames_in: h.stats.frames_in.load(Ordering::Relaxed),
+                    bytes_in: h.stats.bytes_in.load(Ordering::Relaxed),
+                    viewer_skips: h.stats.viewer_skips.load(Ordering::Relaxed),
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.stream.cmp(&b.stream));
+        out
+    }
+
+    /// Handle call events from the node until the node stops.
+    pub async fn run_events(self: Arc<Self>, mut events: mpsc::UnboundedReceiver<CallEvent>) {
+        while let Some(ev) = events.recv().await {
+            self.on_event(ev);
+        }
+    }
+
+    fn on_event(self: &Arc<Self>, ev: CallEvent) {
+        match ev {
+            CallEvent::Answered { call, answer } => {
+                if let Some(tx) = locked(&self.pending).remove(&call) {
+                    let _ = tx.send(Ok(answer));
+                } else {
+                    // Nobody waits any more: take it down.
+                    self.hangup(call);
+                }
+            }
+            CallEvent::Failed { call, reason } => {
+                if let Some(tx) = locked(&self.pending).remove(&call) {
+                    let _ = tx.send(Err(reason));
+                }
+            }
+            CallEvent::Ended { call, reason } => {
+                if let Some(up) = locked(&self.upstream).remove(&call) {
+                    up.hub.end(&reason);
+                }
+                if let Some(s) = locked(&self.serving).remove(&call) {
+                    s.stop.cancel();
+                }
+            }
+            CallEvent::MediaEnded { call } => {
+                if let Some(up) = locked(&self.upstream).get(&call) {
+                    up.hub.end("end of the recording");
+                }
+            }
+            CallEvent::Invited {
+                call,
+                channel,
+                kind,
+                offer,
+            } => {
+                let me = self.clone();
+                tokio::spawn(async move { me.serve_parent(call, channel, kind, offer).await });
+            }
+            CallEvent::Info { call, body } => {
+                let upstream = locked(&self.serving).get(&call).and_then(|s| s.upstream);
+                if let Some(up) = upstream {
+                    self.send_info(up, body);
+                }
+            }
+        }
+    }
+
+    fn hangup(&self, call: CallId) {
+        let node = self.node.clone();
+        tokio::spawn(async move {
+            let _ = node.command(move |n, now| n.hangup(call, now)).await;
+        });
+    }
+
+    fn send_info(&self, call: CallId, body: Bytes) {
+        let node = self.node.clone();
+        tokio::spawn(async move {
+            let _ = node
+                .command(move |n, now| n.send_info(call, body, now))
+                .await;
+        });
+    }
+
+    // ------------------------------------------------------------- opening
+
+    /// The live hub of `channel`, opening it below if nobody watches it yet.
+    pub async fn open_live(self: &Arc<Self>, channel: GbId) -> Result<Arc<Hub>, OpenError> {
+        for _ in 0..2 {
+            let me = self.clone();
+            let hub = self
+                .live
+                .try_get_with(channel, async move {
+                    // Its own task: a cancelled first caller must not make
+                    // the next caller INVITE again.
+                    tokio::spawn(async move { me.open_upstream(StreamKey::Live(channel)).await })
+                        .await
+                        .map_err(|e| OpenError::Failed(format!("opening task failed: {e}")))?
+                })
+                .await
+                .map_err(|e: Arc<OpenError>| (*e).clone())?;
+            if !matches!(hub.state(), HubState::Ended(_)) {
+                return Ok(hub);
+            }
+            // Ended between its end and the watchdog's removal: retry once.
+            self.live.invalidate(&channel).await;
+        }
+        Err(OpenError::Failed("the stream ended while opening".into()))
+    }
+
+    /// Join the live stream of `channel` as a viewer of `format`.
+    pub async fn watch_live(
+        self: &Arc<Self>,
+        channel: GbId,
+        format: Format,
+    ) -> Result<Viewer, OpenError> {
+        let hub = self.open_live(channel).await?;
+        Ok(hub.join(format, self.settings.open_timeout).await?)
+    }
+
+    /// Open a playback session of `channel` over `[start, end]` (Unix
+    /// seconds) and join it. Returns the session number (for control) and
+    /// the viewer.
+    pub async fn watch_playback(
+        self: &Arc<Self>,
+        channel: GbId,
+        start: u64,
+        end: u64,
+        format: Format,
+    ) -> Result<(u64, Viewer), OpenError> {
+        let session = self.session_seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let hub = self
+            .open_upstream_kind(
+                StreamKey::Playback(channel, session),
+                CallKind::Playback { start, end },
+            )
+            .await?;
+        let viewer = hub.join(format, self.settings.open_timeout).await?;
+        Ok((session, viewer))
+    }
+
+    /// Send MANSRTSP (PLAY/PAUSE/Scale/Range) to the source of a playback session.
+    pub fn control_playback(&self, session: u64, body: Bytes) -> bool {
+        let call = locked(&self.playbacks).get(&session).map(|(c, _)| *c);
+        match call {
+            Some(c) => {
+                self.send_info(c, body);
+                true
+            }
+            None => false,
+        }
+    }
+
+    async fn open_upstream(self: &Arc<Self>, key: StreamKey) -> Result<Arc<Hub>, OpenError> {
+        self.open_upstream_kind(key, CallKind::Live).await
+    }
+
+    async fn open_upstream_kind(
+        self: &Arc<Self>,
+        key: StreamKey,
+        kind: CallKind,
+    ) -> Result<Arc<Hub>, OpenError> {
+        if self.open_hubs.load(Ordering::Acquire) >= self.settings.max_streams {
+            return Err(OpenError::Busy(format!(
+                "this node has its maximum of {} streams open",
+                self.settings.max_streams
+            )));
+        }
+        let channel = match &key {
+            StreamKey::Live(c) | StreamKey::Playback(c, _) => *c,
+        };
+        let mode = self.settings.receive_mode;
+        let socket = MediaSocket::bind(self.settings.media_ip, mode)
+            .await
+            .map_err(|e| OpenError::Busy(format!("cannot bind a media socket: {e}")))?;
+        let live = kind == CallKind::Live;
+        let seq = self.ssrc_seq.fetch_add(1, Ordering::Relaxed);
+        let (ssrc, ssrc_text) =
+            crate::media::sdp::ssrc_for(live, self.settings.node_id.domain(), seq);
+        let offer = self.sdp(
+            &kind,
+            Some(channel),
+            socket.port(),
+            mode,
+            Direction::RecvOnly,
+            ssrc,
+            ssrc_text,
+        );
+        let (tx, rx) = oneshot::channel();
+        let me = self.clone();
+        let placed = self
+            .node
+            .command(move |n, now| {
+                let r = n.place_call(channel, kind, &offer, now);
+                if let Ok(call) = r {
+                    // Registered inside the node's loop, so the answer
+                    // cannot overtake it.
+                    locked(&me.pending).insert(call, tx);
+                }
+                r
+            })
+            .await
+            .map_err(|e| OpenError::Refused(e.to_string()))?
+            .map_err(|e| OpenError::Refused(e.to_string()))?;
+        let answer = match tokio::time::timeout(self.settings.open_timeout, rx).await {
+            Ok(Ok(Ok(a))) => a,
+            Ok(Ok(Err(reason))) => return Err(OpenError::Failed(reason)),
+            Ok(Err(_)) => return Err(OpenError::Failed("the node stopped".into())),
+            Err(_) => {
+                locked(&self.pending).remove(&placed);
+                self.hangup(placed);
+                return Err(OpenError::Failed(format!(
+                    "no answer within {:?}",
+                    self.settings.open_timeout
+                )));
+            }
+        };
+        let hub = Hub::new(key.to_string(), self.settings.max_viewers);
+        self.open_hubs.fetch_add(1, Ordering::AcqRel);
+        metrics::gauge!("gbgate_streams_open").increment(1.0);
+        let stop = CancellationToken::new();
+        let peer_ip: IpAddr = answer.conn_addr.parse().unwrap_or(self.settings.media_ip);
+        let peer = SocketAddr::new(peer_ip, answer.media_port);
+        let expected = answer.ssrc.or(Some(ssrc));
+        locked(&self.upstream).insert(placed, Upstream { hub: hub.clone() });
+        if let StreamKey::Playback(_, session) = key {
+            locked(&self.playbacks).insert(session, (placed, hub.clone()));
+        }
+        {
+            let hub = hub.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let why = rtp_io::receive(hub.clone(), socket, peer, expected, stop).await;
+                hub.end(&why);
+            });
+        }
+        tokio::spawn(self.clone().watchdog(hub.clone(), key, placed, stop));
+        tracing::info!(stream = %hub.name, call = placed, "stream open");
+        Ok(hub)
+    }
+
+    /// Ends the hub on silence or after the linger, then cleans up: BYE
+    /// below, socket closed, cache entry gone.
+    async fn watchdog(
+        self: Arc<Self>,
+        hub: Arc<Hub>,
+        key: StreamKey,
+        call: CallId,
+        stop: CancellationToken,
+    ) {
+        let linger = match key {
+            StreamKey::Live(_) => self.settings.linger,
+            // A playback session belongs to one viewer: close when it leaves.
+            StreamKey::Playback(..) => Duration::ZERO,
+        };
+        let mut state = hub.subscribe_state();
+        let tick = Duration::from_millis(250).min(self.settings.media_timeout / 4);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(tick) => {}
+                _ = state.changed() => {}
+            }
+            let now = Instant::now();
+            if matches!(hub.state(), HubState::Ended(_)) {
+                break;
+            }
+            if hub.silent_for(now) >= self.settings.media_timeout {
+                hub.end(&format!(
+                    "no media from the source for {:?}",
+                    self.settings.media_timeout
+                ));
+            } else if hub.idle_for(now).is_some_and(|d| d >= linger) {
+                hub.end(&format!("no viewers for {linger:?}"));
+            }
+        }
+        stop.cancel();
+        if locked(&self.upstream).remove(&call).is_some() {
+            self.hangup(call);
+        }
+        match key {
+            StreamKey::Live(channel) => {
+                if self
+                    .live
+                    .get(&channel)
+                    .await
+                    .is_some_and(|h| Arc::ptr_eq(&h, &hub))
+                {
+                    self.live.invalidate(&channel).await;
+                }
+            }
+            StreamKey::Playback(_, session) => {
+                locked(&self.playbacks).remove(&session);
+            }
+        }
+        self.open_hubs.fetch_sub(1, Ordering::AcqRel);
+        metrics::gauge!("gbgate_streams_open").decrement(1.0);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn sdp(
+        &self,
+        kind: &CallKind,
+        channel: Option<GbId>,
+        port: u16,
+        mode: LinkMode,
+        direction: Direction,
+        ssrc: u32,
+        ssrc_text: String,
+    ) -> GbSdp {
+        let (transport, setup) = mode.sdp();
+        let (session, uri, time) = match kind {
+            CallKind::Live => (SessionKind::Play, None, (0, 0)),
+            CallKind::Playback { start, end } => (
+                SessionKind::Playback,
+                channel.map(|c| format!("{c}:0")),
+                (*start, *end),
+            ),
+        };
+        GbSdp {
+            origin_user: self.settings.node_id.to_string(),
+            origin_addr: self.settings.media_ip.to_string(),
+            session,
+            uri,
+            conn_addr: self.settings.media_ip.to_string(),
+            time,
+            media: MediaKind::Video,
+            media_port: port,
+            transport,
+            payloads: vec![(96, "PS/90000".into())],
+            direction,
+            setup,
+            connection_new: setup.is_some(),
+            ssrc: Some(ssrc),
+            ssrc_text: Some(ssrc_text),
+            f: Some(String::new()),
+            download_speed: None,
+            file_size: None,
+            stream_number: None,
+        }
+    }
+
+    // ------------------------------------------------------ calls from above
+
+    async fn serve_parent(
+        self: Arc<Self>,
+        call: CallId,
+        channel: GbId,
+        kind: CallKind,
+        offer: GbSdp,
+    ) {
+        let stop = CancellationToken::new();
+        locked(&self.serving).insert(
+            call,
+            Serving {
+                stop: stop.clone(),
+                upstream: None,
+            },
+        );
+        let opened = match &kind {
+            CallKind::Live => match self.open_live(channel).await {
+                Ok(hub) => hub
+                    .join(Format::Ps, self.settings.open_timeout)
+                    .await
+                    .map_err(OpenError::from),
+                Err(e) => Err(e),
+            },
+            CallKind::Playback { start, end } => self
+                .watch_playback(channel, *start, *end, Format::Ps)
+                .await
+                .map(|(session, v)| {
+                    let up = locked(&self.playbacks).get(&session).map(|(c, _)| *c);
+                    if let Some(s) = locked(&self.serving).get_mut(&call) {
+                        s.upstream = up;
+                    }
+                    v
+                }),
+        };
+        let viewer = match opened {
+            Ok(v) => v,
+            Err(e) => {
+                locked(&self.serving).remove(&call);
+                let status = match e.status() {
+                    404 => 404,
+                    503 => 486,
+                    _ => 480,
+                };
+                let reason = e.to_string();
+                tracing::warn!(call, %channel, %reason, "cannot serve the parent's INVITE");
+                let _ = self
+                    .node
+                    .command(move |n, now| n.reject_call(call, status, &reason, now))
+                    .await;
+                return;
+            }
+        };
+        if stop.is_cancelled() {
+            return; // CANCELled while opening
+        }
+        let mode = LinkMode::answering(offer.transport, offer.setup);
+        let socket = match MediaSocket::bind(self.settings.media_ip, mode).await {
+            Ok(s) => s,
+            Err(e) => {
+                let reason = format!("cannot bind a media socket: {e}");
+                let _ = self
+                    .node
+                    .command(move |n, now| n.reject_call(call, 500, &reason, now))
+                    .await;
+                return;
+            }
+        };
+        let ssrc = offer.ssrc.unwrap_or(0);
+        let ssrc_text = offer
+            .ssrc_text
+            .clone()
+            .unwrap_or_else(|| format!("{ssrc:010}"));
+        let answer = self.sdp(
+            &kind,
+            None,
+            socket.port(),
+            mode,
+            Direction::SendOnly,
+            ssrc,
+            ssrc_text,
+        );
+        let peer = SocketAddr::new(
+            offer.conn_addr.parse().unwrap_or(self.settings.media_ip),
+            offer.media_port,
+        );
+        let _ = self
+            .node
+            .command(move |n, now| n.accept_call(call, &answer, now))
+            .await;
+        let hub = viewer.hub().clone();
+        let why = rtp_io::send(viewer, SendTarget { socket, peer, ssrc }, stop.clone()).await;
+        let by_parent = stop.is_cancelled();
+        locked(&self.serving).remove(&call);
+        if !by_parent {
+            tracing::info!(call, stream = %hub.name, reason = %why, "ending the parent's call");
+            let eof = matches!(hub.state(), HubState::Ended(r) if &*r == "end of the recording");
+            let _ = self
+                .node
+                .command(move |n, now| {
+                    if eof {
+                        n.notify_media_ended(call, now);
+                    }
+                    n.hangup(call, now)
+                })
+                .await;
+        }
+    }
+}

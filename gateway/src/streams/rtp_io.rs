@@ -1,0 +1,317 @@
+//! RTP over the network, both ways: receiving PS from below into a hub,
+//! and sending a hub's PS to a parent. UDP, or TCP with RFC 4571 framing,
+//! this side connecting (`a=setup:active`) or listening (`passive`).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio_util::sync::CancellationToken;
+
+use super::hub::{Hub, Next, Viewer};
+use crate::media::ps::{packetize, PsDemuxer};
+use crate::media::rtp::{frame_rfc4571, RtpPacket, TcpDeframer};
+use crate::media::sdp::{MediaTransport, Setup};
+
+/// RTP payload bytes per packet toward a parent (fits a 1,500-byte MTU).
+const RTP_PAYLOAD: usize = 1400;
+/// How long a passive TCP side waits for the peer to connect.
+const ACCEPT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How media travels on one link, as this side sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkMode {
+    /// RTP over UDP.
+    Udp,
+    /// RTP over TCP; this side listens.
+    TcpPassive,
+    /// RTP over TCP; this side connects.
+    TcpActive,
+}
+
+impl From<topology::MediaTransport> for LinkMode {
+    fn from(t: topology::MediaTransport) -> Self {
+        match t {
+            topology::MediaTransport::Udp => LinkMode::Udp,
+            topology::MediaTransport::TcpPassive => LinkMode::TcpPassive,
+            topology::MediaTransport::TcpActive => LinkMode::TcpActive,
+        }
+    }
+}
+
+impl LinkMode {
+    /// The SDP transport and `a=setup` this side writes.
+    pub fn sdp(self) -> (MediaTransport, Option<Setup>) {
+        match self {
+            LinkMode::Udp => (MediaTransport::Udp, None),
+            LinkMode::TcpPassive => (MediaTransport::Tcp, Some(Setup::Passive)),
+            LinkMode::TcpActive => (MediaTransport::Tcp, Some(Setup::Active)),
+        }
+    }
+
+    /// This side's mode given the other side's SDP: its `passive` makes us
+    /// active and the other way round (`actpass` or none: we connect).
+    pub fn answering(transport: MediaTransport, setup: Option<Setup>) -> LinkMode {
+        match (transport, setup) {
+            (MediaTransport::Udp, _) => LinkMode::Udp,
+            (MediaTransport::Tcp, Some(Setup::Active)) => LinkMode::TcpPassive,
+            (MediaTransport::Tcp, _) => LinkMode::TcpActive,
+        }
+    }
+}
+
+/// A bound media socket before the peer is known.
+pub enum MediaSocket {
+    /// A UDP socket.
+    Udp(UdpSocket),
+    /// A TCP listener (we are passive).
+    Listener(TcpListener),
+    /// We will connect (active); nothing is bound yet.
+    Connect,
+}
+
+impl MediaSocket {
+    /// Bind on `ip` for `mode`.
+    pub async fn bind(ip: IpAddr, mode: LinkMode) -> std::io::Result<MediaSocket> {
+        Ok(match mode {
+            LinkMode::Udp => {
+                let s = socket2::Socket::new(
+                    socket2::Domain::for_address(SocketAddr::new(ip, 0)),
+                    socket2::Type::DGRAM,
+                    Some(socket2::Protocol::UDP),
+                )?;
+                // A burst of a 4 Mbps keyframe is ~100 packets; give the
+                // kernel room so a busy runtime does not drop them.
+                let _ = s.set_recv_buffer_size(4 * 1024 * 1024);
+                s.set_nonblocking(true)?;
+                s.bind(&SocketAddr::new(ip, 0).into())?;
+                MediaSocket::Udp(UdpSocket::from_std(s.into())?)
+            }
+            LinkMode::TcpPassive => MediaSocket::Listener(TcpListener::bind((ip, 0)).await?),
+            LinkMode::TcpActive => MediaSocket::Connect,
+        })
+    }
+
+    /// The port to write in SDP (9, the discard port, for an active side,
+    /// as RFC 4145 suggests).
+    pub fn port(&self) -> u16 {
+        match self {
+            MediaSocket::Udp(s) => s.local_addr().map_or(0, |a| a.port()),
+            MediaSocket::Listener(l) => l.local_addr().map_or(0, |a| a.port()),
+            MediaSocket::Connect => 9,
+        }
+    }
+}
+
+/// Receive RTP/PS from below into `hub` until `stop`, or until the
+/// connection (TCP) ends. `peer` is the sender's address from its SDP
+/// (needed to connect when active). Returns why it stopped.
+pub async fn receive(
+    hub: Arc<Hub>,
+    socket: MediaSocket,
+    peer: SocketAddr,
+    expected_ssrc: Option<u32>,
+    stop: CancellationToken,
+) -> String {
+    let mut rx = Receiver {
+        hub,
+        demux: PsDemuxer::new(),
+        expected_ssrc,
+        mismatch_logged: false,
+        frames: Vec::new(),
+    };
+    metrics::gauge!("gbgate_rtp_streams_in").increment(1.0);
+    let why = tokio::select! {
+        _ = stop.cancelled() => "stopped".to_owned(),
+        r = rx.run(socket, peer) => r,
+    };
+    metrics::gauge!("gbgate_rtp_streams_in").decrement(1.0);
+    why
+}
+
+struct Receiver {
+    hub: Arc<Hub>,
+    demux: PsDemuxer,
+    expected_ssrc: Option<u32>,
+    mismatch_logged: bool,
+    frames: Vec<crate::media::frame::Frame>,
+}
+
+impl Receiver {
+    async fn run(&mut self, socket: MediaSocket, peer: SocketAddr) -> String {
+        match socket {
+            MediaSocket::Udp(s) => {
+                let mut buf = vec![0u8; 65_536];
+                loop {
+                    match s.recv_from(&mut buf).await {
+                        Ok((n, _from)) => {
+                            let data = Bytes::copy_from_slice(buf.get(..n).unwrap_or_default());
+                            self.packet(data);
+                        }
+                        Err(e) => return format!("UDP receive failed: {e}"),
+                    }
+                }
+            }
+            MediaSocket::Listener(l) => {
+                match tokio::time::timeout(ACCEPT_TIMEOUT, l.accept()).await {
+                    Ok(Ok((stream, _))) => self.tcp(stream).await,
+                    Ok(Err(e)) => format!("accepting the media connection failed: {e}"),
+                    Err(_) => format!("the sender did not connect within {ACCEPT_TIMEOUT:?}"),
+                }
+            }
+            MediaSocket::Connect => match TcpStream::connect(peer).await {
+                Ok(stream) => self.tcp(stream).await,
+                Err(e) => format!("connecting to the media sender {peer} failed: {e}"),
+            },
+        }
+    }
+
+    async fn tcp(&mut self, mut stream: TcpStream) -> String {
+        let _ = stream.set_nodelay(true);
+        let mut deframer = TcpDeframer::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) => return "the sender closed the media connection".into(),
+                Ok(n) => {
+                    deframer.push(buf.get(..n).unwrap_or_default());
+                    loop {
+                        match deframer.next_packet() {
+                            Ok(Some(p)) => self.packet(p),
+                            Ok(None) => break,
+                            Err(e) => {
+                                metrics::counter!("gbgate_rtp_framing_errors_total").increment(1);
+                                tracing::debug!(stream = %self.hub.name, error = %e, "RTP over TCP resynchronised");
+                            }
+                        }
+                    }
+                }
+                Err(e) => return format!("media connection failed: {e}"),
+            }
+        }
+    }
+
+    fn packet(&mut self, data: Bytes) {
+        metrics::counter!("gbgate_rtp_packets_received_total").increment(1);
+        let p = match RtpPacket::parse(data) {
+            Ok(p) => p,
+            Err(e) => {
+                metrics::counter!("gbgate_rtp_parse_errors_total").increment(1);
+                tracing::debug!(stream = %self.hub.name, error = %e, "bad RTP packet dropped");
+                return;
+            }
+        };
+        if let Some(want) = self.expected_ssrc {
+            if p.ssrc != want {
+                // Real devices get y= wrong; count it, keep the media.
+                metrics::counter!("gbgate_rtp_ssrc_mismatch_total").increment(1);
+                if !self.mismatch_logged {
+                    self.mismatch_logged = true;
+                    tracing::warn!(stream = %self.hub.name, expected = want, got = p.ssrc, "RTP SSRC differs from the SDP y= line; accepting it");
+                }
+            }
+        }
+        self.demux.push(&p.payload);
+        self.demux.drain(&mut self.frames);
+        for f in self.frames.drain(..) {
+            self.hub.push(f);
+        }
+    }
+}
+
+/// Where and how to send RTP to a parent.
+pub struct SendTarget {
+    /// The bound socket (UDP, or a listener when passive).
+    pub socket: MediaSocket,
+    /// The receiver's address from its SDP.
+    pub peer: SocketAddr,
+    /// The SSRC the receiver asked for (`y=`).
+    pub ssrc: u32,
+}
+
+/// Send a hub's PS (from `viewer`) as RTP to `target` until the hub ends,
+/// the link fails or `stop`. Returns why it stopped.
+pub async fn send(mut viewer: Viewer, target: SendTarget, stop: CancellationToken) -> String {
+    metrics::gauge!("gbgate_rtp_streams_out").increment(1.0);
+    let why = tokio::select! {
+        _ = stop.cancelled() => "stopped".to_owned(),
+        r = send_loop(&mut viewer, target) => r,
+    };
+    metrics::gauge!("gbgate_rtp_streams_out").decrement(1.0);
+    why
+}
+
+enum Wire {
+    Udp(UdpSocket, SocketAddr),
+    Tcp(TcpStream),
+}
+
+async fn send_loop(viewer: &mut Viewer, target: SendTarget) -> String {
+    let mut wire = match target.socket {
+        MediaSocket::Udp(s) => Wire::Udp(s, target.peer),
+        MediaSocket::Listener(l) => match tokio::time::timeout(ACCEPT_TIMEOUT, l.accept()).await {
+            Ok(Ok((s, _))) => Wire::Tcp(s),
+            Ok(Err(e)) => return format!("accepting the parent's media connection failed: {e}"),
+            Err(_) => return format!("the parent did not connect within {ACCEPT_TIMEOUT:?}"),
+        },
+        MediaSocket::Connect => match TcpStream::connect(target.peer).await {
+            Ok(s) => Wire::Tcp(s),
+            Err(e) => {
+                return format!(
+                    "connecting to the parent's media port {} failed: {e}",
+                    target.peer
+                )
+            }
+        },
+    };
+    if let Wire::Tcp(s) = &wire {
+        let _ = s.set_nodelay(true);
+    }
+    let mut seq: u16 = rand::random();
+    let mut out = BytesMut::with_capacity(64 * 1024);
+    let mut last_pts = viewer.first_pts().unwrap_or(0);
+    loop {
+        let (chunk, pts) = match viewer.next().await {
+            Next::Data(b, pts) => (b, pts),
+            Next::End(reason) => return reason.to_string(),
+        };
+        let ts = pts.unwrap_or(last_pts);
+        last_pts = ts;
+        let parts = packetize(&chunk, RTP_PAYLOAD);
+        let count = parts.len();
+        for (i, payload) in parts.into_iter().enumerate() {
+            let p = RtpPacket {
+                marker: i + 1 == count,
+                payload_type: 96,
+                sequence: seq,
+                timestamp: ts as u32,
+                ssrc: target.ssrc,
+                csrc: Vec::new(),
+                payload,
+            };
+            seq = seq.wrapping_add(1);
+            out.clear();
+            p.write(&mut out);
+            let sent = match &mut wire {
+                Wire::Udp(s, to) => s.send_to(&out, *to).await.map(|_| ()),
+                Wire::Tcp(s) => match frame_rfc4571(&out) {
+                    Ok(framed) => s.write_all(&framed).await,
+                    Err(e) => Err(std::io::Error::other(e.to_string())),
+                },
+            };
+            if let Err(e) = sent {
+                // UDP to a port nobody reads yet (ICMP refused) is not fatal.
+                if matches!(wire, Wire::Udp(..))
+                    && e.kind() == std::io::ErrorKind::ConnectionRefused
+                {
+                    continue;
+                }
+                return format!("sending media to the parent failed: {e}");
+            }
+            metrics::counter!("gbgate_rtp_packets_sent_total").increment(1);
+        }
+    }
+}
