@@ -2,34 +2,66 @@
 CARGO ?= cargo
 SHELL := /bin/bash
 
-.PHONY: all deps build demo test bench lint fmt fuzz clean
+.PHONY: all deps clips build demo test bench lint fmt fuzz clean
 
 all: build
 
 # System packages used by the tests and benchmarks (Debian): sipp is the
-# third-party SIP peer the tests talk to.
+# third-party SIP peer; ffmpeg/ffprobe decode what we serve and make the
+# test clips; GStreamer's mpegpsmux writes PS we did not write. Debian's
+# ffmpeg 5.1 cannot read H.265 in FLV, so the static ffmpeg of the PyPI
+# package imageio-ffmpeg checks that.
 deps:
-	@if ! command -v sipp >/dev/null 2>&1; then \
-	  echo "installing sip-tester (sipp)"; \
+	@missing=""; \
+	command -v sipp >/dev/null 2>&1 || missing="$$missing sip-tester"; \
+	command -v ffprobe >/dev/null 2>&1 || missing="$$missing ffmpeg"; \
+	command -v gst-launch-1.0 >/dev/null 2>&1 || missing="$$missing gstreamer1.0-tools"; \
+	gst-inspect-1.0 mpegpsmux >/dev/null 2>&1 || missing="$$missing gstreamer1.0-plugins-bad gstreamer1.0-plugins-base"; \
+	gst-inspect-1.0 x264enc >/dev/null 2>&1 || missing="$$missing gstreamer1.0-plugins-ugly"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq sip-tester; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
+	@python3 -c "import imageio_ffmpeg" 2>/dev/null || python3 -m pip install -q imageio-ffmpeg
+
+# Test clips, generated (not committed): 4 s of 640x360 at 25 fps, one
+# keyframe a second, no B-frames, as cameras send. Also PS files written by
+# other muxers (GStreamer mpegpsmux with a PSM, ffmpeg -f vob without one).
+CLIPS := target/clips
+clips: $(CLIPS)/h264.h264 $(CLIPS)/h265.h265 $(CLIPS)/gst.ps $(CLIPS)/ffmpeg.vob
+$(CLIPS)/h264.h264: | deps
+	mkdir -p $(CLIPS)
+	ffmpeg -v error -y -f lavfi -i testsrc2=size=640x360:rate=25 -t 4 -pix_fmt yuv420p \
+	  -c:v libx264 -profile:v main -g 25 -bf 0 -x264-params aud=1 -f h264 $@
+$(CLIPS)/h265.h265: | deps
+	mkdir -p $(CLIPS)
+	ffmpeg -v error -y -f lavfi -i testsrc2=size=640x360:rate=25 -t 4 -pix_fmt yuv420p \
+	  -c:v libx265 -x265-params keyint=25:min-keyint=25:bframes=0:no-open-gop=1:repeat-headers=1:aud=1:log-level=error -f hevc $@
+# Encoded inside the pipeline so buffers carry timestamps (mpegpsmux fed
+# from a raw .h264 file writes PES without PTS).
+$(CLIPS)/gst.ps: | deps
+	mkdir -p $(CLIPS)
+	gst-launch-1.0 -q videotestsrc num-buffers=100 ! video/x-raw,width=640,height=360,framerate=25/1 \
+	  ! x264enc key-int-max=25 bframes=0 bitrate=800 ! h264parse ! mpegpsmux ! filesink location=$@
+$(CLIPS)/ffmpeg.vob: $(CLIPS)/h264.h264
+	ffmpeg -v error -y -r 25 -i $< -c copy -f vob $@
 
 build:
 	$(CARGO) build --workspace --bins
 
 # A 15-node tree (city <- 2 counties <- 2 towns <- 2 villages, 20 simulated
 # cameras per village) on 127.0.0.1; prints the city's catalog; Ctrl-C stops it.
-demo:
+demo: clips
 	$(CARGO) build --release --workspace --bins
 	./target/release/gbdemo
 
-test: deps
+test: deps clips
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace -- --test-threads=2
 
 # Benchmarks print figures; BENCHMARKS.md records the latest with these commands.
-bench: deps
+bench: deps clips
 	$(CARGO) build --release --workspace --bins
 	$(CARGO) test --release -p integration --test bench -- --ignored --nocapture --test-threads=1
 

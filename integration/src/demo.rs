@@ -28,6 +28,12 @@ pub struct TreeSpec {
     pub transport: &'static str,
     /// Password of every node and device.
     pub password: String,
+    /// Seconds a stream without viewers stays open.
+    pub linger_secs: u64,
+    /// Seconds of silence from a source after which its stream ends.
+    pub media_timeout_secs: u64,
+    /// How nodes ask sources to send: udp, tcp-passive, tcp-active.
+    pub media_transport: &'static str,
 }
 
 impl Default for TreeSpec {
@@ -43,6 +49,9 @@ impl Default for TreeSpec {
             t1_ms: 500,
             transport: "udp",
             password: "gbgate-demo".into(),
+            linger_secs: 30,
+            media_timeout_secs: 10,
+            media_transport: "udp",
         }
     }
 }
@@ -163,8 +172,14 @@ pub fn write_tree(dir: &Path, spec: &TreeSpec) -> std::io::Result<Tree> {
     let mut toml = String::new();
     toml.push_str("# gbgate demo topology (generated).\n[defaults]\n");
     toml.push_str(&format!(
-        "transport = \"{}\"\nkeepalive_interval_secs = {}\nkeepalive_timeout_count = 3\nregister_expires_secs = 3600\nregister_retry_secs = {}\nsip_t1_ms = {}\n\n",
-        spec.transport, spec.keepalive_secs, spec.register_retry_secs, spec.t1_ms
+        "transport = \"{}\"\nkeepalive_interval_secs = {}\nkeepalive_timeout_count = 3\nregister_expires_secs = 3600\nregister_retry_secs = {}\nsip_t1_ms = {}\nlinger_secs = {}\nmedia_timeout_secs = {}\nmedia_transport = \"{}\"\n\n",
+        spec.transport,
+        spec.keepalive_secs,
+        spec.register_retry_secs,
+        spec.t1_ms,
+        spec.linger_secs,
+        spec.media_timeout_secs,
+        spec.media_transport
     ));
     for n in &nodes {
         toml.push_str("[[node]]\n");

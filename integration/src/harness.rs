@@ -46,6 +46,9 @@ pub struct FleetSpec {
     pub nvrs: usize,
     /// Channels per NVR.
     pub channels: usize,
+    /// Video the cameras stream when INVITEd (Annex-B clip or PS file);
+    /// `None`: they refuse INVITEs.
+    pub media: Option<PathBuf>,
 }
 
 impl Default for FleetSpec {
@@ -55,6 +58,7 @@ impl Default for FleetSpec {
             ipcs: 4,
             nvrs: 2,
             channels: 8,
+            media: None,
         }
     }
 }
@@ -198,6 +202,12 @@ impl Cluster {
             .args(["--channels", &self.fleet.channels.to_string()])
             .args(["--password", &self.spec.password])
             .args(["--keepalive", &self.spec.keepalive_secs.to_string()])
+            .args(
+                self.fleet
+                    .media
+                    .iter()
+                    .flat_map(|m| [std::ffi::OsStr::new("--media"), m.as_os_str()]),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

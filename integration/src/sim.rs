@@ -4,6 +4,10 @@
 //!
 //! The fleet is a sans-IO state machine like the node (same transaction
 //! layer); [`run`] drives it over the node's own UDP/TCP transports.
+//!
+//! Media: the fleet answers INVITEs (live and playback) to its channels;
+//! the socket work is the driver's, told through [`MediaEvent`]s and
+//! answered with [`Fleet::answer_call`] (see [`crate::streamer`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,6 +18,7 @@ use bytes::Bytes;
 use gbgate::gb::catalog::split;
 use gbgate::gb::charset::Charset;
 use gbgate::gb::manscdp::{self, CatalogItem, DeviceInfo, DeviceStatus, Keepalive, Manscdp};
+use gbgate::media::sdp::GbSdp;
 use gbgate::node::Inbound;
 use gbgate::sip::agent::{Agent, Target, MANSCDP};
 use gbgate::sip::auth::{answer, Challenge};
@@ -91,6 +96,44 @@ enum Token {
     Register(usize),
     Keepalive(usize),
     Answer,
+    /// MediaStatus and other one-off notifications.
+    Notify,
+}
+
+/// What the driver must do with media.
+#[derive(Debug)]
+pub enum MediaEvent {
+    /// The node INVITEd a channel: bind, answer with
+    /// [`Fleet::answer_call`], then stream.
+    Start {
+        /// The call's Call-ID.
+        call: String,
+        /// The channel asked for.
+        channel: GbId,
+        /// The node's offer.
+        offer: GbSdp,
+    },
+    /// The node hung up (BYE or CANCEL).
+    Stop {
+        /// The call's Call-ID.
+        call: String,
+    },
+    /// MANSRTSP playback control (INFO).
+    Control {
+        /// The call's Call-ID.
+        call: String,
+        /// The body.
+        body: Bytes,
+    },
+}
+
+/// One call the node placed to a simulated channel.
+struct SimCall {
+    device: usize,
+    channel: GbId,
+    invite: Request,
+    tag: String,
+    answered: bool,
 }
 
 /// Counters a test or benchmark reads.
@@ -108,6 +151,10 @@ pub struct FleetStats {
     pub catalog_queries: u64,
     /// When every device was first registered at once.
     pub all_registered_at: Option<Instant>,
+    /// INVITEs received.
+    pub invites: u64,
+    /// BYEs received.
+    pub byes: u64,
 }
 
 /// The simulated fleet.
@@ -123,6 +170,9 @@ pub struct Fleet {
     transmits: Vec<Transmit>,
     stats: FleetStats,
     started: Instant,
+    channel_owner: HashMap<GbId, usize>,
+    calls: HashMap<String, SimCall>,
+    media_events: std::collections::VecDeque<MediaEvent>,
 }
 
 /// Catalog answer MESSAGEs in flight at once across the fleet.
@@ -174,6 +224,15 @@ impl Fleet {
             });
         }
         let by_id = devices.iter().enumerate().map(|(i, d)| (d.id, i)).collect();
+        let channel_owner = devices
+            .iter()
+            .enumerate()
+            .flat_map(|(i, d)| {
+                d.channels
+                    .iter()
+                    .filter_map(move |c| GbId::parse(&c.device_id).ok().map(|id| (id, i)))
+            })
+            .collect();
         Ok(Fleet {
             agent_addr: cfg.local,
             tx: TransactionLayer::new(Timers::default(), 1_000_000),
@@ -186,6 +245,9 @@ impl Fleet {
             transmits: Vec::new(),
             stats: FleetStats::default(),
             started: now,
+            channel_owner,
+            calls: HashMap::new(),
+            media_events: std::collections::VecDeque::new(),
         })
     }
 
@@ -289,11 +351,18 @@ impl Fleet {
 
     fn handle_request(&mut self, req: Request, peer: Peer, now: Instant) {
         if req.method == Method::Ack {
+            self.tx.handle_ack(&req, now);
             return;
         }
         match self.tx.handle_request(&req, peer, now) {
             Ok(Incoming::New) => {}
             _ => return,
+        }
+        if matches!(
+            req.method,
+            Method::Invite | Method::Bye | Method::Cancel | Method::Info
+        ) {
+            return self.handle_call_request(req, now);
         }
         let to = NameAddr::parse(req.headers.get("To").unwrap_or_default())
             .ok()
@@ -366,6 +435,153 @@ impl Fleet {
         self.pump_answers(now);
     }
 
+    fn respond(&mut self, req: &Request, status: u16, tag: &str, now: Instant) {
+        let _ = self
+            .tx
+            .send_response(req, Response::to_request(req, status, Some(tag)), now);
+    }
+
+    fn handle_call_request(&mut self, req: Request, now: Instant) {
+        let call_id = req.call_id().unwrap_or_default().to_owned();
+        match req.method {
+            Method::Invite => {
+                if self.calls.contains_key(&call_id) {
+                    // A re-INVITE: keep the session.
+                    return self.respond(&req, 200, "sim", now);
+                }
+                let channel = gbgate::sip::header::SipUri::parse(&req.uri)
+                    .ok()
+                    .and_then(|u| u.user)
+                    .and_then(|u| GbId::parse(&u).ok());
+                let Some((channel, device)) =
+                    channel.and_then(|c| self.channel_owner.get(&c).map(|d| (c, *d)))
+                else {
+                    return self.respond(&req, 404, "sim", now);
+                };
+                let offer = match std::str::from_utf8(&req.body)
+                    .ok()
+                    .and_then(|s| GbSdp::parse(s).ok())
+                {
+                    Some(o) => o,
+                    None => return self.respond(&req, 400, "sim", now),
+                };
+                let _ = self
+                    .tx
+                    .send_response(&req, Response::to_request(&req, 100, None), now);
+                self.stats.invites += 1;
+                let tag = format!("sim{}", rand::random::<u32>());
+                self.calls.insert(
+                    call_id.clone(),
+                    SimCall {
+                        device,
+                        channel,
+                        invite: req,
+                        tag,
+                        answered: false,
+                    },
+                );
+                self.media_events.push_back(MediaEvent::Start {
+                    call: call_id,
+                    channel,
+                    offer,
+                });
+            }
+            Method::Bye => {
+                let tag = self.calls.get(&call_id).map(|c| c.tag.clone());
+                match tag {
+                    Some(tag) => {
+                        self.respond(&req, 200, &tag, now);
+                        self.calls.remove(&call_id);
+                        self.stats.byes += 1;
+                        self.media_events
+                            .push_back(MediaEvent::Stop { call: call_id });
+                    }
+                    None => self.respond(&req, 481, "sim", now),
+                }
+            }
+            Method::Cancel => {
+                let pending = self
+                    .calls
+                    .get(&call_id)
+                    .filter(|c| !c.answered)
+                    .map(|c| (c.invite.clone(), c.tag.clone()));
+                self.respond(&req, 200, "sim", now);
+                if let Some((invite, tag)) = pending {
+                    self.respond(&invite, 487, &tag, now);
+                    self.calls.remove(&call_id);
+                    self.media_events
+                        .push_back(MediaEvent::Stop { call: call_id });
+                }
+            }
+            _ => {
+                // INFO: MANSRTSP playback control.
+                if self.calls.contains_key(&call_id) {
+                    self.respond(&req, 200, "sim", now);
+                    self.media_events.push_back(MediaEvent::Control {
+                        call: call_id,
+                        body: req.body.clone(),
+                    });
+                } else {
+                    self.respond(&req, 481, "sim", now);
+                }
+            }
+        }
+    }
+
+    /// The next media event for the driver.
+    pub fn poll_media_event(&mut self) -> Option<MediaEvent> {
+        self.media_events.pop_front()
+    }
+
+    /// Answer a call with 200 and `answer` (the sender's SDP).
+    pub fn answer_call(&mut self, call: &str, answer: &GbSdp, now: Instant) {
+        let Some(c) = self.calls.get_mut(call) else {
+            return;
+        };
+        c.answered = true;
+        let mut r = Response::to_request(&c.invite, 200, Some(&c.tag));
+        r.headers.push(
+            "Contact",
+            format!("<sip:{}@{}>", c.channel, self.agent_addr),
+        );
+        r.headers.push("Content-Type", "APPLICATION/SDP");
+        r.body = Bytes::from(answer.to_string());
+        let invite = c.invite.clone();
+        let _ = self.tx.send_response(&invite, r, now);
+    }
+
+    /// Refuse a call the driver cannot serve.
+    pub fn reject_call(&mut self, call: &str, status: u16, now: Instant) {
+        if let Some(c) = self.calls.remove(call) {
+            self.respond(&c.invite, status, &c.tag, now);
+        }
+    }
+
+    /// A playback reached the end of its range: tell the node with the
+    /// MediaStatus notify (NotifyType 121), as devices do.
+    pub fn media_ended(&mut self, call: &str, now: Instant) {
+        let Some(c) = self.calls.get(call) else {
+            return;
+        };
+        let (device, channel) = (c.device, c.channel);
+        let agent = self.agent(device);
+        let target = target_of(&self.cfg);
+        let d = &mut self.devices[device];
+        d.cseq += 1;
+        let body = format!(
+            "<?xml version=\"1.0\" encoding=\"GB2312\"?>\r\n<Notify>\r\n<CmdType>MediaStatus</CmdType>\r\n<SN>{}</SN>\r\n<DeviceID>{channel}</DeviceID>\r\n<NotifyType>121</NotifyType>\r\n</Notify>\r\n",
+            d.cseq
+        );
+        let r = agent.request(
+            Method::Message,
+            &target,
+            d.cseq,
+            None,
+            Some((MANSCDP, Bytes::from(body))),
+        );
+        self.send(r, Token::Notify, now);
+    }
+
     /// Send queued answers, at most `ANSWER_WINDOW` in flight: a 1000-channel
     /// NVR answers in hundreds of datagrams, and real devices pace them too.
     fn pump_answers(&mut self, now: Instant) {
@@ -403,7 +619,7 @@ impl Fleet {
                             at: now + Duration::from_secs(1),
                         };
                     }
-                    Token::Keepalive(_) => {}
+                    Token::Keepalive(_) | Token::Notify => {}
                     Token::Answer => {
                         self.answers_in_flight = self.answers_in_flight.saturating_sub(1);
                         self.pump_answers(now);
@@ -476,6 +692,7 @@ impl Fleet {
                 self.answers_in_flight = self.answers_in_flight.saturating_sub(1);
                 self.pump_answers(now);
             }
+            Token::Notify => {}
         }
     }
 
@@ -608,13 +825,164 @@ impl Device {
     }
 }
 
+/// What the fleet streams when INVITEd.
+#[derive(Clone)]
+pub struct MediaSources {
+    /// Live video (looped for ever).
+    pub live: crate::streamer::Source,
+    /// "Recordings" served for playback (looped to fill the range).
+    pub playback: crate::streamer::Source,
+}
+
+/// The driver's side of the calls: sockets and streaming tasks.
+struct MediaDriver {
+    sources: Option<MediaSources>,
+    ip: std::net::IpAddr,
+    controls: HashMap<String, tokio::sync::watch::Sender<crate::streamer::StreamControl>>,
+    ended_tx: tokio::sync::mpsc::UnboundedSender<(String, bool)>,
+}
+
+impl MediaDriver {
+    async fn on_event(&mut self, fleet: &mut Fleet, ev: MediaEvent) {
+        use crate::streamer::{stream, Limit, MediaDest, StreamControl, StreamEnd, StreamOptions};
+        use gbgate::media::sdp::{Direction, MediaTransport, SessionKind, Setup};
+        match ev {
+            MediaEvent::Start {
+                call,
+                channel,
+                offer,
+            } => {
+                let Some(sources) = &self.sources else {
+                    fleet.reject_call(&call, 488, Instant::now());
+                    return;
+                };
+                let playback =
+                    matches!(offer.session, SessionKind::Playback | SessionKind::Download);
+                let source = if playback {
+                    sources.playback.clone()
+                } else {
+                    sources.live.clone()
+                };
+                let to =
+                    SocketAddr::new(offer.conn_addr.parse().unwrap_or(self.ip), offer.media_port);
+                let bound = match (offer.transport, offer.setup) {
+                    (MediaTransport::Udp, _) => {
+                        tokio::net::UdpSocket::bind((self.ip, 0)).await.map(|s| {
+                            let port = s.local_addr().map_or(0, |a| a.port());
+                            (MediaDest::UdpFrom { socket: s, to }, port, None)
+                        })
+                    }
+                    (MediaTransport::Tcp, Some(Setup::Active)) => {
+                        tokio::net::TcpListener::bind((self.ip, 0)).await.map(|l| {
+                            let port = l.local_addr().map_or(0, |a| a.port());
+                            (
+                                MediaDest::TcpPassive { listener: l },
+                                port,
+                                Some(Setup::Passive),
+                            )
+                        })
+                    }
+                    (MediaTransport::Tcp, _) => {
+                        Ok((MediaDest::TcpActive { to }, 9, Some(Setup::Active)))
+                    }
+                };
+                let (dest, port, setup) = match bound {
+                    Ok(b) => b,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "gbsim cannot bind a media socket");
+                        fleet.reject_call(&call, 500, Instant::now());
+                        return;
+                    }
+                };
+                let ssrc = offer.ssrc.unwrap_or(0);
+                let answer = GbSdp {
+                    origin_user: channel.to_string(),
+                    origin_addr: self.ip.to_string(),
+                    session: offer.session.clone(),
+                    uri: offer.uri.clone(),
+                    conn_addr: self.ip.to_string(),
+                    time: offer.time,
+                    media: offer.media,
+                    media_port: port,
+                    transport: offer.transport,
+                    payloads: vec![(96, "PS/90000".into())],
+                    direction: Direction::SendOnly,
+                    setup,
+                    connection_new: setup.is_some(),
+                    ssrc: Some(ssrc),
+                    ssrc_text: offer.ssrc_text.clone(),
+                    f: Some(String::new()),
+                    download_speed: None,
+                    file_size: None,
+                    stream_number: None,
+                };
+                fleet.answer_call(&call, &answer, Instant::now());
+                let mut opts = StreamOptions::new(ssrc);
+                if playback {
+                    let secs = offer.time.1.saturating_sub(offer.time.0).max(1);
+                    opts = opts.with_limit(Limit::Duration(Duration::from_secs(secs)));
+                }
+                let (ctl, ctl_rx) = tokio::sync::watch::channel(StreamControl::default());
+                self.controls.insert(call.clone(), ctl);
+                let ended = self.ended_tx.clone();
+                tokio::spawn(async move {
+                    let r = stream(source, dest, opts, ctl_rx).await;
+                    let eof = matches!(&r, Ok(rep) if rep.end == StreamEnd::EndOfFile);
+                    if let Err(e) = &r {
+                        tracing::warn!(%call, error = %e, "gbsim stream failed");
+                    }
+                    let _ = ended.send((call, eof));
+                });
+            }
+            MediaEvent::Stop { call } => {
+                if let Some(c) = self.controls.remove(&call) {
+                    let _ = c.send(StreamControl::Stopped);
+                }
+            }
+            MediaEvent::Control { call, body } => {
+                use gbgate::gb::mansrtsp::{parse, MansRtspCommand};
+                let Some(c) = self.controls.get(&call) else {
+                    return;
+                };
+                match parse(&body).map(|m| m.command) {
+                    Ok(MansRtspCommand::Pause { .. }) => {
+                        let _ = c.send(StreamControl::Paused);
+                    }
+                    Ok(MansRtspCommand::Play { scale, .. }) => {
+                        let prev = match *c.borrow() {
+                            StreamControl::Playing { scale } => scale,
+                            _ => 1.0,
+                        };
+                        let _ = c.send(StreamControl::Playing {
+                            scale: scale.unwrap_or(prev),
+                        });
+                    }
+                    Ok(MansRtspCommand::Teardown) => {
+                        let _ = c.send(StreamControl::Stopped);
+                    }
+                    Err(e) => tracing::warn!(%call, error = %e, "gbsim got bad MANSRTSP"),
+                }
+            }
+        }
+    }
+}
+
 /// Drive a fleet over real sockets until `shutdown` fires. `on_tick` sees
 /// the stats after each batch of work (benchmarks stop themselves there).
+/// With `media`, INVITEs are answered and streamed from those sources.
 pub async fn run(
     cfg: FleetConfig,
+    media: Option<MediaSources>,
     shutdown: tokio_util::sync::CancellationToken,
     mut on_tick: impl FnMut(&FleetStats, Instant) -> bool,
 ) -> anyhow::Result<FleetStats> {
+    let (ended_tx, mut ended_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut driver = MediaDriver {
+        sources: media,
+        ip: cfg.local.ip(),
+        controls: HashMap::new(),
+        ended_tx,
+    };
     let (in_tx, mut in_rx) = tokio::sync::mpsc::channel(16 * 1024);
     let transports = gbgate::transport::Transports::bind(
         cfg.local,
@@ -645,6 +1013,17 @@ pub async fn run(
                 }
             }
             _ = tokio::time::sleep_until(wake.into()) => fleet.handle_timeout(Instant::now()),
+            e = ended_rx.recv() => {
+                if let Some((call, eof)) = e {
+                    driver.controls.remove(&call);
+                    if eof {
+                        fleet.media_ended(&call, Instant::now());
+                    }
+                }
+            }
+        }
+        while let Some(ev) = fleet.poll_media_event() {
+            driver.on_event(&mut fleet, ev).await;
         }
         fleet.drain_transmits(&mut out);
         for t in out.drain(..) {

@@ -92,6 +92,7 @@ fn propagate(nvrs: usize, channels: usize, sip_base: u16, http_base: u16, transp
         ipcs: 0,
         nvrs,
         channels,
+        media: None,
     };
     let mut cluster =
         Cluster::start_nodes(&dir, bench_spec(sip_base, http_base, 1, transport), fleet).unwrap();

@@ -4,7 +4,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use integration::sim::{parse_transport, run, FleetConfig};
+use integration::sim::{parse_transport, run, FleetConfig, MediaSources};
+use integration::streamer::Source;
 use tokio_util::sync::CancellationToken;
 use topology::GbId;
 
@@ -53,6 +54,16 @@ struct Args {
     /// Benchmark: register every device once, print the rate, exit.
     #[arg(long)]
     bench_register: bool,
+    /// Video every channel streams live when INVITEd: an H.264/H.265
+    /// Annex-B clip (.h264, .h265), or a PS file (.ps, .vob) sent as it is.
+    #[arg(long)]
+    media: Option<std::path::PathBuf>,
+    /// Video served for playback (default: the live one).
+    #[arg(long)]
+    playback_media: Option<std::path::PathBuf>,
+    /// Frame rate of Annex-B clips.
+    #[arg(long, default_value_t = 25)]
+    fps: u32,
 }
 
 fn main() -> Result<()> {
@@ -97,6 +108,21 @@ fn main() -> Result<()> {
         },
         register_window: a.window,
     };
+    let media = match &a.media {
+        Some(path) => {
+            let load = |p: &std::path::Path| {
+                Source::load(p, None, Some(a.fps))
+                    .with_context(|| format!("loading media {}", p.display()))
+            };
+            let live = load(path)?;
+            let playback = match &a.playback_media {
+                Some(p) => load(p)?,
+                None => live.clone(),
+            };
+            Some(MediaSources { live, playback })
+        }
+        None => None,
+    };
     let devices = a.ipcs + a.nvrs;
     let bench = a.bench_register;
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -111,7 +137,7 @@ fn main() -> Result<()> {
         });
         let started = Instant::now();
         let mut reported = false;
-        let stats = run(cfg, shutdown, |s, now| {
+        let stats = run(cfg, media, shutdown, |s, now| {
             if !reported && s.registered == devices {
                 reported = true;
                 eprintln!(
