@@ -29,11 +29,17 @@ deps:
 # keyframe a second, no B-frames, as cameras send. Also PS files written by
 # other muxers (GStreamer mpegpsmux with a PSM, ffmpeg -f vob without one).
 CLIPS := target/clips
-clips: $(CLIPS)/h264.h264 $(CLIPS)/h265.h265 $(CLIPS)/gst.ps $(CLIPS)/ffmpeg.vob
+clips: $(CLIPS)/h264.h264 $(CLIPS)/h265.h265 $(CLIPS)/gst.ps $(CLIPS)/ffmpeg.vob $(CLIPS)/h264_4m.h264
 $(CLIPS)/h264.h264: | deps
 	mkdir -p $(CLIPS)
 	ffmpeg -v error -y -f lavfi -i testsrc2=size=640x360:rate=25 -t 4 -pix_fmt yuv420p \
 	  -c:v libx264 -profile:v main -g 25 -bf 0 -x264-params aud=1 -f h264 $@
+# 4 Mbps 720p (noise keeps the encoder from compressing it away): the
+# fan-out benchmark's camera, and the slow-viewer test's.
+$(CLIPS)/h264_4m.h264: | deps
+	mkdir -p $(CLIPS)
+	ffmpeg -v error -y -f lavfi -i "testsrc2=size=1280x720:rate=25,noise=alls=20:allf=t" -t 4 -pix_fmt yuv420p \
+	  -c:v libx264 -preset veryfast -profile:v main -g 25 -bf 0 -b:v 4M -maxrate 4M -bufsize 2M -x264-params aud=1 -f h264 $@
 $(CLIPS)/h265.h265: | deps
 	mkdir -p $(CLIPS)
 	ffmpeg -v error -y -f lavfi -i testsrc2=size=640x360:rate=25 -t 4 -pix_fmt yuv420p \

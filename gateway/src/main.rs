@@ -135,10 +135,19 @@ async fn run(path: PathBuf, node: String) -> Result<()> {
         tracing::info!(%addr, "HTTP API listening");
         tokio::spawn(async move {
             // Without TCP_NODELAY chunked video stalls on Nagle plus
-            // delayed ACK (hyper#3269).
+            // delayed ACK (hyper#3269). A fixed 256 KiB send buffer (Linux
+            // doubles it) instead of autotuning to 4 MiB keeps a slow
+            // viewer's backlog in the hub, where it skips to a keyframe,
+            // not in the kernel, and is still 40 Mbit/s at 100 ms RTT. A
+            // viewer that stops reading altogether (zero window) is cut off
+            // by TCP_USER_TIMEOUT: hyper stops polling a blocked body, so
+            // the hub cannot see it.
             use axum::serve::ListenerExt;
             let listener = listener.tap_io(|s| {
                 let _ = s.set_nodelay(true);
+                let sock = socket2::SockRef::from(&*s);
+                let _ = sock.set_send_buffer_size(256 * 1024);
+                let _ = sock.set_tcp_user_timeout(Some(Duration::from_secs(60)));
             });
             if let Err(e) = axum::serve(listener, router)
                 .with_graceful_shutdown(async move { sd.cancelled().await })

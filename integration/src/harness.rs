@@ -202,6 +202,7 @@ impl Cluster {
             .args(["--channels", &self.fleet.channels.to_string()])
             .args(["--password", &self.spec.password])
             .args(["--keepalive", &self.spec.keepalive_secs.to_string()])
+            .env("RUST_LOG", "info")
             .args(
                 self.fleet
                     .media
@@ -255,6 +256,37 @@ impl Cluster {
     pub fn topology(&self, id: &GbId) -> Result<TopologyView> {
         let n = self.node(id)?;
         let url = format!("http://{}/api/v1/topology", n.http);
+        Ok(ureq::get(&url).call()?.body_mut().read_json()?)
+    }
+
+    /// Kill a village's device fleet abruptly: its cameras stop sending
+    /// without BYE, as a power cut would.
+    pub fn kill_fleet(&mut self, village: &GbId) {
+        if let Some(mut c) = self.sims.remove(village) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// The sum of a metric's samples at a node (all label sets whose text
+    /// contains `labels`); 0 when absent.
+    pub fn metric(&self, id: &GbId, name: &str, labels: &str) -> Result<f64> {
+        let text = self.metrics(id)?;
+        Ok(text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let (key, value) = l.rsplit_once(' ')?;
+                let (metric, rest) = key.split_once('{').unwrap_or((key, ""));
+                (metric == name && rest.contains(labels)).then(|| value.parse::<f64>().ok())?
+            })
+            .sum())
+    }
+
+    /// The streams open at a node (`GET /api/v1/streams`).
+    pub fn streams(&self, id: &GbId) -> Result<Vec<gbgate::streams::StreamInfo>> {
+        let n = self.node(id)?;
+        let url = format!("http://{}/api/v1/streams", n.http);
         Ok(ureq::get(&url).call()?.body_mut().read_json()?)
     }
 

@@ -111,7 +111,7 @@ pub enum MediaEvent {
         /// The channel asked for.
         channel: GbId,
         /// The node's offer.
-        offer: GbSdp,
+        offer: Box<GbSdp>,
     },
     /// The node hung up (BYE or CANCEL).
     Stop {
@@ -469,6 +469,7 @@ impl Fleet {
                     .tx
                     .send_response(&req, Response::to_request(&req, 100, None), now);
                 self.stats.invites += 1;
+                tracing::info!(call = %call_id, %channel, session = offer.session.as_str(), "INVITE: streaming");
                 let tag = format!("sim{}", rand::random::<u32>());
                 self.calls.insert(
                     call_id.clone(),
@@ -483,7 +484,7 @@ impl Fleet {
                 self.media_events.push_back(MediaEvent::Start {
                     call: call_id,
                     channel,
-                    offer,
+                    offer: Box::new(offer),
                 });
             }
             Method::Bye => {
@@ -493,6 +494,7 @@ impl Fleet {
                         self.respond(&req, 200, &tag, now);
                         self.calls.remove(&call_id);
                         self.stats.byes += 1;
+                        tracing::info!(call = %call_id, "BYE: stream stopped");
                         self.media_events
                             .push_back(MediaEvent::Stop { call: call_id });
                     }

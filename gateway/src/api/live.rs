@@ -47,16 +47,23 @@ impl Access {
     }
 }
 
-fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+/// A refusal: status and a message for the person or player asking.
+type Refusal = (StatusCode, String);
+
+fn refusal(status: StatusCode, msg: impl Into<String>) -> Refusal {
     let mut m = msg.into();
     m.push('\n');
-    (status, m).into_response()
+    (status, m)
+}
+
+fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+    refusal(status, msg).into_response()
 }
 
 /// `34020000001320000001.flv` → the channel and the format.
-fn parse_file(file: &str, hevc: Option<&str>) -> Result<(GbId, Format), Response> {
+fn parse_file(file: &str, hevc: Option<&str>) -> Result<(GbId, Format), Refusal> {
     let (name, ext) = file.rsplit_once('.').ok_or_else(|| {
-        error(
+        refusal(
             StatusCode::NOT_FOUND,
             "use /live/{channel}.flv or /live/{channel}.ts",
         )
@@ -66,14 +73,14 @@ fn parse_file(file: &str, hevc: Option<&str>) -> Result<(GbId, Format), Response
         ("flv", _) => Format::Flv,
         ("ts", _) => Format::Ts,
         _ => {
-            return Err(error(
+            return Err(refusal(
                 StatusCode::NOT_FOUND,
                 format!("unknown format .{ext}; use .flv or .ts"),
             ))
         }
     };
     let channel = GbId::parse(name).map_err(|e| {
-        error(
+        refusal(
             StatusCode::BAD_REQUEST,
             format!("{name:?} is not a 20-digit channel ID: {e}"),
         )
@@ -86,10 +93,10 @@ fn open_error(e: &OpenError) -> Response {
     error(status, e.to_string())
 }
 
-fn streams(st: &AppState) -> Result<Arc<StreamManager>, Response> {
+fn streams(st: &AppState) -> Result<Arc<StreamManager>, Refusal> {
     st.streams
         .clone()
-        .ok_or_else(|| error(StatusCode::SERVICE_UNAVAILABLE, "this node serves no media"))
+        .ok_or_else(|| refusal(StatusCode::SERVICE_UNAVAILABLE, "this node serves no media"))
 }
 
 /// The chunked body of a viewer: the hub's bytes until it ends or the
@@ -151,14 +158,14 @@ pub async fn get_live(
 ) -> Response {
     let (channel, format) = match parse_file(&file, q.hevc.as_deref()) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     if let Err((s, m)) = st.access.check(&headers, &channel, Action::Live) {
         return error(s, m);
     }
     let streams = match streams(&st) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     match streams.watch_live(channel, format).await {
         Ok(v) => video_response(format, v, None),
@@ -176,7 +183,7 @@ pub async fn get_playback(
 ) -> Response {
     let (channel, format) = match parse_file(&file, q.hevc.as_deref()) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let (Some(start), Some(end)) = (q.start, q.end) else {
         return error(
@@ -192,7 +199,7 @@ pub async fn get_playback(
     }
     let streams = match streams(&st) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     match streams.watch_playback(channel, start, end, format).await {
         Ok((session, v)) => video_response(format, v, Some(session)),
@@ -222,7 +229,7 @@ pub async fn post_playback_control(
 ) -> Response {
     let streams = match streams(&st) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let cseq = RTSP_CSEQ.fetch_add(1, Ordering::Relaxed);
     let cmd = match c.action.as_str() {
@@ -266,6 +273,6 @@ pub async fn post_playback_control(
 pub async fn get_streams(State(st): State<AppState>) -> Response {
     match streams(&st) {
         Ok(s) => Json(s.list()).into_response(),
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }

@@ -60,7 +60,7 @@ pub fn router(
             node,
             metrics,
             streams,
-            access: Access::default(),
+            access: Access,
         })
 }
 

@@ -16,8 +16,11 @@
 //! or H.265 0x24), audio on 0x101 (stream_id 0xC0, AAC/ADTS 0x0F). The PCR
 //! rides on the video PID (the audio PID without video), in the adaptation
 //! field of the first packet of every frame, [`PCR_LAG`] behind its DTS.
-//! Video PES are unbounded (PES_packet_length 0, as ffmpeg writes them) and
-//! start with an access unit delimiter, inserted when the frame has none.
+//! One PES per frame, with its real PES_packet_length when that fits in 16
+//! bits, so players hand a frame on as soon as it is complete (ffmpeg
+//! otherwise waits for the next PES start: a frame of latency); larger video
+//! frames are unbounded (length 0). Video PES start with an access unit
+//! delimiter, inserted when the frame has none.
 //!
 //! # G.711
 //! MPEG-TS has no standard stream_type for G.711 and ffmpeg's demuxer maps
@@ -31,8 +34,9 @@
 //! random_access_indicator. Continuity counters run on across calls, so a
 //! viewer that has seen every call since its join sees no gap; a late
 //! joiner's first packet per PID has no predecessor, which players accept.
-//! A viewer that falls behind must skip to the next join point (one
-//! continuity warning at most, on a PES start, so no frame is lost to it).
+//! A viewer that falls behind must skip to the next join point: its player
+//! then sees at most one continuity jump per PID, each on a packet that
+//! starts a table or a PES, so no frame is lost to it.
 
 #![deny(
     clippy::indexing_slicing,
@@ -164,10 +168,16 @@ fn starts_with_aud(codec: Codec, data: &[u8]) -> bool {
     }
 }
 
-/// True when `ts` (a [`TsMuxer::mux`] output) starts with a PAT, i.e. a
-/// viewer may start with it (the join rule in the module doc).
+/// True when `ts` (a [`TsMuxer::mux`] output) is a join point: PAT, PMT,
+/// then a frame with random_access_indicator (the join rule in the module
+/// doc). The tables that precede a first frame that is no keyframe do not
+/// make it one.
 pub fn is_join_point(ts: &[u8]) -> bool {
-    matches!(ts, [0x47, b1, 0, ..] if b1 & 0x5F == 0x40)
+    let pat = matches!(ts.get(..3), Some([0x47, b1, 0]) if b1 & 0x5F == 0x40);
+    let at = 2 * PACKET_SIZE + 3;
+    let rai = matches!(ts.get(at..at + 3),
+        Some([b3, len, flags]) if b3 & 0x20 != 0 && *len > 0 && flags & 0x40 != 0);
+    pat && rai
 }
 
 impl TsMuxer {
@@ -223,12 +233,9 @@ impl TsMuxer {
         };
         let pes_len = 3 + ts_len + aud.len() + frame.data.len();
         head.put_slice(&[0, 0, 1, if video { 0xE0 } else { 0xC0 }]);
-        // Video PES are unbounded, like ffmpeg's; audio gets its real length.
-        head.put_u16(if video || pes_len > 0xFFFF {
-            0
-        } else {
-            pes_len as u16
-        });
+        // The real length lets a demuxer hand the frame on at once (not at
+        // the next PES start); 0 (unbounded) when it overflows.
+        head.put_u16(if pes_len > 0xFFFF { 0 } else { pes_len as u16 });
         // Marker bits, data_alignment_indicator; PTS/DTS flags; header length.
         head.put_u8(0x84);
         head.put_u8(if has_dts { 0xC0 } else { 0x80 });
@@ -518,8 +525,10 @@ fn be16(d: &[u8], at: usize) -> Option<u16> {
         .map(|w| u16::from_be_bytes(*w))
 }
 
-/// Parse a whole PES packet on `pid`: (pts, dts, payload).
+/// PTS, DTS and payload of a PES packet.
 type Pes<'a> = (Option<u64>, Option<u64>, &'a [u8]);
+
+/// Parse a whole PES packet on `pid`.
 fn parse_pes(pid: u16, raw: &[u8]) -> Result<Pes<'_>, TsError> {
     let bad = TsError::Pes(pid);
     let (Some([0, 0, 1, _]), Some(len), Some(&b6), Some(&flags), Some(&hdl)) = (
@@ -817,6 +826,9 @@ mod tests {
         let mut m = TsMuxer::new(Some(Codec::H264), Some(Codec::G711A));
         let g711 = frame(Codec::G711A, 100, 100, true, vec![0xD5; 160]);
         assert!(m.mux(&g711).is_empty());
+        // Tables come with the first frame, but a P-frame is no join point.
+        let p = m.mux(&h264(1, false));
+        assert!(pid(&p) == PAT_PID && !is_join_point(&p));
         let ts = m.mux(&h264(3600, true));
         assert!(m.mux(&g711).is_empty());
         assert!(!m.mux(&h264(3600, true)).is_empty());
@@ -825,7 +837,7 @@ mod tests {
         let st = m.stats();
         assert_eq!(
             (st.frames_muxed, st.g711_dropped, st.frames_dropped),
-            (2, 2, 1)
+            (3, 2, 1)
         );
         let s = parse_packets(&ts).unwrap();
         assert_eq!(
@@ -930,6 +942,25 @@ mod tests {
         let mut m = TsMuxer::new(Some(Codec::H264), None);
         let s = parse_packets(&m.mux(&h264(10, true))).unwrap();
         assert_eq!(s.frames[0].pcr, Some(((1 << 33) + 10 - PCR_LAG) * 300));
+    }
+
+    #[test]
+    fn pcr_never_steps_back_unflagged() {
+        let mut m = TsMuxer::new(Some(Codec::H264), None);
+        let first_video = |ts: &Bytes| -> Vec<u8> {
+            let p = packets(ts)
+                .into_iter()
+                .find(|p| pid(p) == VIDEO_PID)
+                .unwrap();
+            p.to_vec()
+        };
+        m.mux(&h264(900_000, true));
+        // A little back (B-frame-ish jitter): PCR held, no discontinuity.
+        let p = first_video(&m.mux(&h264(900_000 - 9000, false)));
+        assert_eq!((p[5] & 0x80, m.last_pcr), (0, Some(900_000 - PCR_LAG)));
+        // The camera clock jumps back 9 s: flagged, PCR follows.
+        let p = first_video(&m.mux(&h264(90_000, true)));
+        assert_eq!((p[5] & 0x80, m.last_pcr), (0x80, Some(90_000 - PCR_LAG)));
     }
 
     #[test]

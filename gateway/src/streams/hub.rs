@@ -205,6 +205,10 @@ pub struct Hub {
     /// viewer count last fell to zero (`u64::MAX`: it has viewers).
     last_media_ms: AtomicU64,
     idle_since_ms: AtomicU64,
+    /// Some viewer has joined at least once.
+    joined: std::sync::atomic::AtomicBool,
+    /// A paused playback: silence from below is expected, not an end.
+    paused: std::sync::atomic::AtomicBool,
     /// Counters.
     pub stats: HubStats,
 }
@@ -242,6 +246,8 @@ impl Hub {
             created: Instant::now(),
             last_media_ms: AtomicU64::new(0),
             idle_since_ms: AtomicU64::new(0),
+            paused: std::sync::atomic::AtomicBool::new(false),
+            joined: std::sync::atomic::AtomicBool::new(false),
             stats: HubStats::default(),
         })
     }
@@ -265,6 +271,26 @@ impl Hub {
         self.viewers.load(Ordering::Acquire)
     }
 
+    /// Mark a playback paused (or resumed). Resuming restarts the silence
+    /// clock, since the source needs a moment to send again.
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Release);
+        if !paused {
+            self.last_media_ms
+                .store(self.ms(Instant::now()), Ordering::Release);
+        }
+    }
+
+    /// True once any viewer has joined.
+    pub fn ever_joined(&self) -> bool {
+        self.joined.load(Ordering::Acquire)
+    }
+
+    /// True while a playback is paused.
+    pub fn paused(&self) -> bool {
+        self.paused.load(Ordering::Acquire)
+    }
+
     /// How long media has been silent, at `now`.
     pub fn silent_for(&self, now: Instant) -> Duration {
         Duration::from_millis(
@@ -273,9 +299,10 @@ impl Hub {
         )
     }
 
-    /// How long the hub has had no viewers (`None` while it has some).
+    /// How long the hub has had no viewers (`None` while it has some, and
+    /// before its first viewer joined: the opener is on its way).
     pub fn idle_for(&self, now: Instant) -> Option<Duration> {
-        if self.viewers() > 0 {
+        if self.viewers() > 0 || !self.joined.load(Ordering::Acquire) {
             return None;
         }
         let since = self.idle_since_ms.load(Ordering::Acquire);
@@ -396,6 +423,7 @@ impl Hub {
 
     fn join_now(self: &Arc<Self>, format: Format) -> Result<Viewer, JoinError> {
         let prev = self.viewers.fetch_add(1, Ordering::AcqRel);
+        self.joined.store(true, Ordering::Release);
         let guard = ViewerGuard { hub: self.clone() };
         if prev >= self.max_viewers {
             return Err(JoinError::Full(self.max_viewers));

@@ -269,7 +269,7 @@ impl StreamManager {
             CallEvent::Info { call, body } => {
                 let upstream = locked(&self.serving).get(&call).and_then(|s| s.upstream);
                 if let Some(up) = upstream {
-                    self.send_info(up, body);
+                    self.forward_control(up, body);
                 }
             }
         }
@@ -353,11 +353,30 @@ impl StreamManager {
         let call = locked(&self.playbacks).get(&session).map(|(c, _)| *c);
         match call {
             Some(c) => {
-                self.send_info(c, body);
+                self.forward_control(c, body);
                 true
             }
             None => false,
         }
+    }
+
+    /// Pass playback control to the call below, and note a pause on its
+    /// hub so the silence that follows does not end the stream.
+    fn forward_control(&self, call: CallId, body: Bytes) {
+        use crate::gb::mansrtsp::{parse, MansRtspCommand};
+        let hub = locked(&self.upstream).get(&call).map(|u| u.hub.clone());
+        match (parse(&body), hub) {
+            (Ok(m), Some(hub)) => match m.command {
+                MansRtspCommand::Pause { .. } => hub.set_paused(true),
+                MansRtspCommand::Play { .. } => hub.set_paused(false),
+                MansRtspCommand::Teardown => {}
+            },
+            (Err(e), _) => {
+                tracing::warn!(call, error = %e, "MANSRTSP body not understood; forwarded as it is");
+            }
+            _ => {}
+        }
+        self.send_info(call, body);
     }
 
     async fn open_upstream(self: &Arc<Self>, key: StreamKey) -> Result<Arc<Hub>, OpenError> {
@@ -463,6 +482,7 @@ impl StreamManager {
             StreamKey::Playback(..) => Duration::ZERO,
         };
         let mut state = hub.subscribe_state();
+        let opened = Instant::now();
         let tick = Duration::from_millis(250).min(self.settings.media_timeout / 4);
         loop {
             tokio::select! {
@@ -473,13 +493,19 @@ impl StreamManager {
             if matches!(hub.state(), HubState::Ended(_)) {
                 break;
             }
-            if hub.silent_for(now) >= self.settings.media_timeout {
+            if !hub.paused() && hub.silent_for(now) >= self.settings.media_timeout {
                 hub.end(&format!(
                     "no media from the source for {:?}",
                     self.settings.media_timeout
                 ));
             } else if hub.idle_for(now).is_some_and(|d| d >= linger) {
                 hub.end(&format!("no viewers for {linger:?}"));
+            } else if hub.viewers() == 0
+                && !hub.ever_joined()
+                && now.duration_since(opened) > self.settings.open_timeout * 2
+            {
+                // The opener never came (its request was cancelled).
+                hub.end("nobody joined the stream it was opened for");
             }
         }
         stop.cancel();
