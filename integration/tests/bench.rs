@@ -166,3 +166,234 @@ fn propagate_420k_channels_udp() {
 fn propagate_420k_channels_tcp() {
     propagate(420, 1000, 55460, 58480, "tcp");
 }
+
+// ------------------------------------------------------------------ media
+
+fn clip(name: &str) -> std::path::PathBuf {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/clips")
+        .join(name);
+    assert!(p.exists(), "{} is missing: run `make clips`", p.display());
+    p
+}
+
+/// A 4-tier chain with `cameras` IPCs streaming `media` at the village.
+fn media_chain(
+    name: &str,
+    base: u16,
+    cameras: usize,
+    media: &str,
+    linger: u64,
+) -> (Cluster, Vec<String>) {
+    let dir = log_dir(name);
+    let spec = TreeSpec {
+        linger_secs: linger,
+        media_timeout_secs: 5,
+        ..bench_spec(base, base + 3000, 1, "udp")
+    };
+    let fleet = FleetSpec {
+        ipcs: cameras,
+        nvrs: 0,
+        channels: 0,
+        media: Some(clip(media)),
+    };
+    let c = Cluster::start(&dir, spec, fleet).unwrap();
+    let city = c.tree.root().id;
+    let mut cams = Vec::new();
+    c.wait_for("every camera at the city", Duration::from_secs(60), |c| {
+        cams = c
+            .catalog(&city)
+            .map(|cat| {
+                cat.into_iter()
+                    .filter(|e| e.device_id.get(10..13) == Some("131") && e.status == "ON")
+                    .map(|e| e.device_id)
+                    .collect()
+            })
+            .unwrap_or_default();
+        cams.len() == cameras
+    })
+    .unwrap();
+    (c, cams)
+}
+
+/// Read an HTTP-FLV stream until the first video frame tag (not the
+/// sequence header): the moment a player can show a picture.
+fn time_to_first_frame(url: &str) -> (Duration, impl std::io::Read) {
+    use std::io::Read;
+    let t = Instant::now();
+    let resp = ureq::get(url).call().unwrap();
+    let mut r = resp.into_body().into_reader();
+    let mut head = [0u8; 13];
+    r.read_exact(&mut head).unwrap();
+    loop {
+        let mut th = [0u8; 11];
+        r.read_exact(&mut th).unwrap();
+        let size = u32::from_be_bytes([0, th[1], th[2], th[3]]) as usize;
+        let mut body = vec![0u8; size + 4];
+        r.read_exact(&mut body).unwrap();
+        let video = th[0] & 0x1F == 9;
+        // AVC: byte 1 is AVCPacketType, 1 = coded frames.
+        if video && body.get(1) == Some(&1) {
+            return (t.elapsed(), r);
+        }
+    }
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// Time to first frame at the city through four tiers: cold (no hub at any
+/// tier: INVITE travels down, media comes up) and warm (a hub at the city
+/// already).
+#[test]
+#[ignore = "benchmark: make bench"]
+fn media_time_to_first_frame() {
+    // linger 0: the last viewer leaving closes every tier, so each cold run is cold.
+    let (c, cams) = media_chain("media-ttff", 56000, 1, "h264.h264", 0);
+    let url = format!("http://{}/live/{}.flv", c.tree.root().http, cams[0]);
+    let mut cold = Vec::new();
+    for _ in 0..7 {
+        c.wait_for("no stream at any tier", Duration::from_secs(20), |c| {
+            c.tree
+                .nodes
+                .iter()
+                .all(|n| c.streams(&n.id).map(|s| s.is_empty()).unwrap_or(false))
+        })
+        .unwrap();
+        let (t, r) = time_to_first_frame(&url);
+        cold.push(t);
+        drop(r);
+    }
+    let (_, holder) = time_to_first_frame(&url);
+    let mut warm = Vec::new();
+    for _ in 0..7 {
+        let (t, r) = time_to_first_frame(&url);
+        warm.push(t);
+        drop(r);
+    }
+    drop(holder);
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "bench: ttff tiers=4 cold_median_ms={:.1} cold_min_ms={:.1} cold_max_ms={:.1} warm_median_ms={:.1} warm_min_ms={:.1} warm_max_ms={:.1} ratio={:.0}x",
+        ms(median(cold.clone())),
+        ms(*cold.iter().min().unwrap()),
+        ms(*cold.iter().max().unwrap()),
+        ms(median(warm.clone())),
+        ms(*warm.iter().min().unwrap()),
+        ms(*warm.iter().max().unwrap()),
+        ms(median(cold)) / ms(median(warm)).max(0.001)
+    );
+}
+
+/// Fan-out cost at the city: CPU seconds per Gbit/s delivered to HTTP-FLV
+/// viewers, cameras at 4 Mbit/s.
+#[test]
+#[ignore = "benchmark: make bench"]
+fn media_fanout_cpu_per_gbps() {
+    let cameras = 4;
+    let per_camera = 25;
+    let (c, cams) = media_chain("media-fanout", 56100, cameras, "h264_4m.h264", 30);
+    let city = c.tree.root().id;
+    let http = c.tree.root().http;
+    let bytes = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for cam in &cams {
+        for _ in 0..per_camera {
+            let url = format!("http://{http}/live/{cam}.flv");
+            let (b, s) = (bytes.clone(), stop.clone());
+            readers.push(std::thread::spawn(move || {
+                use std::io::Read;
+                let mut r = ureq::get(&url).call().unwrap().into_body().into_reader();
+                let mut buf = vec![0u8; 256 * 1024];
+                while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                    match r.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            b.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                }
+            }));
+        }
+    }
+    let viewers = cameras * per_camera;
+    c.wait_for("every viewer joined", Duration::from_secs(30), |c| {
+        c.metric(&city, "gbgate_viewers", "").unwrap_or(0.0) >= viewers as f64
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let (cpu0, b0, t0) = (
+        c.cpu_seconds(&city).unwrap(),
+        bytes.load(std::sync::atomic::Ordering::Relaxed),
+        Instant::now(),
+    );
+    std::thread::sleep(Duration::from_secs(20));
+    let (cpu1, b1, secs) = (
+        c.cpu_seconds(&city).unwrap(),
+        bytes.load(std::sync::atomic::Ordering::Relaxed),
+        t0.elapsed().as_secs_f64(),
+    );
+    let rss = c.rss_kib(&city).unwrap_or(0);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let gbits = (b1 - b0) as f64 * 8.0 / 1e9;
+    let cpu = cpu1 - cpu0;
+    let skips = c
+        .metric(&city, "gbgate_viewer_skips_total", "")
+        .unwrap_or(0.0);
+    println!(
+        "bench: fanout cameras={cameras} viewers={viewers} delivered_mbps={:.0} city_cpu_cores={:.2} cpu_seconds_per_gbit={:.2} cpu_seconds_per_second_per_gbps={:.2} city_rss_mib={:.0} viewer_skips={skips}",
+        gbits * 1000.0 / secs,
+        cpu / secs,
+        cpu / gbits,
+        (cpu / secs) / (gbits / secs),
+        rss as f64 / 1024.0
+    );
+    drop(readers);
+}
+
+/// Memory per hub: 100 cameras opened at the city with one viewer each;
+/// RSS growth at the city (one hub per camera) and at the village (one hub
+/// per camera plus the RTP it receives).
+#[test]
+#[ignore = "benchmark: make bench"]
+fn media_memory_per_hub() {
+    let cameras = 100;
+    let (c, cams) = media_chain("media-hubs", 56200, cameras, "h264.h264", 30);
+    let city = c.tree.root().id;
+    let village = c.tree.level("village")[0].id;
+    let http = c.tree.root().http;
+    std::thread::sleep(Duration::from_secs(2));
+    let (city0, village0) = (c.rss_kib(&city).unwrap(), c.rss_kib(&village).unwrap());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for cam in &cams {
+        let url = format!("http://{http}/live/{cam}.flv");
+        let s = stop.clone();
+        readers.push(std::thread::spawn(move || {
+            use std::io::Read;
+            let mut r = ureq::get(&url).call().unwrap().into_body().into_reader();
+            let mut buf = vec![0u8; 64 * 1024];
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                if matches!(r.read(&mut buf), Ok(0) | Err(_)) {
+                    break;
+                }
+            }
+        }));
+    }
+    c.wait_for("100 hubs at the city", Duration::from_secs(60), |c| {
+        c.metric(&city, "gbgate_streams_open", "").unwrap_or(0.0) >= cameras as f64
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(8)); // GOP caches and rings fill
+    let (city1, village1) = (c.rss_kib(&city).unwrap(), c.rss_kib(&village).unwrap());
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    println!(
+        "bench: hubs n={cameras} clip_kbps=780 city_rss_kib {city0}->{city1} per_hub_kib={:.0} village_rss_kib {village0}->{village1} per_hub_kib={:.0}",
+        (city1 as f64 - city0 as f64) / cameras as f64,
+        (village1 as f64 - village0 as f64) / cameras as f64
+    );
+    drop(readers);
+}

@@ -10,7 +10,12 @@ fn main() -> Result<()> {
     let dir = std::env::current_dir()?.join(".demo");
     let _ = std::fs::remove_dir_all(&dir);
     let spec = TreeSpec::default();
-    let fleet = FleetSpec::default();
+    // Cameras stream the clip `make clips` generates (make demo runs it).
+    let clip = std::env::current_dir()?.join("target/clips/h264.h264");
+    let fleet = FleetSpec {
+        media: clip.exists().then_some(clip),
+        ..FleetSpec::default()
+    };
     println!(
         "Starting 15 gbgate nodes and 8 device simulators (logs in {})...",
         dir.display()
@@ -40,6 +45,18 @@ fn main() -> Result<()> {
     let _ = std::process::Command::new(&gbgate)
         .args(["topology", "--http", &city.http.to_string()])
         .status();
+    let camera = cluster.catalog(&city.id).ok().and_then(|cat| {
+        cat.into_iter()
+            .find(|e| e.device_id.get(10..13) == Some("131"))
+            .map(|e| e.device_id)
+    });
+    match (&camera, &fleet.media) {
+        (Some(cam), Some(_)) => println!(
+            "\nWatch a village camera at the city (the stream is opened down four tiers on demand):\n  ffplay http://{h}/live/{cam}.flv\n  mpv http://{h}/live/{cam}.flv\n  vlc http://{h}/live/{cam}.ts\nRecordings (the last hour, say): http://{h}/playback/{cam}.flv?start=<unix>&end=<unix>\nOpen streams: curl -s http://{h}/api/v1/streams",
+            h = city.http
+        ),
+        _ => println!("\n(no video: run `make clips` first so the cameras have something to stream)"),
+    }
     println!(
         "\nThe tree keeps running. Try:\n  {g} catalog --http {h}\n  {g} topology --http {h}\n  curl -s http://{h}/api/v1/catalog?status=OFF\n  curl -s http://{h}/metrics | grep gbgate_\nTopology file: {t}\nStop everything with Ctrl-C.",
         g = gbgate.display(),
@@ -61,7 +78,18 @@ fn ctrlc_wait(tx: std::sync::mpsc::Sender<()>) {
             .build();
         if let Ok(rt) = rt {
             rt.block_on(async {
-                let _ = tokio::signal::ctrl_c().await;
+                // Ctrl-C, or SIGTERM (`timeout`, `kill`): stop the tree either way.
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(mut term) => {
+                        tokio::select! {
+                            _ = tokio::signal::ctrl_c() => {}
+                            _ = term.recv() => {}
+                        }
+                    }
+                    Err(_) => {
+                        let _ = tokio::signal::ctrl_c().await;
+                    }
+                }
             });
         }
         let _ = tx.send(());
