@@ -11,11 +11,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gbgate::gb::manscdp::{self, Manscdp, SimpleQuery};
-use gbgate::node::{Identity, Inbound, Node};
+use gbgate::media::sdp::GbSdp;
+use gbgate::node::{CallEvent, CallKind, Identity, Inbound, Node};
 use gbgate::settings::Settings;
 use gbgate::sip::agent::{Agent, Target, MANSCDP};
 use gbgate::sip::message::{Message, Method, Request, Response};
 use gbgate::sip::{Peer, Transmit, Transport};
+use integration::sim::MediaEvent;
 use integration::sim::{Fleet, FleetConfig};
 use topology::{Credentials, GbId};
 
@@ -61,6 +63,8 @@ struct Parent {
     register_call_ids: Vec<String>,
     /// Leave catalog change MESSAGEs unanswered (a parent that cannot keep up).
     ignore_notifies: bool,
+    /// Responses the node sent to the parent's requests (INVITE answers).
+    responses: Vec<Response>,
 }
 
 impl Parent {
@@ -92,7 +96,10 @@ impl Parent {
                 }
                 vec![r.to_bytes().to_vec()]
             }
-            Message::Response(_) => Vec::new(),
+            Message::Response(r) => {
+                self.responses.push(r);
+                Vec::new()
+            }
         }
     }
 
@@ -178,6 +185,7 @@ impl World {
             registered: false,
             register_call_ids: Vec::new(),
             ignore_notifies: false,
+            responses: Vec::new(),
         };
         World {
             now,
@@ -474,4 +482,190 @@ fn a_parent_that_cannot_keep_up_gets_the_whole_catalog_instead() {
     }
     assert_eq!(w.parent.register_call_ids.len(), 2);
     assert!(w.node.uplink().unwrap().is_registered());
+}
+
+fn sdp(user: &str, port: u16, ssrc: &str, session: &str) -> GbSdp {
+    GbSdp::parse(&format!(
+        "v=0\r\no={user} 0 0 IN IP4 127.0.0.1\r\ns={session}\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=video {port} RTP/AVP 96\r\na=recvonly\r\na=rtpmap:96 PS/90000\r\ny={ssrc}\r\n"
+    ))
+    .unwrap()
+}
+
+/// INVITE, ACK, BYE and CANCEL on a network that loses every 7th datagram
+/// and duplicates every 5th: both INVITE directions, in virtual time.
+#[test]
+fn calls_survive_a_lossy_network() {
+    let (mut w, _) = scenario(7, 5);
+    let channel = GbId::parse(&w.fleet.channel_ids()[0]).unwrap();
+
+    // Down: the node (as its media plane would) calls the camera.
+    let offer = sdp(VILLAGE, 30000, "0102000001", "Play");
+    let call = w
+        .node
+        .place_call(channel, CallKind::Live, &offer, w.now)
+        .unwrap();
+    let mut fleet_call = None;
+    let mut answered = None;
+    for _ in 0..3000 {
+        while let Some(ev) = w.fleet.poll_media_event() {
+            if let MediaEvent::Start { call, offer, .. } = ev {
+                assert_eq!(offer.ssrc, Some(102000001));
+                let answer = sdp(channel.as_str(), 40000, "0102000001", "Play");
+                w.fleet.answer_call(&call, &answer, w.now);
+                fleet_call = Some(call);
+            }
+        }
+        while let Some(ev) = w.node.poll_call_event() {
+            if let CallEvent::Answered { call: c, answer } = ev {
+                assert_eq!(c, call);
+                answered = Some(answer.media_port);
+            }
+        }
+        if answered.is_some() {
+            break;
+        }
+        w.step(Duration::from_millis(10));
+    }
+    assert_eq!(answered, Some(40000), "the node learns the camera's port");
+    assert!(fleet_call.is_some());
+    assert_eq!(w.node.open_calls(), 1);
+    // Let 2xx retransmissions and ACKs settle; the call stays up, once.
+    for _ in 0..500 {
+        w.step(Duration::from_millis(10));
+    }
+    assert_eq!(
+        w.fleet.stats().invites,
+        1,
+        "one INVITE however often it was resent"
+    );
+    // BYE down reaches the camera.
+    w.node.hangup(call, w.now);
+    let mut stopped = false;
+    for _ in 0..3000 {
+        while let Some(ev) = w.fleet.poll_media_event() {
+            stopped |= matches!(ev, MediaEvent::Stop { .. });
+        }
+        if stopped {
+            break;
+        }
+        w.step(Duration::from_millis(10));
+    }
+    assert!(stopped, "the camera got the BYE");
+    assert_eq!(w.node.open_calls(), 0);
+
+    // A call given up before the answer is CANCELled: the camera answers 487.
+    let call2 = w
+        .node
+        .place_call(channel, CallKind::Live, &offer, w.now)
+        .unwrap();
+    w.node.hangup(call2, w.now);
+    let mut failed = false;
+    for _ in 0..3000 {
+        while w.fleet.poll_media_event().is_some() {}
+        while let Some(ev) = w.node.poll_call_event() {
+            failed |= matches!(ev, CallEvent::Failed { call, .. } if call == call2);
+        }
+        if failed {
+            break;
+        }
+        w.step(Duration::from_millis(10));
+    }
+    assert!(failed, "the cancelled call ends with the 487");
+    assert_eq!(w.node.open_calls(), 0);
+
+    // Up: the parent INVITEs the node for the channel; the node answers
+    // 100 at once and 200 with the media plane's SDP.
+    let mut invite = w.parent.agent.request(
+        Method::Invite,
+        &Target {
+            id: channel.as_str(),
+            host: "127.0.0.1:2".into(),
+            transport: Transport::Udp,
+        },
+        20,
+        None,
+        Some((
+            "APPLICATION/SDP",
+            sdp(PARENT, 50000, "0102000002", "Play").to_string().into(),
+        )),
+    );
+    invite
+        .headers
+        .push("Subject", format!("{channel}:0102000002,{PARENT}:0"));
+    w.direct.push(Transmit {
+        peer: udp(2),
+        data: invite.to_bytes(),
+    });
+    let mut invited = None;
+    for _ in 0..300 {
+        while let Some(ev) = w.node.poll_call_event() {
+            if let CallEvent::Invited {
+                call,
+                channel: ch,
+                kind,
+                offer,
+            } = ev
+            {
+                assert_eq!(
+                    (ch, kind, offer.media_port),
+                    (channel, CallKind::Live, 50000)
+                );
+                invited = Some(call);
+            }
+        }
+        if invited.is_some() {
+            break;
+        }
+        w.step(Duration::from_millis(10));
+    }
+    let up = invited.expect("the node reports the parent's INVITE");
+    w.node
+        .accept_call(up, &sdp(VILLAGE, 30002, "0102000002", "Play"), w.now);
+    // The 200 is retransmitted until ACKed (this parent never ACKs), so a
+    // lost copy is made good.
+    for _ in 0..300 {
+        w.step(Duration::from_millis(10));
+        if w.parent
+            .responses
+            .iter()
+            .any(|r| r.status == 200 && r.cseq().is_some_and(|c| c.method == Method::Invite))
+        {
+            break;
+        }
+    }
+    let ok = w
+        .parent
+        .responses
+        .iter()
+        .find(|r| r.status == 200 && r.cseq().is_some_and(|c| c.method == Method::Invite))
+        .expect("200 to the INVITE")
+        .clone();
+    let answer = GbSdp::parse(std::str::from_utf8(&ok.body).unwrap()).unwrap();
+    assert_eq!((answer.media_port, answer.ssrc), (30002, Some(102000002)));
+    assert!(ok.headers.get("To").unwrap().contains("tag="));
+    // The parent hangs up: the node reports it.
+    let mut bye = Request::new(Method::Bye, format!("sip:{VILLAGE}@127.0.0.1:2"));
+    for h in ["From", "Call-ID"] {
+        bye.headers.push(h, invite.headers.get(h).unwrap());
+    }
+    bye.headers.push("To", ok.headers.get("To").unwrap());
+    bye.headers
+        .push("Via", "SIP/2.0/UDP 127.0.0.1:1;rport;branch=z9hG4bKbye1");
+    bye.headers.push("CSeq", "21 BYE");
+    w.direct.push(Transmit {
+        peer: udp(2),
+        data: bye.to_bytes(),
+    });
+    let mut ended = false;
+    for _ in 0..300 {
+        while let Some(ev) = w.node.poll_call_event() {
+            ended |= matches!(ev, CallEvent::Ended { call, .. } if call == up);
+        }
+        if ended {
+            break;
+        }
+        w.step(Duration::from_millis(10));
+    }
+    assert!(ended);
+    assert_eq!(w.node.open_calls(), 0);
 }
