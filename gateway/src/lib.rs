@@ -9,16 +9,17 @@
 //! | module | what it holds |
 //! |---|---|
 //! | [`sip`] | SIP syntax (messages, headers), stream framing, digest auth, transactions, request factory |
-//! | [`gb`] | GB/T 28181 bodies: MANSCDP XML, charsets, catalog splitting and reassembly |
+//! | [`gb`] | GB/T 28181 bodies: MANSCDP XML, MANSRTSP playback control, charsets, catalog splitting and reassembly |
 //! | [`registry`] | who is registered here, their digest authentication and keepalive liveness |
 //! | [`catalog`] | the federated channel tree and the change events it produces |
 //! | [`uplink`] | this node as a lower platform: register, refresh, keepalive toward the parent |
-//! | [`node`] | the node state machine tying the above together |
-//! | [`media`] | media codecs (frames, NAL units; RTP, PS, FLV, TS as they land) |
+//! | [`node`] | the node state machine tying the above together, and its INVITE dialogs (calls) |
+//! | [`media`] | media codecs, pure: frames, NAL units, RTP, PS, FLV, TS, the GB SDP profile |
+//! | [`streams`] | the media plane: hubs (GOP cache, shared muxing, slow viewers), on-demand opening, RTP in and out |
 //! | [`settings`] | every timer and limit, with defaults |
 //! | [`transport`] | UDP and TCP sockets under the SIP core |
 //! | [`runtime`] | the async loop driving a node from sockets and timers |
-//! | [`api`] | the HTTP API: catalog, topology, metrics |
+//! | [`api`] | the HTTP API: catalog, topology, streams, live and playback video, metrics |
 //! | [`config`] | turning a topology file and node ID into a runnable node |
 #![forbid(unsafe_code)]
 
