@@ -116,6 +116,10 @@ pub(super) struct Dialog {
     /// The channel, and the registrant that owns it (outgoing calls).
     channel: GbId,
     via: Option<GbId>,
+    /// Live or playback: only playback calls end on a MediaStatus.
+    playback: bool,
+    /// Our SDP once answered (incoming calls), for a re-INVITE's answer.
+    local_sdp: Option<Bytes>,
     /// The INVITE, kept until it has a final answer (its transaction key for
     /// CANCEL, or the request to answer for incoming calls).
     invite: Option<Request>,
@@ -263,6 +267,8 @@ impl Node {
             local_cseq: cseq,
             channel,
             via: Some(source),
+            playback: kind != CallKind::Live,
+            local_sdp: None,
             invite: Some(req.clone()),
             established: false,
             placed_at: now,
@@ -331,21 +337,25 @@ impl Node {
         ok
     }
 
-    /// Answer the parent's INVITE with 200 and our SDP.
-    pub fn accept_call(&mut self, call: CallId, answer: &GbSdp, now: Instant) {
+    /// Answer the parent's INVITE with 200 and our SDP. False when the
+    /// call is gone (cancelled, timed out): the media plane must not send.
+    pub fn accept_call(&mut self, call: CallId, answer: &GbSdp, now: Instant) -> bool {
         let Some(d) = self.calls.dialogs.get_mut(&call) else {
-            return;
+            return false;
         };
         let Some(invite) = d.invite.take() else {
-            return;
+            return false;
         };
         d.established = true;
+        let body = Bytes::from(answer.to_string());
+        d.local_sdp = Some(body.clone());
         let mut r = Response::to_request(&invite, 200, Some(&tag_of(&d.local)));
         r.headers
             .push("Contact", format!("<{}>", self.agent.contact_uri()));
         r.headers.push("Content-Type", SDP);
-        r.body = Bytes::from(answer.to_string());
+        r.body = body;
         self.respond(&invite, r, now);
+        true
     }
 
     /// Refuse the parent's INVITE (e.g. 404 unknown channel, 480 the
@@ -552,15 +562,22 @@ impl Node {
     }
 
     fn on_invite(&mut self, req: &Request, peer: Peer, now: Instant) {
-        // Re-INVITEs (session refresh) keep the session as it is.
+        // A re-INVITE (session refresh) keeps the session as it is: 491
+        // while our answer to the first is pending (RFC 3261 §14.2), else
+        // 200 with the same SDP and Contact.
         if let Some(call) = req.call_id().and_then(|c| self.calls.find(c)) {
-            let tag = self
-                .calls
-                .dialogs
-                .get(&call)
-                .map(|d| tag_of(&d.local))
-                .unwrap_or_default();
-            let r = Response::to_request(req, 200, Some(&tag));
+            let Some(d) = self.calls.dialogs.get(&call) else {
+                return;
+            };
+            let tag = tag_of(&d.local);
+            let (established, sdp) = (d.established, d.local_sdp.clone());
+            let mut r = Response::to_request(req, if established { 200 } else { 491 }, Some(&tag));
+            if let (true, Some(sdp)) = (established, sdp) {
+                r.headers
+                    .push("Contact", format!("<{}>", self.agent.contact_uri()));
+                r.headers.push("Content-Type", SDP);
+                r.body = sdp;
+            }
             return self.respond(req, r, now);
         }
         let from_parent = self.uplink.as_ref().is_some_and(|u| {
@@ -630,6 +647,8 @@ impl Node {
             local_cseq: 0,
             channel,
             via: None,
+            playback: kind != CallKind::Live,
+            local_sdp: None,
             invite: Some(req.clone()),
             established: false,
             placed_at: now,
@@ -699,15 +718,26 @@ impl Node {
         });
     }
 
-    /// A MediaStatus notify from a registrant: the playback calls we placed
-    /// through it for that channel have reached the end of the recording.
-    pub(super) fn on_media_status(&mut self, sender: GbId, channel: &str) {
+    /// A MediaStatus notify from a registrant: the playback call it names
+    /// (by Call-ID when the MESSAGE is in the dialog), or else the playback
+    /// calls we placed through it for that channel, reached the end of the
+    /// recording. Live calls of the channel are never touched.
+    pub(super) fn on_media_status(&mut self, sender: GbId, channel: &str, call_id: Option<&str>) {
+        if let Some(call) = call_id.and_then(|c| self.calls.find(c)) {
+            if self.calls.dialogs.get(&call).is_some_and(|d| d.playback) {
+                self.calls.events.push_back(CallEvent::MediaEnded { call });
+                return;
+            }
+        }
         let ended: Vec<CallId> = self
             .calls
             .dialogs
             .iter()
             .filter(|(_, d)| {
-                d.side == Side::Outgoing && d.via == Some(sender) && d.channel.as_str() == channel
+                d.side == Side::Outgoing
+                    && d.playback
+                    && d.via == Some(sender)
+                    && d.channel.as_str() == channel
             })
             .map(|(id, _)| *id)
             .collect();
@@ -716,8 +746,10 @@ impl Node {
         }
     }
 
-    /// Calls placed toward a registrant that went offline end now.
-    pub(super) fn drop_calls_via(&mut self, source: GbId) {
+    /// Calls placed toward a registrant that went offline end now. BYE
+    /// still goes out (best effort) so a device that only missed keepalives
+    /// stops sending to a port that may be given to another stream.
+    pub(super) fn drop_calls_via(&mut self, source: GbId, now: Instant) {
         let gone: Vec<CallId> = self
             .calls
             .dialogs
@@ -726,11 +758,41 @@ impl Node {
             .map(|(id, _)| *id)
             .collect();
         for call in gone {
+            self.hangup(call, now);
             self.calls.remove(call);
             self.calls.events.push_back(CallEvent::Ended {
                 call,
                 reason: format!("{source} went offline"),
             });
+        }
+    }
+
+    /// The parent is gone (its registration lapsed, or it restarted): the
+    /// calls it placed end, with BYE in case it is still there, so their
+    /// streams below do not run for nobody.
+    pub(super) fn drop_incoming_calls(&mut self, why: &str, now: Instant) {
+        let gone: Vec<CallId> = self
+            .calls
+            .dialogs
+            .iter()
+            .filter(|(_, d)| d.side == Side::Incoming)
+            .map(|(id, _)| *id)
+            .collect();
+        for call in gone {
+            self.hangup(call, now);
+            self.calls.remove(call);
+            self.calls.events.push_back(CallEvent::Ended {
+                call,
+                reason: why.to_owned(),
+            });
+        }
+    }
+
+    /// Hang up every call (graceful stop).
+    pub(super) fn hangup_all(&mut self, now: Instant) {
+        let all: Vec<CallId> = self.calls.dialogs.keys().copied().collect();
+        for call in all {
+            self.hangup(call, now);
         }
     }
 

@@ -453,7 +453,7 @@ impl Node {
             if self.registry.unregister(&id).is_some() {
                 tracing::info!(%id, "unregistered");
                 let ev = self.catalog.set_source_online(id, false);
-                self.drop_calls_via(id);
+                self.drop_calls_via(id, now);
                 self.emit(ev, now);
                 self.forget_source(id);
             }
@@ -629,10 +629,16 @@ impl Node {
                 }
             }
         }
-        self.handle_registrant_message(sender, body, now);
+        self.handle_registrant_message(sender, body, req.call_id(), now);
     }
 
-    fn handle_registrant_message(&mut self, sender: GbId, body: Manscdp, now: Instant) {
+    fn handle_registrant_message(
+        &mut self,
+        sender: GbId,
+        body: Manscdp,
+        call_id: Option<&str>,
+        now: Instant,
+    ) {
         match body {
             Manscdp::Keepalive(_) => {}
             Manscdp::CatalogResponse(list) => {
@@ -686,7 +692,7 @@ impl Node {
                 cmd_type,
                 device_id,
                 ..
-            } if cmd_type == "MediaStatus" => self.on_media_status(sender, &device_id),
+            } if cmd_type == "MediaStatus" => self.on_media_status(sender, &device_id, call_id),
             other => {
                 tracing::debug!(%sender, cmd = other.cmd_type(), "MESSAGE from below not handled");
             }
@@ -1065,7 +1071,7 @@ impl Node {
         }
     }
 
-    fn on_uplink_event(&mut self, ev: Option<UplinkEvent>, _now: Instant) {
+    fn on_uplink_event(&mut self, ev: Option<UplinkEvent>, now: Instant) {
         match ev {
             Some(UplinkEvent::Registered) => {
                 metrics::gauge!("gbgate_uplink_registered").set(1.0);
@@ -1073,6 +1079,7 @@ impl Node {
             Some(UplinkEvent::Lost(why)) => {
                 metrics::gauge!("gbgate_uplink_registered").set(0.0);
                 tracing::warn!(reason = why, "link to parent lost");
+                self.drop_incoming_calls("the link to the parent was lost", now);
                 // The parent re-queries everything after we re-register.
                 self.pending_up.clear();
                 self.flush_at = None;
@@ -1125,7 +1132,7 @@ impl Node {
         for (id, reason) in gone {
             tracing::warn!(%id, ?reason, "registrant offline");
             let ev = self.catalog.set_source_online(id, false);
-            self.drop_calls_via(id);
+            self.drop_calls_via(id, now);
             self.emit(ev, now);
             if reason == OfflineReason::Expired {
                 self.outboxes.remove(&id);
@@ -1163,6 +1170,7 @@ impl Node {
     /// Begin a graceful stop: unregister from the parent.
     pub fn shutdown(&mut self, now: Instant) {
         self.shutting_down = true;
+        self.hangup_all(now);
         if let Some(u) = self.uplink.as_mut() {
             if let Some(req) = u.unregister(&self.agent) {
                 tracing::info!("unregistering from parent");

@@ -19,7 +19,7 @@ pub mod rtp_io;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -83,6 +83,9 @@ impl OpenError {
     }
 }
 
+/// The reason a playback hub ends with when its source reports the end.
+const END_OF_RECORDING: &str = "end of the recording";
+
 /// What identifies a hub.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum StreamKey {
@@ -143,7 +146,6 @@ pub struct StreamManager {
     serving: Mutex<HashMap<CallId, Serving>>,
     playbacks: Mutex<HashMap<u64, (CallId, Arc<Hub>)>>,
     ssrc_seq: AtomicU16,
-    session_seq: AtomicU64,
 }
 
 fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -173,9 +175,9 @@ impl StreamManager {
     pub fn new(node: NodeHandle, settings: StreamSettings) -> Arc<StreamManager> {
         Arc::new(StreamManager {
             node,
-            live: moka::future::Cache::builder()
-                .max_capacity(settings.max_streams as u64)
-                .build(),
+            // Unbounded: eviction would break single-flight (a second hub,
+            // a second INVITE); `max_streams` bounds hubs instead.
+            live: moka::future::Cache::builder().build(),
             settings,
             open_hubs: AtomicUsize::new(0),
             pending: Mutex::default(),
@@ -183,7 +185,6 @@ impl StreamManager {
             serving: Mutex::default(),
             playbacks: Mutex::default(),
             ssrc_seq: AtomicU16::new(0),
-            session_seq: AtomicU64::new(0),
         })
     }
 
@@ -232,10 +233,11 @@ impl StreamManager {
     fn on_event(self: &Arc<Self>, ev: CallEvent) {
         match ev {
             CallEvent::Answered { call, answer } => {
-                if let Some(tx) = locked(&self.pending).remove(&call) {
-                    let _ = tx.send(Ok(answer));
-                } else {
-                    // Nobody waits any more: take it down.
+                let delivered = locked(&self.pending)
+                    .remove(&call)
+                    .is_some_and(|tx| tx.send(Ok(answer)).is_ok());
+                if !delivered {
+                    // The opener gave up (its viewer left): take it down.
                     self.hangup(call);
                 }
             }
@@ -254,7 +256,7 @@ impl StreamManager {
             }
             CallEvent::MediaEnded { call } => {
                 if let Some(up) = locked(&self.upstream).get(&call) {
-                    up.hub.end("end of the recording");
+                    up.hub.end(END_OF_RECORDING);
                 }
             }
             CallEvent::Invited {
@@ -263,8 +265,23 @@ impl StreamManager {
                 kind,
                 offer,
             } => {
+                // Registered before the task starts, so a CANCEL or BYE
+                // handled right after finds it.
+                let stop = CancellationToken::new();
+                locked(&self.serving).insert(
+                    call,
+                    Serving {
+                        stop: stop.clone(),
+                        upstream: None,
+                    },
+                );
                 let me = self.clone();
-                tokio::spawn(async move { me.serve_parent(call, channel, kind, offer).await });
+                tokio::spawn(async move {
+                    me.clone()
+                        .serve_parent(call, channel, kind, offer, stop)
+                        .await;
+                    locked(&me.serving).remove(&call);
+                });
             }
             CallEvent::Info { call, body } => {
                 let upstream = locked(&self.serving).get(&call).and_then(|s| s.upstream);
@@ -295,7 +312,7 @@ impl StreamManager {
 
     /// The live hub of `channel`, opening it below if nobody watches it yet.
     pub async fn open_live(self: &Arc<Self>, channel: GbId) -> Result<Arc<Hub>, OpenError> {
-        for _ in 0..2 {
+        for _ in 0..3 {
             let me = self.clone();
             let hub = self
                 .live
@@ -311,10 +328,24 @@ impl StreamManager {
             if !matches!(hub.state(), HubState::Ended(_)) {
                 return Ok(hub);
             }
-            // Ended between its end and the watchdog's removal: retry once.
-            self.live.invalidate(&channel).await;
+            // It ended (linger ran out) and the watchdog has not removed it
+            // yet: remove it, unless someone already put a new one there.
+            self.forget_live(channel, &hub).await;
         }
         Err(OpenError::Failed("the stream ended while opening".into()))
+    }
+
+    async fn forget_live(&self, channel: GbId, hub: &Arc<Hub>) {
+        self.live
+            .entry(channel)
+            .and_compute_with(|e| {
+                let op = match e {
+                    Some(e) if Arc::ptr_eq(e.value(), hub) => moka::ops::compute::Op::Remove,
+                    _ => moka::ops::compute::Op::Nop,
+                };
+                std::future::ready(op)
+            })
+            .await;
     }
 
     /// Join the live stream of `channel` as a viewer of `format`.
@@ -323,8 +354,22 @@ impl StreamManager {
         channel: GbId,
         format: Format,
     ) -> Result<Viewer, OpenError> {
-        let hub = self.open_live(channel).await?;
-        Ok(hub.join(format, self.settings.open_timeout).await?)
+        let mut last = None;
+        for _ in 0..2 {
+            let hub = self.open_live(channel).await?;
+            match hub.join(format, self.settings.open_timeout).await {
+                Ok(v) => return Ok(v),
+                Err(JoinError::Ended(r)) => {
+                    // Its linger ran out just as we came: open it again.
+                    self.forget_live(channel, &hub).await;
+                    last = Some(JoinError::Ended(r));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(last
+            .unwrap_or(JoinError::Ended("the stream ended".into()))
+            .into())
     }
 
     /// Open a playback session of `channel` over `[start, end]` (Unix
@@ -337,15 +382,38 @@ impl StreamManager {
         end: u64,
         format: Format,
     ) -> Result<(u64, Viewer), OpenError> {
-        let session = self.session_seq.fetch_add(1, Ordering::Relaxed) + 1;
-        let hub = self
-            .open_upstream_kind(
+        let (session, hub) = self.open_playback(channel, start, end).await?;
+        let viewer = hub.join(format, self.settings.open_timeout).await?;
+        Ok((session, viewer))
+    }
+
+    /// Open a playback session's hub (never shared). Returns its session
+    /// number and the hub.
+    async fn open_playback(
+        self: &Arc<Self>,
+        channel: GbId,
+        start: u64,
+        end: u64,
+    ) -> Result<(u64, Arc<Hub>), OpenError> {
+        // Random, so one viewer cannot guess another's session to control it.
+        let session = loop {
+            let s: u64 = rand::random::<u64>() >> 11; // exact as a JSON number
+            if s != 0 && !locked(&self.playbacks).contains_key(&s) {
+                break s;
+            }
+        };
+        let me = self.clone();
+        // Its own task: a viewer leaving mid-INVITE must not strand the call.
+        let hub = tokio::spawn(async move {
+            me.open_upstream_kind(
                 StreamKey::Playback(channel, session),
                 CallKind::Playback { start, end },
             )
-            .await?;
-        let viewer = hub.join(format, self.settings.open_timeout).await?;
-        Ok((session, viewer))
+            .await
+        })
+        .await
+        .map_err(|e| OpenError::Failed(format!("opening task failed: {e}")))??;
+        Ok((session, hub))
     }
 
     /// Send MANSRTSP (PLAY/PAUSE/Scale/Range) to the source of a playback session.
@@ -388,12 +456,26 @@ impl StreamManager {
         key: StreamKey,
         kind: CallKind,
     ) -> Result<Arc<Hub>, OpenError> {
-        if self.open_hubs.load(Ordering::Acquire) >= self.settings.max_streams {
+        // Reserve the slot now, so concurrent opens cannot overshoot.
+        if self.open_hubs.fetch_add(1, Ordering::AcqRel) >= self.settings.max_streams {
+            self.open_hubs.fetch_sub(1, Ordering::AcqRel);
             return Err(OpenError::Busy(format!(
                 "this node has its maximum of {} streams open",
                 self.settings.max_streams
             )));
         }
+        let r = self.open_reserved(key, kind).await;
+        if r.is_err() {
+            self.open_hubs.fetch_sub(1, Ordering::AcqRel);
+        }
+        r
+    }
+
+    async fn open_reserved(
+        self: &Arc<Self>,
+        key: StreamKey,
+        kind: CallKind,
+    ) -> Result<Arc<Hub>, OpenError> {
         let channel = match &key {
             StreamKey::Live(c) | StreamKey::Playback(c, _) => *c,
         };
@@ -444,10 +526,15 @@ impl StreamManager {
             }
         };
         let hub = Hub::new(key.to_string(), self.settings.max_viewers);
-        self.open_hubs.fetch_add(1, Ordering::AcqRel);
         metrics::gauge!("gbgate_streams_open").increment(1.0);
         let stop = CancellationToken::new();
-        let peer_ip: IpAddr = answer.conn_addr.parse().unwrap_or(self.settings.media_ip);
+        let Ok(peer_ip) = answer.conn_addr.parse::<IpAddr>() else {
+            self.hangup(placed);
+            return Err(OpenError::Failed(format!(
+                "the answer's c= address {:?} is not an IP address",
+                answer.conn_addr
+            )));
+        };
         let peer = SocketAddr::new(peer_ip, answer.media_port);
         let expected = answer.ssrc.or(Some(ssrc));
         locked(&self.upstream).insert(placed, Upstream { hub: hub.clone() });
@@ -513,16 +600,7 @@ impl StreamManager {
             self.hangup(call);
         }
         match key {
-            StreamKey::Live(channel) => {
-                if self
-                    .live
-                    .get(&channel)
-                    .await
-                    .is_some_and(|h| Arc::ptr_eq(&h, &hub))
-                {
-                    self.live.invalidate(&channel).await;
-                }
-            }
+            StreamKey::Live(channel) => self.forget_live(channel, &hub).await,
             StreamKey::Playback(_, session) => {
                 locked(&self.playbacks).remove(&session);
             }
@@ -582,72 +660,73 @@ impl StreamManager {
         channel: GbId,
         kind: CallKind,
         offer: GbSdp,
+        stop: CancellationToken,
     ) {
-        let stop = CancellationToken::new();
-        locked(&self.serving).insert(
-            call,
-            Serving {
-                stop: stop.clone(),
-                upstream: None,
-            },
-        );
+        let refuse = |status: u16, reason: String| {
+            let node = self.node.clone();
+            async move {
+                tracing::warn!(call, %channel, %reason, "cannot serve the parent's INVITE");
+                let _ = node
+                    .command(move |n, now| n.reject_call(call, status, &reason, now))
+                    .await;
+            }
+        };
+        let Ok(peer_ip) = offer.conn_addr.parse::<IpAddr>() else {
+            let reason = format!(
+                "the offer's c= address {:?} is not an IP address",
+                offer.conn_addr
+            );
+            return refuse(488, reason).await;
+        };
+        let peer = SocketAddr::new(peer_ip, offer.media_port);
+        // Open (or find) the stream below. The 200 goes up as soon as the
+        // source below has answered, not after its first keyframe, so each
+        // tier's INVITE timeout covers signalling only, not GOP waits.
         let opened = match &kind {
-            CallKind::Live => match self.open_live(channel).await {
-                Ok(hub) => hub
-                    .join(Format::Ps, self.settings.open_timeout)
-                    .await
-                    .map_err(OpenError::from),
-                Err(e) => Err(e),
-            },
+            CallKind::Live => self.open_live(channel).await.map(|h| (h, None)),
             CallKind::Playback { start, end } => self
-                .watch_playback(channel, *start, *end, Format::Ps)
+                .open_playback(channel, *start, *end)
                 .await
-                .map(|(session, v)| {
-                    let up = locked(&self.playbacks).get(&session).map(|(c, _)| *c);
-                    if let Some(s) = locked(&self.serving).get_mut(&call) {
-                        s.upstream = up;
-                    }
-                    v
+                .map(|(session, h)| {
+                    let below = locked(&self.playbacks).get(&session).map(|(c, _)| *c);
+                    (h, below)
                 }),
         };
-        let viewer = match opened {
-            Ok(v) => v,
+        let (hub, below) = match opened {
+            Ok(x) => x,
             Err(e) => {
-                locked(&self.serving).remove(&call);
                 let status = match e.status() {
                     404 => 404,
                     503 => 486,
                     _ => 480,
                 };
-                let reason = e.to_string();
-                tracing::warn!(call, %channel, %reason, "cannot serve the parent's INVITE");
-                let _ = self
-                    .node
-                    .command(move |n, now| n.reject_call(call, status, &reason, now))
-                    .await;
-                return;
+                return refuse(status, e.to_string()).await;
             }
         };
+        if let Some(s) = locked(&self.serving).get_mut(&call) {
+            s.upstream = below;
+        }
         if stop.is_cancelled() {
             return; // CANCELled while opening
         }
         let mode = LinkMode::answering(offer.transport, offer.setup);
         let socket = match MediaSocket::bind(self.settings.media_ip, mode).await {
             Ok(s) => s,
-            Err(e) => {
-                let reason = format!("cannot bind a media socket: {e}");
-                let _ = self
-                    .node
-                    .command(move |n, now| n.reject_call(call, 500, &reason, now))
-                    .await;
-                return;
+            Err(e) => return refuse(500, format!("cannot bind a media socket: {e}")).await,
+        };
+        // GB/T 28181 has the caller choose the SSRC; make one if it did not.
+        let (ssrc, ssrc_text) = match (offer.ssrc, offer.ssrc_text.clone()) {
+            (Some(s), Some(t)) => (s, t),
+            (Some(s), None) => (s, format!("{s:010}")),
+            _ => {
+                let seq = self.ssrc_seq.fetch_add(1, Ordering::Relaxed);
+                crate::media::sdp::ssrc_for(
+                    kind == CallKind::Live,
+                    self.settings.node_id.domain(),
+                    seq,
+                )
             }
         };
-        let ssrc = offer.ssrc.unwrap_or(0);
-        let ssrc_text = offer
-            .ssrc_text
-            .clone()
-            .unwrap_or_else(|| format!("{ssrc:010}"));
         let answer = self.sdp(
             &kind,
             None,
@@ -657,21 +736,27 @@ impl StreamManager {
             ssrc,
             ssrc_text,
         );
-        let peer = SocketAddr::new(
-            offer.conn_addr.parse().unwrap_or(self.settings.media_ip),
-            offer.media_port,
-        );
-        let _ = self
+        let accepted = self
             .node
             .command(move |n, now| n.accept_call(call, &answer, now))
-            .await;
-        let hub = viewer.hub().clone();
+            .await
+            .unwrap_or(false);
+        if !accepted {
+            return; // cancelled or timed out meanwhile
+        }
+        let viewer = match hub.join(Format::Ps, self.settings.open_timeout).await {
+            Ok(v) => v,
+            Err(e) => {
+                let reason = e.to_string();
+                tracing::warn!(call, %channel, %reason, "no media for the parent's call");
+                let _ = self.node.command(move |n, now| n.hangup(call, now)).await;
+                return;
+            }
+        };
         let why = rtp_io::send(viewer, SendTarget { socket, peer, ssrc }, stop.clone()).await;
-        let by_parent = stop.is_cancelled();
-        locked(&self.serving).remove(&call);
-        if !by_parent {
+        if !stop.is_cancelled() {
             tracing::info!(call, stream = %hub.name, reason = %why, "ending the parent's call");
-            let eof = matches!(hub.state(), HubState::Ended(r) if &*r == "end of the recording");
+            let eof = matches!(hub.state(), HubState::Ended(r) if &*r == END_OF_RECORDING);
             let _ = self
                 .node
                 .command(move |n, now| {

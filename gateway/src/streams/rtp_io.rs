@@ -122,6 +122,10 @@ pub async fn receive(
         expected_ssrc,
         mismatch_logged: false,
         frames: Vec::new(),
+        source: None,
+        next_seq: None,
+        drop_next_video: false,
+        need_keyframe: false,
     };
     metrics::gauge!("gbgate_rtp_streams_in").increment(1.0);
     let why = tokio::select! {
@@ -138,6 +142,17 @@ struct Receiver {
     expected_ssrc: Option<u32>,
     mismatch_logged: bool,
     frames: Vec<crate::media::frame::Frame>,
+    /// UDP: the address the stream comes from, latched on its first
+    /// packet; packets from elsewhere (a device still sending to a port
+    /// that was reused, or an injection) are dropped.
+    source: Option<SocketAddr>,
+    /// The sequence number expected next.
+    next_seq: Option<u16>,
+    /// After a loss: the access unit being assembled is damaged, and what
+    /// follows cannot decode until the next keyframe. Without this a
+    /// broken IDR would become the GOP cache every new viewer starts from.
+    drop_next_video: bool,
+    need_keyframe: bool,
 }
 
 impl Receiver {
@@ -147,7 +162,11 @@ impl Receiver {
                 let mut buf = vec![0u8; 65_536];
                 loop {
                     match s.recv_from(&mut buf).await {
-                        Ok((n, _from)) => {
+                        Ok((n, from)) => {
+                            if *self.source.get_or_insert(from) != from {
+                                metrics::counter!("gbgate_rtp_foreign_packets_total").increment(1);
+                                continue;
+                            }
                             let data = Bytes::copy_from_slice(buf.get(..n).unwrap_or_default());
                             self.packet(data);
                         }
@@ -214,9 +233,36 @@ impl Receiver {
                 }
             }
         }
+        if let Some(want) = self.next_seq {
+            let ahead = p.sequence.wrapping_sub(want);
+            if ahead >= 0x8000 {
+                // Older than expected: a duplicate or a late packet whose
+                // place is already given up.
+                metrics::counter!("gbgate_rtp_late_packets_total").increment(1);
+                return;
+            }
+            if ahead > 0 {
+                metrics::counter!("gbgate_rtp_lost_packets_total").increment(u64::from(ahead));
+                tracing::debug!(stream = %self.hub.name, lost = ahead, "RTP loss; waiting for the next keyframe");
+                self.drop_next_video = true;
+                self.need_keyframe = true;
+            }
+        }
+        self.next_seq = Some(p.sequence.wrapping_add(1));
         self.demux.push(&p.payload);
         self.demux.drain(&mut self.frames);
         for f in self.frames.drain(..) {
+            if f.codec.is_video() {
+                if std::mem::take(&mut self.drop_next_video) {
+                    continue;
+                }
+                if self.need_keyframe {
+                    if !f.keyframe {
+                        continue;
+                    }
+                    self.need_keyframe = false;
+                }
+            }
             self.hub.push(f);
         }
     }
