@@ -79,10 +79,12 @@ fmt:
 	$(CARGO) fmt --all
 
 # Fuzz every parser for FUZZ_SECONDS each (needs the nightly toolchain and cargo-fuzz).
+# fuzz/seeds/<target> holds starting inputs for targets random bytes rarely reach.
 FUZZ_SECONDS ?= 60
 fuzz:
 	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz
 	cd fuzz && for t in $$($(CARGO) +nightly fuzz list); do \
+	  mkdir -p corpus/$$t; if [ -d seeds/$$t ]; then cp -n seeds/$$t/* corpus/$$t/; fi; \
 	  $(CARGO) +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
 	done
 

@@ -3,10 +3,14 @@
 //! whole packets that `parse_packets` reads back without error, CC gaps or
 //! lost frames, each with its PTS and payload.
 //!
-//! Input layout: one byte picks the tracks, then frames of a header byte
-//! (bits 0-1 codec H.264/H.265/AAC/G.711A, bit 2 keyframe, bits 3-7 a DTS
-//! step), a CTS byte, a length byte and that many payload bytes (Annex-B or
-//! audio; cut short by the end of input).
+//! The muxed stream, with one byte flipped or cut short, must not make
+//! `parse_packets` panic either: raw bytes seldom get that far.
+//!
+//! Input layout: one byte picks the tracks; if its bit 5 is set, a 16-bit
+//! offset and a byte to XOR there (0: cut the stream there instead); then
+//! frames of a header byte (bits 0-1 codec H.264/H.265/AAC/G.711A, bit 2
+//! keyframe, bits 3-7 a DTS step), a CTS byte, a length byte and that many
+//! payload bytes (Annex-B or audio; cut short by the end of input).
 #![no_main]
 
 use bytes::Bytes;
@@ -23,6 +27,14 @@ fuzz_target!(|data: &[u8]| {
     let Some((&cfg, mut rest)) = data.split_first() else {
         return;
     };
+    let mut damage = None;
+    if cfg & 0x20 != 0 {
+        let [lo, hi, x, tail @ ..] = rest else {
+            return;
+        };
+        damage = Some((usize::from(u16::from_le_bytes([*lo, *hi])), *x));
+        rest = tail;
+    }
     // G.711A as "video" checks that a non-video video codec is ignored.
     let video = [
         Some(Codec::H264),
@@ -74,5 +86,14 @@ fuzz_target!(|data: &[u8]| {
     for (got, want) in sum.frames.iter().zip(&muxed) {
         assert_eq!(got.pts, Some(want.pts & TS_MASK));
         assert!(got.data.ends_with(&want.data));
+    }
+    if let Some((at, x)) = damage.filter(|_| !stream.is_empty()) {
+        let at = at % stream.len();
+        if x == 0 {
+            stream.truncate(at);
+        } else if let Some(b) = stream.get_mut(at) {
+            *b ^= x;
+        }
+        let _ = parse_packets(&stream);
     }
 });
