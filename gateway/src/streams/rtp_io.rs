@@ -126,6 +126,8 @@ pub async fn receive(
         next_seq: None,
         drop_next_video: false,
         need_keyframe: false,
+        trust_marker: true,
+        marker_emitted: false,
     };
     metrics::gauge!("gbgate_rtp_streams_in").increment(1.0);
     let why = tokio::select! {
@@ -153,6 +155,12 @@ struct Receiver {
     /// broken IDR would become the GOP cache every new viewer starts from.
     drop_next_video: bool,
     need_keyframe: bool,
+    /// The RTP marker ends frames (a frame of latency less per hop) until
+    /// the sender shows it sets it wrongly: data for a frame arriving after
+    /// its marker.
+    trust_marker: bool,
+    /// The last packet's marker closed a frame.
+    marker_emitted: bool,
 }
 
 impl Receiver {
@@ -249,7 +257,20 @@ impl Receiver {
             }
         }
         self.next_seq = Some(p.sequence.wrapping_add(1));
+        let skipped = self.demux.stats().bytes_skipped;
         self.demux.push(&p.payload);
+        if self.demux.stats().bytes_skipped > skipped && self.marker_emitted {
+            // Continuation data of a frame we already closed on its marker.
+            self.trust_marker = false;
+            metrics::counter!("gbgate_rtp_marker_distrusted_total").increment(1);
+            tracing::warn!(stream = %self.hub.name, "RTP marker set inside frames; ending frames at the next frame instead");
+        }
+        self.marker_emitted = false;
+        if p.marker && self.trust_marker {
+            let before = self.demux.stats().frames_out;
+            self.demux.end_of_frame();
+            self.marker_emitted = self.demux.stats().frames_out > before;
+        }
         self.demux.drain(&mut self.frames);
         for f in self.frames.drain(..) {
             if f.codec.is_video() {
