@@ -326,9 +326,43 @@ impl Cluster {
             std::thread::sleep(Duration::from_millis(100));
         }
         bail!(
-            "timed out after {timeout:?} waiting for {what}; logs in {}",
-            self.dir.display()
+            "timed out after {timeout:?} waiting for {what}; logs in {}\n{}",
+            self.dir.display(),
+            self.log_digest()
         )
+    }
+
+    /// The last warnings of every log in the directory: a failed wait in CI
+    /// shows why without the files (a temporary directory is gone by then).
+    pub fn log_digest(&self) -> String {
+        let mut out = String::new();
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return out;
+        };
+        let mut logs: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "log"))
+            .collect();
+        logs.sort();
+        for log in logs {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let warns: Vec<&str> = text
+                .lines()
+                .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+                .collect();
+            let name = log.file_name().map(|n| n.to_string_lossy().into_owned());
+            out.push_str(&format!(
+                "--- {} ({} lines, {} warnings)\n",
+                name.unwrap_or_default(),
+                text.lines().count(),
+                warns.len()
+            ));
+            for l in warns.iter().rev().take(3).rev() {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
     }
 
     /// The directory holding the topology and logs.

@@ -841,6 +841,8 @@ struct MediaDriver {
     sources: Option<MediaSources>,
     ip: std::net::IpAddr,
     controls: HashMap<String, tokio::sync::watch::Sender<crate::streamer::StreamControl>>,
+    /// Playback speed per call, kept across PAUSE.
+    scales: HashMap<String, f64>,
     ended_tx: tokio::sync::mpsc::UnboundedSender<(String, bool)>,
 }
 
@@ -937,6 +939,7 @@ impl MediaDriver {
                 });
             }
             MediaEvent::Stop { call } => {
+                self.scales.remove(&call);
                 if let Some(c) = self.controls.remove(&call) {
                     let _ = c.send(StreamControl::Stopped);
                 }
@@ -950,14 +953,21 @@ impl MediaDriver {
                     Ok(MansRtspCommand::Pause { .. }) => {
                         let _ = c.send(StreamControl::Paused);
                     }
-                    Ok(MansRtspCommand::Play { scale, .. }) => {
-                        let prev = match *c.borrow() {
-                            StreamControl::Playing { scale } => scale,
-                            _ => 1.0,
+                    Ok(cmd @ MansRtspCommand::Play { scale, .. }) => {
+                        // The speed lasts across pauses until a new Scale.
+                        let prev = self.scales.get(&call).copied().unwrap_or(1.0);
+                        let scale = scale.unwrap_or(prev);
+                        self.scales.insert(call.clone(), scale);
+                        // `Range: npt=S-` seeks (and plays); no Range or
+                        // `npt=now-` resumes.
+                        let next = match cmd.seek_seconds() {
+                            Some(s) => StreamControl::Seek {
+                                position: Duration::try_from_secs_f64(s).unwrap_or(Duration::ZERO),
+                                scale,
+                            },
+                            None => StreamControl::Playing { scale },
                         };
-                        let _ = c.send(StreamControl::Playing {
-                            scale: scale.unwrap_or(prev),
-                        });
+                        let _ = c.send(next);
                     }
                     Ok(MansRtspCommand::Teardown) => {
                         let _ = c.send(StreamControl::Stopped);
@@ -983,6 +993,7 @@ pub async fn run(
         sources: media,
         ip: cfg.local.ip(),
         controls: HashMap::new(),
+        scales: HashMap::new(),
         ended_tx,
     };
     let (in_tx, mut in_rx) = tokio::sync::mpsc::channel(16 * 1024);
@@ -1018,6 +1029,7 @@ pub async fn run(
             e = ended_rx.recv() => {
                 if let Some((call, eof)) = e {
                     driver.controls.remove(&call);
+                    driver.scales.remove(&call);
                     if eof {
                         fleet.media_ended(&call, Instant::now());
                     }

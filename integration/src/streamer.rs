@@ -1,6 +1,6 @@
 //! gbsim's media sender: plays a clip as a GB/T 28181 device would, as
 //! MPEG-PS over RTP (payload type 96) to a UDP or TCP (RFC 4571) peer, paced
-//! in real time, with pause, speed and an end for playback sessions.
+//! in real time, with pause, speed, seek and an end for playback sessions.
 //!
 //! Two sources:
 //! * [`Clip`]: an H.264/H.265 Annex-B elementary stream (`.h264`, `.h265`)
@@ -55,6 +55,14 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_LAG: Duration = Duration::from_secs(1);
 /// 33-bit PTS/DTS/SCR wrap.
 const TS_MASK: u64 = (1 << 33) - 1;
+/// Largest [`StreamControl::Seek`] position honoured (about 97 days);
+/// later positions are taken as this.
+pub const MAX_SEEK: Duration = Duration::from_secs(1 << 23);
+
+/// A duration in 90 kHz ticks, saturating.
+fn ticks(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos() * u128::from(CLOCK_RATE) / 1_000_000_000).unwrap_or(u64::MAX)
+}
 
 fn invalid(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.into())
@@ -326,6 +334,28 @@ impl Clip {
         })
     }
 
+    /// The number (over all loops) of the frame to play media time `media`
+    /// (90 kHz) from: the keyframe at or before frame `media × fps / 90000`,
+    /// so a seek past [`duration`](Clip::duration) lands in a later loop.
+    pub fn seek_frame(&self, media: u64) -> u64 {
+        let fps = u128::from(self.fps.max(1));
+        let mut n =
+            u64::try_from(u128::from(media) * fps / u128::from(CLOCK_RATE)).unwrap_or(u64::MAX);
+        // Integer rounding in pts_of: frame n + 1 may still be due by then.
+        if self.pts_of(n.saturating_add(1)) <= media {
+            n = n.saturating_add(1);
+        }
+        let len = self.frames.len() as u64;
+        let i = n.checked_rem(len).unwrap_or(0);
+        let upto = usize::try_from(i).unwrap_or(0);
+        let key = self
+            .frames
+            .get(..=upto)
+            .and_then(|f| f.iter().rposition(|f| f.keyframe))
+            .unwrap_or(0);
+        n - (i - key as u64)
+    }
+
     /// Frames from number `first` on, looping for ever with continuous
     /// timestamps (take as many as needed).
     pub fn frames_at(&self, first: u64) -> impl Iterator<Item = Frame> + '_ {
@@ -429,6 +459,12 @@ struct PsUnit {
     ts: u64,
     /// The next unit starts a frame (or this is the last unit).
     frame_end: bool,
+    /// Starts a frame (holds a video PES with a PTS).
+    frame_start: bool,
+    /// Starts a keyframe: a seek target.
+    key: bool,
+    /// Frames ended in the pass before this unit.
+    frame_no: u64,
     fields: Vec<TsField>,
 }
 
@@ -450,6 +486,11 @@ struct PsUnit {
 /// (`00 00 01 B9`) are dropped; bytes that do not parse as PS packets pass
 /// through unchanged with the unit they are found in.
 ///
+/// Seeking ([`StreamControl::Seek`]) goes to the last keyframe unit at or
+/// before the position (the video codec is sniffed from the parameter
+/// sets; if that fails, or no keyframe precedes the position in its pass,
+/// the last frame start at or before it).
+///
 /// Looping: pass `k` adds `k` × [`period`](PsFile::period) to every SCR,
 /// PTS and DTS, rewritten in place in the pack and PES headers (MPEG-2 and
 /// MPEG-1 syntax), so the receiver sees monotone time. The period is the
@@ -460,6 +501,8 @@ struct PsUnit {
 pub struct PsFile {
     units: Vec<PsUnit>,
     period: u64,
+    /// Frames in one pass.
+    frames: u64,
 }
 
 fn be16(d: &[u8], at: usize) -> Option<usize> {
@@ -767,7 +810,11 @@ impl PsFile {
         let mut video_dts = Vec::new();
         // (starts a frame, belongs to a frame) per unit.
         let mut frame_info = Vec::with_capacity(gathered.len());
+        let codec = sniff_codec(d.get(..d.len().min(1 << 20)).unwrap_or(d));
         for g in gathered {
+            let unit_data = data.slice(g.start..g.end);
+            let key =
+                g.video_ts.is_some() && codec.is_some_and(|c| nal::is_keyframe(c, &unit_data));
             if let Some((pts, dts)) = g.video_ts {
                 if let Some(p) = prev_dts {
                     at += forward(p, dts)
@@ -780,10 +827,13 @@ impl PsFile {
             }
             frame_info.push((g.video_ts.is_some(), pts_in_force.is_some()));
             units.push(PsUnit {
-                data: data.slice(g.start..g.end),
+                data: unit_data,
                 at,
                 ts: pts_in_force.or(g.scr).unwrap_or(0),
                 frame_end: true,
+                frame_start: g.video_ts.is_some(),
+                key,
+                frame_no: 0,
                 fields: g.fields,
             });
         }
@@ -793,14 +843,21 @@ impl PsFile {
             ));
         }
         let next_starts = frame_info.iter().skip(1).map(|f| Some(f.0)).chain([None]);
+        let mut frame_no = 0;
         for ((u, (_, in_frame)), next) in units.iter_mut().zip(&frame_info).zip(next_starts) {
             u.frame_end = *in_frame && next.is_none_or(|s| s);
+            u.frame_no = frame_no;
+            frame_no += u64::from(u.frame_end);
         }
         let step = min_step(&mut video_dts).unwrap_or(CLOCK_RATE / u64::from(DEFAULT_FPS));
         // Next pass's first timestamps one frame after this pass's last, and
         // its first SCR after this pass's last.
         let period = (span(&all_ts).max(at) + step).max(span(&scrs) + 1);
-        Ok(PsFile { units, period })
+        Ok(PsFile {
+            units,
+            period,
+            frames: frame_no,
+        })
     }
 
     /// Units (pack or frame starts) in one pass.
@@ -848,7 +905,25 @@ impl PsFile {
             media: offset.saturating_add(p.at),
             rtp_ts: (p.ts.wrapping_add(offset) & TS_MASK) as u32,
             frame_end: p.frame_end,
+            frame_no: pass.saturating_mul(self.frames).saturating_add(p.frame_no),
         })
+    }
+
+    /// The number (over all loops) of the unit to play media time `media`
+    /// from: the last keyframe unit at or before it in its pass, else the
+    /// last frame start at or before it, else the pass's first unit.
+    fn seek_unit(&self, media: u64) -> u64 {
+        let len = self.units.len() as u64;
+        let pass = media.checked_div(self.period).unwrap_or(0);
+        let within = media.checked_rem(self.period).unwrap_or(0);
+        let upto = self.units.partition_point(|u| u.at <= within);
+        let before = self.units.get(..upto).unwrap_or_default();
+        let i = before
+            .iter()
+            .rposition(|u| u.key)
+            .or_else(|| before.iter().rposition(|u| u.frame_start))
+            .unwrap_or(0);
+        pass.saturating_mul(len).saturating_add(i as u64)
     }
 }
 
@@ -924,6 +999,29 @@ pub enum StreamControl {
     Paused,
     /// End the stream ([`StreamEnd::Stopped`]).
     Stopped,
+    /// Jump to `position` from the start of the media and play from there
+    /// at `scale` (like `Playing`), from playing or paused: MANSRTSP
+    /// `PLAY` with `Range: npt=<position>-`.
+    ///
+    /// Sending resumes at the unit for that media time: for a [`Clip`],
+    /// the keyframe at or before frame `position × fps` (a position past
+    /// the clip's end lands in a later loop, as if the recording were the
+    /// clip looped); for a [`PsFile`], the keyframe unit at or before it
+    /// (see there). Timestamps jump to that unit's media time (for a clip
+    /// its PTS is the position, 33-bit wrapped), the clock restarts there
+    /// without catching up, and a [`Limit`] stays a media position: after
+    /// a seek to 4 s of an 8 s range the stream ends at media time 8 s.
+    /// Positions are capped at [`MAX_SEEK`].
+    ///
+    /// Like every value, a seek is only seen if the stream reads it before
+    /// the next value replaces it (the channel keeps the latest): leave a
+    /// moment between a seek and a following control.
+    Seek {
+        /// Where to play from, from the start of the media.
+        position: Duration,
+        /// Playback speed from there, as for `Playing`.
+        scale: f64,
+    },
 }
 
 impl Default for StreamControl {
@@ -935,9 +1033,13 @@ impl Default for StreamControl {
 /// When a playback ends by itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Limit {
-    /// After this much media time (at scale 2 it passes in half the time).
+    /// After this much media time (at scale 2 it passes in half the time):
+    /// at this media position, counted from the start of the media, so
+    /// seeks move it nearer or further.
     Duration(Duration),
-    /// After this many frames (for a [`PsFile`], video PES with a PTS).
+    /// After this many frames (for a [`PsFile`], video PES with a PTS):
+    /// before the frame with this number, counted from the start of the
+    /// media (seeks move it as they do `Duration`).
     Frames(u64),
 }
 
@@ -1008,6 +1110,9 @@ struct Unit {
     media: u64,
     rtp_ts: u32,
     frame_end: bool,
+    /// Frames before this unit counted from the start of the media (for a
+    /// [`PsFile`], frame ends): the position in frames for [`Limit::Frames`].
+    frame_no: u64,
 }
 
 struct Units {
@@ -1031,7 +1136,7 @@ impl Units {
 
     fn next(&mut self) -> Option<Unit> {
         let n = self.next;
-        self.next += 1;
+        self.next = self.next.saturating_add(1);
         match &self.source {
             Source::Clip(c) => {
                 let f = c.frame_at(n)?;
@@ -1040,9 +1145,23 @@ impl Units {
                     media: f.pts,
                     rtp_ts: (f.pts & TS_MASK) as u32,
                     frame_end: true,
+                    frame_no: n,
                 })
             }
             Source::Ps(p) => p.unit_at(n),
+        }
+    }
+
+    /// Moves to the unit to play media time `media` from (see
+    /// [`Clip::seek_frame`] and [`PsFile`]); returns that unit's media time.
+    fn seek(&mut self, media: u64) -> u64 {
+        self.next = match &self.source {
+            Source::Clip(c) => c.seek_frame(media),
+            Source::Ps(p) => p.seek_unit(media),
+        };
+        match &self.source {
+            Source::Clip(c) => c.pts_of(self.next),
+            Source::Ps(p) => p.unit_at(self.next).map_or(media, |u| u.media),
         }
     }
 }
@@ -1149,11 +1268,15 @@ struct Pacer {
     state: State,
     /// Media position held while paused.
     held: u64,
+    /// A seek not yet carried out, in 90 kHz ticks.
+    seek: Option<u64>,
 }
 
 enum Gate {
     Go,
     Stop,
+    /// Reposition to this media time, then call [`Pacer::seeked`].
+    Seek(u64),
 }
 
 impl Pacer {
@@ -1168,6 +1291,7 @@ impl Pacer {
             },
             state: State::Paused,
             held: 0,
+            seek: None,
         };
         p.apply(first, Instant::now(), 0);
         p
@@ -1194,7 +1318,27 @@ impl Pacer {
                 self.state = State::Paused;
             }
             StreamControl::Stopped => self.state = State::Stopped,
+            StreamControl::Seek { position, scale } => {
+                self.seek = Some(ticks(position.min(MAX_SEEK)));
+                self.clock = Clock {
+                    wall: now,
+                    media: pos,
+                    scale: sane_scale(scale),
+                };
+                self.state = State::Playing;
+            }
         }
+    }
+
+    /// The seek was carried out: the next unit is at `media`, due now (or
+    /// held there, if paused meanwhile).
+    fn seeked(&mut self, media: u64) {
+        self.clock = Clock {
+            wall: Instant::now(),
+            media,
+            scale: self.clock.scale,
+        };
+        self.held = media;
     }
 
     /// Waits until `media` is due, following control changes meanwhile.
@@ -1207,6 +1351,11 @@ impl Pacer {
                     self.apply(c, Instant::now(), media);
                 }
                 Ok(false) => {}
+            }
+            if self.state != State::Stopped {
+                if let Some(to) = self.seek.take() {
+                    return Gate::Seek(to);
+                }
             }
             match self.state {
                 State::Stopped => return Gate::Stop,
@@ -1293,6 +1442,14 @@ async fn open(dest: MediaDest, pacer: &mut Pacer) -> io::Result<Option<Sink>> {
     }))
 }
 
+/// Repositions `units` for a seek to media time `to` and restarts the
+/// clock there (the unit already taken is dropped).
+fn seek(units: &mut Units, pacer: &mut Pacer, to: u64, ssrc: u32) {
+    let at = units.seek(to);
+    pacer.seeked(at);
+    tracing::debug!(ssrc, to, at, "stream seeked");
+}
+
 /// Sends `source` to `dest` as RTP/PS until the limit, a stop or a closed
 /// TCP peer.
 ///
@@ -1305,7 +1462,10 @@ async fn open(dest: MediaDest, pacer: &mut Pacer) -> io::Result<Option<Sink>> {
 /// behind (a slow TCP peer) moves the clock rather than bursting.
 ///
 /// With a [`Limit`], the stream waits until the limit's media time is due
-/// and returns [`StreamEnd::EndOfFile`]. The control is read at the start
+/// and returns [`StreamEnd::EndOfFile`]; the limit is a media position
+/// ([`Limit::Frames`]: the frame number, counted from the start of the
+/// media), so a [`StreamControl::Seek`] moves the end nearer or further.
+/// The control is read at the start
 /// (start paused by setting `Paused` first); dropping its sender stops the
 /// stream. For [`MediaDest::TcpPassive`] and [`MediaDest::TcpActive`] the
 /// clock starts once connected. Socket errors are returned, except UDP
@@ -1330,10 +1490,7 @@ pub async fn stream(
     // Start the clock once connected.
     pacer.clock.wall = Instant::now();
     let limit_ticks = match opts.limit {
-        Some(Limit::Duration(d)) => Some(
-            u64::try_from(d.as_nanos() * u128::from(CLOCK_RATE) / 1_000_000_000)
-                .unwrap_or(u64::MAX),
-        ),
+        Some(Limit::Duration(d)) => Some(ticks(d)),
         _ => None,
     };
     let frame_limit = match opts.limit {
@@ -1350,21 +1507,32 @@ pub async fn stream(
         };
         let end_at = match (limit_ticks, frame_limit) {
             (Some(t), _) if unit.media >= t => Some(t),
-            (_, Some(n)) if report.frames >= n => Some(unit.media),
+            (_, Some(n)) if unit.frame_no >= n => Some(unit.media),
             _ => None,
         };
         if let Some(t) = end_at {
-            report.end = match pacer.wait(t).await {
-                Gate::Go => StreamEnd::EndOfFile,
-                Gate::Stop => StreamEnd::Stopped,
-            };
+            match pacer.wait(t).await {
+                Gate::Go => report.end = StreamEnd::EndOfFile,
+                Gate::Stop => report.end = StreamEnd::Stopped,
+                Gate::Seek(to) => {
+                    seek(&mut units, &mut pacer, to, opts.ssrc);
+                    continue;
+                }
+            }
             tracing::debug!(ssrc = opts.ssrc, ?report, "stream ended");
             return Ok(report);
         }
-        if let Gate::Stop = pacer.wait(unit.media).await {
-            report.end = StreamEnd::Stopped;
-            tracing::debug!(ssrc = opts.ssrc, ?report, "stream stopped");
-            return Ok(report);
+        match pacer.wait(unit.media).await {
+            Gate::Go => {}
+            Gate::Stop => {
+                report.end = StreamEnd::Stopped;
+                tracing::debug!(ssrc = opts.ssrc, ?report, "stream stopped");
+                return Ok(report);
+            }
+            Gate::Seek(to) => {
+                seek(&mut units, &mut pacer, to, opts.ssrc);
+                continue;
+            }
         }
         let payloads = ps::packetize(&unit.data, opts.max_payload);
         let last = payloads.len().saturating_sub(1);
@@ -2012,5 +2180,228 @@ mod tests {
         let raw = recv_udp(rx, &task).await;
         assert_eq!(task.await.unwrap().unwrap().end, StreamEnd::EndOfFile);
         check_clip(&analyse(raw), &clip, 15);
+    }
+
+    // --- seeking -------------------------------------------------------------
+
+    #[test]
+    fn seek_targets() {
+        // 10 frames at 25 fps (0.4 s), keyframes at 0 and 5.
+        let clip = synthetic(10, 5);
+        let at = |secs: f64| clip.seek_frame(ticks(Duration::from_secs_f64(secs)));
+        assert_eq!(at(0.0), 0);
+        assert_eq!(at(0.12), 0); // frame 3: back to keyframe 0
+        assert_eq!(at(0.2), 5); // frame 5 is a keyframe
+        assert_eq!(at(0.36), 5); // frame 9
+        assert_eq!(at(0.56), 10); // frame 14, second loop: keyframe 10
+        assert_eq!(at(1.3), 30); // frame 32, fourth loop
+        assert_eq!(clip.pts_of(30), ticks(Duration::from_millis(1200)));
+        // Rounding: at 7 fps frame 1 is due at tick 12857.
+        let c7 = Clip::synthetic(Codec::H264, 4, 1, 10, 7).unwrap();
+        assert_eq!((c7.seek_frame(12_856), c7.seek_frame(12_857)), (0, 1));
+        // Huge positions do not overflow (the stream caps them at MAX_SEEK).
+        assert!(clip.seek_frame(u64::MAX) > 0);
+        assert_eq!(ticks(MAX_SEEK), (1 << 23) * 90_000);
+
+        // PS files: our muxer's output (keyframes 0 and 3 of 6) and VOB
+        // style, each frame in two packs (12 units, keyframes at units 0, 6).
+        let clip = synthetic(6, 3);
+        let ps = PsFile::from_bytes(Bytes::from(ps_file_bytes(&clip, 6))).unwrap();
+        let keys: Vec<bool> = ps.units.iter().map(|u| u.key).collect();
+        assert_eq!(keys, [true, false, false, true, false, false]);
+        assert_eq!(ps.seek_unit(0), 0);
+        assert_eq!(ps.seek_unit(3600 * 2 + 100), 0);
+        assert_eq!(ps.seek_unit(3600 * 4), 3);
+        assert_eq!(ps.seek_unit(3600 * 8), 6); // second pass, frame 2
+        assert_eq!(ps.unit_at(6).unwrap().media, 3600 * 6);
+        let mut vob = Vec::new();
+        for f in clip.frames_at(0).take(6) {
+            let (a, b) = f.data.split_at(f.data.len() / 2);
+            vob.extend(pack(f.dts));
+            vob.extend(pes(Some((f.pts, f.pts)), a));
+            vob.extend(pack(f.dts + 1));
+            vob.extend(pes(None, b));
+        }
+        let vob = PsFile::from_bytes(Bytes::from(vob)).unwrap();
+        assert_eq!(vob.seek_unit(3600 * 5 + 1800), 6);
+        assert_eq!(vob.seek_unit(3600 * 2), 0);
+        assert_eq!(vob.unit_at(6).unwrap().frame_no, 3);
+        assert_eq!(vob.unit_at(13).unwrap().frame_no, 6);
+        // Without a codec to tell keyframes by, frame starts are targets.
+        let unknown = |n: usize| {
+            let mut v = pack(3600 * n as u64);
+            v.extend(pes(
+                Some((3600 * n as u64, 3600 * n as u64)),
+                &[0, 0, 1, 0x41, 1],
+            ));
+            v
+        };
+        let mut raw = unknown(0);
+        raw.extend(unknown(1));
+        let ps = PsFile::from_bytes(Bytes::from(raw)).unwrap();
+        assert_eq!(ps.seek_unit(3600), 1);
+    }
+
+    /// Checks that `r` holds frames `0..before` of `clip`, then `from..to`.
+    fn check_seeked(r: &Received, clip: &Clip, before: usize, from: u64, to: u64) {
+        let mut want: Vec<Frame> = clip.frames_at(0).take(before).collect();
+        want.extend((from..to).map(|n| clip.frame_at(n).unwrap()));
+        assert_eq!(r.frames, want);
+        let after = &r.frames[before];
+        assert!(after.keyframe);
+        assert_eq!(after.pts, clip.pts_of(from));
+    }
+
+    /// Frames received before a seek: those up to the first keyframe of the
+    /// seek target (frame `from`), which the stream does not send before.
+    fn frames_before(r: &Received, from: u64, clip: &Clip) -> usize {
+        r.frames
+            .iter()
+            .position(|f| f.pts == clip.pts_of(from))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn seek_forward_then_end_of_range() {
+        // 0.4 s clip, 2 s range at ×4 (10 ms a frame). After ~5 frames seek
+        // to 1.3 s (frame 32 in the fourth loop): the stream goes on from
+        // keyframe 30 (1.2 s) and ends at 2 s, 0.8 s of media (200 ms) later.
+        let clip = synthetic(10, 5);
+        let rx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let to = rx.local_addr().unwrap();
+        let (tx, ctl) = playing(4.0);
+        let opts =
+            StreamOptions::new(0x1234_5678).with_limit(Limit::Duration(Duration::from_secs(2)));
+        let task = tokio::spawn(stream(
+            Source::Clip(clip.clone()),
+            MediaDest::Udp { to },
+            opts,
+            ctl,
+        ));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        tx.send(StreamControl::Seek {
+            position: Duration::from_millis(1300),
+            scale: 4.0,
+        })
+        .unwrap();
+        let seeked = std::time::Instant::now();
+        let raw = recv_udp(rx, &task).await;
+        let report = task.await.unwrap().unwrap();
+        assert_eq!(report.end, StreamEnd::EndOfFile);
+        assert!(seeked.elapsed() >= Duration::from_millis(190));
+        let r = analyse(raw);
+        let before = frames_before(&r, 30, &clip);
+        assert!((1..30).contains(&before), "{before}");
+        check_seeked(&r, &clip, before, 30, 50);
+        assert_eq!(report.frames, before as u64 + 20);
+        // RTP timestamps jump with the PTS.
+        let ts: Vec<u32> = r
+            .packets
+            .iter()
+            .filter(|p| p.marker)
+            .map(|p| p.timestamp)
+            .collect();
+        assert_eq!(ts[before], 108_000);
+    }
+
+    #[tokio::test]
+    async fn start_at_a_position_ends_after_the_rest() {
+        // 2 s clip, keyframes every second; an 8 s range played from 4 s at
+        // ×20: 4 s of media (frames 100..200), 200 ms.
+        let clip = Arc::new(Clip::synthetic(Codec::H264, 50, 25, 500, 25).unwrap());
+        let rx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let to = rx.local_addr().unwrap();
+        let (_tx, ctl) = watch::channel(StreamControl::Seek {
+            position: Duration::from_secs(4),
+            scale: 20.0,
+        });
+        let opts =
+            StreamOptions::new(0x1234_5678).with_limit(Limit::Duration(Duration::from_secs(8)));
+        let started = std::time::Instant::now();
+        let task = tokio::spawn(stream(
+            Source::Clip(clip.clone()),
+            MediaDest::Udp { to },
+            opts,
+            ctl,
+        ));
+        let raw = recv_udp(rx, &task).await;
+        let report = task.await.unwrap().unwrap();
+        assert_eq!((report.end, report.frames), (StreamEnd::EndOfFile, 100));
+        assert!(started.elapsed() >= Duration::from_millis(195));
+        check_seeked(&analyse(raw), &clip, 0, 100, 200);
+    }
+
+    #[tokio::test]
+    async fn pause_seek_play() {
+        // ×2 (20 ms a frame), ends before frame 40. Pause after ~3 frames,
+        // seek while paused to 0.9 s (frame 22, keyframe 20) at ×4, then
+        // PLAY: frames 20..40 follow, 10 ms apart.
+        let clip = synthetic(10, 5);
+        let rx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let to = rx.local_addr().unwrap();
+        let (tx, ctl) = playing(2.0);
+        let opts = StreamOptions::new(0x1234_5678).with_limit(Limit::Frames(40));
+        let task = tokio::spawn(stream(
+            Source::Clip(clip.clone()),
+            MediaDest::Udp { to },
+            opts,
+            ctl,
+        ));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        tx.send(StreamControl::Paused).unwrap();
+        let mut raw = Vec::new();
+        let mut buf = vec![0u8; 65_536];
+        while let Ok(Ok((n, _))) =
+            tokio::time::timeout(Duration::from_millis(50), rx.recv_from(&mut buf)).await
+        {
+            raw.push(Bytes::copy_from_slice(&buf[..n]));
+        }
+        assert!(
+            tokio::time::timeout(Duration::from_millis(150), rx.recv_from(&mut buf))
+                .await
+                .is_err()
+        );
+        tx.send(StreamControl::Seek {
+            position: Duration::from_millis(900),
+            scale: 4.0,
+        })
+        .unwrap();
+        let seeked = std::time::Instant::now();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let scale = match *tx.borrow() {
+            StreamControl::Seek { scale, .. } => scale,
+            _ => unreachable!(),
+        };
+        tx.send(StreamControl::Playing { scale }).unwrap();
+        raw.extend(recv_udp(rx, &task).await);
+        let report = task.await.unwrap().unwrap();
+        assert_eq!(report.end, StreamEnd::EndOfFile);
+        // 20 frames at 10 ms, none sent in a burst.
+        assert!(seeked.elapsed() >= Duration::from_millis(190));
+        let r = analyse(raw);
+        let before = frames_before(&r, 20, &clip);
+        assert!((1..20).contains(&before), "{before}");
+        check_seeked(&r, &clip, before, 20, 40);
+        assert_eq!(report.frames, before as u64 + 20);
+    }
+
+    #[tokio::test]
+    async fn ps_file_seek_over_udp() {
+        // 6-frame file, keyframes 0 and 3; start at 0.3 s (second pass,
+        // frame 1.5): from the pass's unit 0 (frame 6) up to frame 15.
+        let clip = synthetic(6, 3);
+        let ps = Arc::new(PsFile::from_bytes(Bytes::from(ps_file_bytes(&clip, 6))).unwrap());
+        let rx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let to = rx.local_addr().unwrap();
+        let (_tx, ctl) = watch::channel(StreamControl::Seek {
+            position: Duration::from_millis(300),
+            scale: 20.0,
+        });
+        let opts = StreamOptions::new(0x1234_5678).with_limit(Limit::Frames(15));
+        let task = tokio::spawn(stream(Source::Ps(ps), MediaDest::Udp { to }, opts, ctl));
+        let raw = recv_udp(rx, &task).await;
+        let report = task.await.unwrap().unwrap();
+        assert_eq!((report.end, report.frames), (StreamEnd::EndOfFile, 9));
+        check_seeked(&analyse(raw), &clip, 0, 6, 15);
     }
 }

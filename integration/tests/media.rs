@@ -501,10 +501,10 @@ fn playback_through_the_cascade_with_pause_and_resume() {
         (140..=160).contains(&frames),
         "6 s at 25 fps from playback: {frames}"
     );
-    // Pause and resume a second session.
+    // Pause, resume and seek in a second session of 12 s.
     let resp = ureq::get(&format!(
         "http://{http}/playback/{cam}.flv?start={start}&end={}",
-        start + 8
+        start + 12
     ))
     .call()
     .unwrap();
@@ -527,11 +527,12 @@ fn playback_through_the_cascade_with_pause_and_resume() {
         }
     });
     std::thread::sleep(Duration::from_secs(2));
-    let control = |action: &str| {
+    let control_with = |body: serde_json::Value| {
         ureq::post(&format!("http://{http}/api/v1/playback/{session}/control"))
-            .send_json(serde_json::json!({ "action": action }))
+            .send_json(body)
             .map(|r| r.status().as_u16())
     };
+    let control = |action: &str| control_with(serde_json::json!({ "action": action }));
     assert_eq!(control("pause").unwrap(), 204);
     std::thread::sleep(Duration::from_millis(700));
     let paused_at = bytes.load(Ordering::Relaxed);
@@ -549,7 +550,20 @@ fn playback_through_the_cascade_with_pause_and_resume() {
         after_resume > 50_000,
         "only {after_resume} bytes after resuming"
     );
+    // About 4 s of the 12 s range are played; seek to 11 s: the recording
+    // ends about a second later instead of 8 s later.
+    let seeked = Instant::now();
+    assert_eq!(
+        control_with(serde_json::json!({ "action": "play", "position": 11 })).unwrap(),
+        204
+    );
     reader.join().unwrap();
+    let rest = seeked.elapsed();
+    eprintln!("after the seek to 11 s the recording ended {rest:?} later");
+    assert!(
+        rest < Duration::from_secs(5),
+        "the seek was not honoured: {rest:?}"
+    );
     assert!(
         c.streams(&c.tree.root().id).unwrap().is_empty(),
         "the playback session closed at its end"
