@@ -2,7 +2,9 @@
 //! `gbgate` node: digest registration (wrong password → 403, right → 200),
 //! the node's Catalog query answered, Keepalive; the node's view matches.
 //! Then hostile input over UDP and TCP: the node answers 400 or drops, and
-//! keeps serving.
+//! keeps serving. And sipp as a device that a viewer's request INVITEs:
+//! INVITE, 100, 200 with SDP, ACK, then BYE from the node when no media
+//! comes.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -31,6 +33,11 @@ impl Drop for Node {
 }
 
 fn start_node(dir: &Path, sip_port: u16, http_port: u16) -> Node {
+    start_node_with(dir, sip_port, http_port, "")
+}
+
+/// A node whose `[defaults]` also hold `extra` (TOML lines).
+fn start_node_with(dir: &Path, sip_port: u16, http_port: u16, extra: &str) -> Node {
     std::fs::write(
         dir.join("creds.toml"),
         "default_password = \"right-password\"\n",
@@ -41,7 +48,7 @@ fn start_node(dir: &Path, sip_port: u16, http_port: u16) -> Node {
     std::fs::write(
         dir.join("topology.toml"),
         format!(
-            "[defaults]\nkeepalive_interval_secs = 60\n\n[[node]]\nid = \"{NODE}\"\nname = \"Town under test\"\nlevel = \"town\"\nsip = \"{sip}\"\nhttp = \"{http}\"\ncredentials = \"creds.toml\"\n"
+            "[defaults]\nkeepalive_interval_secs = 60\n{extra}\n\n[[node]]\nid = \"{NODE}\"\nname = \"Town under test\"\nlevel = \"town\"\nsip = \"{sip}\"\nhttp = \"{http}\"\ncredentials = \"creds.toml\"\n"
         ),
     )
     .unwrap();
@@ -338,4 +345,69 @@ fn hostile_input_gets_400_or_is_dropped_and_the_node_keeps_serving() {
         .read_to_string()
         .unwrap();
     assert!(m.contains("gbgate_sip_parse_errors_total"), "{m}");
+}
+
+#[test]
+fn sipp_device_is_invited_acked_and_hung_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_node_with(
+        dir.path(),
+        45260,
+        48280,
+        "media_timeout_secs = 2\nlinger_secs = 0",
+    );
+    let dev = "35010201001320000005";
+    let (ch1, ch2) = ("35010201001310000005", "35010201001310000006");
+    let run = {
+        let (d, sip, http) = (
+            dir.path().to_path_buf(),
+            node.sip.clone(),
+            node.http.clone(),
+        );
+        std::thread::spawn(move || {
+            // The scenario only needs the node's addresses.
+            let n = Node {
+                child: Command::new("true").spawn().unwrap(),
+                sip,
+                http,
+            };
+            sipp(
+                &d,
+                "device_invite",
+                &[dev, NODE, DOMAIN, "right-password", ch1, ch2],
+                &n,
+                "udp",
+            )
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !catalog(&node).items.iter().any(|e| e.device_id == ch1) {
+        assert!(
+            Instant::now() < deadline,
+            "sipp's channel never reached the catalog"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A viewer asks for the channel: the node INVITEs sipp, which answers
+    // but sends no media, so the viewer is refused once the media timeout
+    // passes and the node hangs up with BYE.
+    let t = Instant::now();
+    let r = ureq::get(&format!("http://{}/live/{ch1}.flv", node.http)).call();
+    assert!(
+        matches!(r, Err(ureq::Error::StatusCode(502))),
+        "a stream without media is refused: {r:?}"
+    );
+    eprintln!("the viewer was refused {:?} after asking", t.elapsed());
+    assert!(run.join().unwrap(), "sipp saw INVITE, ACK and BYE in order");
+    let m = ureq::get(&format!("http://{}/metrics", node.http))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    assert!(
+        m.contains("gbgate_invites_sent_total{kind=\"live\"} 1"),
+        "{m}"
+    );
+    assert!(m.contains("gbgate_byes_sent_total 1"), "{m}");
 }

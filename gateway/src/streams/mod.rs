@@ -359,8 +359,9 @@ impl StreamManager {
             let hub = self.open_live(channel).await?;
             match hub.join(format, self.settings.open_timeout).await {
                 Ok(v) => return Ok(v),
-                Err(JoinError::Ended(r)) => {
-                    // Its linger ran out just as we came: open it again.
+                // A working stream whose linger ran out just as we came:
+                // open it again. One that never delivered media failed.
+                Err(JoinError::Ended(r)) if hub.stats.frames_in.load(Ordering::Relaxed) > 0 => {
                     self.forget_live(channel, &hub).await;
                     last = Some(JoinError::Ended(r));
                 }
