@@ -1080,6 +1080,35 @@ credentials = "/abs/village.toml"
             4,
             "sip_t1_ms is 0",
         );
+        one_problem(
+            &replace("keepalive_interval_secs = 30", "media_timeout_secs = 0"),
+            4,
+            "media_timeout_secs is 0",
+        );
+        one_problem(
+            &replace("keepalive_interval_secs = 30", "media_transport = \"rtsp\""),
+            4,
+            "use \"udp\", \"tcp-passive\" or \"tcp-active\"",
+        );
+    }
+
+    #[test]
+    fn media_settings_are_read() {
+        let t = Topology::parse(
+            &replace(
+                "keepalive_interval_secs = 30",
+                "linger_secs = 0\nmedia_timeout_secs = 4\nmedia_transport = \"tcp-active\"",
+            ),
+            "t.toml",
+        )
+        .unwrap();
+        let s = t.settings();
+        assert_eq!(s.linger, Some(Duration::ZERO));
+        assert_eq!(s.media_timeout, Some(Duration::from_secs(4)));
+        assert_eq!(
+            s.media_transport,
+            crate::settings::MediaTransport::TcpActive
+        );
     }
 
     #[test]
