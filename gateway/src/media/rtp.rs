@@ -448,6 +448,114 @@ impl TcpDeframer {
     }
 }
 
+/// What [`ReorderBuffer::push`] made of a packet.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Reordered {
+    /// Packets now in order, to process.
+    pub ready: Vec<RtpPacket>,
+    /// Packets given up as lost before the first of `ready` (0: none).
+    pub lost: u64,
+    /// The pushed packet was a duplicate, or came after its place was given up.
+    pub late: bool,
+}
+
+/// Puts UDP RTP packets back in sequence order. A packet that arrives
+/// early waits (at most `window` of them wait) for the ones before it; when
+/// the window is full, the missing ones count as lost and the stream goes
+/// on from the earliest waiting packet. Duplicates and packets older than
+/// what was already released are dropped. Sans-IO: no clock, the window
+/// is counted in packets.
+#[derive(Debug)]
+pub struct ReorderBuffer {
+    window: usize,
+    next: Option<u16>,
+    waiting: std::collections::BTreeMap<u16, RtpPacket>,
+}
+
+impl ReorderBuffer {
+    /// A buffer letting at most `window` packets wait for a missing one
+    /// (at least 1).
+    pub fn new(window: usize) -> ReorderBuffer {
+        ReorderBuffer {
+            window: window.max(1),
+            next: None,
+            waiting: std::collections::BTreeMap::new(),
+        }
+    }
+
+    /// Offset of `seq` past the next expected sequence number, if ahead.
+    fn ahead(&self, seq: u16) -> Option<u16> {
+        let next = self.next?;
+        let d = seq.wrapping_sub(next);
+        (d < 0x8000).then_some(d)
+    }
+
+    /// Feed one packet.
+    pub fn push(&mut self, p: RtpPacket) -> Reordered {
+        let mut out = Reordered::default();
+        let Some(next) = self.next else {
+            self.next = Some(p.sequence.wrapping_add(1));
+            out.ready.push(p);
+            return out;
+        };
+        match self.ahead(p.sequence) {
+            None => {
+                out.late = true;
+                return out;
+            }
+            Some(0) => {
+                self.next = Some(next.wrapping_add(1));
+                out.ready.push(p);
+            }
+            Some(d) => {
+                // Keyed by distance, so the map orders across the 16-bit wrap.
+                if self.waiting.insert(d, p).is_some() {
+                    out.late = true;
+                }
+                if self.waiting.len() <= self.window {
+                    return out;
+                }
+                // Give up on the missing ones: go on from the earliest waiting.
+                let Some((&first, _)) = self.waiting.iter().next() else {
+                    return out;
+                };
+                out.lost = u64::from(first);
+                self.next = Some(next.wrapping_add(first));
+            }
+        }
+        self.release(&mut out.ready);
+        out
+    }
+
+    /// Move waiting packets that are now in order to `ready`.
+    fn release(&mut self, ready: &mut Vec<RtpPacket>) {
+        // Re-key by distance from the new `next`.
+        let Some(next) = self.next else {
+            return;
+        };
+        let old: Vec<RtpPacket> = std::mem::take(&mut self.waiting).into_values().collect();
+        for p in old {
+            let d = p.sequence.wrapping_sub(next);
+            if d < 0x8000 {
+                self.waiting.insert(d, p);
+            }
+        }
+        let mut n = next;
+        while let Some(p) = self.waiting.remove(&n.wrapping_sub(next)) {
+            ready.push(p);
+            n = n.wrapping_add(1);
+        }
+        let released = n.wrapping_sub(next);
+        if released > 0 {
+            let rest: Vec<RtpPacket> = std::mem::take(&mut self.waiting).into_values().collect();
+            for p in rest {
+                self.waiting.insert(p.sequence.wrapping_sub(n), p);
+            }
+        }
+        self.next = Some(n);
+    }
+}
+
 #[cfg(test)]
 #[allow(
     clippy::indexing_slicing,
@@ -782,5 +890,67 @@ mod tests {
         let (got, skipped) = drain(&mut d);
         assert_eq!(got, packets);
         assert_eq!(skipped, 0);
+    }
+
+    fn seq(n: u16) -> RtpPacket {
+        RtpPacket {
+            marker: false,
+            payload_type: 96,
+            sequence: n,
+            timestamp: 0,
+            ssrc: 1,
+            csrc: Vec::new(),
+            payload: Bytes::new(),
+        }
+    }
+
+    fn order(b: &mut ReorderBuffer, input: &[u16]) -> (Vec<u16>, u64, usize) {
+        let (mut got, mut lost, mut late) = (Vec::new(), 0, 0);
+        for &n in input {
+            let r = b.push(seq(n));
+            got.extend(r.ready.iter().map(|p| p.sequence));
+            lost += r.lost;
+            late += usize::from(r.late);
+        }
+        (got, lost, late)
+    }
+
+    #[test]
+    fn reorder_puts_swapped_packets_back_across_the_wrap() {
+        let mut b = ReorderBuffer::new(8);
+        let (got, lost, late) = order(&mut b, &[65534, 0, 65535, 1, 3, 2, 2, 4]);
+        assert_eq!(got, vec![65534, 65535, 0, 1, 2, 3, 4]);
+        assert_eq!((lost, late), (0, 1), "the second 2 is a duplicate");
+    }
+
+    #[test]
+    fn reorder_gives_up_on_a_lost_packet_when_the_window_fills() {
+        let mut b = ReorderBuffer::new(3);
+        let (got, lost, late) = order(&mut b, &[10, 12, 13, 14, 15, 11, 16]);
+        assert_eq!(got, vec![10, 12, 13, 14, 15, 16]);
+        assert_eq!((lost, late), (1, 1), "11 came after its place was given up");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn reorder_releases_each_packet_once_in_order(
+            start in proptest::prelude::any::<u16>(),
+            swaps in proptest::collection::vec((0usize..64, 0usize..64), 0..20),
+        ) {
+            let mut input: Vec<u16> = (0..64u16).map(|i| start.wrapping_add(i)).collect();
+            for (a, c) in swaps {
+                // Local swaps only, within the window.
+                let c = (a + c % 4).min(63);
+                input.swap(a, c);
+            }
+            let mut b = ReorderBuffer::new(16);
+            let (got, _, _) = order(&mut b, &input);
+            for w in got.windows(2) {
+                proptest::prop_assert!(w[1].wrapping_sub(w[0]) >= 1 && w[1].wrapping_sub(w[0]) < 0x8000);
+            }
+            let mut sorted = got.clone();
+            sorted.dedup();
+            proptest::prop_assert_eq!(sorted.len(), got.len());
+        }
     }
 }

@@ -13,11 +13,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::hub::{Hub, Next, Viewer};
 use crate::media::ps::{packetize, PsDemuxer};
-use crate::media::rtp::{frame_rfc4571, RtpPacket, TcpDeframer};
+use crate::media::rtp::{frame_rfc4571, ReorderBuffer, RtpPacket, TcpDeframer};
 use crate::media::sdp::{MediaTransport, Setup};
 
 /// RTP payload bytes per packet toward a parent (fits a 1,500-byte MTU).
 const RTP_PAYLOAD: usize = 1400;
+/// UDP packets that may wait for a missing one before it counts as lost:
+/// at 4 Mbit/s about 30 ms, enough for the reordering a real network does.
+const REORDER_WINDOW: usize = 16;
 /// How long a passive TCP side waits for the peer to connect.
 const ACCEPT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -123,7 +126,7 @@ pub async fn receive(
         mismatch_logged: false,
         frames: Vec::new(),
         source: None,
-        next_seq: None,
+        reorder: None,
         drop_next_video: false,
         need_keyframe: false,
         trust_marker: true,
@@ -148,8 +151,8 @@ struct Receiver {
     /// packet; packets from elsewhere (a device still sending to a port
     /// that was reused, or an injection) are dropped.
     source: Option<SocketAddr>,
-    /// The sequence number expected next.
-    next_seq: Option<u16>,
+    /// UDP only: puts reordered packets back in sequence.
+    reorder: Option<ReorderBuffer>,
     /// After a loss: the access unit being assembled is damaged, and what
     /// follows cannot decode until the next keyframe. Without this a
     /// broken IDR would become the GOP cache every new viewer starts from.
@@ -167,6 +170,7 @@ impl Receiver {
     async fn run(&mut self, socket: MediaSocket, peer: SocketAddr) -> String {
         match socket {
             MediaSocket::Udp(s) => {
+                self.reorder = Some(ReorderBuffer::new(REORDER_WINDOW));
                 let mut buf = vec![0u8; 65_536];
                 loop {
                     match s.recv_from(&mut buf).await {
@@ -241,22 +245,29 @@ impl Receiver {
                 }
             }
         }
-        if let Some(want) = self.next_seq {
-            let ahead = p.sequence.wrapping_sub(want);
-            if ahead >= 0x8000 {
-                // Older than expected: a duplicate or a late packet whose
-                // place is already given up.
-                metrics::counter!("gbgate_rtp_late_packets_total").increment(1);
-                return;
-            }
-            if ahead > 0 {
-                metrics::counter!("gbgate_rtp_lost_packets_total").increment(u64::from(ahead));
-                tracing::debug!(stream = %self.hub.name, lost = ahead, "RTP loss; waiting for the next keyframe");
-                self.drop_next_video = true;
-                self.need_keyframe = true;
-            }
+        // UDP may reorder and duplicate: put packets back in order first.
+        // (Over TCP they arrive in order.)
+        let Some(reorder) = self.reorder.as_mut() else {
+            return self.in_order(p, 0);
+        };
+        let r = reorder.push(p);
+        if r.late {
+            metrics::counter!("gbgate_rtp_late_packets_total").increment(1);
         }
-        self.next_seq = Some(p.sequence.wrapping_add(1));
+        let mut lost = r.lost;
+        for p in r.ready {
+            self.in_order(p, std::mem::take(&mut lost));
+        }
+    }
+
+    /// One packet in sequence order, `lost` packets after the previous one.
+    fn in_order(&mut self, p: RtpPacket, lost: u64) {
+        if lost > 0 {
+            metrics::counter!("gbgate_rtp_lost_packets_total").increment(lost);
+            tracing::debug!(stream = %self.hub.name, lost, "RTP loss; waiting for the next keyframe");
+            self.drop_next_video = true;
+            self.need_keyframe = true;
+        }
         let skipped = self.demux.stats().bytes_skipped;
         self.demux.push(&p.payload);
         if self.demux.stats().bytes_skipped > skipped && self.marker_emitted {
