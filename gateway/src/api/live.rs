@@ -17,7 +17,7 @@ use topology::GbId;
 
 use super::AppState;
 use crate::streams::hub::{Format, Next, Viewer};
-use crate::streams::{OpenError, StreamManager};
+use crate::streams::{ControlOutcome, OpenError, StreamManager};
 
 /// What a viewer asks to do with a channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -259,13 +259,19 @@ pub async fn post_playback_control(
             )
         }
     };
-    if streams.control_playback(session, Bytes::from(cmd.to_body())) {
-        StatusCode::NO_CONTENT.into_response()
-    } else {
-        error(
+    match streams.control_playback(session, Bytes::from(cmd.to_body())) {
+        ControlOutcome::Sent => StatusCode::NO_CONTENT.into_response(),
+        ControlOutcome::NoSession => error(
             StatusCode::NOT_FOUND,
             format!("no playback session {session}"),
-        )
+        ),
+        ControlOutcome::TooSoon => error(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "one command per {:?} per session; try again shortly",
+                crate::streams::MIN_CONTROL_INTERVAL
+            ),
+        ),
     }
 }
 

@@ -86,6 +86,20 @@ impl OpenError {
 /// The reason a playback hub ends with when its source reports the end.
 const END_OF_RECORDING: &str = "end of the recording";
 
+/// Shortest gap between two control commands of one playback session.
+pub const MIN_CONTROL_INTERVAL: Duration = Duration::from_millis(200);
+
+/// What became of a playback control command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlOutcome {
+    /// Sent below as INFO.
+    Sent,
+    /// No such playback session here.
+    NoSession,
+    /// The previous command was less than [`MIN_CONTROL_INTERVAL`] ago.
+    TooSoon,
+}
+
 /// What identifies a hub.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum StreamKey {
@@ -145,6 +159,8 @@ pub struct StreamManager {
     upstream: Mutex<HashMap<CallId, Upstream>>,
     serving: Mutex<HashMap<CallId, Serving>>,
     playbacks: Mutex<HashMap<u64, (CallId, Arc<Hub>)>>,
+    /// When each playback session was last controlled (rate limit).
+    last_control: Mutex<HashMap<u64, Instant>>,
     ssrc_seq: AtomicU16,
 }
 
@@ -184,6 +200,7 @@ impl StreamManager {
             upstream: Mutex::default(),
             serving: Mutex::default(),
             playbacks: Mutex::default(),
+            last_control: Mutex::default(),
             ssrc_seq: AtomicU16::new(0),
         })
     }
@@ -417,16 +434,27 @@ impl StreamManager {
         Ok((session, hub))
     }
 
-    /// Send MANSRTSP (PLAY/PAUSE/Scale/Range) to the source of a playback session.
-    pub fn control_playback(&self, session: u64, body: Bytes) -> bool {
-        let call = locked(&self.playbacks).get(&session).map(|(c, _)| *c);
-        match call {
-            Some(c) => {
-                self.forward_control(c, body);
-                true
+    /// Send MANSRTSP (PLAY/PAUSE/Scale/Range) to the source of a playback
+    /// session. At most one command per [`MIN_CONTROL_INTERVAL`] per
+    /// session: each is an INFO transaction, and a client hammering it must
+    /// not use up the node's transaction budget.
+    pub fn control_playback(&self, session: u64, body: Bytes) -> ControlOutcome {
+        let Some(call) = locked(&self.playbacks).get(&session).map(|(c, _)| *c) else {
+            return ControlOutcome::NoSession;
+        };
+        let now = Instant::now();
+        {
+            let mut last = locked(&self.last_control);
+            if last
+                .get(&session)
+                .is_some_and(|t| now.duration_since(*t) < MIN_CONTROL_INTERVAL)
+            {
+                return ControlOutcome::TooSoon;
             }
-            None => false,
+            last.insert(session, now);
         }
+        self.forward_control(call, body);
+        ControlOutcome::Sent
     }
 
     /// Pass playback control to the call below, and note a pause on its
@@ -604,6 +632,7 @@ impl StreamManager {
             StreamKey::Live(channel) => self.forget_live(channel, &hub).await,
             StreamKey::Playback(_, session) => {
                 locked(&self.playbacks).remove(&session);
+                locked(&self.last_control).remove(&session);
             }
         }
         self.open_hubs.fetch_sub(1, Ordering::AcqRel);
