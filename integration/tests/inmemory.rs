@@ -669,3 +669,37 @@ fn calls_survive_a_lossy_network() {
     assert!(ended);
     assert_eq!(w.node.open_calls(), 0);
 }
+
+/// A 2xx to an INVITE the node no longer has (its transaction is gone) is
+/// ACKed and BYEd at once, so the callee stops retransmitting and sending.
+#[test]
+fn a_stray_invite_2xx_is_acked_and_hung_up() {
+    let (mut w, _) = scenario(u64::MAX, u64::MAX);
+    let ok = "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:2;rport;branch=z9hG4bKgone\r\nFrom: <sip:35010201002000000011@3501020100>;tag=ours\r\nTo: <sip:35010201001310000001@3501020100>;tag=theirs\r\nCall-ID: forgotten@127.0.0.1\r\nCSeq: 7 INVITE\r\nContact: <sip:35010201001310000001@127.0.0.1:3>\r\nContent-Length: 0\r\n\r\n";
+    w.node.handle_inbound(
+        Inbound::Message {
+            peer: udp(3),
+            message: Message::parse(ok.as_bytes()).unwrap(),
+        },
+        w.now,
+    );
+    let mut out = Vec::new();
+    w.node.drain_transmits(&mut out);
+    let sent: Vec<String> = out
+        .iter()
+        .map(|t| String::from_utf8_lossy(&t.data).into_owned())
+        .collect();
+    let ack = sent.iter().find(|m| m.starts_with("ACK ")).expect("an ACK");
+    let bye = sent.iter().find(|m| m.starts_with("BYE ")).expect("a BYE");
+    for m in [ack, bye] {
+        assert!(m.contains("Call-ID: forgotten@127.0.0.1"), "{m}");
+        assert!(m.contains("tag=theirs") && m.contains("tag=ours"), "{m}");
+        assert!(
+            m.starts_with("ACK sip:35010201001310000001@127.0.0.1:3")
+                || m.starts_with("BYE sip:35010201001310000001@127.0.0.1:3"),
+            "{m}"
+        );
+    }
+    assert!(ack.contains("CSeq: 7 ACK") && bye.contains("CSeq: 8 BYE"));
+    assert!(out.iter().all(|t| t.peer == udp(3)));
+}

@@ -531,6 +531,62 @@ impl Node {
         }
     }
 
+    /// A 2xx to an INVITE whose transaction is gone (it timed out, or the
+    /// call was dropped meanwhile). The callee keeps retransmitting it, and
+    /// may keep streaming, until it is ACKed; with no call of ours left, it
+    /// is ACKed and BYEd at once (RFC 3261 §13.2.2.4).
+    pub(super) fn on_stray_invite_2xx(&mut self, resp: &Response, peer: Peer, now: Instant) {
+        let Some(call_id) = resp.call_id() else {
+            return;
+        };
+        let known = self
+            .calls
+            .find(call_id)
+            .and_then(|c| self.calls.dialogs.get(&c))
+            .is_some_and(|d| d.established);
+        let target = contact_uri(resp.headers.get("Contact"))
+            .or_else(|| {
+                NameAddr::parse(resp.headers.get("To")?)
+                    .ok()
+                    .map(|n| n.uri.to_string())
+            })
+            .unwrap_or_default();
+        let seq = resp.cseq().map_or(0, |c| c.seq);
+        let build = |method: Method, seq: u32| {
+            let mut r = Request::new(method.clone(), target.clone());
+            r.headers.push(
+                "Via",
+                format!(
+                    "SIP/2.0/{} {};rport;branch={}",
+                    peer.transport.via_token(),
+                    self.agent.addr,
+                    new_branch()
+                ),
+            );
+            for h in ["From", "To", "Call-ID"] {
+                if let Some(v) = resp.headers.get(h) {
+                    r.headers.push(h, v);
+                }
+            }
+            r.headers.push("CSeq", format!("{seq} {method}"));
+            r.headers.push("Max-Forwards", "70");
+            r.headers.push("User-Agent", USER_AGENT);
+            r
+        };
+        // A retransmission for a call we still have: its ACK was lost.
+        self.transmits.push(Transmit {
+            peer,
+            data: build(Method::Ack, seq).to_bytes(),
+        });
+        if !known {
+            tracing::warn!(call_id, %peer, "2xx for an INVITE we no longer have: ACK and BYE");
+            metrics::counter!("gbgate_byes_sent_total").increment(1);
+            // Call 0 is no call: its answer is only logged.
+            let bye = build(Method::Bye, seq.wrapping_add(1));
+            let _ = self.tx.send_request(bye, peer, Token::InDialog(0), now);
+        }
+    }
+
     pub(super) fn on_invite_timeout(&mut self, call: CallId) {
         if self.calls.remove(call).is_some() {
             let reason = "no answer to the INVITE (timed out)".to_owned();

@@ -323,15 +323,20 @@ impl Node {
                 message: Message::Request(req),
             } => self.handle_request(req, peer, now),
             Inbound::Message {
-                peer: _,
+                peer,
                 message: Message::Response(resp),
             } => {
                 metrics::counter!("gbgate_sip_responses_received_total",
                     "method" => resp.cseq().map_or("NONE", |c| method_label(&c.method)),
                     "code" => resp.status.to_string())
                 .increment(1);
+                let stray_2xx =
+                    resp.is_success() && resp.cseq().is_some_and(|c| c.method == Method::Invite);
+                let copy = stray_2xx.then(|| resp.clone());
                 if self.tx.handle_response(resp, now) {
                     self.process_client_events(now);
+                } else if let Some(resp) = copy {
+                    self.on_stray_invite_2xx(&resp, peer, now);
                 }
             }
         }
