@@ -18,6 +18,49 @@ use crate::media::sdp::{MediaTransport, Setup};
 
 /// RTP payload bytes per packet toward a parent (fits a 1,500-byte MTU).
 const RTP_PAYLOAD: usize = 1400;
+/// Fastest rate UDP media leaves toward a parent. The cached GOP a new
+/// parent gets is otherwise one burst (a 2 s GOP at 4 Mbit/s is 700
+/// packets), which a receiver with a default socket buffer drops; live
+/// frames are far below this rate and are not delayed.
+const UDP_BURST_BITS_PER_SEC: u64 = 100_000_000;
+
+/// A token bucket for UDP sends: at most `rate` bits per second, with up
+/// to 64 KiB at once.
+struct Pacer {
+    rate: u64,
+    tokens: f64,
+    last: tokio::time::Instant,
+}
+
+impl Pacer {
+    const BURST: f64 = 64.0 * 1024.0 * 8.0;
+
+    fn new(rate: u64) -> Pacer {
+        Pacer {
+            rate,
+            tokens: Self::BURST,
+            last: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Wait until `bytes` may be sent.
+    async fn wait(&mut self, bytes: usize) {
+        let need = bytes as f64 * 8.0;
+        loop {
+            let now = tokio::time::Instant::now();
+            let refill = now.duration_since(self.last).as_secs_f64() * self.rate as f64;
+            self.tokens = (self.tokens + refill).min(Self::BURST);
+            self.last = now;
+            if self.tokens >= need {
+                self.tokens -= need;
+                return;
+            }
+            let short = (need - self.tokens) / self.rate as f64;
+            tokio::time::sleep(Duration::from_secs_f64(short)).await;
+        }
+    }
+}
+
 /// UDP packets that may wait for a missing one before it counts as lost:
 /// at 4 Mbit/s about 30 ms, enough for the reordering a real network does.
 const REORDER_WINDOW: usize = 16;
@@ -349,6 +392,7 @@ async fn send_loop(viewer: &mut Viewer, target: SendTarget) -> String {
         let _ = s.set_nodelay(true);
     }
     let mut seq: u16 = rand::random();
+    let mut pace = Pacer::new(UDP_BURST_BITS_PER_SEC);
     let mut out = BytesMut::with_capacity(64 * 1024);
     let mut last_pts = viewer.first_pts().unwrap_or(0);
     loop {
@@ -374,7 +418,10 @@ async fn send_loop(viewer: &mut Viewer, target: SendTarget) -> String {
             out.clear();
             p.write(&mut out);
             let sent = match &mut wire {
-                Wire::Udp(s, to) => s.send_to(&out, *to).await.map(|_| ()),
+                Wire::Udp(s, to) => {
+                    pace.wait(out.len()).await;
+                    s.send_to(&out, *to).await.map(|_| ())
+                }
                 Wire::Tcp(s) => match frame_rfc4571(&out) {
                     Ok(framed) => s.write_all(&framed).await,
                     Err(e) => Err(std::io::Error::other(e.to_string())),
