@@ -184,6 +184,9 @@ pub enum TransactionError {
     /// The configured limit on open transactions was reached.
     #[error("too many open transactions ({0}); the peer or this node is overloaded")]
     TooMany(usize),
+    /// The transaction already sent its final response.
+    #[error("this request was already answered with a final response")]
+    AlreadyAnswered,
 }
 
 /// All open transactions of one SIP endpoint.
@@ -503,6 +506,11 @@ impl<T> TransactionLayer<T> {
             .servers
             .get_mut(&key)
             .ok_or(TransactionError::NoServerTransaction)?;
+        if !matches!(tx.state, ServerState::Trying | ServerState::Proceeding) {
+            // One final response per transaction (RFC 3261 §17.2); the
+            // layer itself resends it for retransmitted requests.
+            return Err(TransactionError::AlreadyAnswered);
+        }
         let data = response.to_bytes();
         self.transmits.push_back(Transmit {
             peer: tx.peer,
@@ -640,7 +648,11 @@ impl<T> TransactionLayer<T> {
         if done {
             if let Some(tx) = self.servers.remove(&key) {
                 if let Some(dk) = tx.dialog_key {
-                    self.invites.remove(&dk);
+                    // Only if it is still ours: an INVITE reusing the
+                    // Call-ID and CSeq on another branch may hold it now.
+                    if self.invites.get(&dk) == Some(&key) {
+                        self.invites.remove(&dk);
+                    }
                 }
             }
             self.server_ids.remove(&id);
@@ -1106,5 +1118,28 @@ mod tests {
         assert_eq!(l.handle_ack(&ack, now), AckMatch::Absorbed);
         l.handle_timeout(now + Duration::from_secs(2));
         assert!(drain(&mut l).is_empty(), "Timer G stopped by the ACK");
+    }
+
+    #[test]
+    fn a_second_final_response_is_refused() {
+        let mut l = TransactionLayer::<u32>::new(Timers::default(), 10);
+        let now = Instant::now();
+        let inv = invite("z9hG4bKtwice");
+        l.handle_request(&inv, peer(Transport::Udp), now).unwrap();
+        l.send_response(&inv, response_to(&inv, 486), now).unwrap();
+        assert_eq!(
+            l.send_response(&inv, response_to(&inv, 200), now),
+            Err(TransactionError::AlreadyAnswered)
+        );
+        assert_eq!(
+            l.send_response(&inv, response_to(&inv, 180), now),
+            Err(TransactionError::AlreadyAnswered),
+            "no provisional after a final either"
+        );
+        let msg = request("z9hG4bKmsg");
+        l.handle_request(&msg, peer(Transport::Udp), now).unwrap();
+        l.send_response(&msg, response_to(&msg, 200), now).unwrap();
+        assert!(l.send_response(&msg, response_to(&msg, 500), now).is_err());
+        assert_eq!(drain(&mut l).len(), 2);
     }
 }
