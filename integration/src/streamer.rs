@@ -31,6 +31,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use gbgate::media::frame::{Codec, Frame};
 use gbgate::media::nal;
+use gbgate::media::pes::{self, TS_MASK};
 use gbgate::media::ps::{self, PsMuxer};
 use gbgate::media::rtp::{frame_rfc4571, RtpPacket};
 use tokio::io::AsyncWriteExt;
@@ -53,8 +54,6 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// When sending falls this far behind the clock (a slow TCP peer), the
 /// clock is moved instead of sending the backlog in a burst.
 const MAX_LAG: Duration = Duration::from_secs(1);
-/// 33-bit PTS/DTS/SCR wrap.
-const TS_MASK: u64 = (1 << 33) - 1;
 /// Largest [`StreamControl::Seek`] position honoured (about 97 days);
 /// later positions are taken as this.
 pub const MAX_SEEK: Duration = Duration::from_secs(1 << 23);
@@ -512,44 +511,6 @@ fn be16(d: &[u8], at: usize) -> Option<usize> {
     }
 }
 
-/// First `00 00 01 id` at or after `from` whose id satisfies `ok`.
-fn find_start(d: &[u8], from: usize, ok: fn(u8) -> bool) -> Option<usize> {
-    let mut i = from;
-    while i + 4 <= d.len() {
-        match d.get(i..i + 4) {
-            Some([0, 0, 1, id]) if ok(*id) => return Some(i),
-            Some([_, _, b, _]) if *b > 1 => i += 3,
-            _ => i += 1,
-        }
-    }
-    None
-}
-
-fn read_ts5(d: &[u8], at: usize) -> Option<u64> {
-    match d.get(at..at + 5)? {
-        [a, b, c, e, f] => Some(
-            (u64::from(*a) >> 1 & 0x07) << 30
-                | u64::from(*b) << 22
-                | (u64::from(*c) >> 1) << 15
-                | u64::from(*e) << 7
-                | u64::from(*f) >> 1,
-        ),
-        _ => None,
-    }
-}
-
-fn write_ts5(d: &mut [u8], at: usize, ts: u64) {
-    let ts = ts & TS_MASK;
-    if let Some([a, b, c, e, f]) = d.get_mut(at..at + 5) {
-        // Keep the 4-bit prefix ('0010' PTS, '0011'/'0001' PTS+DTS, ...).
-        *a = (*a & 0xF0) | ((ts >> 30) as u8 & 0x07) << 1 | 1;
-        *b = (ts >> 22) as u8;
-        *c = ((ts >> 15) as u8 & 0x7F) << 1 | 1;
-        *e = (ts >> 7) as u8;
-        *f = (ts as u8 & 0x7F) << 1 | 1;
-    }
-}
-
 fn read_scr2(d: &[u8], at: usize) -> Option<u64> {
     match d.get(at..at + 5)? {
         [a, b, c, e, f] => Some(
@@ -580,7 +541,7 @@ fn write_scr2(d: &mut [u8], at: usize, scr: u64) {
 fn read_field(d: &[u8], f: TsField) -> Option<u64> {
     match f {
         TsField::Scr2(at) => read_scr2(d, at),
-        TsField::Ts5(at) => read_ts5(d, at),
+        TsField::Ts5(at) => d.get(at..).and_then(pes::read_ts),
     }
 }
 
@@ -665,7 +626,7 @@ fn element(d: &[u8], pos: usize) -> Element {
         ..Element::default()
     };
     let garbage = |mut e: Element, from: usize| {
-        e.end = find_start(d, from, is_resync_id).unwrap_or(d.len());
+        e.end = pes::find_start(d, from, is_resync_id).unwrap_or(d.len());
         e
     };
     let id = match d.get(pos..pos + 4) {
@@ -690,7 +651,7 @@ fn element(d: &[u8], pos: usize) -> Element {
             }
             Some(b) if b >> 4 == 2 => {
                 e.pack = true;
-                e.scr = read_ts5(d, pos + 4);
+                e.scr = d.get(pos + 4..).and_then(pes::read_ts);
                 e.fields.push(TsField::Ts5(pos + 4));
                 e.end = (pos + 12).min(d.len());
             }
@@ -704,7 +665,10 @@ fn element(d: &[u8], pos: usize) -> Element {
             if is_pes_with_ts(id) {
                 let bound = if len == 0 { d.len() } else { e.end };
                 let (fields, header_end) = pes_fields(d, pos, bound);
-                let values: Vec<u64> = fields.iter().filter_map(|at| read_ts5(d, *at)).collect();
+                let values: Vec<u64> = fields
+                    .iter()
+                    .filter_map(|at| d.get(*at..).and_then(pes::read_ts))
+                    .collect();
                 if is_video_id(id) {
                     if let Some(&pts) = values.first() {
                         e.video_ts = Some((pts, values.get(1).copied().unwrap_or(pts)));
@@ -715,7 +679,7 @@ fn element(d: &[u8], pos: usize) -> Element {
                 if len == 0 {
                     // Unbounded PES: its payload runs to the next PS start code.
                     let from = header_end.unwrap_or(pos + 6).min(d.len());
-                    e.end = find_start(d, from, |id| id >= 0xB9).unwrap_or(d.len());
+                    e.end = pes::find_start(d, from, |id| id >= 0xB9).unwrap_or(d.len());
                 }
             }
         }
@@ -773,7 +737,7 @@ impl PsFile {
     /// from a raw `.h264` file writes such files, see the module docs).
     pub fn from_bytes(data: Bytes) -> io::Result<PsFile> {
         let d = data.as_ref();
-        let Some(mut pos) = find_start(d, 0, |id| id == 0xBA) else {
+        let Some(mut pos) = pes::find_start(d, 0, |id| id == 0xBA) else {
             return Err(invalid("no MPEG-PS pack header (00 00 01 BA)"));
         };
         let mut gathered: Vec<Gather> = Vec::new();
@@ -894,7 +858,7 @@ impl PsFile {
                 if let Some(v) = read_field(&b, *f) {
                     match f {
                         TsField::Scr2(at) => write_scr2(&mut b, *at, v.wrapping_add(offset)),
-                        TsField::Ts5(at) => write_ts5(&mut b, *at, v.wrapping_add(offset)),
+                        TsField::Ts5(at) => pes::rewrite_ts(&mut b, *at, v.wrapping_add(offset)),
                     }
                 }
             }
@@ -1760,7 +1724,7 @@ mod tests {
             let mut b = BytesMut::new();
             b.extend_from_slice(&[prefix << 4 | 1, 1, 1, 1, 1]);
             let mut v = b.to_vec();
-            write_ts5(&mut v, 0, t);
+            pes::rewrite_ts(&mut v, 0, t);
             v
         };
         let au = |k: u8| annex_b(&[&[0x65, 0x88, k, k]]);
@@ -1792,7 +1756,7 @@ mod tests {
         );
         let concat: Vec<u8> = u.iter().flat_map(|u| u.data.to_vec()).collect();
         assert_eq!(concat.len(), 2 * d.len());
-        assert_eq!(read_ts5(&u[4].data, 4), Some(3600 * 4));
+        assert_eq!(u[4].data.get(4..).and_then(pes::read_ts), Some(3600 * 4));
         let frames = demux(&[&concat]);
         let pts: Vec<u64> = frames.iter().map(|f| f.pts).collect();
         assert_eq!(pts, (0..6).map(|k| 3600 * k + 900).collect::<Vec<_>>());
@@ -1812,12 +1776,12 @@ mod tests {
         match ts {
             Some((p, d)) if p != d => {
                 h = vec![0x80, 0xC0, 10, 0x31, 1, 1, 1, 1, 0x11, 1, 1, 1, 1];
-                write_ts5(&mut h, 3, p);
-                write_ts5(&mut h, 8, d);
+                pes::rewrite_ts(&mut h, 3, p);
+                pes::rewrite_ts(&mut h, 8, d);
             }
             Some((p, _)) => {
                 h = vec![0x80, 0x80, 5, 0x21, 1, 1, 1, 1];
-                write_ts5(&mut h, 3, p);
+                pes::rewrite_ts(&mut h, 3, p);
             }
             None => {}
         }

@@ -5,6 +5,7 @@
 pub mod flv;
 pub mod frame;
 pub mod nal;
+pub mod pes;
 pub mod ps;
 pub mod rtp;
 pub mod sdp;

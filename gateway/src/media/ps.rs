@@ -19,6 +19,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::frame::{Codec, Frame};
 use super::nal;
+use super::pes::{find_start, put_ts, read_ts, TS_MASK};
 
 /// Unconsumed input kept at most; beyond it the buffer is dropped (counted).
 const MAX_BUFFER: usize = 4 * 1024 * 1024;
@@ -31,8 +32,6 @@ const PUSH_SLICE: usize = 64 * 1024;
 /// Most PES payload bytes the muxer puts in one PES packet: PES_packet_length
 /// is 16 bits and also counts the 3..13 header bytes after it.
 const MAX_PES_PAYLOAD: usize = 65_000;
-/// 33-bit PTS/DTS/SCR wrap.
-const TS_MASK: u64 = (1 << 33) - 1;
 
 /// Demuxer counters, for metrics and tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -129,37 +128,9 @@ fn is_resync_id(id: u8) -> bool {
     matches!(id, 0xBA..=0xBC) || is_video_id(id) || is_audio_id(id)
 }
 
-/// First `00 00 01 id` at or after `from` whose id satisfies `ok`.
-fn find_start(data: &[u8], from: usize, ok: fn(u8) -> bool) -> Option<usize> {
-    let mut i = from;
-    while i + 4 <= data.len() {
-        match data.get(i..i + 4) {
-            Some([0, 0, 1, id]) if ok(*id) => return Some(i),
-            // Skip fast past bytes that cannot begin a start code.
-            Some([_, _, b, _]) if *b > 1 => i += 3,
-            _ => i += 1,
-        }
-    }
-    None
-}
-
 fn u16_at(d: &[u8], i: usize) -> Option<usize> {
     match (d.get(i), d.get(i + 1)) {
         (Some(a), Some(b)) => Some(usize::from(*a) << 8 | usize::from(*b)),
-        _ => None,
-    }
-}
-
-/// A 5-byte PTS/DTS field (marker bits not checked: cameras get them wrong).
-fn read_ts(d: &[u8]) -> Option<u64> {
-    match d {
-        [a, b, c, e, f, ..] => Some(
-            (u64::from(*a) >> 1 & 0x07) << 30
-                | u64::from(*b) << 22
-                | (u64::from(*c) >> 1) << 15
-                | u64::from(*e) << 7
-                | u64::from(*f) >> 1,
-        ),
         _ => None,
     }
 }
@@ -660,16 +631,6 @@ pub fn crc32_mpeg2(data: &[u8]) -> u32 {
         }
     }
     crc
-}
-
-/// Write a 5-byte PTS/DTS field with its 4-bit prefix and marker bits.
-fn put_ts(out: &mut BytesMut, prefix: u8, ts: u64) {
-    let ts = ts & TS_MASK;
-    out.put_u8(prefix << 4 | ((ts >> 30) as u8 & 0x07) << 1 | 1);
-    out.put_u8((ts >> 22) as u8);
-    out.put_u8(((ts >> 15) as u8 & 0x7F) << 1 | 1);
-    out.put_u8((ts >> 7) as u8);
-    out.put_u8((ts as u8 & 0x7F) << 1 | 1);
 }
 
 /// MPEG-PS muxer producing one PS "frame" (pack) per [`Frame`], as GB/T 28181

@@ -51,6 +51,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::frame::{Codec, Frame};
 use super::nal;
+use super::pes::{put_ts, read_ts, TS_MASK};
 use super::ps::crc32_mpeg2;
 
 /// Size of a TS packet.
@@ -70,7 +71,6 @@ pub const PCR_LAG: u64 = 18_000;
 
 const PROGRAM: u16 = 1;
 const NULL_PID: u16 = 0x1FFF;
-const TS_MASK: u64 = (1 << 33) - 1;
 /// Longest gap between PCRs before an audio frame adds a PCR-only packet on
 /// the video PID (the spec's 100 ms).
 const PCR_INTERVAL: u64 = 9_000;
@@ -121,30 +121,6 @@ fn cc_slot(pid: u16) -> usize {
         PMT_PID => 1,
         VIDEO_PID => 2,
         _ => 3,
-    }
-}
-
-/// Write a 5-byte PTS/DTS field with its 4-bit prefix and marker bits.
-fn put_ts(out: &mut BytesMut, prefix: u8, ts: u64) {
-    let ts = ts & TS_MASK;
-    out.put_u8(prefix << 4 | ((ts >> 30) as u8 & 0x07) << 1 | 1);
-    out.put_u8((ts >> 22) as u8);
-    out.put_u8(((ts >> 15) as u8 & 0x7F) << 1 | 1);
-    out.put_u8((ts >> 7) as u8);
-    out.put_u8((ts as u8 & 0x7F) << 1 | 1);
-}
-
-/// Read a 5-byte PTS/DTS field.
-fn read_ts(d: &[u8]) -> Option<u64> {
-    match d {
-        [a, b, c, e, f, ..] => Some(
-            (u64::from(*a) >> 1 & 0x07) << 30
-                | u64::from(*b) << 22
-                | (u64::from(*c) >> 1) << 15
-                | u64::from(*e) << 7
-                | u64::from(*f) >> 1,
-        ),
-        _ => None,
     }
 }
 
