@@ -15,8 +15,8 @@ use topology::GbId;
 
 use super::{Node, Token};
 use crate::media::sdp::GbSdp;
-use crate::sip::agent::{Target, USER_AGENT};
-use crate::sip::header::{new_branch, new_tag, NameAddr};
+use crate::sip::agent::{DialogIds, Target, USER_AGENT};
+use crate::sip::header::{new_tag, NameAddr};
 use crate::sip::message::{Method, Request, Response};
 use crate::sip::transaction::AckMatch;
 use crate::sip::{Peer, Transmit};
@@ -125,6 +125,18 @@ pub(super) struct Dialog {
     invite: Option<Request>,
     established: bool,
     placed_at: Instant,
+}
+
+impl Dialog {
+    fn ids(&self) -> DialogIds<'_> {
+        DialogIds {
+            target: &self.remote_target,
+            local: &self.local,
+            remote: &self.remote,
+            call_id: &self.call_id,
+            transport: self.peer.transport,
+        }
+    }
 }
 
 /// Calls of one node.
@@ -417,23 +429,7 @@ impl Node {
             return;
         };
         d.local_cseq = d.local_cseq.wrapping_add(1);
-        let mut r = Request::new(method.clone(), d.remote_target.clone());
-        r.headers.push(
-            "Via",
-            format!(
-                "SIP/2.0/{} {};rport;branch={}",
-                d.peer.transport.via_token(),
-                self.agent.addr,
-                new_branch()
-            ),
-        );
-        r.headers.push("From", d.local.clone());
-        r.headers.push("To", d.remote.clone());
-        r.headers.push("Call-ID", d.call_id.clone());
-        r.headers
-            .push("CSeq", format!("{} {}", d.local_cseq, method));
-        r.headers.push("Max-Forwards", "70");
-        r.headers.push("User-Agent", USER_AGENT);
+        let mut r = self.agent.in_dialog(method.clone(), &d.ids(), d.local_cseq);
         if let Some((ct, b)) = body {
             r.headers.push("Content-Type", ct);
             r.body = b;
@@ -478,22 +474,10 @@ impl Node {
         let cancelled = d.invite.is_none();
         let invite_seq = d.local_cseq;
         d.established = true;
-        let mut ack = Request::new(Method::Ack, d.remote_target.clone());
-        ack.headers.push(
-            "Via",
-            format!(
-                "SIP/2.0/{} {};rport;branch={}",
-                d.peer.transport.via_token(),
-                self.agent.addr,
-                new_branch()
-            ),
-        );
-        ack.headers.push("From", d.local.clone());
-        ack.headers.push("To", d.remote.clone());
-        ack.headers.push("Call-ID", d.call_id.clone());
-        ack.headers.push("CSeq", format!("{invite_seq} ACK"));
-        ack.headers.push("Max-Forwards", "70");
-        let data = ack.to_bytes();
+        let data = self
+            .agent
+            .in_dialog(Method::Ack, &d.ids(), invite_seq)
+            .to_bytes();
         let peer = d.peer;
         d.invite = None;
         self.transmits.push(Transmit {
@@ -552,27 +536,14 @@ impl Node {
             })
             .unwrap_or_default();
         let seq = resp.cseq().map_or(0, |c| c.seq);
-        let build = |method: Method, seq: u32| {
-            let mut r = Request::new(method.clone(), target.clone());
-            r.headers.push(
-                "Via",
-                format!(
-                    "SIP/2.0/{} {};rport;branch={}",
-                    peer.transport.via_token(),
-                    self.agent.addr,
-                    new_branch()
-                ),
-            );
-            for h in ["From", "To", "Call-ID"] {
-                if let Some(v) = resp.headers.get(h) {
-                    r.headers.push(h, v);
-                }
-            }
-            r.headers.push("CSeq", format!("{seq} {method}"));
-            r.headers.push("Max-Forwards", "70");
-            r.headers.push("User-Agent", USER_AGENT);
-            r
+        let ids = DialogIds {
+            target: &target,
+            local: resp.headers.get("From").unwrap_or_default(),
+            remote: resp.headers.get("To").unwrap_or_default(),
+            call_id,
+            transport: peer.transport,
         };
+        let build = |method: Method, seq: u32| self.agent.in_dialog(method, &ids, seq);
         // A retransmission for a call we still have: its ACK was lost.
         self.transmits.push(Transmit {
             peer,

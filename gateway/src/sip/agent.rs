@@ -40,7 +40,44 @@ pub struct Target<'a> {
     pub transport: Transport,
 }
 
+/// The fields of a dialog that every request inside it repeats.
+#[derive(Debug, Clone, Copy)]
+pub struct DialogIds<'a> {
+    /// Request-URI: the remote target (the other side's Contact).
+    pub target: &'a str,
+    /// Our From header, with our tag.
+    pub local: &'a str,
+    /// Their To header, with their tag.
+    pub remote: &'a str,
+    /// The dialog's Call-ID.
+    pub call_id: &'a str,
+    /// Transport token for the Via.
+    pub transport: Transport,
+}
+
 impl Agent {
+    /// A request inside a dialog (ACK, BYE, INFO): fresh Via branch, the
+    /// dialog's From, To and Call-ID, and CSeq `cseq method`.
+    pub fn in_dialog(&self, method: Method, ids: &DialogIds<'_>, cseq: u32) -> Request {
+        let mut r = Request::new(method.clone(), ids.target.to_owned());
+        r.headers.push(
+            "Via",
+            format!(
+                "SIP/2.0/{} {};rport;branch={}",
+                ids.transport.via_token(),
+                self.addr,
+                new_branch()
+            ),
+        );
+        r.headers.push("From", ids.local);
+        r.headers.push("To", ids.remote);
+        r.headers.push("Call-ID", ids.call_id);
+        r.headers.push("CSeq", format!("{cseq} {method}"));
+        r.headers.push("Max-Forwards", "70");
+        r.headers.push("User-Agent", USER_AGENT);
+        r
+    }
+
     /// The `sip:id@host:port` URI of this endpoint.
     pub fn contact_uri(&self) -> String {
         format!("sip:{}@{}", self.id, self.addr)
