@@ -166,6 +166,15 @@ impl Calls {
     fn find(&self, call_id: &str) -> Option<CallId> {
         self.by_call_id.get(call_id).copied()
     }
+
+    /// The calls whose dialog satisfies `f`.
+    fn matching(&self, f: impl Fn(&Dialog) -> bool) -> Vec<CallId> {
+        self.dialogs
+            .iter()
+            .filter(|(_, d)| f(d))
+            .map(|(id, _)| *id)
+            .collect()
+    }
 }
 
 /// Why a call cannot be placed.
@@ -756,18 +765,12 @@ impl Node {
                 return;
             }
         }
-        let ended: Vec<CallId> = self
-            .calls
-            .dialogs
-            .iter()
-            .filter(|(_, d)| {
-                d.side == Side::Outgoing
-                    && d.playback
-                    && d.via == Some(sender)
-                    && d.channel.as_str() == channel
-            })
-            .map(|(id, _)| *id)
-            .collect();
+        let ended = self.calls.matching(|d| {
+            d.side == Side::Outgoing
+                && d.playback
+                && d.via == Some(sender)
+                && d.channel.as_str() == channel
+        });
         for call in ended {
             self.calls.events.push_back(CallEvent::MediaEnded { call });
         }
@@ -777,40 +780,26 @@ impl Node {
     /// still goes out (best effort) so a device that only missed keepalives
     /// stops sending to a port that may be given to another stream.
     pub(super) fn drop_calls_via(&mut self, source: GbId, now: Instant) {
-        let gone: Vec<CallId> = self
-            .calls
-            .dialogs
-            .iter()
-            .filter(|(_, d)| d.via == Some(source))
-            .map(|(id, _)| *id)
-            .collect();
-        for call in gone {
-            self.hangup(call, now);
-            self.calls.remove(call);
-            self.calls.events.push_back(CallEvent::Ended {
-                call,
-                reason: format!("{source} went offline"),
-            });
-        }
+        let gone = self.calls.matching(|d| d.via == Some(source));
+        self.end_calls(gone, &format!("{source} went offline"), now);
     }
 
     /// The parent is gone (its registration lapsed, or it restarted): the
     /// calls it placed end, with BYE in case it is still there, so their
     /// streams below do not run for nobody.
     pub(super) fn drop_incoming_calls(&mut self, why: &str, now: Instant) {
-        let gone: Vec<CallId> = self
-            .calls
-            .dialogs
-            .iter()
-            .filter(|(_, d)| d.side == Side::Incoming)
-            .map(|(id, _)| *id)
-            .collect();
-        for call in gone {
+        let gone = self.calls.matching(|d| d.side == Side::Incoming);
+        self.end_calls(gone, why, now);
+    }
+
+    /// Hang up `calls` (best effort) and tell the media plane why they ended.
+    fn end_calls(&mut self, calls: Vec<CallId>, reason: &str, now: Instant) {
+        for call in calls {
             self.hangup(call, now);
             self.calls.remove(call);
             self.calls.events.push_back(CallEvent::Ended {
                 call,
-                reason: why.to_owned(),
+                reason: reason.to_owned(),
             });
         }
     }
@@ -826,15 +815,9 @@ impl Node {
     /// Incoming calls the media plane never answered are refused after
     /// `timeout` (their transaction would end anyway).
     pub(super) fn sweep_calls(&mut self, now: Instant, timeout: std::time::Duration) {
-        let stale: Vec<CallId> = self
-            .calls
-            .dialogs
-            .iter()
-            .filter(|(_, d)| {
-                !d.established && d.invite.is_some() && now.duration_since(d.placed_at) > timeout
-            })
-            .map(|(id, _)| *id)
-            .collect();
+        let stale = self.calls.matching(|d| {
+            !d.established && d.invite.is_some() && now.duration_since(d.placed_at) > timeout
+        });
         for call in stale {
             let side = self.calls.dialogs.get(&call).map(|d| d.side);
             match side {
