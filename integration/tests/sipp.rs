@@ -207,8 +207,10 @@ fn sipp_device_registers_answers_catalog_and_keeps_alive() {
     let t = topology(&node);
     assert_eq!((t.devices.registered, t.devices.online), (1, 1));
 
-    // A keepalive that claims to be the device but comes from elsewhere is
-    // refused: only an authenticated REGISTER may move a device.
+    // A keepalive that claims to be the device but comes from another port
+    // (forged, or the device behind a NAT that rebound) changes nothing and
+    // gets 404, as for an unknown ID: only an authenticated REGISTER may
+    // move a device, and GB devices re-register on 404.
     let spoof = UdpSocket::bind("127.0.0.1:0").unwrap();
     spoof
         .set_read_timeout(Some(Duration::from_secs(2)))
@@ -216,7 +218,22 @@ fn sipp_device_registers_answers_catalog_and_keeps_alive() {
     let body = format!("<?xml version=\"1.0\"?><Notify><CmdType>Keepalive</CmdType><SN>9</SN><DeviceID>{dev}</DeviceID><Status>OK</Status></Notify>");
     let forged = message_with_body("spoof1", &body).replace("35010201001320000009", dev);
     let r = udp_exchange(&spoof, &node, forged.as_bytes()).unwrap();
-    assert!(r.starts_with("SIP/2.0 403"), "{r}");
+    assert!(r.starts_with("SIP/2.0 404"), "{r}");
+    let t = topology(&node);
+    assert_eq!((t.devices.registered, t.devices.online), (1, 1));
+
+    // The device comes back from another source port (sipp binds a new
+    // one): its digest REGISTER moves the binding and its keepalive from
+    // there is answered 200 (the scenario fails otherwise).
+    assert!(sipp(
+        dir.path(),
+        "device",
+        &[dev, NODE, DOMAIN, "right-password", ch1, ch2],
+        &node,
+        "udp"
+    ));
+    let t = topology(&node);
+    assert_eq!((t.devices.registered, t.devices.online), (1, 1));
 
     // The same device over TCP works too.
     let dev2 = "35010201001320000002";
@@ -410,4 +427,308 @@ fn sipp_device_is_invited_acked_and_hung_up() {
         "{m}"
     );
     assert!(m.contains("gbgate_byes_sent_total 1"), "{m}");
+}
+
+/// One request of the interoperability table: RFC 3261 says refuse it
+/// (400), or old cameras send it and it is legal (answered normally).
+struct OddCase {
+    what: &'static str,
+    /// The request; `{t}` is the Via transport, `{b}` a fresh branch suffix.
+    request: String,
+    status: &'static str,
+    /// Text the response must hold besides its status (a reason, a header).
+    holds: &'static str,
+}
+
+fn odd_cases() -> Vec<OddCase> {
+    let from = format!("<sip:34020000001320000001@{DOMAIN}>;tag=1");
+    let to = format!("<sip:{NODE}@{DOMAIN}>");
+    let req = |start: &str, extra: &str, from: &str, to: &str, body: &str| {
+        let method = start.split(' ').next().unwrap_or_default();
+        format!(
+            "{start}\r\nVia: SIP/2.0/{{t}} 127.0.0.1:9;rport;branch=z9hG4bK{{b}}\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {{b}}@odd\r\nCSeq: 7 {method}\r\nMax-Forwards: 70\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let uri = format!("sip:{NODE}@{DOMAIN}");
+    let case = |what, request, status, holds| OddCase {
+        what,
+        request,
+        status,
+        holds,
+    };
+    vec![
+        case(
+            "REGISTER whose Request-URI has no scheme",
+            req(
+                &format!("REGISTER {NODE}@{DOMAIN} SIP/2.0"),
+                "",
+                &from,
+                &to,
+                "",
+            ),
+            "400",
+            "Request-URI",
+        ),
+        case(
+            "OPTIONS with an unknown URI scheme",
+            req(
+                &format!("OPTIONS xyz:{NODE}@{DOMAIN} SIP/2.0"),
+                "",
+                &from,
+                &to,
+                "",
+            ),
+            "400",
+            "scheme",
+        ),
+        case(
+            "MESSAGE whose Request-URI is in angle brackets",
+            req(&format!("MESSAGE <{uri}> SIP/2.0"), "", &from, &to, ""),
+            "400",
+            "Request-URI",
+        ),
+        case(
+            "OPTIONS whose Request-URI port overflows",
+            req(
+                &format!("OPTIONS sip:{NODE}@127.0.0.1:70000 SIP/2.0"),
+                "",
+                &from,
+                &to,
+                "",
+            ),
+            "400",
+            "port",
+        ),
+        case(
+            "REGISTER with an unterminated quote in From",
+            req(
+                &format!("REGISTER {uri} SIP/2.0"),
+                "",
+                &format!("\"Cam <sip:34020000001320000001@{DOMAIN}>;tag=1"),
+                &to,
+                "",
+            ),
+            "400",
+            "From",
+        ),
+        case(
+            "OPTIONS with an unterminated angle bracket in To",
+            req(
+                &format!("OPTIONS {uri} SIP/2.0"),
+                "",
+                &from,
+                &format!("<sip:{NODE}@{DOMAIN}"),
+                "",
+            ),
+            "400",
+            "To",
+        ),
+        case(
+            "MESSAGE whose From has a display name but no brackets",
+            req(
+                &format!("MESSAGE {uri} SIP/2.0"),
+                "",
+                &format!("Cam sip:34020000001320000001@{DOMAIN};tag=1"),
+                &to,
+                "",
+            ),
+            "400",
+            "From",
+        ),
+        case(
+            "OPTIONS with two Call-IDs",
+            req(
+                &format!("OPTIONS {uri} SIP/2.0"),
+                "Call-ID: other@odd\r\n",
+                &from,
+                &to,
+                "",
+            ),
+            "400",
+            "Call-ID",
+        ),
+        case(
+            "REGISTER with two CSeqs",
+            req(
+                &format!("REGISTER {uri} SIP/2.0"),
+                "CSeq: 8 REGISTER\r\n",
+                &from,
+                &to,
+                "",
+            ),
+            "400",
+            "CSeq",
+        ),
+        case(
+            "OPTIONS with a non-numeric Max-Forwards",
+            req(&format!("OPTIONS {uri} SIP/2.0"), "", &from, &to, "")
+                .replace("Max-Forwards: 70", "Max-Forwards: seventy"),
+            "400",
+            "Max-Forwards",
+        ),
+        case(
+            "MESSAGE with a body and no Content-Type",
+            req(
+                &format!("MESSAGE {uri} SIP/2.0"),
+                "",
+                &from,
+                &to,
+                "<Notify/>",
+            ),
+            "400",
+            "Content-Type",
+        ),
+        case(
+            "OPTIONS whose Via has no branch (RFC 2543)",
+            req(&format!("OPTIONS {uri} SIP/2.0"), "", &from, &to, "")
+                .replace(";branch=z9hG4bK{b}", ""),
+            "200",
+            "",
+        ),
+        case(
+            "OPTIONS with Content-Length 0000",
+            req(&format!("OPTIONS {uri} SIP/2.0"), "", &from, &to, "")
+                .replace("Content-Length: 0", "Content-Length: 0000"),
+            "200",
+            "",
+        ),
+        case(
+            "REGISTER with no branch and Content-Length 00 (challenged)",
+            req(
+                &format!("REGISTER {uri} SIP/2.0"),
+                "Expires: 3600\r\n",
+                &from,
+                &to,
+                "",
+            )
+            .replace(";branch=z9hG4bK{b}", "")
+            .replace("Content-Length: 0", "Content-Length: 00"),
+            "401",
+            "WWW-Authenticate",
+        ),
+        case(
+            "MESSAGE with a body type we do not read",
+            req(
+                &format!("MESSAGE {uri} SIP/2.0"),
+                "Content-Type: text/plain\r\n",
+                &from,
+                &to,
+                "hello",
+            ),
+            "415",
+            "Accept: Application/MANSCDP+xml",
+        ),
+    ]
+}
+
+/// Read one whole SIP message from a stream (head, then Content-Length bytes).
+fn read_sip(tcp: &mut TcpStream, pending: &mut Vec<u8>) -> Option<String> {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&pending[..end]).into_owned();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if pending.len() >= end + 4 + len {
+                let msg: Vec<u8> = pending.drain(..end + 4 + len).collect();
+                return Some(String::from_utf8_lossy(&msg).into_owned());
+            }
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        match tcp.read(&mut buf) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => pending.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+#[test]
+fn malformed_sip_gets_400_and_legal_odd_sip_is_served_over_udp_and_tcp() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_node(dir.path(), 45170, 48190);
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    // One TCP connection carries every case: it must survive them all.
+    let mut tcp = TcpStream::connect(&node.sip).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut pending = Vec::new();
+    let mut n = 0;
+    for case in odd_cases() {
+        for transport in ["UDP", "TCP"] {
+            n += 1;
+            let wire = case
+                .request
+                .replace("{t}", transport)
+                .replace("{b}", &format!("odd{n}"));
+            let answer = if transport == "UDP" {
+                udp_exchange(&sock, &node, wire.as_bytes())
+            } else {
+                tcp.write_all(wire.as_bytes()).unwrap();
+                read_sip(&mut tcp, &mut pending)
+            };
+            let answer =
+                answer.unwrap_or_else(|| panic!("{} over {transport}: no answer", case.what));
+            let status_line = answer.lines().next().unwrap_or_default();
+            eprintln!("{} over {transport}: {status_line}", case.what);
+            assert!(
+                status_line.starts_with(&format!("SIP/2.0 {}", case.status)),
+                "{} over {transport}: expected {}, got {answer}",
+                case.what,
+                case.status
+            );
+            assert!(
+                answer.contains(case.holds),
+                "{} over {transport}: answer lacks {:?}: {answer}",
+                case.what,
+                case.holds
+            );
+        }
+    }
+    // Alive, on both transports and on the same TCP connection.
+    let r = udp_exchange(&sock, &node, options("alive", "UDP").as_bytes()).unwrap();
+    assert!(r.starts_with("SIP/2.0 200"), "{r}");
+    tcp.write_all(options("alive-tcp", "TCP").as_bytes())
+        .unwrap();
+    let r = read_sip(&mut tcp, &mut pending).expect("TCP connection still open");
+    assert!(r.starts_with("SIP/2.0 200"), "{r}");
+}
+
+#[test]
+fn a_device_with_its_realm_in_to_registers_and_its_channels_sit_under_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_node(dir.path(), 45080, 48100);
+    let dev = "35010201001320000005";
+    let (ch1, ch2) = ("35010201001310000051", "35010201001310000052");
+    // REGISTER with `To: <sip:3501020100@3501020100>`: the ID comes from
+    // From; the catalog answer has no ParentID on its channels.
+    assert!(sipp(
+        dir.path(),
+        "device_realm_to",
+        &[dev, NODE, DOMAIN, "right-password", ch1, ch2],
+        &node,
+        "udp"
+    ));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let cat = catalog(&node);
+        let find = |id: &str| cat.items.iter().find(|e| e.device_id == id).cloned();
+        if let (Some(d), Some(a), Some(b)) = (find(dev), find(ch1), find(ch2)) {
+            assert_eq!(d.parent_id.as_deref(), Some(NODE));
+            assert_eq!(a.parent_id.as_deref(), Some(dev), "{a:?}");
+            assert_eq!(b.parent_id.as_deref(), Some(dev), "{b:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "catalog: {:?}", cat.items);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let t = topology(&node);
+    assert_eq!((t.devices.registered, t.devices.online), (1, 1));
 }

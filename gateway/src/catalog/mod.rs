@@ -242,6 +242,17 @@ impl Catalog {
     ) -> Vec<CatalogItem> {
         item.status = Some(normalise_status(item.status.as_deref()).to_owned());
         item.event = None;
+        if item
+            .parent_id
+            .as_deref()
+            .is_none_or(|p| p.trim().is_empty())
+            && item.device_id != source.as_str()
+        {
+            // Many cameras and NVRs leave ParentID out (it is optional in
+            // 2016): the item belongs under the device that reported it,
+            // never at the root as an orphan.
+            item.parent_id = Some(source.to_string());
+        }
         let new = Stored::new(source, &item);
         match self.entries.get_mut(item.device_id.as_str()) {
             None => {

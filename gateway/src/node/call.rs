@@ -632,7 +632,17 @@ impl Node {
             .map_err(|e| e.to_string())
             .and_then(|s| GbSdp::parse(s).map_err(|e| e.to_string()))
         {
-            Ok(o) if o.offers_ps() => o,
+            Ok(o) if o.offers_ps() => match unreachable_media(&o) {
+                // Refused before any 100/200: a 200 followed by a send that
+                // cannot happen would leave the parent waiting for nothing.
+                Some(why) => {
+                    let mut r = Response::to_request(req, 488, Some(&new_tag()));
+                    r.reason = format!("Not Acceptable Here: {why}");
+                    r.headers.push("Warning", format!("305 gbgate \"{why}\""));
+                    return self.respond(req, r, now);
+                }
+                None => o,
+            },
             Ok(_) => {
                 let mut r = Response::to_request(req, 488, Some(&new_tag()));
                 r.reason = "Not Acceptable Here: only PS/90000 is sent".into();
@@ -831,6 +841,36 @@ impl Node {
                 _ => self.hangup(call, now),
             }
         }
+    }
+}
+
+/// Why we could not send media where an offer asks, if we could not: we
+/// send to `c=`:`m=` over UDP, and connect there over TCP unless the
+/// offerer connects to us (`a=setup:active`, where its port means nothing).
+fn unreachable_media(offer: &GbSdp) -> Option<String> {
+    use crate::media::sdp::{MediaTransport, Setup};
+    let we_send_there = match offer.transport {
+        MediaTransport::Udp => true,
+        MediaTransport::Tcp => offer.setup != Some(Setup::Active),
+    };
+    if !we_send_there {
+        return None;
+    }
+    if offer.media_port == 0 {
+        return Some("m= port 0: no media destination".to_owned());
+    }
+    match offer.conn_addr.parse::<std::net::IpAddr>() {
+        Ok(ip) if ip.is_unspecified() || ip.is_multicast() => {
+            Some(format!("c= address {ip} cannot receive a unicast stream"))
+        }
+        Ok(std::net::IpAddr::V4(v4)) if v4.is_broadcast() => {
+            Some(format!("c= address {v4} cannot receive a unicast stream"))
+        }
+        Ok(_) => None,
+        Err(_) => Some(format!(
+            "c= address {:?} is not an IP address",
+            offer.conn_addr
+        )),
     }
 }
 

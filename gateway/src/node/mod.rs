@@ -24,7 +24,9 @@ use crate::settings::Settings;
 use crate::sip::agent::{Agent, Target, MANSCDP, USER_AGENT};
 use crate::sip::auth::NonceMinter;
 use crate::sip::header::{expires, NameAddr};
-use crate::sip::message::{salvage_for_error_response, Message, Method, Request, Response};
+use crate::sip::message::{
+    salvage_for_error_response, Message, Method, ParseError, Request, Response,
+};
 use crate::sip::transaction::{ClientEvent, Incoming, TransactionLayer};
 use crate::sip::{Peer, Transmit};
 use crate::uplink::{Uplink, UplinkEvent, UplinkRequest};
@@ -62,7 +64,7 @@ pub enum Inbound {
         /// The raw message (for a best-effort 400).
         raw: Bytes,
         /// Why parsing failed.
-        error: String,
+        error: ParseError,
     },
 }
 
@@ -148,6 +150,69 @@ fn method_label(m: &Method) -> &'static str {
 
 fn user_of(header: Option<&str>) -> Option<String> {
     NameAddr::parse(header?).ok()?.uri.user
+}
+
+/// The body types each method is read with; the first is the one we
+/// announce in `Accept`. MANSCDP bodies also arrive labelled plain XML.
+fn accepted_types(method: &Method) -> Option<&'static [&'static str]> {
+    Some(match method {
+        Method::Message | Method::Subscribe | Method::Notify => {
+            &[MANSCDP, "application/xml", "text/xml"]
+        }
+        Method::Invite => &[SDP],
+        Method::Info => &[MANSRTSP],
+        _ => return None,
+    })
+}
+
+/// For a request whose body we would read but cannot (its Content-Type is
+/// not one we take for its method), the `Accept` value of the 415 answer
+/// (RFC 3261 §21.4.13). Bodies of methods we never read are ignored.
+fn unsupported_body(req: &Request) -> Option<String> {
+    if req.body.is_empty() {
+        return None;
+    }
+    let accepted = accepted_types(&req.method)?;
+    let media_type = req
+        .headers
+        .get("Content-Type")
+        .unwrap_or_default()
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim();
+    if accepted.iter().any(|t| t.eq_ignore_ascii_case(media_type)) {
+        None
+    } else {
+        accepted.first().map(|t| (*t).to_owned())
+    }
+}
+
+/// Why a REGISTER names no registrant yet.
+enum RegistrantId {
+    /// To and From hold no ID and there is no Authorization: its digest
+    /// username may, so challenge.
+    AskDigest,
+    /// Nothing in it is a 20-digit ID.
+    None,
+}
+
+/// The ID a REGISTER registers: To's user when it is a 20-digit ID, else
+/// From's, else the digest username. Device libraries put the realm or the
+/// domain in To (`sip:3402000000@3402000000`), which RFC 3261 allows (To is
+/// the address of record, not necessarily the device's own ID).
+fn registrant_id(req: &Request) -> Result<GbId, RegistrantId> {
+    let id_in = |name: &str| user_of(req.headers.get(name)).and_then(|u| GbId::parse(&u).ok());
+    if let Some(id) = id_in("To").or_else(|| id_in("From")) {
+        return Ok(id);
+    }
+    let Some(auth) = req.headers.get("Authorization") else {
+        return Err(RegistrantId::AskDigest);
+    };
+    crate::sip::auth::DigestCredentials::parse(auth)
+        .ok()
+        .and_then(|c| GbId::parse(&c.username).ok())
+        .ok_or(RegistrantId::None)
 }
 
 fn unix_time() -> u64 {
@@ -306,12 +371,16 @@ impl Node {
                 tracing::warn!(%peer, %error, bytes = raw.len(), "malformed SIP message");
                 if let Some(headers) = salvage_for_error_response(&raw) {
                     let mut r = Response::new(400);
-                    r.reason = "Bad Request".into();
-                    r.headers = headers;
-                    r.headers.push(
-                        "Warning",
-                        format!("399 gbgate \"{}\"", error.replace('"', "'")),
+                    // The reason phrase names the fault too: many tools show
+                    // only the status line.
+                    let why = error.to_string().replace('"', "'");
+                    r.reason = format!(
+                        "Bad Request ({})",
+                        why.chars().take(120).collect::<String>()
                     );
+                    r.headers = headers;
+                    r.headers.push("Warning", format!("399 gbgate \"{why}\""));
+                    r.headers.push("User-Agent", USER_AGENT);
                     self.transmits.push(Transmit {
                         peer,
                         data: r.to_bytes(),
@@ -383,6 +452,11 @@ impl Node {
                 return;
             }
         }
+        if let Some(accept) = unsupported_body(&req) {
+            let mut r = Response::to_request(&req, 415, Some(&crate::sip::header::new_tag()));
+            r.headers.push("Accept", accept);
+            return self.respond(&req, r, now);
+        }
         match req.method {
             Method::Register => self.handle_register(&req, peer, now),
             Method::Message => self.handle_message(&req, peer, now),
@@ -396,10 +470,27 @@ impl Node {
     // ----------------------------------------------------------- REGISTER
 
     fn handle_register(&mut self, req: &Request, peer: Peer, now: Instant) {
-        let Some(id) = user_of(req.headers.get("To")).and_then(|u| GbId::parse(&u).ok()) else {
-            let mut r = Response::to_request(req, 400, None);
-            r.reason = "To header must carry a 20-digit GB/T 28181 ID".into();
-            return self.respond(req, r, now);
+        let id = match registrant_id(req) {
+            Ok(id) => id,
+            Err(RegistrantId::AskDigest) => {
+                // Only the digest username can name this registrant: ask
+                // for it (the challenge does not depend on who asks).
+                let decision =
+                    self.registrar
+                        .decide(peer.addr.ip(), "", None, None, now, unix_time());
+                if let AuthDecision::Challenge(c) = decision {
+                    let mut r =
+                        Response::to_request(req, 401, Some(&crate::sip::header::new_tag()));
+                    r.headers.push("WWW-Authenticate", c.to_header_value());
+                    return self.respond(req, r, now);
+                }
+                return self.reply(req, 403, now);
+            }
+            Err(RegistrantId::None) => {
+                let mut r = Response::to_request(req, 400, None);
+                r.reason = "No 20-digit GB/T 28181 ID in To, From or the digest username".into();
+                return self.respond(req, r, now);
+            }
         };
         if self.registry.get(&id).is_none()
             && self.registry.len() >= self.settings.max_registrations
@@ -620,8 +711,10 @@ impl Node {
                 return self.reply(req, 404, now);
             }
             Touch::WrongSource => {
-                tracing::warn!(%sender, %peer, "MESSAGE from another address than the registration; re-register to move");
-                return self.reply(req, 403, now);
+                // The same answer as for an unknown ID: it reveals nothing,
+                // and a device that moved (NAT rebinding) re-registers.
+                tracing::info!(%sender, %peer, "MESSAGE from another address than the registration; answering 404 so it re-registers from there");
+                return self.reply(req, 404, now);
             }
             Touch::Alive { revived } => {
                 self.reply(req, 200, now);

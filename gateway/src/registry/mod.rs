@@ -63,8 +63,10 @@ pub struct Registrant {
 pub enum Touch {
     /// Not registered (or expired): answer 404 so it re-registers.
     Unknown,
-    /// Registered, but this came from another address than its REGISTER:
-    /// possibly forged, so it changes nothing.
+    /// Registered, but this came from another address than its REGISTER
+    /// (NAT rebinding, or forged): it changes nothing, and the answer
+    /// (404, as for an unknown ID) makes a genuine device re-register from
+    /// where it is now.
     WrongSource,
     /// Accepted; `revived` when it was offline until now.
     Alive {
@@ -201,9 +203,12 @@ impl Registry {
     }
 
     /// A sign of life (keepalive or any request) from `peer`. Only an
-    /// authenticated REGISTER may move a registrant to a new address, so a
-    /// message from any other address is refused: a forged `From` cannot
-    /// redirect a device's traffic or keep a dead one alive.
+    /// authenticated REGISTER may move a registrant to another host or UDP
+    /// port, so a forged `From` cannot redirect a device's traffic or keep a
+    /// dead one alive. A new TCP connection from the registered host is the
+    /// device reconnecting (TCP cannot be forged the way a UDP source can,
+    /// and the host is the one its digest was checked from): the binding
+    /// moves to it, as real platforms keep the newest connection.
     pub fn touch(&mut self, id: &GbId, peer: Peer, keepalive: bool, now: Instant) -> Touch {
         let Some(r) = self.entries.get_mut(id) else {
             return Touch::Unknown;
@@ -212,7 +217,13 @@ impl Registry {
             return Touch::Unknown;
         }
         if r.peer != peer {
-            return Touch::WrongSource;
+            let reconnected = peer.transport.is_reliable()
+                && r.peer.transport == peer.transport
+                && r.peer.addr.ip() == peer.addr.ip();
+            if !reconnected {
+                return Touch::WrongSource;
+            }
+            r.peer = peer;
         }
         r.last_seen = now;
         if keepalive {

@@ -220,6 +220,7 @@ mod tests {
             .push("To", "<sip:34020000002000000001@3402000000>");
         r.headers.push("Call-ID", format!("call-{seq}"));
         r.headers.push("CSeq", format!("{seq} MESSAGE"));
+        r.headers.push("Content-Type", "Application/MANSCDP+xml");
         r.body = Bytes::copy_from_slice(body);
         r
     }

@@ -25,7 +25,7 @@ use std::fmt;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::sip::header::{CSeq, NameAddr, Via};
+use crate::sip::header::{CSeq, NameAddr, SipUri, Via};
 
 /// Default upper bound on the size of one SIP message in bytes.
 ///
@@ -487,6 +487,25 @@ pub enum ParseError {
     ContentLength {
         /// The offending value(s).
         value: String,
+    },
+    /// A request's Request-URI is not a SIP URI (no scheme, an unknown
+    /// scheme, angle brackets, a port out of range...): RFC 3261 §8.2.2.1.
+    #[error("invalid Request-URI: {0}")]
+    RequestUri(crate::sip::header::HeaderError),
+    /// A header that RFC 3261 §7.3.1 allows once appears more than once.
+    #[error("more than one {0} header")]
+    Duplicate(&'static str),
+    /// Max-Forwards is not a decimal number (RFC 3261 §20.22).
+    #[error("Max-Forwards {value:?} is not a number")]
+    MaxForwards {
+        /// The offending value.
+        value: String,
+    },
+    /// A request carries a body but no Content-Type (RFC 3261 §20.15).
+    #[error("a {len}-byte body without a Content-Type header")]
+    BodyWithoutContentType {
+        /// Body length in bytes.
+        len: usize,
     },
     /// Content-Length declares more bytes than the message holds.
     #[error("body truncated: Content-Length declares {declared} bytes but only {available} follow the header section")]
@@ -1275,6 +1294,7 @@ fn parse_head(
 
     let msg = match start_line {
         StartLine::Request { method, uri } => {
+            check_request_syntax(&uri, &headers, body.len())?;
             if cseq.method != method {
                 return Err(ParseError::InvalidHeader {
                     name: "CSeq",
@@ -1299,6 +1319,43 @@ fn parse_head(
         }),
     };
     Ok((msg, body))
+}
+
+/// Headers RFC 3261 §7.3.1 allows only once in a request (their grammar is
+/// not a comma-separated list); two of them make the request ambiguous.
+const SINGLE_HEADERS: [&str; 5] = ["Call-ID", "CSeq", "From", "To", "Max-Forwards"];
+
+/// The request checks RFC 3261 makes strict: a SIP Request-URI, From and To
+/// that parse as name-addr/addr-spec, no repeated single-valued header, a
+/// numeric Max-Forwards and a Content-Type for any body. What old cameras
+/// get wrong but RFC 3261 tolerates (no branch, compact or folded headers,
+/// leading zeros in numbers) is accepted elsewhere.
+fn check_request_syntax(uri: &str, headers: &Headers, body_len: usize) -> Result<(), ParseError> {
+    SipUri::parse(uri).map_err(ParseError::RequestUri)?;
+    for name in SINGLE_HEADERS {
+        if headers.get_all(name).nth(1).is_some() {
+            return Err(ParseError::Duplicate(name));
+        }
+    }
+    for name in ["From", "To"] {
+        NameAddr::parse(headers.get(name).unwrap_or_default()).map_err(|e| {
+            ParseError::InvalidHeader {
+                name,
+                reason: e.to_string(),
+            }
+        })?;
+    }
+    if let Some(value) = headers.get("Max-Forwards") {
+        if value.is_empty() || value.len() > 9 || !value.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ParseError::MaxForwards {
+                value: value.chars().take(40).collect(),
+            });
+        }
+    }
+    if body_len > 0 && !headers.contains("Content-Type") {
+        return Err(ParseError::BodyWithoutContentType { len: body_len });
+    }
+    Ok(())
 }
 
 /// Best effort for replying 400 to a message that failed to parse: scan the
@@ -1659,6 +1716,81 @@ CSeq: 7 INVITE\r\n\r\n";
         assert_eq!(find_head_end(b"", 5), None);
     }
 
+    /// A request with the given Request-URI, extra header lines and body.
+    fn odd_request(uri: &str, extra: &str, body: &str) -> Vec<u8> {
+        format!(
+            "OPTIONS {uri} SIP/2.0\r\n\
+Via: SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bK77\r\n\
+From: <sip:34020000001320000001@3402000000>;tag=9\r\n\
+To: <sip:34020000002000000001@3402000000>\r\n\
+Call-ID: odd-1\r\n\
+CSeq: 1 OPTIONS\r\n\
+{extra}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn strict_where_rfc3261_is_strict() {
+        let good_uri = "sip:34020000002000000001@3402000000";
+        let cases: &[(&str, &str, &str, &str)] = &[
+            ("34020000002000000001@3402000000", "", "", "Request-URI"),
+            (
+                "xyz:34020000002000000001@3402000000",
+                "",
+                "",
+                "unsupported scheme",
+            ),
+            (
+                "<sip:34020000002000000001@3402000000>",
+                "",
+                "",
+                "Request-URI",
+            ),
+            ("sip:34020000002000000001@10.0.0.1:99999", "", "", "port"),
+            (good_uri, "Call-ID: odd-2\r\n", "", "more than one Call-ID"),
+            (good_uri, "CSeq: 2 OPTIONS\r\n", "", "more than one CSeq"),
+            (good_uri, "Max-Forwards: seventy\r\n", "", "Max-Forwards"),
+            (good_uri, "", "hello", "without a Content-Type"),
+        ];
+        for (uri, extra, body, needle) in cases {
+            let raw = odd_request(uri, extra, body);
+            let err = Message::parse(&raw).expect_err(uri).to_string();
+            assert!(err.contains(needle), "{uri} {extra}: {err}");
+            assert!(salvage_for_error_response(&raw).is_some());
+        }
+        let froms = [
+            "From: \"Cam <sip:34020000001320000001@3402000000>;tag=9",
+            "From: <sip:34020000001320000001@3402000000;tag=9",
+            "From: Cam sip:34020000001320000001@3402000000;tag=9",
+        ];
+        for from in froms {
+            let raw = String::from_utf8(odd_request(good_uri, "", ""))
+                .unwrap()
+                .replace("From: <sip:34020000001320000001@3402000000>;tag=9", from);
+            let err = Message::parse(raw.as_bytes()).expect_err(from);
+            assert!(
+                matches!(err, ParseError::InvalidHeader { name: "From", .. }),
+                "{from}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn lenient_where_old_cameras_need_it() {
+        let uri = "sip:34020000002000000001@3402000000";
+        // No branch (RFC 2543), a zero-padded Content-Length, compact
+        // names, and a Content-Type we do not take (the node answers 415).
+        let raw = String::from_utf8(odd_request(uri, "c: text/plain\r\n", "hello"))
+            .unwrap()
+            .replace(";branch=z9hG4bK77", "")
+            .replace("Content-Length: 5", "Content-Length: 0005");
+        let msg = Message::parse(raw.as_bytes()).unwrap();
+        assert_eq!(&msg.body()[..], b"hello");
+        assert_eq!(msg.top_via().unwrap().branch(), None);
+    }
+
     mod props {
         use super::*;
         use proptest::prelude::*;
@@ -1691,10 +1823,19 @@ CSeq: 7 INVITE\r\n\r\n";
                 r.headers.push("Call-ID", call_id);
                 r.headers.push("CSeq", format!("{seq} {method}"));
                 for (n, v) in extra {
-                    // Content-Length is rewritten on output, skip it here.
-                    if !n.eq_ignore_ascii_case("content-length") && !n.eq_ignore_ascii_case("l") {
+                    // Content-Length is rewritten on output; single-valued
+                    // headers would make the request illegal (tested apart).
+                    let full = expand_compact(&n);
+                    let single = ["Content-Length", "Content-Type"]
+                        .iter()
+                        .chain(SINGLE_HEADERS.iter())
+                        .any(|h| h.eq_ignore_ascii_case(full));
+                    if !single {
                         r.headers.push(&n, v);
                     }
+                }
+                if !body.is_empty() {
+                    r.headers.push("Content-Type", "Application/MANSCDP+xml");
                 }
                 r.body = Bytes::from(body);
                 r

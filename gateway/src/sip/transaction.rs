@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::header::Via;
+use super::header::{NameAddr, Via};
 use super::message::{Method, Request, Response};
 use super::{Peer, Transmit};
 
@@ -704,10 +704,10 @@ impl<T> TransactionLayer<T> {
 
 fn server_key(request: &Request) -> Result<ServerKey, TransactionError> {
     let via: Via = request.top_via().ok_or(TransactionError::NoBranch)?;
-    let branch = via
-        .branch()
-        .map(str::to_owned)
-        .ok_or(TransactionError::NoBranch)?;
+    let branch = match via.branch() {
+        Some(b) => b.to_owned(),
+        None => rfc2543_branch(request),
+    };
     let sent_by = match via.port {
         Some(p) => format!("{}:{}", via.host, p),
         None => via.host.clone(),
@@ -719,6 +719,35 @@ fn server_key(request: &Request) -> Result<ServerKey, TransactionError> {
         sent_by,
         method: request.method.clone(),
     })
+}
+
+/// A transaction key for a request whose top Via has no branch (RFC 2543
+/// clients, still found in old cameras). RFC 3261 §17.2.3 matches such
+/// requests by Request-URI, From tag, Call-ID, CSeq number and top Via
+/// (and To tag, which is left out here so that the ACK of a non-2xx and a
+/// CANCEL, which carry the same fields, find their INVITE). The method is
+/// part of the server key already. Folded into one string, so the rest of
+/// the layer keys by it like any branch; the prefix cannot collide with an
+/// RFC 3261 branch, which starts with `z9hG4bK`.
+fn rfc2543_branch(request: &Request) -> String {
+    let h = &request.headers;
+    let from_tag = h
+        .get("From")
+        .and_then(|f| NameAddr::parse(f).ok())
+        .and_then(|f| f.tag().map(str::to_owned))
+        .unwrap_or_default();
+    format!(
+        "rfc2543|{}|{}|{}|{}|{}",
+        request.uri,
+        from_tag,
+        h.call_id().unwrap_or_default(),
+        request.cseq().map_or(0, |c| c.seq),
+        h.get("Via")
+            .and_then(|v| crate::sip::header::split_comma_values(v)
+                .first()
+                .map(|v| v.to_string()))
+            .unwrap_or_default()
+    )
 }
 
 /// The ACK for a non-2xx final response to `invite` (RFC 3261 §17.1.1.3):

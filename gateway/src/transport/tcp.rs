@@ -227,11 +227,7 @@ impl TcpPool {
                         break 'conn;
                     }
                     Err(crate::sip::framing::FrameError::Malformed { raw, error }) => {
-                        Inbound::Malformed {
-                            peer,
-                            raw,
-                            error: error.to_string(),
-                        }
+                        Inbound::Malformed { peer, raw, error }
                     }
                     Err(e) => {
                         tracing::warn!(%addr, error = %e, "TCP framing error");

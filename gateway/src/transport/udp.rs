@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Limits;
 use crate::node::Inbound;
-use crate::sip::message::Message;
+use crate::sip::message::{Message, ParseError};
 use crate::sip::{Peer, Transport};
 
 /// Large buffers: a catalog burst or a REGISTER storm arrives faster than
@@ -60,7 +60,10 @@ pub(super) async fn read_loop(
             Inbound::Malformed {
                 peer,
                 raw: Bytes::copy_from_slice(&data[..limits.max_message.min(n)]),
-                error: format!("datagram larger than {} bytes", limits.max_message),
+                error: ParseError::TooLarge {
+                    size: n,
+                    max: limits.max_message,
+                },
             }
         } else {
             match Message::parse(data) {
@@ -68,7 +71,7 @@ pub(super) async fn read_loop(
                 Err(e) => Inbound::Malformed {
                     peer,
                     raw: Bytes::copy_from_slice(data),
-                    error: e.to_string(),
+                    error: e,
                 },
             }
         };
