@@ -49,6 +49,9 @@ pub struct FleetSpec {
     /// Video the cameras stream when INVITEd (Annex-B clip or PS file);
     /// `None`: they refuse INVITEs.
     pub media: Option<PathBuf>,
+    /// Send `media` (a PS file) with its video PES flag bytes removed
+    /// (`gbsim --strip-pes-flags`).
+    pub strip_pes_flags: bool,
 }
 
 impl Default for FleetSpec {
@@ -59,6 +62,7 @@ impl Default for FleetSpec {
             nvrs: 2,
             channels: 8,
             media: None,
+            strip_pes_flags: false,
         }
     }
 }
@@ -222,6 +226,7 @@ impl Cluster {
                     .iter()
                     .flat_map(|m| [std::ffi::OsStr::new("--media"), m.as_os_str()]),
             )
+            .args(self.fleet.strip_pes_flags.then_some("--strip-pes-flags"))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

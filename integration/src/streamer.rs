@@ -687,6 +687,48 @@ fn element(d: &[u8], pos: usize) -> Element {
     e
 }
 
+/// `d` (one unit) without the flag bytes of its MPEG-2 video PES headers,
+/// and `fields` moved to match (those inside a damaged header dropped).
+fn strip_pes_flags(d: &[u8], fields: &[TsField]) -> (Bytes, Vec<TsField>) {
+    let mut out = BytesMut::with_capacity(d.len());
+    let mut kept = Vec::with_capacity(fields.len());
+    let mut pos = 0;
+    while pos < d.len() {
+        let e = element(d, pos);
+        let end = e.end.max(pos + 1).min(d.len());
+        let id = d.get(pos + 3).copied().unwrap_or(0);
+        let mpeg2 = d.get(pos + 6).is_some_and(|b| b & 0xC0 == 0x80);
+        let header = d.get(pos..pos + 6);
+        // Where this element's bytes land in `out`, relative to `d`.
+        let shift = out.len() as isize - pos as isize;
+        let inside = |f: &TsField| {
+            let (TsField::Scr2(at) | TsField::Ts5(at)) = *f;
+            (pos..end).contains(&at)
+        };
+        match (
+            header,
+            is_video_id(id) && mpeg2 && !e.pack && end >= pos + 8,
+        ) {
+            (Some([a, b, c, i, l0, l1]), true) => {
+                let len = usize::from(*l0) << 8 | usize::from(*l1);
+                out.extend_from_slice(&[*a, *b, *c, *i]);
+                // 0 (unbounded) stays 0.
+                out.extend_from_slice(&(len.saturating_sub(2) as u16).to_be_bytes());
+                out.extend_from_slice(d.get(pos + 8..end).unwrap_or_default());
+            }
+            _ => {
+                out.extend_from_slice(d.get(pos..end).unwrap_or_default());
+                kept.extend(fields.iter().filter(|f| inside(f)).map(|f| match *f {
+                    TsField::Scr2(at) => TsField::Scr2(at.saturating_add_signed(shift)),
+                    TsField::Ts5(at) => TsField::Ts5(at.saturating_add_signed(shift)),
+                }));
+            }
+        }
+        pos = end;
+    }
+    (out.freeze(), kept)
+}
+
 /// Smallest positive difference between sorted distinct values.
 fn min_step(values: &mut Vec<u64>) -> Option<u64> {
     values.sort_unstable();
@@ -824,6 +866,30 @@ impl PsFile {
         })
     }
 
+    /// The same file with the two flag bytes after PES_packet_length
+    /// removed from every MPEG-2 video PES header (and the length cut by
+    /// two), as a broken device might send it: a test of how a receiver
+    /// names a PS it cannot read. Pacing stays that of the intact file;
+    /// the PTS/DTS of the damaged headers are no longer rewritten on loops.
+    pub fn without_pes_flags(&self) -> PsFile {
+        let units = self
+            .units
+            .iter()
+            .map(|u| {
+                let (data, fields) = strip_pes_flags(&u.data, &u.fields);
+                PsUnit {
+                    data,
+                    fields,
+                    ..u.clone()
+                }
+            })
+            .collect();
+        PsFile {
+            units,
+            ..self.clone()
+        }
+    }
+
     /// Units (pack or frame starts) in one pass.
     pub fn len(&self) -> usize {
         self.units.len()
@@ -915,6 +981,17 @@ impl Source {
         match ext.as_deref() {
             Some("ps" | "vob" | "mpg" | "mpeg") => Ok(Source::Ps(Arc::new(PsFile::load(path)?))),
             _ => Ok(Source::Clip(Arc::new(Clip::load(path, codec, fps)?))),
+        }
+    }
+
+    /// A PS file's [`PsFile::without_pes_flags`]. A clip is muxed as it is
+    /// sent, by our own muxer, so there is nothing to damage: an error.
+    pub fn without_pes_flags(&self) -> io::Result<Source> {
+        match self {
+            Source::Ps(p) => Ok(Source::Ps(Arc::new(p.without_pes_flags()))),
+            Source::Clip(_) => Err(invalid(
+                "PES flags can only be stripped from a PS file (.ps, .vob)",
+            )),
         }
     }
 }
@@ -1713,6 +1790,38 @@ mod tests {
                 assert_eq!(read_scr2(&u.data, 4), Some(f.dts));
             }
         }
+    }
+
+    #[test]
+    fn ps_file_without_pes_flags_keeps_pacing_but_cannot_be_read() {
+        let clip = synthetic(5, 5);
+        let ps = PsFile::from_bytes(Bytes::from(ps_file_bytes(&clip, 5))).unwrap();
+        let bad = ps.without_pes_flags();
+        assert_eq!((bad.len(), bad.period()), (ps.len(), ps.period()));
+        let units: Vec<Unit> = (0..10).map(|i| bad.unit_at(i).unwrap()).collect();
+        let good: Vec<Unit> = (0..10).map(|i| ps.unit_at(i).unwrap()).collect();
+        for (b, g) in units.iter().zip(&good) {
+            assert_eq!(
+                (b.media, b.rtp_ts, b.frame_end),
+                (g.media, g.rtp_ts, g.frame_end)
+            );
+            // Two bytes fewer per video PES; the pack SCR is still rewritten.
+            let pes = g.data.windows(4).filter(|w| w == &[0, 0, 1, 0xE0]).count();
+            assert_eq!(b.data.len() + 2 * pes, g.data.len());
+            assert_eq!(read_scr2(&b.data, 4), read_scr2(&g.data, 4));
+        }
+        let mut d = PsDemuxer::new();
+        for u in &units {
+            d.push(&u.data);
+        }
+        d.flush();
+        assert_eq!(d.next_frame(), None);
+        assert_eq!(
+            d.next_fault(),
+            Some(ps::PsFault::MissingPesFlags { stream_id: 0xE0 })
+        );
+        let clip_source = Source::Clip(clip);
+        assert!(clip_source.without_pes_flags().is_err());
     }
 
     #[test]

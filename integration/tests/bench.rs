@@ -93,6 +93,7 @@ fn propagate(nvrs: usize, channels: usize, sip_base: u16, http_base: u16, transp
         nvrs,
         channels,
         media: None,
+        ..FleetSpec::default()
     };
     let mut cluster =
         Cluster::start_nodes(&dir, bench_spec(sip_base, http_base, 1, transport), fleet).unwrap();
@@ -196,6 +197,7 @@ fn media_chain(
         nvrs: 0,
         channels: 0,
         media: Some(clip(media)),
+        ..FleetSpec::default()
     };
     let c = Cluster::start(&dir, spec, fleet).unwrap();
     let city = c.tree.root().id;

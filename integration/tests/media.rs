@@ -28,6 +28,18 @@ fn clip(name: &str) -> PathBuf {
 
 /// A 4-tier chain with one camera streaming `media`; short timers.
 fn chain(dir: &Path, base: u16, media: PathBuf, media_transport: &'static str) -> Cluster {
+    let fleet = FleetSpec {
+        ipcs: 1,
+        nvrs: 0,
+        channels: 0,
+        media: Some(media),
+        ..FleetSpec::default()
+    };
+    chain_of(dir, base, fleet, media_transport)
+}
+
+/// A 4-tier chain with `fleet` at the village; short timers.
+fn chain_of(dir: &Path, base: u16, fleet: FleetSpec, media_transport: &'static str) -> Cluster {
     let spec = TreeSpec {
         counties: 1,
         towns: 1,
@@ -39,12 +51,6 @@ fn chain(dir: &Path, base: u16, media: PathBuf, media_transport: &'static str) -
         media_timeout_secs: 3,
         media_transport,
         ..TreeSpec::default()
-    };
-    let fleet = FleetSpec {
-        ipcs: 1,
-        nvrs: 0,
-        channels: 0,
-        media: Some(media),
     };
     let c = Cluster::start(dir, spec, fleet).expect("the chain starts");
     let city = c.tree.root().id;
@@ -568,4 +574,76 @@ fn playback_through_the_cascade_with_pause_and_resume() {
         c.streams(&c.tree.root().id).unwrap().is_empty(),
         "the playback session closed at its end"
     );
+}
+
+/// Status and body of a GET that may fail (the body of an error too).
+fn get_text(url: &str) -> (u16, String) {
+    let mut r = ureq::get(url)
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .call()
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = r.status().as_u16();
+    (status, r.body_mut().read_to_string().unwrap_or_default())
+}
+
+#[test]
+fn a_ps_the_node_cannot_read_is_named_to_the_viewer_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    // GStreamer's PS (with a PSM), every video PES header missing its flags.
+    let fleet = FleetSpec {
+        ipcs: 1,
+        nvrs: 0,
+        channels: 0,
+        media: Some(clip("gst.ps")),
+        strip_pes_flags: true,
+    };
+    let c = chain_of(dir.path(), 26200, fleet, "udp");
+    let cam = camera(&c);
+    let village = c.tree.level("village")[0];
+    // The village demuxes the camera's PS: its viewer learns why there is
+    // no picture (the hub ends after the 3 s media timeout).
+    let asked = Instant::now();
+    let (status, body) = get_text(&format!("http://{}/live/{cam}.flv", village.http));
+    eprintln!(
+        "village viewer after {:?}: {status} {body}",
+        asked.elapsed()
+    );
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body.starts_with("the source's PS could not be read: missing PES flags"),
+        "{body}"
+    );
+    let counted = |c: &Cluster| {
+        c.metric(
+            &village.id,
+            "gbgate_ps_demux_failures_total",
+            "cause=\"missing_pes_flags\"",
+        )
+        .unwrap()
+    };
+    assert_eq!(counted(&c), 1.0, "once per stream, not per packet");
+    let log = std::fs::read_to_string(c.dir().join(format!("{}.log", village.id))).unwrap();
+    let warned: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("the source's PS could not be read"))
+        .collect();
+    assert_eq!(warned.len(), 1, "logged once per stream: {warned:#?}");
+    assert!(
+        warned[0].contains(&format!("live/{cam}")) && warned[0].contains("missing PES flags"),
+        "{}",
+        warned[0]
+    );
+    // From the city the stream also fails, but the cause stays at the
+    // village: its BYE up the tree carries no reason.
+    let (status, body) = get_text(&format!("http://{}/live/{cam}.flv", c.tree.root().http));
+    eprintln!("city viewer: {status} {body}");
+    assert_eq!(status, 502, "{body}");
+    c.wait_for(
+        "the village's second stream",
+        Duration::from_secs(10),
+        |c| counted(c) == 2.0,
+    )
+    .unwrap();
 }

@@ -1,7 +1,8 @@
 //! MPEG-2 Program Stream (ISO/IEC 13818-1 §2.5) as GB/T 28181 carries it:
 //! a tolerant incremental demuxer, a per-frame muxer and an RTP payload cutter.
 //!
-//! Pure and sans-IO: bytes in, [`Frame`]s out (and back). The demuxer is
+//! Pure and sans-IO: bytes in, [`Frame`]s out (and back), and a typed
+//! [`PsFault`] for what cannot be demuxed. The demuxer is
 //! written for what cameras really send (see docs/gb28181.md §9 item 9):
 //! missing or CRC-broken PSMs, bad `es_info_length`, PES_packet_length 0,
 //! PES lengths that overflow 16 bits, zeros before start codes, garbage.
@@ -32,6 +33,71 @@ const PUSH_SLICE: usize = 64 * 1024;
 /// Most PES payload bytes the muxer puts in one PES packet: PES_packet_length
 /// is 16 bits and also counts the 3..13 header bytes after it.
 const MAX_PES_PAYLOAD: usize = 65_000;
+/// Pack headers, or input bytes, after which a stream that has shown no
+/// audio or video PES is reported as [`PsFault::NoElementaryStream`] (or
+/// [`PsFault::NotProgramStream`] without packs): about 2 s of video.
+const NO_ES_PACKS: u32 = 50;
+const NO_ES_BYTES: u64 = 256 * 1024;
+
+/// Why (part of) a PS stream cannot be demuxed. [`PsDemuxer`] reports each
+/// kind at most once ([`PsDemuxer::next_fault`]), so a receiver can count
+/// and log causes per stream rather than per packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PsFault {
+    /// An audio or video PES header that is neither MPEG-2 syntax (the
+    /// `10` marker, two flag bytes and header_data_length) nor MPEG-1
+    /// syntax, or whose header_data_length is too short for the PTS/DTS its
+    /// flags announce. The packet is skipped.
+    #[error("missing PES flags (a PES header of stream {stream_id:#04x} is neither MPEG-2 nor MPEG-1 syntax)")]
+    MissingPesFlags {
+        /// The PES stream_id.
+        stream_id: u8,
+    },
+    /// The PSM gives a stream a stream_type we cannot carry; its frames
+    /// are dropped.
+    #[error("unknown stream type {stream_type:#04x} for stream {stream_id:#04x} in the PSM (known: H.264 0x1b, H.265 0x24, G.711 0x90/0x91, AAC 0x0f)")]
+    UnknownStreamType {
+        /// The PES stream_id the PSM entry names.
+        stream_id: u8,
+        /// Its stream_type.
+        stream_type: u8,
+    },
+    /// Pack headers, but no audio or video PES among them.
+    #[error("no elementary stream ({packs} pack headers without an audio or video PES)")]
+    NoElementaryStream {
+        /// Pack headers seen when this was decided.
+        packs: u32,
+    },
+    /// Neither a pack header nor an audio or video PES in the input so
+    /// far: not MPEG-PS at all (raw H.264, MPEG-TS, or noise).
+    #[error("not a program stream (no pack header or PES in the first {bytes} bytes)")]
+    NotProgramStream {
+        /// Bytes seen when this was decided.
+        bytes: u64,
+    },
+}
+
+impl PsFault {
+    /// A short fixed name of the kind, for a metric label.
+    pub fn cause(&self) -> &'static str {
+        match self {
+            PsFault::MissingPesFlags { .. } => "missing_pes_flags",
+            PsFault::UnknownStreamType { .. } => "unknown_stream_type",
+            PsFault::NoElementaryStream { .. } => "no_elementary_stream",
+            PsFault::NotProgramStream { .. } => "not_program_stream",
+        }
+    }
+
+    /// Bit of the kind in [`PsDemuxer`]'s reported set.
+    fn bit(&self) -> u8 {
+        match self {
+            PsFault::MissingPesFlags { .. } => 1,
+            PsFault::UnknownStreamType { .. } => 2,
+            PsFault::NoElementaryStream { .. } => 4,
+            PsFault::NotProgramStream { .. } => 8,
+        }
+    }
+}
 
 /// Demuxer counters, for metrics and tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -84,6 +150,14 @@ pub struct PsDemuxer {
     /// its declared length was wrong (>64 KB overflow) and the payload goes on.
     overflow_candidate: Option<u8>,
     stats: PsStats,
+    /// Faults found and not yet taken, and the kinds ever reported.
+    faults: VecDeque<PsFault>,
+    reported: u8,
+    /// Input so far, pack headers so far, and whether any audio or video
+    /// PES (readable or not) has been seen: for [`PsFault::NoElementaryStream`].
+    bytes_in: u64,
+    packs: u32,
+    es_seen: bool,
 }
 
 /// Outcome of trying to parse one unit at the buffer head.
@@ -252,7 +326,29 @@ impl PsDemuxer {
                 self.pos = 0;
             }
             self.buf.extend_from_slice(slice);
+            self.bytes_in += slice.len() as u64;
             self.parse();
+        }
+        if !self.es_seen && (self.packs >= NO_ES_PACKS || self.bytes_in >= NO_ES_BYTES) {
+            self.fault(if self.packs > 0 {
+                PsFault::NoElementaryStream { packs: self.packs }
+            } else {
+                PsFault::NotProgramStream {
+                    bytes: self.bytes_in,
+                }
+            });
+        }
+    }
+
+    /// The next fault found (each kind once per demuxer), if any.
+    pub fn next_fault(&mut self) -> Option<PsFault> {
+        self.faults.pop_front()
+    }
+
+    fn fault(&mut self, f: PsFault) {
+        if self.reported & f.bit() == 0 {
+            self.reported |= f.bit();
+            self.faults.push_back(f);
         }
     }
 
@@ -390,7 +486,10 @@ impl PsDemuxer {
             let avail_len = avail.len();
             let step = match id {
                 0xB9 => Step::Consumed(4),
-                0xBA => Self::pack_header_len(avail),
+                0xBA => {
+                    self.packs = self.packs.saturating_add(1);
+                    Self::pack_header_len(avail)
+                }
                 0xBC => self.parse_psm(),
                 _ if is_video_id(id) || is_audio_id(id) => self.parse_pes(id),
                 // System header, private streams, padding, others: skip by length.
@@ -465,6 +564,7 @@ impl PsDemuxer {
         let Some(len) = u16_at(d, 4) else {
             return Step::NeedMore;
         };
+        self.es_seen = true;
         if len == 0 {
             // Unbounded PES (allowed for video): header now, payload streamed.
             return match parse_pes_header(d) {
@@ -478,7 +578,10 @@ impl PsDemuxer {
                     Step::Consumed(payload_at)
                 }
                 PesHeader::NeedMore => Step::NeedMore,
-                PesHeader::Bad => Step::Bad,
+                PesHeader::Bad => {
+                    self.fault(PsFault::MissingPesFlags { stream_id: id });
+                    Step::Bad
+                }
             };
         }
         let Some(pkt) = d.get(..6 + len) else {
@@ -501,6 +604,7 @@ impl PsDemuxer {
             }
             // Header longer than the packet: skip the packet whole.
             PesHeader::NeedMore | PesHeader::Bad => {
+                self.fault(PsFault::MissingPesFlags { stream_id: id });
                 self.stats.bytes_skipped += (6 + len) as u64;
                 Step::Consumed(6 + len)
             }
@@ -598,6 +702,12 @@ impl PsDemuxer {
         let (pts, dts) = (s.pts, s.dts);
         let Some(codec) = codec else {
             self.stats.frames_dropped += 1;
+            if let Some(stream_type) = psm_type {
+                self.fault(PsFault::UnknownStreamType {
+                    stream_id: id,
+                    stream_type,
+                });
+            }
             return;
         };
         let keyframe = if codec.is_video() {
@@ -795,17 +905,47 @@ mod tests {
     use proptest::prelude::*;
 
     fn demux_all(chunks: &[&[u8]]) -> (Vec<Frame>, PsStats) {
+        let (out, st, _) = demux_faults(chunks);
+        (out, st)
+    }
+
+    /// Frames, counters and every fault reported.
+    fn demux_faults(chunks: &[&[u8]]) -> (Vec<Frame>, PsStats, Vec<PsFault>) {
         let mut d = PsDemuxer::new();
         let mut out = Vec::new();
+        let mut faults = Vec::new();
         for c in chunks {
             d.push(c);
             while let Some(f) = d.next_frame() {
                 out.push(f);
             }
+            faults.extend(std::iter::from_fn(|| d.next_fault()));
         }
         d.flush();
         d.drain(&mut out);
-        (out, d.stats())
+        faults.extend(std::iter::from_fn(|| d.next_fault()));
+        (out, d.stats(), faults)
+    }
+
+    /// `ps` with the two flag bytes after PES_packet_length removed from
+    /// every video PES header (test data holds no stray `00 00 01 E0`).
+    fn strip_video_pes_flags(ps: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(ps.len());
+        let mut i = 0;
+        while i < ps.len() {
+            if ps[i..].starts_with(&[0, 0, 1, 0xE0]) && i + 8 <= ps.len() {
+                let len = usize::from(ps[i + 4]) << 8 | usize::from(ps[i + 5]);
+                out.extend_from_slice(&ps[i..i + 4]);
+                out.extend_from_slice(&(len.saturating_sub(2) as u16).to_be_bytes());
+                let end = if len == 0 { i + 8 } else { i + 6 + len };
+                out.extend_from_slice(&ps[i + 8..end]);
+                i = end;
+            } else {
+                out.push(ps[i]);
+                i += 1;
+            }
+        }
+        out
     }
 
     fn split_av(frames: &[Frame]) -> (Vec<Frame>, Vec<Frame>) {
@@ -923,10 +1063,11 @@ mod tests {
         fn mux_demux_round_trip((v, a, all) in stream()) {
             let codec = v[0].codec;
             let ps = mux_all(&all, Some(codec), Some(Codec::G711A));
-            let (out, st) = demux_all(&[&ps]);
+            let (out, st, faults) = demux_faults(&[&ps]);
             let (ov, oa) = split_av(&out);
             prop_assert_eq!(ov, v);
             prop_assert_eq!(oa, a);
+            prop_assert_eq!(faults, vec![]);
             prop_assert_eq!(st.bytes_skipped, 0);
             prop_assert_eq!(st.frames_out as usize, all.len());
         }
@@ -966,7 +1107,21 @@ mod tests {
                 let i = i.index(ps.len());
                 ps[i] = b;
             }
-            let _ = demux_all(&[&ps]);
+            let (_, _, faults) = demux_faults(&[&ps]);
+            // Each kind at most once, however often it happens.
+            let mut kinds: Vec<&str> = faults.iter().map(PsFault::cause).collect();
+            kinds.dedup();
+            prop_assert_eq!(kinds.len(), faults.len());
+        }
+
+        #[test]
+        fn stripped_pes_flags_never_panic_and_are_named((_, _, all) in stream(), cut in any::<prop::sample::Index>()) {
+            let video: Vec<Frame> = all.into_iter().filter(|f| f.codec.is_video()).collect();
+            let ps = strip_video_pes_flags(&mux_all(&video, Some(Codec::H264), None));
+            let cut = cut.index(ps.len() + 1);
+            let (out, _, faults) = demux_faults(&[&ps[..cut], &ps[cut..]]);
+            prop_assert!(out.is_empty());
+            prop_assert_eq!(faults, vec![PsFault::MissingPesFlags { stream_id: 0xE0 }]);
         }
     }
 
@@ -1250,5 +1405,97 @@ mod tests {
         d.push(&PsMuxer::new(Some(Codec::H264), None).mux(&f));
         d.flush();
         assert_eq!(d.next_frame(), Some(f));
+    }
+
+    fn h264_frames(n: u64) -> Vec<Frame> {
+        let idr = annex_b(
+            &[
+                (vec![0x67], vec![0x42, 1]),
+                (vec![0x68], vec![0xCE]),
+                (vec![0x65], vec![0x88; 50]),
+            ],
+            true,
+        );
+        let p = annex_b(&[(vec![0x41], vec![0x9A; 30])], true);
+        (0..n)
+            .map(|i| {
+                let data = if i % 10 == 0 { idr.clone() } else { p.clone() };
+                video(Codec::H264, 3600 * (i + 1), 3600 * (i + 1), data)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn missing_pes_flags_are_reported_once_and_nothing_comes_out() {
+        let ps = mux_all(&h264_frames(20), Some(Codec::H264), Some(Codec::G711A));
+        let (out, st, faults) = demux_faults(&[&strip_video_pes_flags(&ps)]);
+        assert!(out.is_empty(), "{out:?}");
+        assert_eq!(faults, vec![PsFault::MissingPesFlags { stream_id: 0xE0 }]);
+        assert_eq!(faults[0].cause(), "missing_pes_flags");
+        assert_eq!(st.psm_seen, 2, "the rest of the stream is read");
+        // Unbounded PES (PES_packet_length 0) too.
+        let idr = h264_frames(1).remove(0);
+        let ps = no_psm_stream(&[(3600, &idr.data), (7200, &idr.data)], &[]);
+        let (out, _, faults) = demux_faults(&[&strip_video_pes_flags(&ps)]);
+        assert!(out.is_empty(), "{out:?}");
+        assert_eq!(faults, vec![PsFault::MissingPesFlags { stream_id: 0xE0 }]);
+    }
+
+    #[test]
+    fn an_unknown_stream_type_in_the_psm_is_named() {
+        let mut ps = mux_all(&h264_frames(3), Some(Codec::H264), None);
+        // MPEG-4 Part 2 video (0x10) instead of H.264 in the PSM's first entry.
+        let at = ps.windows(4).position(|w| w == [0, 0, 1, 0xBC]).unwrap();
+        assert_eq!(ps[at + 12..at + 14], [0x1B, 0xE0]);
+        ps[at + 12] = 0x10;
+        let (out, st, faults) = demux_faults(&[&ps]);
+        assert!(out.is_empty(), "{out:?}");
+        assert_eq!(st.frames_dropped, 3);
+        assert_eq!(
+            faults,
+            vec![PsFault::UnknownStreamType {
+                stream_id: 0xE0,
+                stream_type: 0x10
+            }]
+        );
+        assert!(faults[0].to_string().contains("0x10"), "{}", faults[0]);
+    }
+
+    #[test]
+    fn packs_without_an_elementary_stream_are_named_after_enough_packs() {
+        let m = PsMuxer::new(None, None);
+        let mut d = PsDemuxer::new();
+        for i in 0..NO_ES_PACKS {
+            let mut pack = BytesMut::new();
+            m.pack_header(&mut pack, u64::from(i) * 3600);
+            // A private stream, which we do not read.
+            pack.put_slice(&[0, 0, 1, 0xBD, 0, 3, 1, 2, 3]);
+            assert_eq!(d.next_fault(), None, "pack {i}");
+            d.push(&pack);
+        }
+        assert_eq!(
+            d.next_fault(),
+            Some(PsFault::NoElementaryStream { packs: NO_ES_PACKS })
+        );
+        d.push(&[0, 0, 1, 0xBA]);
+        assert_eq!(d.next_fault(), None, "once");
+    }
+
+    #[test]
+    fn input_that_is_not_ps_at_all_is_named() {
+        // Raw H.264, as a misconfigured device sends it instead of PS.
+        let au = annex_b(&[(vec![0x41], vec![0x9A; 1000])], true);
+        let mut d = PsDemuxer::new();
+        let mut sent = 0;
+        while sent < NO_ES_BYTES {
+            assert_eq!(d.next_fault(), None);
+            d.push(&au);
+            sent += au.len() as u64;
+        }
+        assert_eq!(
+            d.next_fault(),
+            Some(PsFault::NotProgramStream { bytes: sent })
+        );
+        assert_eq!(d.stats().frames_out, 0);
     }
 }

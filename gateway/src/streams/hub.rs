@@ -18,7 +18,7 @@ use tokio::sync::{broadcast, watch};
 
 use crate::media::flv::{FlvMuxer, HevcMode};
 use crate::media::frame::{Codec, Frame};
-use crate::media::ps::PsMuxer;
+use crate::media::ps::{PsFault, PsMuxer};
 use crate::media::ts::{is_join_point, TsMuxer};
 
 /// Muxed chunks kept in each format's ring; a viewer further behind skips.
@@ -209,6 +209,8 @@ pub struct Hub {
     joined: std::sync::atomic::AtomicBool,
     /// A paused playback: silence from below is expected, not an end.
     paused: std::sync::atomic::AtomicBool,
+    /// The first reason the source's PS could not be demuxed.
+    fault: std::sync::OnceLock<PsFault>,
     /// Counters.
     pub stats: HubStats,
 }
@@ -225,6 +227,10 @@ pub enum JoinError {
     /// No keyframe arrived in time.
     #[error("no picture from the source within {0:?}")]
     NoPicture(Duration),
+    /// No frame at all came, and the source's PS could not be demuxed:
+    /// the first fault found.
+    #[error("the source's PS could not be read: {0}")]
+    Unreadable(PsFault),
 }
 
 fn lock(m: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
@@ -248,6 +254,7 @@ impl Hub {
             idle_since_ms: AtomicU64::new(0),
             paused: std::sync::atomic::AtomicBool::new(false),
             joined: std::sync::atomic::AtomicBool::new(false),
+            fault: std::sync::OnceLock::new(),
             stats: HubStats::default(),
         })
     }
@@ -284,6 +291,22 @@ impl Hub {
     /// True once any viewer has joined.
     pub fn ever_joined(&self) -> bool {
         self.joined.load(Ordering::Acquire)
+    }
+
+    /// Note why the source's PS could not be demuxed; only the first
+    /// fault is kept. Returns true if this was the first.
+    pub fn note_fault(&self, fault: PsFault) -> bool {
+        self.fault.set(fault).is_ok()
+    }
+
+    /// The first fault noted, while no frame has come from below: why the
+    /// stream has no picture. `None` once any frame came (the fault did
+    /// not stop the stream) or without a fault.
+    pub fn unreadable(&self) -> Option<PsFault> {
+        if self.stats.frames_in.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        self.fault.get().copied()
     }
 
     /// True while a playback is paused.
@@ -396,7 +419,8 @@ impl Hub {
 
     /// Join as a viewer of `format`: waits (at most `wait`) for the first
     /// keyframe, then returns the viewer, which yields the preamble, the
-    /// cached GOP and then live chunks.
+    /// cached GOP and then live chunks. If no frame came and the source's
+    /// PS could not be demuxed, the error is [`JoinError::Unreadable`].
     pub async fn join(
         self: &Arc<Self>,
         format: Format,
@@ -416,9 +440,16 @@ impl Hub {
             }
         })
         .await
-        .map_err(|_| JoinError::NoPicture(wait))?;
-        ready?;
-        self.join_now(format)
+        .map_err(|_| JoinError::NoPicture(wait))
+        .and_then(|r| r);
+        match ready {
+            Ok(()) => self.join_now(format),
+            // Why the stream ended without a picture, not only that it did.
+            Err(e @ (JoinError::NoPicture(_) | JoinError::Ended(_))) => {
+                Err(self.unreadable().map_or(e, JoinError::Unreadable))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     fn join_now(self: &Arc<Self>, format: Format) -> Result<Viewer, JoinError> {
@@ -727,5 +758,44 @@ mod tests {
             quiet.join(Format::Ps, Duration::from_millis(30)).await,
             Err(JoinError::NoPicture(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn a_stream_without_frames_says_why_its_ps_could_not_be_read() {
+        let flags = PsFault::MissingPesFlags { stream_id: 0xE0 };
+        let hub = Hub::new("t".into(), 10);
+        assert!(hub.note_fault(flags));
+        assert!(!hub.note_fault(PsFault::NoElementaryStream { packs: 50 }));
+        let e = hub
+            .join(Format::Flv, Duration::from_millis(30))
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(e, JoinError::Unreadable(flags));
+        assert!(
+            e.to_string()
+                .starts_with("the source's PS could not be read: missing PES flags"),
+            "{e}"
+        );
+        // Ended without a picture: the cause too.
+        hub.end("no media from the source for 3s");
+        assert_eq!(
+            hub.join(Format::Flv, Duration::from_secs(1)).await.err(),
+            Some(JoinError::Unreadable(flags))
+        );
+        // Once frames decode, a fault seen on the way changes nothing.
+        let ok = Hub::new("ok".into(), 10);
+        ok.note_fault(flags);
+        ok.push(frame(0, false));
+        assert_eq!(ok.unreadable(), None);
+        assert!(matches!(
+            ok.join(Format::Flv, Duration::from_millis(30)).await,
+            Err(JoinError::NoPicture(_))
+        ));
+        ok.push(frame(3600, true));
+        assert!(ok
+            .join(Format::Flv, Duration::from_millis(30))
+            .await
+            .is_ok());
     }
 }

@@ -610,10 +610,15 @@ impl StreamManager {
                 break;
             }
             if !hub.paused() && hub.silent_for(now) >= self.settings.media_timeout {
-                hub.end(&format!(
-                    "no media from the source for {:?}",
-                    self.settings.media_timeout
-                ));
+                // Packets may well be arriving: say why none became media.
+                let reason = match hub.unreadable() {
+                    Some(fault) => JoinError::Unreadable(fault).to_string(),
+                    None => format!(
+                        "no media from the source for {:?}",
+                        self.settings.media_timeout
+                    ),
+                };
+                hub.end(&reason);
             } else if hub.idle_for(now).is_some_and(|d| d >= linger) {
                 hub.end(&format!("no viewers for {linger:?}"));
             } else if hub.viewers() == 0

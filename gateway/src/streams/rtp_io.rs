@@ -325,6 +325,16 @@ impl Receiver {
             self.demux.end_of_frame();
             self.marker_emitted = self.demux.stats().frames_out > before;
         }
+        while let Some(fault) = self.demux.next_fault() {
+            // The demuxer reports each kind once: counted once per stream.
+            metrics::counter!("gbgate_ps_demux_failures_total", "cause" => fault.cause())
+                .increment(1);
+            if self.hub.note_fault(fault) {
+                tracing::warn!(stream = %self.hub.name, cause = %fault, "the source's PS could not be read");
+            } else {
+                tracing::debug!(stream = %self.hub.name, cause = %fault, "another fault in the source's PS");
+            }
+        }
         self.demux.drain(&mut self.frames);
         for f in self.frames.drain(..) {
             if f.codec.is_video() {
@@ -451,6 +461,11 @@ mod tests {
 
     /// 10 frames at 25 fps, an IDR every 5, each about 3 RTP packets.
     fn packets() -> Vec<Bytes> {
+        packets_with(|ps| ps)
+    }
+
+    /// [`packets`], each frame's PS changed by `damage` before it is cut.
+    fn packets_with(damage: impl Fn(Bytes) -> Bytes) -> Vec<Bytes> {
         let mut mux = PsMuxer::new(Some(Codec::H264), None);
         let mut out = Vec::new();
         let mut seq = 1000u16;
@@ -472,7 +487,7 @@ mod tests {
                 keyframe: key,
                 data: Bytes::from(data),
             };
-            let parts = packetize(&mux.mux(&f), RTP_PAYLOAD);
+            let parts = packetize(&damage(mux.mux(&f)), RTP_PAYLOAD);
             let n = parts.len();
             for (k, payload) in parts.into_iter().enumerate() {
                 let p = RtpPacket {
@@ -493,6 +508,15 @@ mod tests {
 
     /// Send `wire` to a receiving hub over UDP; the frames the hub got.
     async fn deliver(wire: Vec<Bytes>) -> u64 {
+        deliver_to_hub(wire)
+            .await
+            .stats
+            .frames_in
+            .load(Ordering::Relaxed)
+    }
+
+    /// Send `wire` to a receiving hub over UDP; the hub afterwards.
+    async fn deliver_to_hub(wire: Vec<Bytes>) -> Arc<Hub> {
         let hub = Hub::new("t".into(), 4);
         let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
         let socket = MediaSocket::bind(ip, LinkMode::Udp).await.unwrap();
@@ -506,7 +530,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(300)).await;
         stop.cancel();
         task.await.unwrap();
-        hub.stats.frames_in.load(Ordering::Relaxed)
+        hub
     }
 
     #[tokio::test]
@@ -527,5 +551,24 @@ mod tests {
                         // Frame 0 is damaged and 1–4 cannot decode without it: the hub gets
                         // frames 5–9 only, and never a broken keyframe.
         assert_eq!(deliver(wire).await, 5);
+    }
+
+    #[tokio::test]
+    async fn pes_headers_without_flags_give_the_hub_the_cause() {
+        // The frame's one video PES loses the two bytes after its length.
+        let wire = packets_with(|ps| {
+            let at = ps.windows(4).position(|w| w == [0, 0, 1, 0xE0]).unwrap();
+            let len = u16::from_be_bytes([ps[at + 4], ps[at + 5]]) - 2;
+            let mut out = ps[..at + 4].to_vec();
+            out.extend_from_slice(&len.to_be_bytes());
+            out.extend_from_slice(&ps[at + 8..]);
+            Bytes::from(out)
+        });
+        let hub = deliver_to_hub(wire).await;
+        assert_eq!(hub.stats.frames_in.load(Ordering::Relaxed), 0);
+        assert_eq!(
+            hub.unreadable(),
+            Some(crate::media::ps::PsFault::MissingPesFlags { stream_id: 0xE0 })
+        );
     }
 }

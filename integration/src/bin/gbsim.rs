@@ -64,6 +64,10 @@ struct Args {
     /// Frame rate of Annex-B clips.
     #[arg(long, default_value_t = 25)]
     fps: u32,
+    /// Test aid: send the PS file of --media with the flag bytes of every
+    /// video PES header removed, as a broken device would.
+    #[arg(long)]
+    strip_pes_flags: bool,
 }
 
 fn main() -> Result<()> {
@@ -111,8 +115,12 @@ fn main() -> Result<()> {
     let media = match &a.media {
         Some(path) => {
             let load = |p: &std::path::Path| {
-                Source::load(p, None, Some(a.fps))
-                    .with_context(|| format!("loading media {}", p.display()))
+                let s = Source::load(p, None, Some(a.fps))
+                    .with_context(|| format!("loading media {}", p.display()))?;
+                if a.strip_pes_flags {
+                    return s.without_pes_flags().context("--strip-pes-flags");
+                }
+                Ok::<_, anyhow::Error>(s)
             };
             let live = load(path)?;
             let playback = match &a.playback_media {
