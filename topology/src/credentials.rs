@@ -5,6 +5,8 @@
 //! default_password = "..."   # optional; for any registrant without its own entry
 //! [devices]                  # registrants below: devices and child nodes, by ID
 //! "35010201001320000001" = "secret"
+//! [upper]                    # this node's passwords toward upper platforms, by their ID
+//! "35000000002000000001" = "secret"
 //! ```
 //!
 //! Secrets never reach logs: `Debug` redacts them, and error messages never
@@ -27,6 +29,7 @@ pub struct Credentials {
     uplink_password: Option<String>,
     default_password: Option<String>,
     devices: BTreeMap<GbId, String>,
+    upper: BTreeMap<GbId, String>,
 }
 
 /// Why a credentials file could not be loaded or written.
@@ -61,6 +64,8 @@ struct RawCredentials {
     default_password: Option<Spanned<toml::Value>>,
     #[serde(default)]
     devices: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
+    #[serde(default)]
+    upper: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
 }
 
 #[derive(Serialize)]
@@ -70,6 +75,8 @@ struct WrittenCredentials<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     default_password: Option<&'a str>,
     devices: &'a BTreeMap<GbId, String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    upper: &'a BTreeMap<GbId, String>,
 }
 
 impl Credentials {
@@ -142,26 +149,31 @@ impl Credentials {
             .default_password
             .as_ref()
             .and_then(|v| password("default_password", v));
-        let mut devices = BTreeMap::new();
         let mut bad_ids = Vec::new();
-        for (key, value) in &raw.devices {
-            let pw = password(&format!("the password of {}", key.get_ref()), value);
-            match GbId::parse(key.get_ref()) {
-                Ok(id) => {
-                    if let Some(pw) = pw {
-                        devices.insert(id, pw);
+        let mut by_id = |table: &str, raw: &BTreeMap<Spanned<String>, Spanned<toml::Value>>| {
+            let mut out = BTreeMap::new();
+            for (key, value) in raw {
+                let pw = password(&format!("the password of {}", key.get_ref()), value);
+                match GbId::parse(key.get_ref()) {
+                    Ok(id) => {
+                        if let Some(pw) = pw {
+                            out.insert(id, pw);
+                        }
                     }
+                    Err(err) => bad_ids.push(Problem::new(
+                        path,
+                        line_of(text, key.span().start),
+                        format!(
+                            "[{table}] key {:?} is not a GB/T 28181 ID: {err}",
+                            key.get_ref()
+                        ),
+                    )),
                 }
-                Err(err) => bad_ids.push(Problem::new(
-                    path,
-                    line_of(text, key.span().start),
-                    format!(
-                        "[devices] key {:?} is not a GB/T 28181 ID: {err}",
-                        key.get_ref()
-                    ),
-                )),
             }
-        }
+            out
+        };
+        let devices = by_id("devices", &raw.devices);
+        let upper = by_id("upper", &raw.upper);
         problems.extend(bad_ids);
         if !problems.is_empty() {
             problems.sort_by_key(|p| p.line);
@@ -174,6 +186,7 @@ impl Credentials {
             uplink_password,
             default_password,
             devices,
+            upper,
         })
     }
 
@@ -189,6 +202,17 @@ impl Credentials {
             .get(id)
             .or(self.default_password.as_ref())
             .map(String::as_str)
+    }
+
+    /// The password this node uses to REGISTER to upper platform `id`.
+    pub fn upper_password(&self, id: &GbId) -> Option<&str> {
+        self.upper.get(id).map(String::as_str)
+    }
+
+    /// Adds or replaces the password toward an upper platform (builder style).
+    pub fn with_upper(mut self, id: GbId, password: impl Into<String>) -> Self {
+        self.upper.insert(id, password.into());
+        self
     }
 
     /// IDs with their own entry, in order.
@@ -220,6 +244,7 @@ impl Credentials {
             uplink_password: self.uplink_password.as_deref(),
             default_password: self.default_password.as_deref(),
             devices: &self.devices,
+            upper: &self.upper,
         })?)
     }
 }
@@ -249,6 +274,7 @@ impl fmt::Debug for Credentials {
                 &format_args!("{}", redact(&self.default_password)),
             )
             .field("devices", &self.devices.keys().collect::<Vec<_>>())
+            .field("upper", &self.upper.keys().collect::<Vec<_>>())
             .finish()
     }
 }

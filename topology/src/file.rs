@@ -60,6 +60,8 @@ pub(crate) struct RawNode {
     pub(crate) transport: Option<Spanned<String>>,
     pub(crate) http: Option<Spanned<String>>,
     pub(crate) credentials: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) upper: Vec<Spanned<crate::upper::RawUpper>>,
 }
 
 /// A validated topology: one tree of nodes under a single root.
@@ -237,6 +239,7 @@ impl Topology {
                 transport: (node.transport != s.transport).then_some(node.transport),
                 http: node.http,
                 credentials: node.credentials_written.clone(),
+                upper: node.upper.iter().map(Into::into).collect(),
             })
             .collect();
         TopologySpec { defaults, nodes }
@@ -358,6 +361,7 @@ mod tests {
             transport: None,
             http: None,
             credentials: PathBuf::from(format!("creds/{port}.toml")),
+            upper: Vec::new(),
         };
         let mut nodes = vec![
             node("35010000002000000001", Level::City, None, 15060),

@@ -93,6 +93,7 @@ pub mod problem;
 pub mod settings;
 pub mod spec;
 pub mod type_code;
+pub mod upper;
 mod validate;
 
 pub use catalog_id::{is_region_id, CatalogId, CatalogIdError};
@@ -105,3 +106,4 @@ pub use problem::{Problem, TopologyError};
 pub use settings::{MediaTransport, Settings};
 pub use spec::{DefaultsSpec, NodeSpec, TopologySpec};
 pub use type_code::TypeClass;
+pub use upper::{TextCharset, UpperPlatform, UpperSpec};

@@ -32,6 +32,8 @@ pub struct Node {
     pub http: Option<SocketAddr>,
     /// Credentials file, resolved against the topology file's directory.
     pub credentials: PathBuf,
+    /// Third-party platforms above this node (`[[node.upper]]`), in file order.
+    pub upper: Vec<crate::upper::UpperPlatform>,
     /// `credentials` as written in the file, so writing back keeps it relative.
     pub(crate) credentials_written: PathBuf,
     /// Line of the node's `[[node]]` header.
@@ -51,6 +53,7 @@ impl PartialEq for Node {
             && self.http == other.http
             && self.credentials == other.credentials
             && self.credentials_written == other.credentials_written
+            && self.upper == other.upper
     }
 }
 

@@ -87,6 +87,9 @@ pub struct NodeSpec {
     pub http: Option<SocketAddr>,
     /// Credentials file, relative to the topology file's directory (or absolute).
     pub credentials: PathBuf,
+    /// `[[node.upper]]` tables: third-party platforms this node registers to.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub upper: Vec<crate::upper::UpperSpec>,
 }
 
 impl TopologySpec {

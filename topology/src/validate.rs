@@ -5,7 +5,9 @@
 //! `transport` and `http` are well-formed when given. Across nodes: IDs and
 //! listen addresses are unique; exactly one root; every parent exists; no
 //! cycles; a parent is exactly one level up; a child's civil code extends
-//! its parent's. Every rule runs even after others failed, so one load
+//! its parent's. Upper platforms (`[[node.upper]]`) have an ID and a
+//! dialable `sip` address, are listed once per node and are not nodes of
+//! the topology. Every rule runs even after others failed, so one load
 //! shows everything to fix.
 
 use std::collections::{HashMap, HashSet};
@@ -21,6 +23,10 @@ use crate::node::{Level, Node, Transport};
 use crate::problem::{line_of, Problem};
 use crate::settings::Settings;
 use crate::type_code;
+use crate::upper::{
+    RawUpper, TextCharset, UpperPlatform, DEFAULT_UPPER_EXPIRES_SECS,
+    DEFAULT_UPPER_KEEPALIVE_COUNT, DEFAULT_UPPER_KEEPALIVE_SECS,
+};
 
 /// Checks `raw` (read from `text`, the file at `path`) and builds the
 /// settings and nodes, or returns every problem found, ordered by line.
@@ -55,6 +61,7 @@ pub(crate) fn validate(
     checker.one_root(&drafts);
     checker.parents(&drafts);
     checker.cycles(&drafts);
+    checker.uppers_outside(&drafts);
 
     let mut problems = checker.problems;
     if !problems.is_empty() {
@@ -90,6 +97,8 @@ struct Draft {
     /// `Some(None)`: no http key; `None`: a bad one.
     http: Option<Option<(SocketAddr, usize)>>,
     credentials: Option<(PathBuf, PathBuf, usize)>,
+    /// `None` when some `[[node.upper]]` had a problem (already reported).
+    upper: Option<Vec<(UpperPlatform, usize)>>,
 }
 
 impl Draft {
@@ -113,6 +122,7 @@ impl Draft {
             credentials_written,
             line: self.line,
             credentials_line,
+            upper: self.upper?.into_iter().map(|(u, _)| u).collect(),
         })
     }
 }
@@ -338,6 +348,26 @@ impl Checker<'_> {
             }
         };
 
+        let mut upper = Some(Vec::new());
+        for table in &raw.upper {
+            match (self.upper(table, &who), upper.as_mut()) {
+                (Some(u), Some(list)) => {
+                    if list
+                        .iter()
+                        .any(|(o, _): &(UpperPlatform, usize)| o.id == u.0.id)
+                    {
+                        self.report(
+                            u.1,
+                            format!("{who}: upper platform {} is listed twice", u.0.id),
+                        );
+                    } else {
+                        list.push(u);
+                    }
+                }
+                _ => upper = None,
+            }
+        }
+
         Draft {
             line,
             id,
@@ -348,7 +378,119 @@ impl Checker<'_> {
             transport,
             http,
             credentials,
+            upper,
         }
+    }
+
+    /// One `[[node.upper]]` table of node `who`, and its line.
+    fn upper(&mut self, spanned: &Spanned<RawUpper>, who: &str) -> Option<(UpperPlatform, usize)> {
+        let line = self.line(spanned);
+        let raw = spanned.get_ref();
+        let whose = format!("{who}, upper platform at line {line}");
+        let id = match &raw.id {
+            None => {
+                self.report(
+                    line,
+                    format!("{whose} has no `id`; add id = \"<the platform's 20-digit ID>\""),
+                );
+                None
+            }
+            Some(id) => match GbId::parse(id.get_ref()) {
+                Ok(v) => Some(v),
+                Err(err) => {
+                    self.report(
+                        self.line(id),
+                        format!(
+                            "{whose}: id {:?} is not a GB/T 28181 ID: {err}",
+                            id.get_ref()
+                        ),
+                    );
+                    None
+                }
+            },
+        };
+        let name = raw
+            .name
+            .as_ref()
+            .map(|n| n.get_ref().trim().to_owned())
+            .filter(|n| !n.is_empty());
+        let sip = match &raw.sip {
+            None => {
+                self.report(
+                    line,
+                    format!("{whose} has no `sip`; add sip = \"IP:PORT\" of the platform"),
+                );
+                None
+            }
+            Some(sip) => self.sip_address(sip, &whose).map(|(a, _)| a),
+        };
+        let transport = match &raw.transport {
+            None => Some(Transport::Udp),
+            Some(t) => match t.get_ref().parse() {
+                Ok(t) => Some(t),
+                Err(err) => {
+                    self.report(self.line(t), format!("{whose}: {err}"));
+                    None
+                }
+            },
+        };
+        let charset = match &raw.charset {
+            None => Some(TextCharset::default()),
+            Some(c) => match c.get_ref().parse() {
+                Ok(c) => Some(c),
+                Err(err) => {
+                    self.report(self.line(c), format!("{whose}: {err}"));
+                    None
+                }
+            },
+        };
+        let mut positive =
+            |value: &Option<Spanned<u64>>, key: &str, default: u64, min: u64| match value {
+                None => Some(default),
+                Some(v) if *v.get_ref() >= min => Some(*v.get_ref()),
+                Some(v) => {
+                    let l = line_of(self.text, v.span().start);
+                    self.problems.push(Problem::new(
+                        self.path,
+                        l,
+                        format!("{whose}: {key} must be at least {min}"),
+                    ));
+                    None
+                }
+            };
+        let keepalive = positive(
+            &raw.keepalive_interval_secs,
+            "keepalive_interval_secs",
+            DEFAULT_UPPER_KEEPALIVE_SECS,
+            1,
+        );
+        let count = positive(
+            &raw.keepalive_timeout_count,
+            "keepalive_timeout_count",
+            u64::from(DEFAULT_UPPER_KEEPALIVE_COUNT),
+            1,
+        )
+        .map(|c| u32::try_from(c).unwrap_or(u32::MAX));
+        let expires = positive(
+            &raw.register_expires_secs,
+            "register_expires_secs",
+            DEFAULT_UPPER_EXPIRES_SECS,
+            60,
+        );
+        let id = id?;
+        Some((
+            UpperPlatform {
+                id,
+                name: name.unwrap_or_else(|| format!("upper platform {id}")),
+                sip: sip?,
+                transport: transport?,
+                charset: charset?,
+                keepalive_interval_secs: keepalive?,
+                keepalive_timeout_count: count?,
+                register_expires_secs: expires?,
+            },
+            line,
+        ))
     }
 
     /// The node's ID, which must be a platform (type 200).
@@ -419,6 +561,25 @@ impl Checker<'_> {
             return None;
         }
         Some((addr, line))
+    }
+
+    /// An upper platform is not one of our nodes: a node in the topology is
+    /// reached as a `parent`, with the tree's rules.
+    fn uppers_outside(&mut self, drafts: &[Draft]) {
+        let ids: HashSet<GbId> = drafts
+            .iter()
+            .filter_map(|d| d.id.map(|(id, _)| id))
+            .collect();
+        for draft in drafts {
+            for (u, line) in draft.upper.iter().flatten() {
+                if ids.contains(&u.id) {
+                    self.report(
+                        *line,
+                        format!("upper platform {} is a node of this topology; make it this node's `parent` instead", u.id),
+                    );
+                }
+            }
+        }
     }
 
     fn unique_ids(&mut self, drafts: &[Draft]) {
@@ -622,7 +783,7 @@ fn describe(draft: &Draft) -> String {
 
 #[cfg(test)]
 mod tests {
-    use crate::{Level, Topology, TopologyError, Transport};
+    use crate::{Level, TextCharset, Topology, TopologyError, Transport};
     use std::path::Path;
     use std::time::Duration;
 
@@ -698,6 +859,69 @@ credentials = "/abs/village.toml"
         let text = good();
         assert!(text.contains(from), "{from}");
         text.replacen(from, to, 1)
+    }
+
+    /// The city of `good()` with upper platforms written after it.
+    fn with_upper(upper: &str) -> String {
+        good().replacen(
+            "credentials = \"creds/city.toml\"\n",
+            &format!("credentials = \"creds/city.toml\"\n{upper}\n"),
+            1,
+        )
+    }
+
+    #[test]
+    fn upper_platforms_load_with_defaults_and_round_trip() {
+        let text = with_upper(
+            "[[node.upper]]\nid = \"35000000002000000001\"\nname = \"Province\"\nsip = \"10.1.0.5:5060\"\n\n[[node.upper]]\nid = \"35000000002000000002\"\nsip = \"10.1.0.6:5060\"\ntransport = \"tcp\"\ncharset = \"UTF-8\"\nkeepalive_interval_secs = 20\n",
+        );
+        let t = Topology::parse(&text, "dir/topology.toml").unwrap();
+        let city = t.root();
+        assert_eq!(city.upper.len(), 2);
+        let (a, b) = (&city.upper[0], &city.upper[1]);
+        assert_eq!(
+            (a.name.as_str(), a.transport, a.charset),
+            ("Province", Transport::Udp, TextCharset::Gb2312)
+        );
+        assert_eq!(
+            (
+                a.keepalive_interval_secs,
+                a.keepalive_timeout_count,
+                a.register_expires_secs
+            ),
+            (60, 3, 3600)
+        );
+        assert_eq!(
+            (b.transport, b.charset, b.keepalive_interval_secs),
+            (Transport::Tcp, TextCharset::Utf8, 20)
+        );
+        let again = Topology::parse(&t.to_toml_string().unwrap(), "dir/topology.toml").unwrap();
+        assert_eq!(again, t);
+    }
+
+    #[test]
+    fn bad_upper_platforms_name_their_line() {
+        // The city's credentials key is line 12; the tables start on line 13.
+        let bad =
+            |upper: &str, line: usize, needle: &str| one_problem(&with_upper(upper), line, needle);
+        bad(
+            "[[node.upper]]\nid = \"3500\"\nsip = \"10.1.0.5:5060\"\n",
+            14,
+            "not a GB/T 28181 ID",
+        );
+        bad(
+            "[[node.upper]]\nid = \"35000000002000000001\"\n",
+            13,
+            "has no `sip`",
+        );
+        bad("[[node.upper]]\nid = \"35000000002000000001\"\nsip = \"10.1.0.5:5060\"\ncharset = \"latin1\"\n", 16, "unknown charset");
+        bad("[[node.upper]]\nid = \"35000000002000000001\"\nsip = \"10.1.0.5:5060\"\nregister_expires_secs = 5\n", 16, "at least 60");
+        bad(
+            &format!("[[node.upper]]\nid = \"{COUNTY}\"\nsip = \"10.1.0.5:5060\"\n"),
+            13,
+            "make it this node's `parent`",
+        );
+        bad("[[node.upper]]\nid = \"35000000002000000001\"\nsip = \"10.1.0.5:5060\"\n\n[[node.upper]]\nid = \"35000000002000000001\"\nsip = \"10.1.0.6:5060\"\n", 17, "listed twice");
     }
 
     #[test]
