@@ -101,14 +101,24 @@ fn closed_stdout_ends_printing_commands_quietly() {
     };
     let tree = write_tree(dir.path(), &spec).unwrap();
     let root = tree.root();
-    let mut node = Command::new(bin_dir().join("gbgate"))
-        .args(["run", "--topology"])
-        .arg(&tree.topology)
-        .args(["--node", root.id.as_str()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    /// Stops the node even when an assertion fails.
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _node = Kill(
+        Command::new(bin_dir().join("gbgate"))
+            .args(["run", "--topology"])
+            .arg(&tree.topology)
+            .args(["--node", root.id.as_str()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let url = format!("http://{}/healthz", root.http);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while ureq::get(&url).call().is_err() {
@@ -143,6 +153,4 @@ fn closed_stdout_ends_printing_commands_quietly() {
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
         assert!(stderr.trim().is_empty(), "{args:?}: {stderr}");
     }
-    let _ = node.kill();
-    let _ = node.wait();
 }
