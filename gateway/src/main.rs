@@ -1,5 +1,6 @@
 //! `gbgate`: run a node, check a topology file, look at a node's catalog.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -78,6 +79,23 @@ fn init_logs(json: bool) {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    let result = dispatch(cli);
+    // `gbgate catalog | head` closes the pipe early; like other Unix tools,
+    // stop quietly and successfully rather than report an error.
+    // Only a bare io::Error: those come from our writes to stdout, while
+    // network errors arrive as ureq errors with context.
+    match result {
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Run {
             topology,
@@ -197,13 +215,16 @@ fn check(path: &PathBuf) -> Result<()> {
         }
         std::process::exit(1);
     }
-    println!(
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
         "{}: OK, {} nodes, root {} ({})",
         path.display(),
         t.nodes().len(),
         t.root().id,
         t.root().name
-    );
+    )?;
+    out.flush()?;
     Ok(())
 }
 
@@ -233,7 +254,10 @@ fn catalog(http: &str, status: Option<&str>, summary: bool) -> Result<()> {
     let topo: TopologyView = get_json(&format!("http://{http}/api/v1/topology"))?;
     let channels = topo.catalog.channels;
     let on = all.iter().filter(|e| e.status == "ON").count();
-    println!(
+    // Buffered: a city's catalog is thousands of lines.
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    writeln!(
+        out,
         "{} {} ({}): {} entries, {} channels, {} ON, {} OFF",
         topo.node.level,
         topo.node.name,
@@ -242,8 +266,9 @@ fn catalog(http: &str, status: Option<&str>, summary: bool) -> Result<()> {
         channels,
         on,
         all.len() - on
-    );
+    )?;
     if summary {
+        out.flush()?;
         return Ok(());
     }
     let mut by_parent: std::collections::BTreeMap<String, Vec<&CatalogEntry>> = Default::default();
@@ -254,71 +279,82 @@ fn catalog(http: &str, status: Option<&str>, summary: bool) -> Result<()> {
             .push(e);
     }
     fn walk(
+        out: &mut impl Write,
         id: &str,
         depth: usize,
         by_parent: &std::collections::BTreeMap<String, Vec<&CatalogEntry>>,
         seen: &mut std::collections::HashSet<String>,
-    ) {
+    ) -> std::io::Result<()> {
         let Some(kids) = by_parent.get(id) else {
-            return;
+            return Ok(());
         };
         for e in kids {
             if !seen.insert(e.device_id.clone()) {
                 continue;
             }
-            println!(
+            writeln!(
+                out,
                 "{}{} {:3} {}",
                 "  ".repeat(depth),
                 e.device_id,
                 e.status,
                 e.name.as_deref().unwrap_or("")
-            );
-            walk(&e.device_id, depth + 1, by_parent, seen);
+            )?;
+            walk(out, &e.device_id, depth + 1, by_parent, seen)?;
         }
+        Ok(())
     }
     let mut seen = std::collections::HashSet::new();
-    walk(&topo.node.id, 1, &by_parent, &mut seen);
+    walk(&mut out, &topo.node.id, 1, &by_parent, &mut seen)?;
     let orphans: Vec<_> = all
         .iter()
         .filter(|e| !seen.contains(&e.device_id))
         .collect();
     if !orphans.is_empty() {
-        println!(
+        writeln!(
+            out,
             "  (entries whose parent is not in the catalog: {})",
             orphans.len()
-        );
+        )?;
     }
+    out.flush()?;
     Ok(())
 }
 
 fn show_topology(http: &str) -> Result<()> {
     let v: TopologyView = get_json(&format!("http://{http}/api/v1/topology"))?;
-    println!(
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
         "{} {} ({}) sip {}",
         v.node.level, v.node.name, v.node.id, v.node.sip
-    );
+    )?;
     match &v.parent {
-        Some(p) => println!(
+        Some(p) => writeln!(
+            out,
             "  parent {} at {} over {}: {}",
             p.id, p.addr, p.transport, p.state
-        ),
-        None => println!("  root (no parent)"),
+        )?,
+        None => writeln!(out, "  root (no parent)")?,
     }
     for c in &v.children {
-        println!(
+        writeln!(
+            out,
             "  child {} {:12} {}",
             c.id,
             c.state,
             c.name.as_deref().unwrap_or("")
-        );
+        )?;
     }
-    println!(
+    writeln!(
+        out,
         "  devices {} registered, {} online; catalog {} entries, {} channels, {} ON",
         v.devices.registered,
         v.devices.online,
         v.catalog.entries,
         v.catalog.channels,
         v.catalog.online
-    );
+    )?;
+    out.flush()?;
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! The demo tree: one city, 2 counties, 2 towns per county, 2 villages per
-//! town (15 nodes), written out as a topology file plus credentials files.
+//! town (15 nodes), written out as a topology file plus credentials files;
+//! and where the test clips (`make clips`) are.
 
 use std::path::{Path, PathBuf};
 
@@ -207,4 +208,71 @@ pub fn write_tree(dir: &Path, spec: &TreeSpec) -> std::io::Result<Tree> {
     let topology = dir.join("topology.toml");
     std::fs::write(&topology, toml)?;
     Ok(Tree { topology, nodes })
+}
+
+/// The workspace root above `start`: the nearest directory holding a
+/// `Cargo.toml` with a `[workspace]` table.
+pub fn workspace_root(start: &Path) -> Option<PathBuf> {
+    start.ancestors().find_map(|dir| {
+        let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).ok()?;
+        manifest
+            .lines()
+            .any(|l| l.trim() == "[workspace]")
+            .then(|| dir.to_path_buf())
+    })
+}
+
+/// Where `make clips` puts the test clips, found without relying on the
+/// current directory: next to the directory of the running binaries
+/// (`target/release/gbdemo` → `target/clips`), else under the workspace
+/// that holds the binary or the current directory. The first candidate
+/// that exists wins; if none does, the one `make clips` would create.
+pub fn clips_dir(bin_dir: &Path, cwd: &Path) -> PathBuf {
+    let mut candidates = Vec::new();
+    if let Some(target) = bin_dir.parent() {
+        candidates.push(target.join("clips"));
+    }
+    for start in [bin_dir, cwd] {
+        if let Some(root) = workspace_root(start) {
+            candidates.push(root.join("target").join("clips"));
+        }
+    }
+    candidates
+        .iter()
+        .find(|c| c.is_dir())
+        .or(candidates.last())
+        .cloned()
+        .unwrap_or_else(|| cwd.join("target").join("clips"))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clips_are_found_from_the_binary_not_the_current_directory() {
+        let ws = tempfile::tempdir().unwrap();
+        let root = ws.path();
+        std::fs::write(root.join("Cargo.toml"), "[workspace]\nmembers = []\n").unwrap();
+        std::fs::create_dir_all(root.join("member")).unwrap();
+        std::fs::write(root.join("member/Cargo.toml"), "[package]\n").unwrap();
+        std::fs::create_dir_all(root.join("target/release")).unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let bin = root.join("target/release");
+        assert_eq!(workspace_root(&root.join("member")).as_deref(), Some(root));
+        assert_eq!(workspace_root(elsewhere.path()), None);
+        // Not made yet: the place `make clips` will fill.
+        assert_eq!(clips_dir(&bin, elsewhere.path()), root.join("target/clips"));
+        std::fs::create_dir_all(root.join("target/clips")).unwrap();
+        assert_eq!(clips_dir(&bin, elsewhere.path()), root.join("target/clips"));
+        // A binary outside any workspace (installed, or GBGATE_BIN_DIR),
+        // run from inside the workspace.
+        let installed = tempfile::tempdir().unwrap();
+        let installed_bin = installed.path().join("bin");
+        assert_eq!(
+            clips_dir(&installed_bin, &root.join("member")),
+            root.join("target/clips")
+        );
+    }
 }

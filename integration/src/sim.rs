@@ -983,7 +983,7 @@ impl MediaDriver {
 /// the stats after each batch of work (benchmarks stop themselves there).
 /// With `media`, INVITEs are answered and streamed from those sources.
 pub async fn run(
-    cfg: FleetConfig,
+    mut cfg: FleetConfig,
     media: Option<MediaSources>,
     shutdown: tokio_util::sync::CancellationToken,
     mut on_tick: impl FnMut(&FleetStats, Instant) -> bool,
@@ -1007,6 +1007,10 @@ pub async fn run(
         shutdown.child_token(),
     )
     .await?;
+    // With port 0 the sockets picked one port for UDP and TCP; devices
+    // advertise it in Via and Contact.
+    cfg.local = transports.local_addr();
+    tracing::info!(local = %cfg.local, "gbsim sockets bound");
     let mut fleet = Fleet::new(cfg, Instant::now()).map_err(anyhow::Error::msg)?;
     let transports = Arc::new(transports);
     let mut out = Vec::new();

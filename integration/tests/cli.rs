@@ -87,3 +87,70 @@ fn json_logs_are_one_json_object_per_line() {
     }
     assert!(text.contains("starting node"), "{text}");
 }
+
+/// `gbgate catalog | head` and the like: a reader that closes the pipe early
+/// ends the command quietly, with status 0 and no panic message.
+#[test]
+fn closed_stdout_ends_printing_commands_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = TreeSpec {
+        counties: 0,
+        sip_base: 45560,
+        http_base: 48580,
+        ..TreeSpec::default()
+    };
+    let tree = write_tree(dir.path(), &spec).unwrap();
+    let root = tree.root();
+    /// Stops the node even when an assertion fails.
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _node = Kill(
+        Command::new(bin_dir().join("gbgate"))
+            .args(["run", "--topology"])
+            .arg(&tree.topology)
+            .args(["--node", root.id.as_str()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let url = format!("http://{}/healthz", root.http);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while ureq::get(&url).call().is_err() {
+        assert!(std::time::Instant::now() < deadline, "node did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let http = root.http.to_string();
+    let topology = tree.topology.display().to_string();
+    let commands: [&[&str]; 4] = [
+        &["catalog", "--http", &http],
+        &["catalog", "--summary", "--http", &http],
+        &["topology", "--http", &http],
+        &["check", "--topology", &topology],
+    ];
+    for args in commands {
+        // The shell waits before starting gbgate, so the read end of its
+        // stdout is closed (below) before the first write: every write
+        // then fails with EPIPE.
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg("sleep 0.2; exec \"$0\" \"$@\"")
+            .arg(bin_dir().join("gbgate"))
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {:?} {stderr}", out.status);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(stderr.trim().is_empty(), "{args:?}: {stderr}");
+    }
+}

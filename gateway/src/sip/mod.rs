@@ -8,6 +8,8 @@ pub mod auth;
 pub mod framing;
 pub mod header;
 pub mod message;
+#[cfg(test)]
+mod oracle;
 pub mod transaction;
 
 use std::fmt;

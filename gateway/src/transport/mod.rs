@@ -49,17 +49,28 @@ pub enum BindError {
 pub struct Transports {
     udp: Arc<tokio::net::UdpSocket>,
     tcp: TcpPool,
+    local: SocketAddr,
 }
+
+/// How many ports to try, with port 0, before giving up on one that is
+/// free for both UDP and TCP.
+const PAIR_ATTEMPTS: usize = 16;
 
 impl Transports {
     /// Bind UDP and TCP on `addr` and start reading; inbound messages go to `inbound`.
+    ///
+    /// With port 0 both sockets get the same port, because peers learn one
+    /// port for both from Via and Contact: UDP picks a free port and TCP
+    /// takes the same one, and when another process holds that TCP port a
+    /// new UDP port is tried.
     pub async fn bind(
         addr: SocketAddr,
         inbound: mpsc::Sender<Inbound>,
         limits: Limits,
         shutdown: CancellationToken,
     ) -> Result<Self, BindError> {
-        let udp = udp::bind(addr).map_err(|source| BindError::Bind {
+        let (udp, listener) = bind_pair(addr, || udp::bind(addr))?;
+        let local = udp.local_addr().map_err(|source| BindError::Bind {
             transport: "udp",
             addr,
             source,
@@ -71,16 +82,15 @@ impl Transports {
             limits,
             shutdown.clone(),
         ));
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| BindError::Bind {
-                transport: "tcp",
-                addr,
-                source,
-            })?;
         let tcp = TcpPool::new(inbound, limits, shutdown.clone());
         tokio::spawn(tcp.clone().accept_loop(listener));
-        Ok(Transports { udp, tcp })
+        Ok(Transports { udp, tcp, local })
+    }
+
+    /// The address both sockets are bound to: `addr` as given to
+    /// [`Transports::bind`], with the picked port if that was 0.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
     }
 
     /// Put one message on the wire. Never blocks: a full UDP buffer drops
@@ -96,5 +106,126 @@ impl Transports {
             }
             Transport::Tcp => self.tcp.send(t.peer.addr, t.data),
         }
+    }
+}
+
+/// Bind a UDP socket from `next_udp` and a TCP listener on the same port.
+/// With a fixed port in `addr` that is one try; with port 0 a taken TCP
+/// port means another UDP socket, up to [`PAIR_ATTEMPTS`] times.
+fn bind_pair(
+    addr: SocketAddr,
+    mut next_udp: impl FnMut() -> std::io::Result<tokio::net::UdpSocket>,
+) -> Result<(tokio::net::UdpSocket, tokio::net::TcpListener), BindError> {
+    let attempts = if addr.port() == 0 { PAIR_ATTEMPTS } else { 1 };
+    // Sockets whose TCP twin was taken stay bound until we are done, so
+    // the OS cannot hand the same UDP port out again.
+    let mut held = Vec::new();
+    let mut last = None;
+    for _ in 0..attempts {
+        let udp = next_udp().map_err(|source| BindError::Bind {
+            transport: "udp",
+            addr,
+            source,
+        })?;
+        let bound = udp.local_addr().map_err(|source| BindError::Bind {
+            transport: "udp",
+            addr,
+            source,
+        })?;
+        match tcp_listen(bound) {
+            Ok(listener) => return Ok((udp, listener)),
+            Err(source) if addr.port() == 0 && source.kind() == std::io::ErrorKind::AddrInUse => {
+                tracing::debug!(addr = %bound, "TCP port taken; trying another UDP port");
+                held.push(udp);
+                last = Some(source);
+            }
+            Err(source) => {
+                return Err(BindError::Bind {
+                    transport: "tcp",
+                    addr: bound,
+                    source,
+                })
+            }
+        }
+    }
+    Err(BindError::Bind {
+        transport: "tcp",
+        addr,
+        source: last.unwrap_or_else(|| std::io::ErrorKind::AddrInUse.into()),
+    })
+}
+
+/// A listening TCP socket on `addr`, set up as `TcpListener::bind` does
+/// (SO_REUSEADDR, so a restart is not blocked by connections in TIME_WAIT).
+fn tcp_listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn channel() -> mpsc::Sender<Inbound> {
+        mpsc::channel(1).0
+    }
+
+    const LIMITS: Limits = Limits {
+        max_message: 65_535,
+        max_connections: 4,
+    };
+
+    #[tokio::test]
+    async fn port_zero_gets_one_port_for_udp_and_tcp() {
+        let stop = CancellationToken::new();
+        let t = Transports::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            channel(),
+            LIMITS,
+            stop.clone(),
+        )
+        .await
+        .unwrap();
+        let local = t.local_addr();
+        assert_ne!(local.port(), 0);
+        // Both are ours: neither can be bound again.
+        assert!(std::net::UdpSocket::bind(local).is_err());
+        assert!(std::net::TcpListener::bind(local).is_err());
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_taken_tcp_port_moves_both_to_another_port() {
+        // Another process listens on TCP port P; UDP port P is free, and is
+        // what the first attempt gets (as an OS pick of port 0 could).
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = taken.local_addr().unwrap();
+        let mut first = Some(p);
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let (udp, tcp) = bind_pair(any, || udp::bind(first.take().unwrap_or(any))).unwrap();
+        let got = udp.local_addr().unwrap();
+        assert_ne!(got.port(), p.port());
+        assert_eq!(tcp.local_addr().unwrap(), got);
+        // The first UDP socket was released once the pair was found.
+        drop((udp, tcp));
+        assert!(std::net::UdpSocket::bind(p).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_fixed_port_is_not_moved() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = taken.local_addr().unwrap();
+        let err = bind_pair(p, || udp::bind(p)).expect_err("TCP port is taken");
+        let BindError::Bind {
+            transport, source, ..
+        } = err;
+        assert_eq!(transport, "tcp");
+        assert_eq!(source.kind(), std::io::ErrorKind::AddrInUse);
     }
 }

@@ -21,7 +21,7 @@ struct Args {
     /// udp or tcp.
     #[arg(long, default_value = "udp")]
     transport: String,
-    /// Address to bind (port 0 picks one).
+    /// Address to bind, UDP and TCP alike (port 0 picks one free for both).
     #[arg(long, default_value = "127.0.0.1:0")]
     local: std::net::SocketAddr,
     /// First 10 digits of device IDs; default: the server's civil code + industry.
@@ -81,13 +81,6 @@ fn main() -> Result<()> {
         .init();
     let server_id = GbId::parse(&a.server_id).context("--server-id")?;
     let transport = parse_transport(&a.transport).map_err(anyhow::Error::msg)?;
-    let local = if a.local.port() == 0 {
-        // Bind UDP and TCP on the same port: find one free for both.
-        let s = std::net::UdpSocket::bind(a.local)?;
-        s.local_addr()?
-    } else {
-        a.local
-    };
     let cfg = FleetConfig {
         server: gbgate::sip::Peer {
             transport,
@@ -104,7 +97,8 @@ fn main() -> Result<()> {
         password: a.password,
         keepalive: Duration::from_secs_f64(a.keepalive),
         expires: Duration::from_secs(a.expires),
-        local,
+        // Port 0: `run` binds UDP and TCP on one free port and uses that.
+        local: a.local,
         catalog_budget: if transport == gbgate::sip::Transport::Tcp {
             60_000
         } else {
