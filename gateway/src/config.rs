@@ -96,6 +96,7 @@ pub fn load(path: &Path, id: GbId) -> Result<NodeConfig, ConfigError> {
             level: node.level.as_str().to_owned(),
             addr: node.sip,
             parent,
+            upper: node.upper.clone(),
             children,
         },
         settings: settings_from(&topology),

@@ -50,6 +50,10 @@ pub struct Settings {
     /// Changes waiting for the parent beyond which the node stops sending
     /// them one by one and re-registers, so the parent re-queries everything.
     pub max_event_backlog: usize,
+    /// A parent that refuses pushed catalog changes is made to re-query
+    /// (by re-registering) when our catalog gains or loses entries, at
+    /// most this often.
+    pub catalog_resync_min: Duration,
     /// RFC 3261 transaction timers.
     pub sip_timers: Timers,
     /// Most open calls (INVITE dialogs, both directions) at once.
@@ -92,6 +96,7 @@ impl Default for Settings {
             catalog_window: 16,
             catalog_flush_delay: Duration::from_millis(100),
             max_event_backlog: 500_000,
+            catalog_resync_min: Duration::from_secs(30),
             sip_timers: Timers::default(),
             max_calls: 20_000,
             invite_timeout: Duration::from_secs(10),

@@ -153,6 +153,7 @@ impl World {
             level: "village".into(),
             addr: udp(2).addr,
             parent: Some((GbId::parse(PARENT).unwrap(), udp(1))),
+            upper: Vec::new(),
             children: HashMap::new(),
         };
         let node = Node::new(identity, settings, Arc::new(creds), now);

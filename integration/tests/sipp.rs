@@ -43,13 +43,20 @@ fn start_node_with(dir: &Path, sip_port: u16, http_port: u16, extra: &str) -> No
         "default_password = \"right-password\"\n",
     )
     .unwrap();
+    let tables = format!(
+        "{extra}\n\n[[node]]\nid = \"{NODE}\"\nname = \"Town under test\"\nlevel = \"town\"\nsip = \"127.0.0.1:{sip_port}\"\nhttp = \"127.0.0.1:{http_port}\"\ncredentials = \"creds.toml\"\n"
+    );
+    start_node_only(dir, sip_port, http_port, &tables)
+}
+
+/// A node from a topology of `[defaults]` lines and tables written by the
+/// caller (`tables`), with credentials already in `dir/creds.toml`.
+fn start_node_only(dir: &Path, sip_port: u16, http_port: u16, tables: &str) -> Node {
     let sip = format!("127.0.0.1:{sip_port}");
     let http = format!("127.0.0.1:{http_port}");
     std::fs::write(
         dir.join("topology.toml"),
-        format!(
-            "[defaults]\nkeepalive_interval_secs = 60\n{extra}\n\n[[node]]\nid = \"{NODE}\"\nname = \"Town under test\"\nlevel = \"town\"\nsip = \"{sip}\"\nhttp = \"{http}\"\ncredentials = \"creds.toml\"\n"
-        ),
+        format!("[defaults]\nkeepalive_interval_secs = 60\n{tables}"),
     )
     .unwrap();
     let log = std::fs::File::create(dir.join("node.log")).unwrap();
@@ -731,4 +738,149 @@ fn a_device_with_its_realm_in_to_registers_and_its_channels_sit_under_it() {
     }
     let t = topology(&node);
     assert_eq!((t.devices.registered, t.devices.online), (1, 1));
+}
+
+/// A sipp upper platform (UAS) on `port`, running until its scenario ends.
+fn upper_platform(dir: &Path, port: u16, platform: &str, pw: &str, channel: &str) -> Child {
+    let sipp_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("sipp");
+    let keys = [
+        ("platform", platform),
+        ("realm", "3500000000"),
+        ("node", NODE),
+        ("pw", pw),
+        ("channel", channel),
+    ];
+    Command::new("sipp")
+        .arg("-sf")
+        .arg(sipp_dir.join("upper_platform.xml"))
+        .args(["-t", "u1", "-i", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-mi", "127.0.0.1", "-mp", &(port + 1000).to_string()])
+        .args(["-timeout", "40s", "-timeout_error", "-nostdin"])
+        .args(["-trace_msg", "-trace_err", "-message_file"])
+        .arg(dir.join(format!("upper-{port}-messages.log")))
+        .args(keys.iter().flat_map(|(k, v)| ["-key", k, v]))
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sipp installed (make deps installs sip-tester)")
+}
+
+#[test]
+fn two_third_party_upper_platforms_register_the_node_query_it_and_invite() {
+    let dir = tempfile::tempdir().unwrap();
+    let (up1, up2) = ("35000000002000000001", "35000000002000000002");
+    let (p1, p2) = (45091u16, 45092u16);
+    std::fs::write(
+        dir.path().join("creds.toml"),
+        format!("default_password = \"right-password\"\n[upper]\n\"{up1}\" = \"first-secret\"\n\"{up2}\" = \"second-secret\"\n"),
+    )
+    .unwrap();
+    // Both platforms listen before the node starts; GB2312 is the default
+    // charset toward third parties.
+    let device = "35010201001320000001";
+    let channel = "35010201001310000002";
+    let mut uppers = vec![
+        upper_platform(dir.path(), p1, up1, "first-secret", channel),
+        upper_platform(dir.path(), p2, up2, "second-secret", channel),
+    ];
+    std::thread::sleep(Duration::from_millis(300));
+    let extra = format!(
+        "register_retry_secs = 1\n\n[[node]]\nid = \"{NODE}\"\nname = \"City under test\"\nlevel = \"town\"\nsip = \"127.0.0.1:45090\"\nhttp = \"127.0.0.1:48110\"\ncredentials = \"creds.toml\"\n\n[[node.upper]]\nid = \"{up1}\"\nname = \"Provincial platform\"\nsip = \"127.0.0.1:{p1}\"\n\n[[node.upper]]\nid = \"{up2}\"\nname = \"Traffic department platform\"\nsip = \"127.0.0.1:{p2}\"\n"
+    );
+    let node = start_node_only(dir.path(), 45090, 48110, &extra);
+    // A camera below that streams when INVITEd.
+    let clip = integration::harness::bin_dir()
+        .join("../clips/h264.h264")
+        .canonicalize()
+        .expect("make clips");
+    let mut sim = Command::new(integration::harness::bin_dir().join("gbsim"))
+        .args(["--server", &node.sip, "--server-id", NODE])
+        .args(["--prefix", "3501020100", "--ipcs", "1", "--nvrs", "0"])
+        .args(["--password", "right-password", "--media"])
+        .arg(clip)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut ok = true;
+    for u in &mut uppers {
+        let out = u.wait_with_output_ref();
+        ok &= out;
+    }
+    let _ = sim.kill();
+    let _ = sim.wait();
+    let t = topology(&node);
+    assert_eq!(t.upper_platforms.len(), 2, "{t:?}");
+    for u in &t.upper_platforms {
+        assert_eq!(u.state, "registered", "{u:?}");
+        assert_eq!(u.charset, "GB2312");
+    }
+    if !ok {
+        for port in [p1, p2] {
+            let log =
+                std::fs::read_to_string(dir.path().join(format!("upper-{port}-messages.log")))
+                    .unwrap_or_default();
+            let tail: String = log
+                .chars()
+                .rev()
+                .take(4000)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            eprintln!("---- sipp upper platform on {port}, last messages:\n{tail}");
+        }
+        eprintln!(
+            "---- node log:\n{}",
+            std::fs::read_to_string(dir.path().join("node.log")).unwrap_or_default()
+        );
+        let kept = dir.keep();
+        panic!(
+            "a sipp upper platform failed; its files are kept in {}",
+            kept.display()
+        );
+    }
+    assert!(ok, "a sipp upper platform failed; see its stderr above");
+    // Each platform got the node's catalog, in GB2312: the camera's name
+    // 模拟摄像机 is GBK bytes C4A3 C4E2 ..., never UTF-8.
+    for port in [p1, p2] {
+        let log = std::fs::read(dir.path().join(format!("upper-{port}-messages.log"))).unwrap();
+        let text = String::from_utf8_lossy(&log);
+        let answer = text
+            .split("<Response>")
+            .skip(1)
+            .find(|r| r.contains("<CmdType>Catalog</CmdType>"))
+            .unwrap_or_else(|| panic!("platform on {port} got no catalog answer: {text}"));
+        assert!(
+            answer.contains(channel) && answer.contains(device),
+            "{answer}"
+        );
+        assert!(text.contains("encoding=\"GB2312\""));
+        assert!(
+            log.windows(4).any(|w| w == [0xC4, 0xA3, 0xC4, 0xE2]),
+            "no GBK name"
+        );
+        assert!(!text.contains("模拟"), "UTF-8 sent to a GB2312 platform");
+    }
+}
+
+trait WaitOk {
+    fn wait_with_output_ref(&mut self) -> bool;
+}
+
+impl WaitOk for Child {
+    /// Wait for sipp; print its stderr when it failed.
+    fn wait_with_output_ref(&mut self) -> bool {
+        let status = self.wait().unwrap();
+        if !status.success() {
+            let mut err = String::new();
+            if let Some(mut e) = self.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            eprintln!("sipp upper platform failed: {err}");
+        }
+        status.success()
+    }
 }

@@ -179,11 +179,26 @@ pub struct NodeView {
     pub sip: String,
 }
 
-/// The link to the parent.
+/// A link upward: the topology's parent or an upper platform.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ParentView {
     /// Parent ID.
     pub id: String,
+    /// Its name ("parent" for the topology's parent).
+    #[serde(default)]
+    pub name: String,
+    /// True for a third-party upper platform.
+    #[serde(default)]
+    pub upper: bool,
+    /// GB2312 or UTF-8: what we write to it.
+    #[serde(default)]
+    pub charset: String,
+    /// Why the last registration failed or ended (status code included).
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// It refuses pushed catalog changes, so it is made to re-query.
+    #[serde(default)]
+    pub refuses_pushes: bool,
     /// Where it is reached.
     pub addr: String,
     /// udp or tcp.
@@ -218,6 +233,9 @@ pub struct TopologyView {
     pub node: NodeView,
     /// The parent link, if any.
     pub parent: Option<ParentView>,
+    /// Third-party upper platforms, each with its own registration state.
+    #[serde(default)]
+    pub upper_platforms: Vec<ParentView>,
     /// Child nodes from the topology (registered or not) and foreign platforms.
     pub children: Vec<PeerView>,
     /// Devices registered here.
@@ -254,8 +272,13 @@ fn unix(t: SystemTime) -> Option<u64> {
 pub fn topology_view(node: &Node) -> TopologyView {
     let now = Instant::now();
     let id = node.identity();
-    let parent = node.uplink().map(|u| ParentView {
+    let view = |u: &crate::uplink::Uplink| ParentView {
         id: u.parent().to_string(),
+        name: u.name().to_owned(),
+        upper: u.is_upper(),
+        charset: u.charset().as_xml_label().to_owned(),
+        last_error: u.last_fault().map(|f| f.to_string()),
+        refuses_pushes: u.refuses_pushes(),
         addr: u.peer().addr.to_string(),
         transport: u.peer().transport.via_token().to_lowercase(),
         state: serde_json::to_value(u.state())
@@ -267,7 +290,14 @@ pub fn topology_view(node: &Node) -> TopologyView {
         } else {
             None
         },
-    });
+    };
+    let parent = node.uplink().map(view);
+    let upper_platforms = node
+        .uplinks()
+        .iter()
+        .filter(|u| u.is_upper())
+        .map(view)
+        .collect();
     let mut children: Vec<PeerView> = id
         .children
         .iter()
@@ -316,6 +346,7 @@ pub fn topology_view(node: &Node) -> TopologyView {
             sip: id.addr.to_string(),
         },
         parent,
+        upper_platforms,
         children,
         devices: DeviceCounts {
             registered: devices.len(),

@@ -113,7 +113,8 @@ pub(super) struct Dialog {
     remote_target: String,
     peer: Peer,
     local_cseq: u32,
-    /// The channel, and the registrant that owns it (outgoing calls).
+    /// The channel, and the registrant that owns it (outgoing calls) or
+    /// the parent that placed it (incoming calls).
     channel: GbId,
     via: Option<GbId>,
     /// Live or playback: only playback calls end on a MediaStatus.
@@ -403,7 +404,11 @@ impl Node {
         if d.side != Side::Incoming {
             return;
         }
-        let Some((pid, peer)) = self.uplink.as_ref().map(|u| (u.parent(), u.peer())) else {
+        let Some((pid, peer)) = d
+            .via
+            .and_then(|p| self.uplink_to(p))
+            .map(|u| (u.parent(), u.peer()))
+        else {
             return;
         };
         let channel = d.channel;
@@ -616,15 +621,14 @@ impl Node {
             }
             return self.respond(req, r, now);
         }
-        let from_parent = self.uplink.as_ref().is_some_and(|u| {
-            let p = u.peer();
-            user_of_header(req.headers.get("From")) == Some(u.parent())
-                && peer.addr.ip() == p.addr.ip()
-        });
-        if !from_parent {
+        let caller = user_of_header(req.headers.get("From"))
+            .and_then(|id| self.uplink_to(id))
+            .filter(|u| peer.addr.ip() == u.peer().addr.ip())
+            .map(|u| u.parent());
+        let Some(caller) = caller else {
             tracing::warn!(%peer, "INVITE from someone other than the parent refused");
             return self.reply(req, 403, now);
-        }
+        };
         if self.calls.dialogs.len() >= self.settings.max_calls {
             return self.reply(req, 486, now);
         }
@@ -692,7 +696,7 @@ impl Node {
             peer,
             local_cseq: 0,
             channel,
-            via: None,
+            via: Some(caller),
             playback: kind != CallKind::Live,
             local_sdp: None,
             invite: Some(req.clone()),
@@ -790,15 +794,19 @@ impl Node {
     /// still goes out (best effort) so a device that only missed keepalives
     /// stops sending to a port that may be given to another stream.
     pub(super) fn drop_calls_via(&mut self, source: GbId, now: Instant) {
-        let gone = self.calls.matching(|d| d.via == Some(source));
+        let gone = self
+            .calls
+            .matching(|d| d.side == Side::Outgoing && d.via == Some(source));
         self.end_calls(gone, &format!("{source} went offline"), now);
     }
 
     /// The parent is gone (its registration lapsed, or it restarted): the
     /// calls it placed end, with BYE in case it is still there, so their
     /// streams below do not run for nobody.
-    pub(super) fn drop_incoming_calls(&mut self, why: &str, now: Instant) {
-        let gone = self.calls.matching(|d| d.side == Side::Incoming);
+    pub(super) fn drop_incoming_calls_from(&mut self, parent: GbId, why: &str, now: Instant) {
+        let gone = self
+            .calls
+            .matching(|d| d.side == Side::Incoming && d.via == Some(parent));
         self.end_calls(gone, why, now);
     }
 

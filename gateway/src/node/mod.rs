@@ -29,7 +29,7 @@ use crate::sip::message::{
 };
 use crate::sip::transaction::{ClientEvent, Incoming, TransactionLayer};
 use crate::sip::{Peer, Transmit};
-use crate::uplink::{Uplink, UplinkEvent, UplinkRequest};
+use crate::uplink::{Uplink, UplinkConfig, UplinkEvent, UplinkRequest};
 
 use outbox::Outbox;
 
@@ -71,11 +71,12 @@ pub enum Inbound {
 /// What a client transaction of the node is for.
 #[derive(Debug, Clone)]
 pub enum Token {
-    /// An uplink REGISTER or keepalive.
-    Uplink(UplinkRequest),
+    /// An uplink REGISTER or keepalive, toward the parent with this ID.
+    Uplink(GbId, UplinkRequest),
     /// A queued MESSAGE toward a peer (catalog parts, forwarded answers),
-    /// with its body and attempt number so a lost one is sent again.
-    Outbox(GbId, Bytes, u8),
+    /// with its body and attempt number so a lost one is sent again, and
+    /// whether it pushes catalog changes (a parent may refuse those).
+    Outbox(GbId, Bytes, u8, bool),
     /// A query we sent to a registrant.
     Query(GbId),
     /// The INVITE of a call we placed.
@@ -97,6 +98,8 @@ pub struct Identity {
     pub addr: std::net::SocketAddr,
     /// The parent, if any, with its address and link transport.
     pub parent: Option<(GbId, Peer)>,
+    /// Third-party upper platforms this node also registers to.
+    pub upper: Vec<topology::UpperPlatform>,
     /// Child nodes named in the topology: ID → name.
     pub children: HashMap<GbId, String>,
 }
@@ -126,7 +129,8 @@ pub struct Node {
     registrar: Registrar,
     registry: Registry,
     catalog: Catalog,
-    uplink: Option<Uplink>,
+    /// The topology's parent first (if any), then each upper platform.
+    uplinks: Vec<Uplink>,
     /// The catalog query outstanding per source (one at a time: a newer
     /// one supersedes) and the answer assembled so far.
     catalog_queries: HashMap<GbId, CatalogQuery>,
@@ -255,15 +259,27 @@ impl Node {
             id: identity.id,
             addr: identity.addr,
         };
-        let uplink = identity.parent.map(|(pid, peer)| {
-            Uplink::new(
+        let parent = identity.parent.map(|(pid, peer)| {
+            UplinkConfig::parent(
                 pid,
+                "parent".to_owned(),
                 peer,
                 credentials.uplink_password().map(str::to_owned),
                 &settings,
-                now,
             )
         });
+        let uppers = identity.upper.iter().map(|p| {
+            UplinkConfig::upper(
+                p,
+                credentials.upper_password(&p.id).map(str::to_owned),
+                &settings,
+            )
+        });
+        let uplinks = parent
+            .into_iter()
+            .chain(uppers)
+            .map(|c| Uplink::new(c, now))
+            .collect();
         let registrar = Registrar::new(
             identity.id.domain().to_owned(),
             NonceMinter::random(),
@@ -275,7 +291,7 @@ impl Node {
             tx: TransactionLayer::new(settings.sip_timers, settings.max_transactions),
             registrar,
             registry: Registry::default(),
-            uplink,
+            uplinks,
             catalog_queries: HashMap::new(),
             pending_up: Vec::new(),
             flush_at: None,
@@ -308,9 +324,22 @@ impl Node {
         &self.registry
     }
 
-    /// The link to the parent, if this node has one.
+    /// The link to the topology's parent, if this node has one.
     pub fn uplink(&self) -> Option<&Uplink> {
-        self.uplink.as_ref()
+        self.uplinks.first().filter(|u| !u.is_upper())
+    }
+
+    /// Every link upward: the topology's parent and the upper platforms.
+    pub fn uplinks(&self) -> &[Uplink] {
+        &self.uplinks
+    }
+
+    fn uplink_to(&self, id: GbId) -> Option<&Uplink> {
+        self.uplinks.iter().find(|u| u.parent() == id)
+    }
+
+    fn uplink_to_mut(&mut self, id: GbId) -> Option<&mut Uplink> {
+        self.uplinks.iter_mut().find(|u| u.parent() == id)
     }
 
     /// Settings in force.
@@ -351,7 +380,9 @@ impl Node {
         min(self.tx.poll_timeout());
         min(self.flush_at);
         if !self.shutting_down {
-            min(self.uplink.as_ref().and_then(Uplink::next_wake));
+            for u in &self.uplinks {
+                min(u.next_wake());
+            }
         }
         t
     }
@@ -682,9 +713,11 @@ impl Node {
             }
         };
         let sender = user_of(req.headers.get("From")).and_then(|u| GbId::parse(&u).ok());
-        let parent = self.uplink.as_ref().map(|u| (u.parent(), u.peer()));
-        if let (Some(sender), Some((pid, ppeer))) = (sender, parent) {
-            if sender == pid {
+        let parent = sender
+            .and_then(|s| self.uplink_to(s))
+            .map(|u| (u.parent(), u.peer()));
+        if let Some((pid, ppeer)) = parent {
+            {
                 // The parent may answer over its own connection (TCP), but
                 // never from another host; over UDP it must be its own socket.
                 let genuine = peer.addr.ip() == ppeer.addr.ip()
@@ -694,10 +727,10 @@ impl Node {
                     return self.reply(req, 403, now);
                 }
                 self.reply(req, 200, now);
-                if let Some(u) = self.uplink.as_mut() {
+                if let Some(u) = self.uplink_to_mut(pid) {
                     u.set_charset(charset);
                 }
-                return self.handle_parent_message(body, now);
+                return self.handle_parent_message(pid, body, now);
             }
         }
         let Some(sender) = sender else {
@@ -807,21 +840,16 @@ impl Node {
 
     /// Where answers to the parent go, and in which charset.
     fn answer_requester(&mut self, requester: GbId, msg: &Manscdp, now: Instant) {
-        let is_parent = self.uplink.as_ref().map(Uplink::parent) == Some(requester);
-        if is_parent {
-            let charset = self
-                .uplink
-                .as_ref()
-                .map_or(Charset::Gb2312, Uplink::charset);
+        if let Some(charset) = self.uplink_to(requester).map(Uplink::charset) {
             let body = msg.to_body(charset);
-            self.enqueue_parent(vec![body], now);
+            self.enqueue_parent(requester, vec![body], now);
         } else {
             self.send_to_registrant(requester, msg, Token::Query(requester), now);
         }
     }
 
-    fn handle_parent_message(&mut self, body: Manscdp, now: Instant) {
-        let Some((parent, peer)) = self.uplink.as_ref().map(|u| (u.parent(), u.peer())) else {
+    fn handle_parent_message(&mut self, parent: GbId, body: Manscdp, now: Instant) {
+        let Some(peer) = self.uplink_to(parent).map(Uplink::peer) else {
             return;
         };
         match body {
@@ -829,8 +857,7 @@ impl Node {
                 let items = self.catalog.export();
                 tracing::info!(%parent, sn = q.sn, items = items.len(), "answering the parent's catalog query");
                 let charset = self
-                    .uplink
-                    .as_ref()
+                    .uplink_to(parent)
                     .map_or(Charset::Gb2312, Uplink::charset);
                 let budget = self.body_budget(parent, peer);
                 let ob = self.outbox_for(parent, peer);
@@ -943,13 +970,13 @@ impl Node {
 
     // ------------------------------------------------------------ upward
 
-    /// Catalog changes to push to the parent (batched).
+    /// Catalog changes to push to the parents (batched).
     fn emit(&mut self, events: Vec<CatalogItem>, now: Instant) {
         if events.is_empty() {
             return;
         }
-        if !self.uplink.as_ref().is_some_and(Uplink::is_registered) {
-            // The parent re-queries the whole catalog when we register.
+        if !self.uplinks.iter().any(Uplink::is_registered) {
+            // A parent re-queries the whole catalog when we register.
             return;
         }
         self.pending_up.extend(events);
@@ -961,15 +988,44 @@ impl Node {
     fn flush_up(&mut self, now: Instant) {
         self.flush_at = None;
         let items = std::mem::take(&mut self.pending_up);
-        let Some((parent, peer, charset)) = self
-            .uplink
-            .as_ref()
+        if items.is_empty() {
+            return;
+        }
+        let targets: Vec<GbId> = self
+            .uplinks
+            .iter()
             .filter(|u| u.is_registered())
-            .map(|u| (u.parent(), u.peer(), u.charset()))
+            .map(Uplink::parent)
+            .collect();
+        let grew = items.iter().any(|i| {
+            matches!(
+                i.event.as_deref(),
+                Some(crate::catalog::event::ADD | crate::catalog::event::DEL)
+            )
+        });
+        for parent in targets {
+            self.push_up(parent, items.clone(), grew, now);
+        }
+    }
+
+    /// Push a batch of changes to one registered parent: as Notify/Catalog
+    /// MESSAGEs, or, to a parent that refuses those, by making it re-query
+    /// once entries came or went.
+    fn push_up(&mut self, parent: GbId, items: Vec<CatalogItem>, grew: bool, now: Instant) {
+        let Some((peer, charset, refuses, last)) = self
+            .uplink_to(parent)
+            .map(|u| (u.peer(), u.charset(), u.refuses_pushes(), u.last_resync()))
         else {
             return;
         };
-        if items.is_empty() {
+        if refuses {
+            let due =
+                last.is_none_or(|t| now.duration_since(t) >= self.settings.catalog_resync_min);
+            if grew && due {
+                tracing::info!(%parent, "our catalog changed and the parent takes no pushes; re-registering so it queries again");
+                let ev = self.uplink_to_mut(parent).and_then(|u| u.resync(now));
+                self.on_uplink_event(parent, ev, now);
+            }
             return;
         }
         metrics::counter!("gbgate_catalog_events_up_total").increment(items.len() as u64);
@@ -983,19 +1039,20 @@ impl Node {
             // The parent cannot keep up with our changes: rather than queue
             // without bound, hand it the whole catalog once.
             tracing::warn!(
+                %parent,
                 backlog = ob.backlog(),
                 "upward change backlog too large; resynchronising with the parent"
             );
             ob.clear();
-            let ev = self.uplink.as_mut().and_then(|u| u.resync(now));
-            self.on_uplink_event(ev, now);
+            let ev = self.uplink_to_mut(parent).and_then(|u| u.resync(now));
+            self.on_uplink_event(parent, ev, now);
             return;
         }
         self.pump(parent, now);
     }
 
-    fn enqueue_parent(&mut self, bodies: Vec<Bytes>, now: Instant) {
-        let Some((parent, peer)) = self.uplink.as_ref().map(|u| (u.parent(), u.peer())) else {
+    fn enqueue_parent(&mut self, parent: GbId, bodies: Vec<Bytes>, now: Instant) {
+        let Some(peer) = self.uplink_to(parent).map(Uplink::peer) else {
             return;
         };
         let ob = self.outbox_for(parent, peer);
@@ -1045,8 +1102,13 @@ impl Node {
             return;
         };
         let peer = ob.peer();
-        let bodies = ob.take_ready();
-        for (body, attempt) in bodies {
+        let ready = ob.take_ready();
+        for outbox::Ready {
+            body,
+            attempt,
+            notify,
+        } in ready
+        {
             let body_copy = body.clone();
             let cseq = self.next_cseq();
             let target = Target {
@@ -1057,7 +1119,12 @@ impl Node {
             let req =
                 self.agent
                     .request(Method::Message, &target, cseq, None, Some((MANSCDP, body)));
-            if !self.send(req, peer, Token::Outbox(id, body_copy, attempt), now) {
+            if !self.send(
+                req,
+                peer,
+                Token::Outbox(id, body_copy, attempt, notify),
+                now,
+            ) {
                 if let Some(ob) = self.outboxes.get_mut(&id) {
                     ob.done();
                 }
@@ -1084,29 +1151,35 @@ impl Node {
 
     fn on_client_response(&mut self, token: Token, response: Response, now: Instant) {
         match token {
-            Token::Uplink(UplinkRequest::Register(_)) => {
-                let Some(u) = self.uplink.as_mut() else {
+            Token::Uplink(parent, UplinkRequest::Register(_)) => {
+                let Some(u) = self.uplinks.iter_mut().find(|u| u.parent() == parent) else {
                     return;
                 };
                 let (follow, ev) = u.on_register_response(&self.agent, &response, now);
-                self.on_uplink_event(ev, now);
+                self.on_uplink_event(parent, ev, now);
                 if let Some(req) = follow {
-                    self.send_register(req, now);
+                    self.send_register(parent, req, now);
                 }
             }
-            Token::Uplink(UplinkRequest::Keepalive) => {
+            Token::Uplink(parent, UplinkRequest::Keepalive) => {
                 let ev = self
-                    .uplink
-                    .as_mut()
+                    .uplink_to_mut(parent)
                     .and_then(|u| u.on_keepalive_response(response.status, now));
-                self.on_uplink_event(ev, now);
+                self.on_uplink_event(parent, ev, now);
             }
-            Token::Outbox(id, _, _) => {
+            Token::Outbox(id, _, _, notify) => {
                 if let Some(ob) = self.outboxes.get_mut(&id) {
                     ob.done();
                 }
                 if response.status >= 300 {
                     tracing::debug!(%id, status = response.status, "queued MESSAGE refused");
+                    // A parent that refuses pushed changes (and is not just
+                    // busy) must learn them by querying again.
+                    if notify && !matches!(response.status, 408 | 480 | 503) {
+                        if let Some(u) = self.uplink_to_mut(id) {
+                            u.set_refuses_pushes();
+                        }
+                    }
                 }
                 self.pump(id, now);
             }
@@ -1126,20 +1199,19 @@ impl Node {
 
     fn on_client_timeout(&mut self, token: Token, method: Method, now: Instant) {
         match token {
-            Token::Uplink(UplinkRequest::Register(cseq)) => {
+            Token::Uplink(parent, UplinkRequest::Register(cseq)) => {
                 let ev = self
-                    .uplink
-                    .as_mut()
+                    .uplink_to_mut(parent)
                     .and_then(|u| u.on_register_timeout(cseq, now));
-                self.on_uplink_event(ev, now);
+                self.on_uplink_event(parent, ev, now);
             }
-            Token::Uplink(UplinkRequest::Keepalive) => {}
-            Token::Outbox(id, body, attempt) => {
+            Token::Uplink(_, UplinkRequest::Keepalive) => {}
+            Token::Outbox(id, body, attempt, notify) => {
                 if let Some(ob) = self.outboxes.get_mut(&id) {
                     ob.done();
                     if attempt < OUTBOX_RETRIES {
                         tracing::warn!(%id, %method, attempt, "queued MESSAGE unanswered; sending it again");
-                        ob.retry(body, attempt);
+                        ob.retry(body, attempt, notify);
                     } else {
                         tracing::error!(%id, %method, "queued MESSAGE unanswered after retries; dropped");
                     }
@@ -1152,41 +1224,38 @@ impl Node {
         }
     }
 
-    /// Send an uplink REGISTER; if it cannot even be sent, the uplink learns
-    /// at once (as a timeout) instead of waiting forever for an answer.
-    fn send_register(&mut self, req: Request, now: Instant) {
-        let Some(u) = self.uplink.as_ref() else {
+    /// Send a REGISTER to `parent`; if it cannot even be sent, the uplink
+    /// learns at once (as a timeout) instead of waiting forever for an answer.
+    fn send_register(&mut self, parent: GbId, req: Request, now: Instant) {
+        let Some(peer) = self.uplink_to(parent).map(Uplink::peer) else {
             return;
         };
-        let peer = u.peer();
         let cseq = req.cseq().map_or(0, |c| c.seq);
-        if !self.send(req, peer, Token::Uplink(UplinkRequest::Register(cseq)), now) {
+        let token = Token::Uplink(parent, UplinkRequest::Register(cseq));
+        if !self.send(req, peer, token, now) {
             let ev = self
-                .uplink
-                .as_mut()
+                .uplink_to_mut(parent)
                 .and_then(|u| u.on_register_timeout(cseq, now));
-            self.on_uplink_event(ev, now);
+            self.on_uplink_event(parent, ev, now);
         }
     }
 
-    fn on_uplink_event(&mut self, ev: Option<UplinkEvent>, now: Instant) {
+    fn on_uplink_event(&mut self, parent: GbId, ev: Option<UplinkEvent>, now: Instant) {
+        let label = parent.to_string();
         match ev {
             Some(UplinkEvent::Registered) => {
-                metrics::gauge!("gbgate_uplink_registered").set(1.0);
+                metrics::gauge!("gbgate_uplink_registered", "parent" => label).set(1.0);
             }
             Some(UplinkEvent::Lost(why)) => {
-                metrics::gauge!("gbgate_uplink_registered").set(0.0);
-                tracing::warn!(reason = why, "link to parent lost");
-                self.drop_incoming_calls("the link to the parent was lost", now);
+                metrics::gauge!("gbgate_uplink_registered", "parent" => label.clone()).set(0.0);
+                metrics::counter!("gbgate_uplink_losses_total", "parent" => label).increment(1);
+                tracing::warn!(%parent, reason = %why, "link to parent lost");
+                self.drop_incoming_calls_from(parent, "the link to the parent was lost", now);
                 // The parent re-queries everything after we re-register.
-                self.pending_up.clear();
-                self.flush_at = None;
-                // Keep the outbox (its in-flight count must still drain) but
-                // drop what waits in it.
-                if let Some(p) = self.uplink.as_ref().map(Uplink::parent) {
-                    if let Some(ob) = self.outboxes.get_mut(&p) {
-                        ob.clear();
-                    }
+                // Keep its outbox (its in-flight count must still drain)
+                // but drop what waits in it.
+                if let Some(ob) = self.outboxes.get_mut(&parent) {
+                    ob.clear();
                 }
             }
             None => {}
@@ -1203,15 +1272,18 @@ impl Node {
             self.flush_up(now);
         }
         if !self.shutting_down {
-            if let Some(u) = self.uplink.as_mut() {
+            for i in 0..self.uplinks.len() {
+                let Some(u) = self.uplinks.get_mut(i) else {
+                    break;
+                };
                 let (reqs, ev) = u.poll(&self.agent, now);
-                let peer = u.peer();
-                self.on_uplink_event(ev, now);
+                let (parent, peer) = (u.parent(), u.peer());
+                self.on_uplink_event(parent, ev, now);
                 for (kind, req) in reqs {
                     match kind {
-                        UplinkRequest::Register(_) => self.send_register(req, now),
+                        UplinkRequest::Register(_) => self.send_register(parent, req, now),
                         UplinkRequest::Keepalive => {
-                            self.send(req, peer, Token::Uplink(kind), now);
+                            self.send(req, peer, Token::Uplink(parent, kind), now);
                         }
                     }
                 }
@@ -1269,16 +1341,20 @@ impl Node {
     pub fn shutdown(&mut self, now: Instant) {
         self.shutting_down = true;
         self.hangup_all(now);
-        if let Some(u) = self.uplink.as_mut() {
+        let mut unregisters = Vec::new();
+        for u in &mut self.uplinks {
             if let Some(req) = u.unregister(&self.agent) {
-                tracing::info!("unregistering from parent");
-                self.send_register(req, now);
+                tracing::info!(parent = %u.parent(), "unregistering from parent");
+                unregisters.push((u.parent(), req));
             }
+        }
+        for (parent, req) in unregisters {
+            self.send_register(parent, req, now);
         }
     }
 
     /// True when a graceful stop has nothing left to wait for.
     pub fn is_shut_down(&self) -> bool {
-        self.shutting_down && self.uplink.as_ref().is_none_or(Uplink::is_stopped)
+        self.shutting_down && self.uplinks.iter().all(Uplink::is_stopped)
     }
 }

@@ -25,13 +25,25 @@ struct PendingCatalog {
 }
 
 enum Job {
-    /// A ready body; `answer` marks parts of a catalog answer (superseded by a newer query).
+    /// A ready body; `answer` marks parts of a catalog answer (superseded
+    /// by a newer query), `notify` parts of pushed changes.
     Body {
         body: Bytes,
         answer: bool,
+        notify: bool,
         attempt: u8,
     },
     Catalog(PendingCatalog),
+}
+
+/// A MESSAGE body the window lets go now.
+pub(super) struct Ready {
+    /// The MANSCDP body.
+    pub(super) body: Bytes,
+    /// How often it was sent before.
+    pub(super) attempt: u8,
+    /// It pushes catalog changes (a Notify), which a parent may refuse.
+    pub(super) notify: bool,
 }
 
 /// The queue toward one peer.
@@ -65,6 +77,7 @@ impl Outbox {
         self.jobs.push_back(Job::Body {
             body,
             answer: false,
+            notify: false,
             attempt: 0,
         });
     }
@@ -86,6 +99,7 @@ impl Outbox {
                 self.jobs.push_back(Job::Body {
                     body,
                     answer: !notify,
+                    notify,
                     attempt: 0,
                 });
             }
@@ -104,7 +118,7 @@ impl Outbox {
 
     /// Bodies (with their attempt number) that may be sent now; each must
     /// later be matched by [`Self::done`].
-    pub(super) fn take_ready(&mut self) -> Vec<(Bytes, u8)> {
+    pub(super) fn take_ready(&mut self) -> Vec<Ready> {
         let mut out = Vec::new();
         while self.in_flight < self.window {
             let Some(job) = self.jobs.front_mut() else {
@@ -112,9 +126,19 @@ impl Outbox {
             };
             match job {
                 Job::Body { .. } => {
-                    if let Some(Job::Body { body, attempt, .. }) = self.jobs.pop_front() {
+                    if let Some(Job::Body {
+                        body,
+                        attempt,
+                        notify,
+                        ..
+                    }) = self.jobs.pop_front()
+                    {
                         self.in_flight += 1;
-                        out.push((body, attempt));
+                        out.push(Ready {
+                            body,
+                            attempt,
+                            notify,
+                        });
                     }
                 }
                 Job::Catalog(p) => {
@@ -131,7 +155,7 @@ impl Outbox {
                     );
                     p.pos = end;
                     let finished = p.pos >= p.items.len();
-                    let answer = !p.notify;
+                    let (answer, notify) = (!p.notify, p.notify);
                     if finished {
                         self.jobs.pop_front();
                     }
@@ -140,6 +164,7 @@ impl Outbox {
                         self.jobs.push_front(Job::Body {
                             body,
                             answer,
+                            notify,
                             attempt: 0,
                         });
                     }
@@ -180,10 +205,11 @@ impl Outbox {
 
     /// Send a MESSAGE that went unanswered again, ahead of everything else:
     /// a lost catalog part would leave a permanent hole at the parent.
-    pub(super) fn retry(&mut self, body: Bytes, attempt: u8) {
+    pub(super) fn retry(&mut self, body: Bytes, attempt: u8, notify: bool) {
         self.jobs.push_front(Job::Body {
             body,
             answer: false,
+            notify,
             attempt: attempt.saturating_add(1),
         });
     }
@@ -230,9 +256,9 @@ mod tests {
                 break;
             }
             assert!(ready.len() <= 4);
-            for (b, _) in ready {
-                assert!(b.len() <= 1000);
-                match parse(&b).unwrap().0 {
+            for r in ready {
+                assert!(r.body.len() <= 1000 && !r.notify);
+                match parse(&r.body).unwrap().0 {
                     Manscdp::CatalogResponse(l) => {
                         assert_eq!(l.sum_num, 1000);
                         assert_eq!(l.sn, 9);

@@ -291,7 +291,7 @@ fn body() -> impl Strategy<Value = String> {
     ]
 }
 
-/// Other headers: names in any letter case (both parsers compare names
+/// Other headers (Max-Forwards is left out: a random value would be illegal): names in any letter case (both parsers compare names
 /// case-insensitively) with values that have no leading or trailing blank.
 fn extra_header() -> impl Strategy<Value = String> {
     (
@@ -299,7 +299,7 @@ fn extra_header() -> impl Strategy<Value = String> {
             "User-Agent",
             "user-agent",
             "Subject",
-            "Max-Forwards",
+            "Organization",
             "X-GB-Ver",
             "Allow",
             "Content-Type",
@@ -421,6 +421,13 @@ fn message() -> impl Strategy<Value = Vec<u8>> {
                 for h in vias.iter().chain(&rest) {
                     raw.push_str("\r\n");
                     raw.push_str(&h.replacen(": ", colon, 1));
+                }
+                // RFC 3261 §20.15: a body needs a Content-Type (we refuse it otherwise).
+                let typed = rest
+                    .iter()
+                    .any(|h| h.to_ascii_lowercase().starts_with("content-type"));
+                if !body.is_empty() && !typed {
+                    raw.push_str("\r\nContent-Type: Application/MANSCDP+xml");
                 }
                 raw.push_str(&format!("\r\nContent-Length: {}\r\n\r\n", body.len()));
                 raw.push_str(&body);

@@ -1,6 +1,8 @@
-//! This node as a lower-level platform toward its parent: REGISTER with
+//! This node as a lower-level platform toward a parent: REGISTER with
 //! digest auth, refresh before expiry, keepalive, re-register with back-off
-//! when the parent restarts or stops answering, unregister on shutdown.
+//! when the parent restarts or stops answering, unregister on shutdown. One
+//! [`Uplink`] per parent: the topology's parent, and each third-party upper
+//! platform configured for the node, each with its own settings.
 //!
 //! Sans-IO: [`Uplink::poll`] returns the requests to send now, the node
 //! feeds back responses and timeouts, and [`Uplink::next_wake`] says when
@@ -52,7 +54,131 @@ pub enum UplinkEvent {
     /// The parent accepted a new registration (it will query our catalog).
     Registered,
     /// The registration is gone (parent restarted, refused us, or went silent).
-    Lost(&'static str),
+    Lost(LinkFault),
+}
+
+/// Why a registration to a parent failed or ended; shown in logs and in
+/// the topology API, with the status code a parent refused with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum LinkFault {
+    /// A final response other than 2xx, 3xx or a usable challenge.
+    #[error("the parent refused the registration with {status}")]
+    Refused {
+        /// The status code.
+        status: u16,
+    },
+    /// A challenge we answered was challenged again, or we have no password.
+    #[error("the parent rejected our credentials ({status})")]
+    Credentials {
+        /// 401 or 407.
+        status: u16,
+    },
+    /// A 401/407 without a challenge we can read.
+    #[error("the parent sent {status} without a usable challenge")]
+    NoChallenge {
+        /// 401 or 407.
+        status: u16,
+    },
+    /// Redirected more than we follow in a row.
+    #[error("too many redirects")]
+    TooManyRedirects,
+    /// A 3xx without a Contact we can dial.
+    #[error("redirect ({status}) without a usable Contact")]
+    BadRedirect {
+        /// The 3xx status.
+        status: u16,
+    },
+    /// No final response to REGISTER within Timer F (or it could not be sent).
+    #[error("REGISTER timed out")]
+    Timeout,
+    /// Keepalives went unanswered for the liveness window.
+    #[error("the parent stopped answering keepalives")]
+    Silent,
+    /// A keepalive was answered with a code meaning we are unknown there.
+    #[error("the parent no longer knows this node (keepalive answered {status})")]
+    Forgotten {
+        /// 403, 404, 408 or 481.
+        status: u16,
+    },
+    /// We gave the registration up so the parent re-queries our catalog.
+    #[error("re-registering so the parent queries our catalog again")]
+    Resync,
+}
+
+/// How one uplink is set up: who the parent is and how we treat it.
+#[derive(Debug, Clone)]
+pub struct UplinkConfig {
+    /// The parent's ID.
+    pub parent: GbId,
+    /// A name for logs and the topology API.
+    pub name: String,
+    /// Where it is reached.
+    pub peer: Peer,
+    /// Our password toward it.
+    pub password: Option<String>,
+    /// True for a third-party upper platform (not in our topology).
+    pub upper: bool,
+    /// Registration expiry we ask for.
+    pub expires: Duration,
+    /// Keepalive period.
+    pub keepalive_interval: Duration,
+    /// Silence after which the registration is taken as lost.
+    pub liveness: Duration,
+    /// First and longest back-off after a failure.
+    pub retry: (Duration, Duration),
+    /// A charset fixed by configuration; `None` learns it from the parent.
+    pub charset: Option<Charset>,
+}
+
+impl UplinkConfig {
+    /// The topology's parent, with the node's settings.
+    pub fn parent(
+        parent: GbId,
+        name: String,
+        peer: Peer,
+        password: Option<String>,
+        settings: &Settings,
+    ) -> Self {
+        UplinkConfig {
+            parent,
+            name,
+            peer,
+            password,
+            upper: false,
+            expires: settings.register_expires,
+            keepalive_interval: settings.keepalive_interval,
+            liveness: settings.liveness_timeout(),
+            retry: (settings.register_retry_min, settings.register_retry_max),
+            charset: None,
+        }
+    }
+
+    /// A third-party upper platform with its own intervals and charset.
+    pub fn upper(
+        p: &topology::UpperPlatform,
+        password: Option<String>,
+        settings: &Settings,
+    ) -> Self {
+        let keepalive = Duration::from_secs(p.keepalive_interval_secs);
+        UplinkConfig {
+            parent: p.id,
+            name: p.name.clone(),
+            peer: Peer {
+                transport: p.transport.into(),
+                addr: p.sip,
+            },
+            password,
+            upper: true,
+            expires: Duration::from_secs(p.register_expires_secs),
+            keepalive_interval: keepalive,
+            liveness: keepalive * p.keepalive_timeout_count,
+            retry: (settings.register_retry_min, settings.register_retry_max),
+            charset: Some(match p.charset {
+                topology::TextCharset::Gb2312 => Charset::Gb2312,
+                topology::TextCharset::Utf8 => Charset::Utf8,
+            }),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -67,6 +193,14 @@ enum State {
 /// The uplink state machine.
 pub struct Uplink {
     parent: GbId,
+    name: String,
+    upper: bool,
+    charset_fixed: bool,
+    last_fault: Option<LinkFault>,
+    /// The parent refused a pushed catalog change: it takes none, so it
+    /// must re-query instead (see [`Uplink::resync`]).
+    refuses_pushes: bool,
+    last_resync: Option<Instant>,
     peer: Peer,
     password: Option<String>,
     state: State,
@@ -94,16 +228,28 @@ pub struct Uplink {
 }
 
 impl Uplink {
-    /// An uplink toward `parent` at `peer`, registering at once.
-    pub fn new(
-        parent: GbId,
-        peer: Peer,
-        password: Option<String>,
-        settings: &Settings,
-        now: Instant,
-    ) -> Self {
+    /// An uplink as configured, registering at once.
+    pub fn new(config: UplinkConfig, now: Instant) -> Self {
+        let UplinkConfig {
+            parent,
+            name,
+            peer,
+            password,
+            upper,
+            expires,
+            keepalive_interval,
+            liveness,
+            retry,
+            charset,
+        } = config;
         Uplink {
             parent,
+            name,
+            upper,
+            charset_fixed: charset.is_some(),
+            last_fault: None,
+            refuses_pushes: false,
+            last_resync: None,
             peer,
             password,
             state: State::Backoff { until: now },
@@ -115,20 +261,48 @@ impl Uplink {
             home: peer.addr,
             nc: 0,
             challenge: None,
-            expires: settings.register_expires,
-            granted: settings.register_expires,
+            expires,
+            granted: expires,
             registered_at: now,
             next_keepalive: now,
             last_ok: now,
-            retry: settings.register_retry_min,
+            retry: retry.0,
             keepalive_sn: 0,
-            keepalive_interval: settings.keepalive_interval,
-            liveness: settings.liveness_timeout(),
-            retry_min: settings.register_retry_min,
-            retry_max: settings.register_retry_max,
-            charset: Charset::Gb2312,
+            keepalive_interval,
+            liveness,
+            retry_min: retry.0,
+            retry_max: retry.1,
+            charset: charset.unwrap_or(Charset::Gb2312),
             since: None,
         }
+    }
+
+    /// Its name (topology name, or the upper platform's).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// True for a third-party upper platform.
+    pub fn is_upper(&self) -> bool {
+        self.upper
+    }
+
+    /// Why the last registration failed or ended, if it did.
+    pub fn last_fault(&self) -> Option<LinkFault> {
+        self.last_fault
+    }
+
+    /// True once the parent refused a pushed catalog change.
+    pub fn refuses_pushes(&self) -> bool {
+        self.refuses_pushes
+    }
+
+    /// The parent refused a pushed change: stop pushing to it.
+    pub fn set_refuses_pushes(&mut self) {
+        if !self.refuses_pushes {
+            tracing::info!(parent = %self.parent, "the parent refuses pushed catalog changes; it will be made to re-query instead");
+        }
+        self.refuses_pushes = true;
     }
 
     /// The parent's ID.
@@ -166,9 +340,11 @@ impl Uplink {
         self.charset
     }
 
-    /// Remember the parent's charset.
+    /// Remember the parent's charset, unless configuration fixed it.
     pub fn set_charset(&mut self, c: Charset) {
-        self.charset = c;
+        if !self.charset_fixed {
+            self.charset = c;
+        }
     }
 
     fn register_request(&mut self, agent: &Agent, expires_secs: u64) -> Request {
@@ -237,7 +413,8 @@ impl Uplink {
         )
     }
 
-    fn fail(&mut self, now: Instant, why: &'static str) -> Option<UplinkEvent> {
+    fn fail(&mut self, now: Instant, why: LinkFault) -> Option<UplinkEvent> {
+        self.last_fault = Some(why);
         let was = self.is_registered();
         // 2022 §9.1.2.3: after failures, return to the configured registrar.
         self.peer.addr = self.home;
@@ -245,17 +422,18 @@ impl Uplink {
         self.state = State::Backoff {
             until: now + self.retry,
         };
-        tracing::warn!(parent = %self.parent, retry_in = ?self.retry, reason = why, "registration to parent failed");
+        tracing::warn!(parent = %self.parent, name = %self.name, retry_in = ?self.retry, reason = %why, "registration to parent failed");
         self.retry = (self.retry * 2).min(self.retry_max);
         self.challenge = None;
         self.since = None;
         was.then_some(UplinkEvent::Lost(why))
     }
 
-    fn lost_now(&mut self, now: Instant, why: &'static str) -> Option<UplinkEvent> {
+    fn lost_now(&mut self, now: Instant, why: LinkFault) -> Option<UplinkEvent> {
+        self.last_fault = Some(why);
         // The parent forgot us (restart): re-register at once, not after back-off.
         let was = self.is_registered();
-        tracing::info!(parent = %self.parent, reason = why, "parent lost our registration; re-registering");
+        tracing::info!(parent = %self.parent, name = %self.name, reason = %why, "parent lost our registration; re-registering");
         self.state = State::Backoff { until: now };
         self.challenge = None;
         self.since = None;
@@ -286,7 +464,7 @@ impl Uplink {
             }
             State::Registered => {
                 if now.duration_since(self.last_ok) > self.liveness {
-                    event = self.lost_now(now, "parent stopped answering keepalives");
+                    event = self.lost_now(now, LinkFault::Silent);
                 } else if now >= self.registered_at + self.granted * 2 / 3 {
                     self.state = State::Registering {
                         authed: 0,
@@ -373,6 +551,7 @@ impl Uplink {
                     (None, None)
                 } else {
                     self.since = Some(std::time::SystemTime::now());
+                    self.last_fault = None;
                     tracing::info!(parent = %self.parent, expires = ?self.granted, "registered to parent");
                     (None, Some(UplinkEvent::Registered))
                 }
@@ -396,7 +575,12 @@ impl Uplink {
                     }
                     _ => (
                         None,
-                        self.fail(now, "parent sent 401 without a usable challenge"),
+                        self.fail(
+                            now,
+                            LinkFault::NoChallenge {
+                                status: response.status,
+                            },
+                        ),
                     ),
                 }
             }
@@ -419,14 +603,29 @@ impl Uplink {
                         // A redirect loop: go back to the configured registrar after a back-off.
                         self.redirects = 0;
                         self.peer.addr = self.home;
-                        (None, self.fail(now, "too many redirects"))
+                        (None, self.fail(now, LinkFault::TooManyRedirects))
                     }
-                    None => (None, self.fail(now, "redirect without a usable Contact")),
+                    None => (
+                        None,
+                        self.fail(
+                            now,
+                            LinkFault::BadRedirect {
+                                status: response.status,
+                            },
+                        ),
+                    ),
                 }
             }
-            401 | 407 => (None, self.fail(now, "parent rejected our credentials")),
-            403 => (None, self.fail(now, "parent answered 403 Forbidden")),
-            _ => (None, self.fail(now, "parent refused the registration")),
+            401 | 407 => (
+                None,
+                self.fail(
+                    now,
+                    LinkFault::Credentials {
+                        status: response.status,
+                    },
+                ),
+            ),
+            status => (None, self.fail(now, LinkFault::Refused { status })),
         }
     }
 
@@ -437,7 +636,7 @@ impl Uplink {
         }
         self.pending = None;
         match self.state {
-            State::Registering { .. } => self.fail(now, "REGISTER timed out"),
+            State::Registering { .. } => self.fail(now, LinkFault::Timeout),
             State::Unregistering => {
                 self.state = State::Stopped;
                 None
@@ -454,7 +653,7 @@ impl Uplink {
                 None
             }
             // The parent does not know us any more (it restarted): GB practice is to re-register at once.
-            403 | 404 | 408 | 481 => self.lost_now(now, "parent no longer knows this node"),
+            403 | 404 | 408 | 481 => self.lost_now(now, LinkFault::Forgotten { status }),
             _ => None,
         }
     }
@@ -463,10 +662,13 @@ impl Uplink {
     /// the parent then sees a new binding and re-queries our whole catalog.
     /// Used when we can no longer tell it every change one by one.
     pub fn resync(&mut self, now: Instant) -> Option<UplinkEvent> {
-        self.lost_now(
-            now,
-            "change backlog too large; re-registering so the parent re-queries",
-        )
+        self.last_resync = Some(now);
+        self.lost_now(now, LinkFault::Resync)
+    }
+
+    /// When the last resync happened, to pace them.
+    pub fn last_resync(&self) -> Option<Instant> {
+        self.last_resync
     }
 
     /// CSeq of the REGISTER in flight, if any.
@@ -516,7 +718,10 @@ mod tests {
             addr: "127.0.0.1:5070".parse().unwrap(),
         };
         (
-            Uplink::new(parent, peer, Some("pw".into()), &settings, now),
+            Uplink::new(
+                UplinkConfig::parent(parent, "parent".into(), peer, Some("pw".into()), &settings),
+                now,
+            ),
             agent,
             now,
         )
@@ -604,7 +809,7 @@ mod tests {
         let (mut u, agent, t) = registered();
         assert_eq!(
             u.on_keepalive_response(404, t),
-            Some(UplinkEvent::Lost("parent no longer knows this node"))
+            Some(UplinkEvent::Lost(LinkFault::Forgotten { status: 404 }))
         );
         let (reqs, _) = u.poll(&agent, t);
         assert!(matches!(reqs[0].0, UplinkRequest::Register(_)));
