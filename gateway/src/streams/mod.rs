@@ -263,7 +263,7 @@ impl StreamManager {
                     let _ = tx.send(Err(reason));
                 }
             }
-            CallEvent::Ended { call, reason } => {
+            CallEvent::Ended { call, reason, .. } => {
                 if let Some(up) = locked(&self.upstream).remove(&call) {
                     up.hub.end(&reason);
                 }
