@@ -15,6 +15,7 @@ use gbgate::media::sdp::GbSdp;
 use gbgate::node::{CallEvent, CallKind, Identity, Inbound, Node};
 use gbgate::settings::Settings;
 use gbgate::sip::agent::{Agent, Target, MANSCDP};
+use gbgate::sip::header::Reason;
 use gbgate::sip::message::{Message, Method, Request, Response};
 use gbgate::sip::{Peer, Transmit, Transport};
 use integration::sim::MediaEvent;
@@ -669,6 +670,104 @@ fn calls_survive_a_lossy_network() {
     }
     assert!(ended);
     assert_eq!(w.node.open_calls(), 0);
+}
+
+/// Place a call for `channel` and let the fleet answer it: the node's
+/// call and its Call-ID.
+fn answered_call(w: &mut World, channel: GbId, port: u16) -> (u64, String) {
+    let offer = sdp(VILLAGE, port, "0102000001", "Play");
+    let call = w
+        .node
+        .place_call(channel, CallKind::Live, &offer, w.now)
+        .unwrap();
+    let (mut call_id, mut answered) = (None, false);
+    for _ in 0..300 {
+        while let Some(ev) = w.fleet.poll_media_event() {
+            if let MediaEvent::Start { call, .. } = ev {
+                let answer = sdp(channel.as_str(), 40000, "0102000001", "Play");
+                w.fleet.answer_call(&call, &answer, w.now);
+                call_id = Some(call);
+            }
+        }
+        while let Some(ev) = w.node.poll_call_event() {
+            answered |= matches!(ev, CallEvent::Answered { call: c, .. } if c == call);
+        }
+        if answered {
+            break;
+        }
+        w.step(Duration::from_millis(10));
+    }
+    assert!(answered, "the fleet answers");
+    (call, call_id.unwrap())
+}
+
+/// RFC 3326 Reason on BYE, both ways: the text of one from below becomes
+/// the call's end reason (and the header reaches the media plane), and a
+/// hangup with a reason writes it into the BYE.
+#[test]
+fn a_bye_says_why_the_call_ended() {
+    let (mut w, _) = scenario(u64::MAX, u64::MAX);
+    let channel = GbId::parse(&w.fleet.channel_ids()[0]).unwrap();
+    let text = "the source's PS could not be read: missing PES flags (x)";
+
+    let (call, call_id) = answered_call(&mut w, channel, 30000);
+    let mut bye = Request::new(Method::Bye, format!("sip:{VILLAGE}@127.0.0.1:2"));
+    bye.headers
+        .push("Via", "SIP/2.0/UDP 127.0.0.1:3;rport;branch=z9hG4bKcambye");
+    bye.headers
+        .push("From", format!("<sip:{channel}@3501020100>;tag=cam"));
+    bye.headers
+        .push("To", format!("<sip:{VILLAGE}@3501020100>;tag=node"));
+    bye.headers.push("Call-ID", call_id.as_str());
+    bye.headers.push("CSeq", "9 BYE");
+    bye.headers.push("Max-Forwards", "70");
+    bye.headers.push(
+        "Reason",
+        format!(
+            "Q.850;cause=16, SIP;cause=502;text=\"{}\"",
+            text.replace('"', "\\\"")
+        ),
+    );
+    w.node.handle_inbound(
+        Inbound::Message {
+            peer: udp(3),
+            message: Message::parse(&bye.to_bytes()).unwrap(),
+        },
+        w.now,
+    );
+    let mut ended = None;
+    while let Some(ev) = w.node.poll_call_event() {
+        if let CallEvent::Ended {
+            call: c,
+            reason,
+            said,
+        } = ev
+        {
+            assert_eq!(c, call);
+            ended = Some((reason, said));
+        }
+    }
+    let (reason, said) = ended.expect("the BYE ends the call");
+    assert_eq!(reason, text);
+    let said = said.expect("the Reason reaches the media plane");
+    assert_eq!((said.protocol.as_str(), said.cause), ("SIP", Some(502)));
+    assert_eq!(w.node.open_calls(), 0);
+
+    // The node hangs up with a reason: its BYE carries it.
+    let (call, _) = answered_call(&mut w, channel, 30002);
+    let why = Reason::sip(502, "the source's \"PS\" could not be read: nothing");
+    w.node.hangup_with(call, Some(&why), w.now);
+    let mut out = Vec::new();
+    w.node.drain_transmits(&mut out);
+    let bye = out
+        .iter()
+        .map(|t| String::from_utf8_lossy(&t.data).into_owned())
+        .find(|m| m.starts_with("BYE "))
+        .expect("a BYE");
+    assert!(
+        bye.contains("\r\nReason: SIP;cause=502;text=\"the source's \\\"PS\\\" could not be read: nothing\"\r\n"),
+        "{bye}"
+    );
 }
 
 /// A 2xx to an INVITE the node no longer has (its transaction is gone) is

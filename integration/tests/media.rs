@@ -603,18 +603,19 @@ fn a_ps_the_node_cannot_read_is_named_to_the_viewer_and_counted() {
     let cam = camera(&c);
     let village = c.tree.level("village")[0];
     // The village demuxes the camera's PS: its viewer learns why there is
-    // no picture (the hub ends after the 3 s media timeout).
+    // no picture, about a second after the fault, not at the 3 s media
+    // timeout (the tiers above must hear it before their own fires).
     let asked = Instant::now();
     let (status, body) = get_text(&format!("http://{}/live/{cam}.flv", village.http));
-    eprintln!(
-        "village viewer after {:?}: {status} {body}",
-        asked.elapsed()
-    );
+    let waited = asked.elapsed();
+    eprintln!("village viewer after {waited:?}: {status} {body}");
     assert_eq!(status, 502, "{body}");
     assert!(
         body.starts_with("the source's PS could not be read: missing PES flags"),
         "{body}"
     );
+    assert!(waited < Duration::from_secs(3), "{waited:?}");
+    let village_body = body;
     let counted = |c: &Cluster| {
         c.metric(
             &village.id,
@@ -635,11 +636,23 @@ fn a_ps_the_node_cannot_read_is_named_to_the_viewer_and_counted() {
         "{}",
         warned[0]
     );
-    // From the city the stream also fails, but the cause stays at the
-    // village: its BYE up the tree carries no reason.
+    // From the city, three tiers up, the viewer hears the same cause: the
+    // village's BYE carries it as a Reason and each tier passes it on.
+    let asked = Instant::now();
     let (status, body) = get_text(&format!("http://{}/live/{cam}.flv", c.tree.root().http));
-    eprintln!("city viewer: {status} {body}");
+    eprintln!("city viewer after {:?}: {status} {body}", asked.elapsed());
     assert_eq!(status, 502, "{body}");
+    assert_eq!(
+        body, village_body,
+        "the city's viewer reads what the village's did"
+    );
+    // Counted where the PS is demuxed, not again at each tier it crosses.
+    let city = c.tree.root().id;
+    assert_eq!(
+        c.metric(&city, "gbgate_ps_demux_failures_total", "")
+            .unwrap(),
+        0.0
+    );
     c.wait_for(
         "the village's second stream",
         Duration::from_secs(10),

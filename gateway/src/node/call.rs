@@ -16,7 +16,7 @@ use topology::GbId;
 use super::{Node, Token};
 use crate::media::sdp::GbSdp;
 use crate::sip::agent::{DialogIds, Target, USER_AGENT};
-use crate::sip::header::{new_tag, NameAddr};
+use crate::sip::header::{new_tag, reasons, NameAddr, Reason};
 use crate::sip::message::{Method, Request, Response};
 use crate::sip::transaction::AckMatch;
 use crate::sip::{Peer, Transmit};
@@ -64,8 +64,12 @@ pub enum CallEvent {
     Ended {
         /// The call.
         call: CallId,
-        /// Why.
+        /// Why: the BYE's Reason text when the source below gave one.
         reason: String,
+        /// The Reason header (RFC 3326) of a BYE from below that had a
+        /// text, for the media plane to act on (a tier below could not read
+        /// the source's PS); `None` for every other end.
+        said: Option<Reason>,
     },
     /// The source below reported the end of a recording (MediaStatus 121).
     MediaEnded {
@@ -308,6 +312,13 @@ impl Node {
     /// End a call: CANCEL if it is not answered yet, BYE otherwise. For an
     /// incoming call not yet answered, this answers 480 instead.
     pub fn hangup(&mut self, call: CallId, now: Instant) {
+        self.hangup_with(call, None, now);
+    }
+
+    /// [`Self::hangup`], the BYE carrying `reason` as an RFC 3326 Reason
+    /// header: a BYE alone only says the stream is over, and the tier above
+    /// would tell its viewers that it fell silent rather than why.
+    pub fn hangup_with(&mut self, call: CallId, reason: Option<&Reason>, now: Instant) {
         let Some(d) = self.calls.dialogs.get(&call) else {
             return;
         };
@@ -340,7 +351,11 @@ impl Node {
                 self.calls.remove(call);
             }
             _ => {
-                self.send_in_dialog(call, Method::Bye, None, now);
+                let extra: Vec<(&str, String)> = reason
+                    .map(|r| ("Reason", r.to_string()))
+                    .into_iter()
+                    .collect();
+                self.send_in_dialog_with(call, Method::Bye, None, &extra, now);
                 self.calls.remove(call);
             }
         }
@@ -439,11 +454,26 @@ impl Node {
         body: Option<(&str, Bytes)>,
         now: Instant,
     ) {
+        self.send_in_dialog_with(call, method, body, &[], now);
+    }
+
+    /// [`Self::send_in_dialog`] with `extra` headers (a BYE's Reason).
+    fn send_in_dialog_with(
+        &mut self,
+        call: CallId,
+        method: Method,
+        body: Option<(&str, Bytes)>,
+        extra: &[(&str, String)],
+        now: Instant,
+    ) {
         let Some(d) = self.calls.dialogs.get_mut(&call) else {
             return;
         };
         d.local_cseq = d.local_cseq.wrapping_add(1);
         let mut r = self.agent.in_dialog(method.clone(), &d.ids(), d.local_cseq);
+        for (name, value) in extra {
+            r.headers.push(name, value.as_str());
+        }
         if let Some((ct, b)) = body {
             r.headers.push("Content-Type", ct);
             r.body = b;
@@ -722,17 +752,24 @@ impl Node {
         self.reply(req, 200, now);
         if let Some(d) = self.calls.remove(call) {
             metrics::counter!("gbgate_byes_received_total").increment(1);
-            let reason = match d.side {
-                Side::Outgoing => format!(
+            // Only the source below can say why its stream is gone; what the
+            // parent says when it hangs up changes nothing here.
+            let said = match d.side {
+                Side::Outgoing => said_reason(req),
+                Side::Incoming => None,
+            };
+            let reason = match (&said, d.side) {
+                (Some(Reason { text: Some(t), .. }), _) => t.clone(),
+                (_, Side::Outgoing) => format!(
                     "{} ended the stream (BYE)",
                     d.via.map_or_else(String::new, |v| v.to_string())
                 ),
-                Side::Incoming => "the parent ended the call (BYE)".to_owned(),
+                (_, Side::Incoming) => "the parent ended the call (BYE)".to_owned(),
             };
             tracing::info!(call, channel = %d.channel, %reason, "call ended");
             self.calls
                 .events
-                .push_back(CallEvent::Ended { call, reason });
+                .push_back(CallEvent::Ended { call, reason, said });
         }
     }
 
@@ -753,6 +790,7 @@ impl Node {
             self.calls.events.push_back(CallEvent::Ended {
                 call,
                 reason: "the parent cancelled the INVITE".into(),
+                said: None,
             });
         }
     }
@@ -818,6 +856,7 @@ impl Node {
             self.calls.events.push_back(CallEvent::Ended {
                 call,
                 reason: reason.to_owned(),
+                said: None,
             });
         }
     }
@@ -844,6 +883,7 @@ impl Node {
                     self.calls.events.push_back(CallEvent::Ended {
                         call,
                         reason: "not answered in time".into(),
+                        said: None,
                     });
                 }
                 _ => self.hangup(call, now),
@@ -880,6 +920,28 @@ fn unreachable_media(offer: &GbSdp) -> Option<String> {
             offer.conn_addr
         )),
     }
+}
+
+/// The first Reason of `req` with a text, the SIP protocol's first. A
+/// malformed Reason is ignored: the BYE ends the call all the same.
+fn said_reason(req: &Request) -> Option<Reason> {
+    let all = match reasons(&req.headers) {
+        Ok(all) => all,
+        Err(e) => {
+            tracing::debug!(error = %e, "BYE with an unreadable Reason");
+            return None;
+        }
+    };
+    let mut with_text = all.into_iter().filter(|r| r.text.is_some());
+    let first = with_text.next()?;
+    if first.protocol.eq_ignore_ascii_case("SIP") {
+        return Some(first);
+    }
+    Some(
+        with_text
+            .find(|r| r.protocol.eq_ignore_ascii_case("SIP"))
+            .unwrap_or(first),
+    )
 }
 
 fn tag_of(header: &str) -> String {

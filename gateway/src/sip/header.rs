@@ -55,6 +55,14 @@ pub enum HeaderError {
         /// The offending text (truncated).
         input: String,
     },
+    /// A Reason value (RFC 3326) is malformed.
+    #[error("invalid Reason {input:?}: {reason}")]
+    Reason {
+        /// What was wrong.
+        reason: String,
+        /// The offending text (truncated).
+        input: String,
+    },
 }
 
 /// At most this many characters of the offending input go into an error, so
@@ -749,6 +757,134 @@ impl std::str::FromStr for CSeq {
     }
 }
 
+/// Longest `text` a [`Reason`] we write carries: the header rides in every
+/// hop's BYE and ends up in logs, so a long cause is cut rather than sent.
+pub const MAX_REASON_TEXT: usize = 200;
+
+/// One value of an RFC 3326 `Reason` header: why a BYE or CANCEL was sent,
+/// e.g. `SIP;cause=502;text="the source's PS could not be read: ..."`.
+///
+/// Parsing is lenient where it costs nothing (a non-numeric `cause` is
+/// dropped, an unquoted `text` token is taken as it is); only a value whose
+/// protocol is not a token or whose parameters do not split is refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reason {
+    /// `SIP`, `Q.850` or an extension token.
+    pub protocol: String,
+    /// `cause`: a SIP status code when `protocol` is `SIP`.
+    pub cause: Option<u16>,
+    /// `text`, unquoted and unescaped.
+    pub text: Option<String>,
+}
+
+impl Reason {
+    /// `SIP;cause=<cause>;text="<text>"`, the text made safe to send: every
+    /// character outside printable ASCII becomes `?` and it is cut to
+    /// [`MAX_REASON_TEXT`] characters, since peers (and old cameras) are
+    /// not to be trusted with UTF-8 or long lines in a header.
+    pub fn sip(cause: u16, text: &str) -> Self {
+        let text = text
+            .chars()
+            .take(MAX_REASON_TEXT)
+            .map(|c| {
+                if c == ' ' || c.is_ascii_graphic() {
+                    c
+                } else {
+                    '?'
+                }
+            })
+            .collect();
+        Reason {
+            protocol: "SIP".into(),
+            cause: Some(cause),
+            text: Some(text),
+        }
+    }
+
+    /// Parse one value (no top-level commas; see [`reasons`]).
+    pub fn parse(input: &str) -> Result<Self, HeaderError> {
+        let err = |reason: String| HeaderError::Reason {
+            reason,
+            input: excerpt(input),
+        };
+        let s = input.trim_matches([' ', '\t']);
+        let (protocol, params) = match s.find(';') {
+            Some(i) => (
+                s.get(..i).unwrap_or_default(),
+                s.get(i..).unwrap_or_default(),
+            ),
+            None => (s, ""),
+        };
+        let protocol = protocol.trim_matches([' ', '\t']);
+        if !is_token(protocol) {
+            return Err(err(format!("protocol {protocol:?} is not a token")));
+        }
+        let params = parse_params(params).map_err(err)?;
+        let cause = find_param(&params, "cause")
+            .flatten()
+            .and_then(|v| v.parse::<u16>().ok());
+        let text = match find_param(&params, "text").flatten() {
+            Some(v) => match v.strip_prefix('"') {
+                // parse_params has checked it is one whole quoted string.
+                Some(inner) => Some(
+                    read_quoted(inner)
+                        .map(|(t, _)| t)
+                        .ok_or_else(|| err("unterminated text".into()))?,
+                ),
+                None => Some(v.to_owned()),
+            },
+            None => None,
+        };
+        Ok(Reason {
+            protocol: protocol.to_owned(),
+            cause,
+            text,
+        })
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.protocol)?;
+        if let Some(c) = self.cause {
+            write!(f, ";cause={c}")?;
+        }
+        if let Some(t) = &self.text {
+            f.write_str(";text=\"")?;
+            for c in t.chars() {
+                // CR and LF cannot be escaped in a quoted-string (RFC 3261
+                // §25.1): as spaces they keep the header one line.
+                match c {
+                    '"' | '\\' => write!(f, "\\{c}")?,
+                    '\r' | '\n' => f.write_str(" ")?,
+                    _ => write!(f, "{c}")?,
+                }
+            }
+            f.write_str("\"")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::str::FromStr for Reason {
+    type Err = HeaderError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Reason::parse(s)
+    }
+}
+
+/// All Reason values of a message, in order, splitting comma-separated
+/// values within one header line. Fails on the first unparsable value.
+pub fn reasons(headers: &Headers) -> Result<Vec<Reason>, HeaderError> {
+    let mut out = Vec::new();
+    for line in headers.get_all("Reason") {
+        for value in split_comma_values(line) {
+            out.push(Reason::parse(value)?);
+        }
+    }
+    Ok(out)
+}
+
 /// The RFC 3261 magic cookie every branch must start with.
 pub const BRANCH_MAGIC: &str = "z9hG4bK";
 
@@ -1005,6 +1141,48 @@ mod tests {
         );
     }
 
+    #[test]
+    fn reason_values() {
+        let r = Reason::parse(r#"SIP ; cause=502 ;text="PS: \"bad\" \\ flags""#).unwrap();
+        assert_eq!(r.protocol, "SIP");
+        assert_eq!(r.cause, Some(502));
+        assert_eq!(r.text.as_deref(), Some(r#"PS: "bad" \ flags"#));
+        // Q.850, an extension param, a missing text, an unquoted text.
+        let r = Reason::parse("Q.850;cause=16;x-vendor=1").unwrap();
+        assert_eq!((r.cause, r.text), (Some(16), None));
+        assert_eq!(
+            Reason::parse("SIP;text=Busy").unwrap().text.as_deref(),
+            Some("Busy")
+        );
+        // A cause that is no number is dropped, not an error.
+        assert_eq!(Reason::parse("SIP;cause=x5").unwrap().cause, None);
+        assert!(Reason::parse("").is_err());
+        assert!(Reason::parse("S I P;cause=1").is_err());
+        assert!(Reason::parse("SIP;text=\"open").is_err());
+        // Several values, comma-separated and on several lines; commas in
+        // the text stay in it.
+        let mut h = Headers::new();
+        h.push("Reason", r#"SIP;cause=502;text="a, b", Q.850;cause=31"#);
+        h.push("Reason", "X-Gb;text=c");
+        let all = reasons(&h).unwrap();
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[0].text.as_deref(), Some("a, b"));
+        assert_eq!(all[1].protocol, "Q.850");
+        assert_eq!(all[2].text.as_deref(), Some("c"));
+    }
+
+    #[test]
+    fn reason_we_write_is_short_ascii_and_escaped() {
+        let r = Reason::sip(502, "the \"PS\" could not be read: 缺少\r\n");
+        assert_eq!(
+            r.to_string(),
+            r#"SIP;cause=502;text="the \"PS\" could not be read: ????""#
+        );
+        assert_eq!(Reason::parse(&r.to_string()).unwrap(), r);
+        let long = Reason::sip(502, &"x".repeat(1000));
+        assert_eq!(long.text.map(|t| t.len()), Some(MAX_REASON_TEXT));
+    }
+
     mod props {
         use super::*;
         use proptest::prelude::*;
@@ -1059,6 +1237,20 @@ mod tests {
             fn cseq_round_trips(seq in any::<u32>(), method in token()) {
                 let c = CSeq { seq, method: Method::parse(&method) };
                 prop_assert_eq!(CSeq::parse(&c.to_string()).unwrap(), c);
+            }
+
+            #[test]
+            fn reasons_never_panic(s in prop_oneof!["\\PC{0,80}", "[SIPQ.850 ;=,\"\\\\a-z]{0,60}"]) {
+                let _ = Reason::parse(&s);
+                let mut h = Headers::new();
+                h.push("Reason", s.clone());
+                let _ = reasons(&h);
+            }
+
+            #[test]
+            fn reason_round_trips(cause in proptest::option::of(any::<u16>()), text in proptest::option::of("[ -~]{0,40}")) {
+                let r = Reason { protocol: "SIP".into(), cause, text };
+                prop_assert_eq!(Reason::parse(&r.to_string()), Ok(r));
             }
 
             #[test]

@@ -209,8 +209,10 @@ pub struct Hub {
     joined: std::sync::atomic::AtomicBool,
     /// A paused playback: silence from below is expected, not an end.
     paused: std::sync::atomic::AtomicBool,
-    /// The first reason the source's PS could not be demuxed.
-    fault: std::sync::OnceLock<PsFault>,
+    /// The first reason the source's PS could not be demuxed (here or,
+    /// as a BYE's Reason said, at a tier below), and when it was noted
+    /// (milliseconds since `created`).
+    fault: std::sync::OnceLock<(PsCause, u64)>,
     /// Counters.
     pub stats: HubStats,
 }
@@ -229,8 +231,55 @@ pub enum JoinError {
     NoPicture(Duration),
     /// No frame at all came, and the source's PS could not be demuxed:
     /// the first fault found.
-    #[error("the source's PS could not be read: {0}")]
-    Unreadable(PsFault),
+    #[error("{UNREADABLE}{0}")]
+    Unreadable(PsCause),
+}
+
+/// How [`JoinError::Unreadable`] begins: the one wording viewers at every
+/// tier see, which is also how a BYE's Reason text names a PS fault
+/// ([`PsCause::from_reason_text`]).
+pub const UNREADABLE: &str = "the source's PS could not be read: ";
+
+/// Why the source's PS could not be demuxed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PsCause {
+    /// This node's demuxer found it.
+    Here(PsFault),
+    /// A tier below found it and said so in its BYE: the cause as written
+    /// there (a typed [`PsFault`] does not survive the wire).
+    Below(Arc<str>),
+}
+
+impl PsCause {
+    /// The cause a BYE's Reason `text` names, if it is a PS fault: the text
+    /// is the viewer's message, [`UNREADABLE`] and the cause.
+    pub fn from_reason_text(text: &str) -> Option<PsCause> {
+        let cause = text.strip_prefix(UNREADABLE)?.trim();
+        (!cause.is_empty()).then(|| PsCause::Below(cause.into()))
+    }
+
+    /// The fault found here, if it was found here.
+    pub fn fault(&self) -> Option<PsFault> {
+        match self {
+            PsCause::Here(f) => Some(*f),
+            PsCause::Below(_) => None,
+        }
+    }
+}
+
+impl From<PsFault> for PsCause {
+    fn from(f: PsFault) -> Self {
+        PsCause::Here(f)
+    }
+}
+
+impl std::fmt::Display for PsCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PsCause::Here(fault) => fault.fmt(f),
+            PsCause::Below(text) => f.write_str(text),
+        }
+    }
 }
 
 fn lock(m: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
@@ -294,19 +343,27 @@ impl Hub {
     }
 
     /// Note why the source's PS could not be demuxed; only the first
-    /// fault is kept. Returns true if this was the first.
-    pub fn note_fault(&self, fault: PsFault) -> bool {
-        self.fault.set(fault).is_ok()
+    /// cause is kept. Returns true if this was the first.
+    pub fn note_fault(&self, cause: impl Into<PsCause>) -> bool {
+        let at = self.ms(Instant::now());
+        self.fault.set((cause.into(), at)).is_ok()
     }
 
-    /// The first fault noted, while no frame has come from below: why the
+    /// The first cause noted, while no frame has come from below: why the
     /// stream has no picture. `None` once any frame came (the fault did
     /// not stop the stream) or without a fault.
-    pub fn unreadable(&self) -> Option<PsFault> {
+    pub fn unreadable(&self) -> Option<PsCause> {
+        self.unreadable_for(Instant::now()).map(|(c, _)| c)
+    }
+
+    /// [`Self::unreadable`], with how long ago (at `now`) it was noted.
+    pub fn unreadable_for(&self, now: Instant) -> Option<(PsCause, Duration)> {
         if self.stats.frames_in.load(Ordering::Relaxed) > 0 {
             return None;
         }
-        self.fault.get().copied()
+        let (cause, at) = self.fault.get()?;
+        let since = Duration::from_millis(self.ms(now).saturating_sub(*at));
+        Some((cause.clone(), since))
     }
 
     /// True while a playback is paused.
@@ -771,7 +828,7 @@ mod tests {
             .await
             .err()
             .unwrap();
-        assert_eq!(e, JoinError::Unreadable(flags));
+        assert_eq!(e, JoinError::Unreadable(flags.into()));
         assert!(
             e.to_string()
                 .starts_with("the source's PS could not be read: missing PES flags"),
@@ -781,7 +838,7 @@ mod tests {
         hub.end("no media from the source for 3s");
         assert_eq!(
             hub.join(Format::Flv, Duration::from_secs(1)).await.err(),
-            Some(JoinError::Unreadable(flags))
+            Some(JoinError::Unreadable(flags.into()))
         );
         // Once frames decode, a fault seen on the way changes nothing.
         let ok = Hub::new("ok".into(), 10);
@@ -797,5 +854,38 @@ mod tests {
             .join(Format::Flv, Duration::from_millis(30))
             .await
             .is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_cause_said_below_reads_the_same_at_every_tier() {
+        let flags = PsFault::MissingPesFlags { stream_id: 0xE0 };
+        let here = JoinError::Unreadable(flags.into()).to_string();
+        // What a BYE's Reason text carries up is this node's own wording.
+        let below = PsCause::from_reason_text(&here).unwrap();
+        assert_eq!(below, PsCause::Below(flags.to_string().into()));
+        assert_eq!(below.fault(), None);
+        assert_eq!(JoinError::Unreadable(below.clone()).to_string(), here);
+        let hub = Hub::new("t".into(), 10);
+        assert!(hub.note_fault(below.clone()));
+        hub.end(&here);
+        assert_eq!(
+            hub.join(Format::Flv, Duration::from_secs(1)).await.err(),
+            Some(JoinError::Unreadable(below))
+        );
+        // Other texts are no PS fault.
+        assert_eq!(PsCause::from_reason_text("Call completed"), None);
+        assert_eq!(PsCause::from_reason_text(UNREADABLE), None);
+    }
+
+    #[test]
+    fn how_long_a_cause_has_stood_is_known() {
+        let hub = Hub::new("t".into(), 10);
+        let now = Instant::now();
+        assert_eq!(hub.unreadable_for(now), None);
+        hub.note_fault(PsFault::NotProgramStream { bytes: 1 });
+        let (_, since) = hub.unreadable_for(now + Duration::from_secs(2)).unwrap();
+        assert!(since >= Duration::from_millis(1900), "{since:?}");
+        hub.push(frame(0, true));
+        assert_eq!(hub.unreadable_for(now), None);
     }
 }

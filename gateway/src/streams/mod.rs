@@ -28,10 +28,12 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use topology::GbId;
 
+use crate::media::ps::PsFault;
 use crate::media::sdp::{Direction, GbSdp, MediaKind, SessionKind};
 use crate::node::{CallEvent, CallId, CallKind};
 use crate::runtime::NodeHandle;
-use hub::{Format, Hub, HubState, JoinError, Viewer};
+use crate::sip::header::Reason;
+use hub::{Format, Hub, HubState, JoinError, PsCause, Viewer};
 use rtp_io::{LinkMode, MediaSocket, SendTarget};
 
 /// Settings of the media plane.
@@ -85,6 +87,39 @@ impl OpenError {
 
 /// The reason a playback hub ends with when its source reports the end.
 const END_OF_RECORDING: &str = "end of the recording";
+
+/// How long a stream whose source's PS could not be read waits for a first
+/// frame after the fault before it ends. Far below any sane media timeout:
+/// every tier above runs its own silence watchdog, started no later than
+/// this one, and the BYE naming the cause has to reach them first.
+pub const UNREADABLE_GRACE: Duration = Duration::from_secs(1);
+
+/// Whether a stream that has had no frame, with `cause` noted `since` ago,
+/// should end now rather than wait for the media timeout.
+pub fn gives_up_on(cause: &PsCause, since: Duration) -> bool {
+    match cause.fault() {
+        // Decided only after ~2 s of input with no audio or video PES in
+        // it: nothing readable is coming.
+        Some(PsFault::NoElementaryStream { .. } | PsFault::NotProgramStream { .. }) => true,
+        // One bad PES header or PSM entry: another stream of the source
+        // (or its next PES) may still decode, so give it a moment.
+        Some(PsFault::MissingPesFlags { .. } | PsFault::UnknownStreamType { .. }) => {
+            since >= UNREADABLE_GRACE
+        }
+        // Said by a tier below, which has given up already.
+        None => true,
+    }
+}
+
+/// The Reason a BYE up the tree carries when a parent's call ends on
+/// `e`: the cause, when it is one the tier above can show its viewers.
+fn bye_reason(e: &JoinError) -> Option<Reason> {
+    match e {
+        // 502: what our own viewers get for it (OpenError::status).
+        JoinError::Unreadable(_) => Some(Reason::sip(502, &e.to_string())),
+        JoinError::Ended(_) | JoinError::Full(_) | JoinError::NoPicture(_) => None,
+    }
+}
 
 /// Shortest gap between two control commands of one playback session.
 pub const MIN_CONTROL_INTERVAL: Duration = Duration::from_millis(200);
@@ -263,8 +298,18 @@ impl StreamManager {
                     let _ = tx.send(Err(reason));
                 }
             }
-            CallEvent::Ended { call, reason } => {
+            CallEvent::Ended { call, reason, said } => {
                 if let Some(up) = locked(&self.upstream).remove(&call) {
+                    // A tier below could not read the source's PS: noted
+                    // before the end, so this hub's viewers and parents
+                    // are told the cause, not that the stream ended.
+                    let cause = said
+                        .as_ref()
+                        .and_then(|r| r.text.as_deref())
+                        .and_then(PsCause::from_reason_text);
+                    if let Some(cause) = cause {
+                        up.hub.note_fault(cause);
+                    }
                     up.hub.end(&reason);
                 }
                 if let Some(s) = locked(&self.serving).remove(&call) {
@@ -609,7 +654,12 @@ impl StreamManager {
             if matches!(hub.state(), HubState::Ended(_)) {
                 break;
             }
-            if !hub.paused() && hub.silent_for(now) >= self.settings.media_timeout {
+            let unreadable = hub
+                .unreadable_for(now)
+                .filter(|(cause, since)| !hub.paused() && gives_up_on(cause, *since));
+            if let Some((cause, _)) = unreadable {
+                hub.end(&JoinError::Unreadable(cause).to_string());
+            } else if !hub.paused() && hub.silent_for(now) >= self.settings.media_timeout {
                 // Packets may well be arriving: say why none became media.
                 let reason = match hub.unreadable() {
                     Some(fault) => JoinError::Unreadable(fault).to_string(),
@@ -782,9 +832,12 @@ impl StreamManager {
         let viewer = match hub.join(Format::Ps, self.settings.open_timeout).await {
             Ok(v) => v,
             Err(e) => {
-                let reason = e.to_string();
-                tracing::warn!(call, %channel, %reason, "no media for the parent's call");
-                let _ = self.node.command(move |n, now| n.hangup(call, now)).await;
+                tracing::warn!(call, %channel, reason = %e, "no media for the parent's call");
+                let why = bye_reason(&e);
+                let _ = self
+                    .node
+                    .command(move |n, now| n.hangup_with(call, why.as_ref(), now))
+                    .await;
                 return;
             }
         };
@@ -792,15 +845,44 @@ impl StreamManager {
         if !stop.is_cancelled() {
             tracing::info!(call, stream = %hub.name, reason = %why, "ending the parent's call");
             let eof = matches!(hub.state(), HubState::Ended(r) if &*r == END_OF_RECORDING);
+            let said = hub
+                .unreadable()
+                .and_then(|c| bye_reason(&JoinError::Unreadable(c)));
             let _ = self
                 .node
                 .command(move |n, now| {
                     if eof {
                         n.notify_media_ended(call, now);
                     }
-                    n.hangup(call, now)
+                    n.hangup_with(call, said.as_ref(), now)
                 })
                 .await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_that_cannot_be_read_ends_before_the_media_timeout() {
+        let flags: PsCause = PsFault::MissingPesFlags { stream_id: 0xE0 }.into();
+        assert!(!gives_up_on(&flags, Duration::from_millis(900)));
+        assert!(gives_up_on(&flags, UNREADABLE_GRACE));
+        // Decided after seconds of input already: at once.
+        let none: PsCause = PsFault::NoElementaryStream { packs: 50 }.into();
+        assert!(gives_up_on(&none, Duration::ZERO));
+        assert!(gives_up_on(&PsCause::Below("x".into()), Duration::ZERO));
+    }
+
+    #[test]
+    fn only_a_ps_fault_goes_up_in_the_bye() {
+        let e = JoinError::Unreadable(PsFault::MissingPesFlags { stream_id: 0xE0 }.into());
+        let r = bye_reason(&e).unwrap();
+        assert_eq!(r.cause, Some(502));
+        assert_eq!(r.text, Some(e.to_string()));
+        assert_eq!(bye_reason(&JoinError::Ended("x".into())), None);
+        assert_eq!(bye_reason(&JoinError::NoPicture(Duration::ZERO)), None);
     }
 }

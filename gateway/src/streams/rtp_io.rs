@@ -568,7 +568,7 @@ mod tests {
         assert_eq!(hub.stats.frames_in.load(Ordering::Relaxed), 0);
         assert_eq!(
             hub.unreadable(),
-            Some(crate::media::ps::PsFault::MissingPesFlags { stream_id: 0xE0 })
+            Some(crate::media::ps::PsFault::MissingPesFlags { stream_id: 0xE0 }.into())
         );
     }
 }
