@@ -55,6 +55,53 @@ pub fn split(list: RecordList, budget: usize, charset: Charset) -> Vec<RecordLis
     parts
 }
 
+/// Reads a GB local time, `YYYY-MM-DDTHH:MM:SS` (no zone, as MANSCDP writes
+/// times), as seconds since 1970-01-01T00:00:00 of the same clock. Only
+/// differences and order of these seconds mean anything: no zone is implied.
+pub fn parse_local_time(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() != 19
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<u16> {
+        let d = s.get(r)?;
+        d.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| d.parse().ok())?
+    };
+    let month = time::Month::try_from(u8::try_from(num(5..7)?).ok()?).ok()?;
+    let date = time::Date::from_calendar_date(
+        i32::from(num(0..4)?),
+        month,
+        u8::try_from(num(8..10)?).ok()?,
+    )
+    .ok()?;
+    let clock = time::Time::from_hms(
+        u8::try_from(num(11..13)?).ok()?,
+        u8::try_from(num(14..16)?).ok()?,
+        u8::try_from(num(17..19)?).ok()?,
+    )
+    .ok()?;
+    Some(
+        time::PrimitiveDateTime::new(date, clock)
+            .assume_utc()
+            .unix_timestamp(),
+    )
+}
+
+/// Writes seconds from [`parse_local_time`] back as `YYYY-MM-DDTHH:MM:SS`.
+pub fn format_local_time(secs: i64) -> Option<String> {
+    let t = time::OffsetDateTime::from_unix_timestamp(secs).ok()?;
+    let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
+    t.format(&fmt).ok()
+}
+
 /// Collects one RecordInfo answer split over many MESSAGEs, until `SumNum`
 /// records are in. Sans-IO: the caller passes `now` and gives up on
 /// assemblies idle too long, keeping what came.
@@ -172,6 +219,31 @@ mod tests {
             }
             assert!(done);
             assert_eq!(asm.expect("parts").into_list(), list(50));
+        }
+    }
+
+    #[test]
+    fn local_times() {
+        let t = parse_local_time("2024-05-01T08:30:00").expect("valid");
+        assert_eq!(parse_local_time("2024-05-01T09:30:01"), Some(t + 3601));
+        assert_eq!(format_local_time(t).as_deref(), Some("2024-05-01T08:30:00"));
+        assert_eq!(
+            parse_local_time("2024-03-01T00:00:00").map(|m| m - 86_400),
+            parse_local_time("2024-02-29T00:00:00")
+        );
+        for bad in [
+            "",
+            "2024-05-01 08:30:00",
+            "2024-05-01T08:30",
+            "2024-13-01T00:00:00",
+            "2023-02-29T00:00:00",
+            "2024-05-01T24:00:00",
+            "2024-05-01T08:30:0x",
+            "+024-05-01T08:30:00",
+            "2024-05-01T08:30:00Z",
+            "２０２４-05-01T08:30:00",
+        ] {
+            assert_eq!(parse_local_time(bad), None, "{bad:?}");
         }
     }
 
