@@ -57,6 +57,7 @@ pub fn settings_from(topology: &Topology) -> Settings {
     }
     if let Some(t1) = s.sip_t1 {
         out.sip_timers.t1 = t1;
+        out.query_timeout = out.sip_timers.transaction_timeout();
     }
     if let Some(l) = s.linger {
         out.linger = l;

@@ -3,16 +3,25 @@
 //! through [`NodeHandle`], a request channel into this loop, so state has
 //! one owner and needs no locks.
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::node::{CallEvent, Inbound, Node};
+use crate::node::{CallEvent, DeviceQuery, Inbound, Node, QueryAnswer, QueryError, Ticket};
 use crate::transport::{Limits, Transports};
+use topology::GbId;
 
-/// A question or command for the node, run inside its loop.
-type Job = Box<dyn FnOnce(&mut Node) + Send>;
+/// A question or command for the node, run inside its loop; it may leave a
+/// waiter for a device query's answer.
+type Job = Box<dyn FnOnce(&mut Node, &mut Waiters) + Send>;
+
+/// The outcome of a device query, as the HTTP handler receives it.
+pub type DeviceAnswer = Result<QueryAnswer, QueryError>;
+
+/// HTTP handlers waiting for device query answers, by ticket.
+type Waiters = HashMap<Ticket, oneshot::Sender<DeviceAnswer>>;
 
 /// A cheap, cloneable handle to ask a running node about its state.
 #[derive(Clone)]
@@ -42,8 +51,22 @@ impl NodeHandle {
         f: impl FnOnce(&mut Node, Instant) -> R + Send + 'static,
     ) -> Result<R, Stopped> {
         let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move |node| {
+        let job: Job = Box::new(move |node, _| {
             let _ = tx.send(f(node, Instant::now()));
+        });
+        self.jobs.send(job).await.map_err(|_| Stopped)?;
+        rx.await.map_err(|_| Stopped)
+    }
+
+    /// Ask device or channel `id` `query` through the cascade and wait for
+    /// its answer (or the node's verdict: not found, busy, timed out).
+    pub async fn ask_device(&self, id: GbId, query: DeviceQuery) -> Result<DeviceAnswer, Stopped> {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |node, waiters| {
+            let ticket = node.ask_device(id, query, Instant::now());
+            // Registered before the loop drains answers, so even one known
+            // at once finds its waiter.
+            waiters.insert(ticket, tx);
         });
         self.jobs.send(job).await.map_err(|_| Stopped)?;
         rx.await.map_err(|_| Stopped)
@@ -61,6 +84,8 @@ pub struct Running {
     transport_stop: CancellationToken,
     /// Where call events go (the media plane); dropped when nobody listens.
     call_events: Option<mpsc::UnboundedSender<CallEvent>>,
+    /// HTTP handlers waiting for device query answers.
+    waiters: Waiters,
 }
 
 impl Running {
@@ -87,6 +112,7 @@ impl Running {
                 shutdown,
                 transport_stop,
                 call_events: None,
+                waiters: HashMap::new(),
             },
             NodeHandle { jobs: job_tx },
         ))
@@ -106,6 +132,12 @@ impl Running {
         while let Some(ev) = self.node.poll_call_event() {
             if let Some(tx) = &self.call_events {
                 let _ = tx.send(ev);
+            }
+        }
+        while let Some(a) = self.node.poll_query_answer() {
+            // A handler gone (client hung up) just drops the answer.
+            if let Some(tx) = self.waiters.remove(&a.ticket) {
+                let _ = tx.send(a.result);
             }
         }
     }
@@ -135,7 +167,7 @@ impl Running {
                     }
                 }
                 j = self.jobs.recv() => {
-                    if let Some(job) = j { job(&mut self.node); }
+                    if let Some(job) = j { job(&mut self.node, &mut self.waiters); }
                 }
                 _ = tokio::time::sleep_until(wake.into()) => {
                     self.node.handle_timeout(Instant::now());

@@ -1,6 +1,7 @@
 //! A fleet of simulated GB/T 28181 devices (IPCs and NVRs) behind one SIP
 //! socket: each registers with digest auth, keeps alive, re-registers when
-//! the server forgets it, and answers Catalog, DeviceInfo and DeviceStatus.
+//! the server forgets it, and answers Catalog, DeviceInfo, DeviceStatus and
+//! RecordInfo (one recording per hour of the range asked).
 //!
 //! The fleet is a sans-IO state machine like the node (same transaction
 //! layer); [`run`] drives it over the node's own UDP/TCP transports.
@@ -17,7 +18,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use gbgate::gb::catalog::split;
 use gbgate::gb::charset::Charset;
-use gbgate::gb::manscdp::{self, CatalogItem, DeviceInfo, DeviceStatus, Keepalive, Manscdp};
+use gbgate::gb::manscdp::{
+    self, CatalogItem, DeviceInfo, DeviceStatus, Keepalive, Manscdp, RecordItem, RecordList,
+    RecordQuery,
+};
+use gbgate::gb::record;
 use gbgate::media::sdp::GbSdp;
 use gbgate::node::Inbound;
 use gbgate::sip::agent::{Agent, Target, MANSCDP};
@@ -149,6 +154,8 @@ pub struct FleetStats {
     pub refused: u64,
     /// Catalog queries answered.
     pub catalog_queries: u64,
+    /// RecordInfo queries answered.
+    pub record_queries: u64,
     /// When every device was first registered at once.
     pub all_registered_at: Option<Instant>,
     /// INVITEs received.
@@ -429,6 +436,13 @@ impl Fleet {
                 device_time: Some("2026-01-01T00:00:00".into()),
             })
             .to_body(charset)],
+            Manscdp::RecordInfoQuery(q) => {
+                self.stats.record_queries += 1;
+                record::split(records_for(&q, &d.name), self.cfg.catalog_budget, charset)
+                    .into_iter()
+                    .map(|part| Manscdp::RecordInfoResponse(part).to_body(charset))
+                    .collect()
+            }
             _ => Vec::new(),
         };
         self.answers.extend(answers.into_iter().map(|b| (i, b)));
@@ -811,6 +825,51 @@ fn channel_item(id: GbId, parent: GbId, n: usize, name: &str, civil: &str) -> Ca
     }
 }
 
+/// Most records one answer lists: a month of hours.
+const MAX_SIM_RECORDS: i64 = 31 * 24;
+
+/// The simulated recordings in `q`'s range: the clip looped, filed hour by
+/// hour, the first and last hours clamped to the range. Only `time`
+/// recordings exist; a bad or empty range has none.
+fn records_for(q: &RecordQuery, name: &str) -> RecordList {
+    let mut list = RecordList {
+        sn: q.sn,
+        device_id: q.device_id.clone(),
+        name: Some(name.to_owned()),
+        sum_num: 0,
+        items: Vec::new(),
+    };
+    let wanted = q
+        .record_type
+        .as_deref()
+        .is_none_or(|t| t.eq_ignore_ascii_case("all") || t.eq_ignore_ascii_case("time"));
+    let range = record::parse_local_time(&q.start_time).zip(record::parse_local_time(&q.end_time));
+    let Some((start, end)) = range.filter(|(s, e)| s < e && wanted) else {
+        return list;
+    };
+    let mut hour = start.div_euclid(3600);
+    while hour * 3600 < end && (list.items.len() as i64) < MAX_SIM_RECORDS {
+        let from = start.max(hour * 3600);
+        let to = end.min((hour + 1) * 3600);
+        list.items.push(RecordItem {
+            device_id: q.device_id.clone(),
+            name: Some(name.to_owned()),
+            file_path: Some(format!("/gbsim/{}/{from}.ps", q.device_id)),
+            address: None,
+            start_time: record::format_local_time(from),
+            end_time: record::format_local_time(to),
+            secrecy: Some(0),
+            record_type: Some("time".into()),
+            recorder_id: Some(q.device_id.clone()),
+            // 512 kbit/s.
+            file_size: u64::try_from((to - from) * 64_000).ok(),
+        });
+        hour += 1;
+    }
+    list.sum_num = list.items.len() as u32;
+    list
+}
+
 fn next_id(serial: &mut u32, prefix: &str, t: &str) -> Result<GbId, String> {
     let id = id_for(prefix, t, *serial)
         .ok_or_else(|| format!("serial {serial} does not fit 6 digits"))?;
@@ -1060,5 +1119,52 @@ pub fn parse_transport(s: &str) -> Result<Transport, String> {
         "udp" => Ok(Transport::Udp),
         "tcp" => Ok(Transport::Tcp),
         other => Err(format!("transport {other:?}: use udp or tcp")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+    use super::*;
+
+    fn query(start: &str, end: &str) -> RecordQuery {
+        RecordQuery::new(9, "35010200001310000002", start, end)
+    }
+
+    #[test]
+    fn one_record_per_hour_clamped_to_the_range() {
+        let l = records_for(&query("2024-05-01T08:30:00", "2024-05-01T11:15:00"), "cam");
+        let spans: Vec<(String, String)> = l
+            .items
+            .iter()
+            .map(|r| (r.start_time.clone().unwrap(), r.end_time.clone().unwrap()))
+            .collect();
+        assert_eq!(
+            spans,
+            [
+                ("2024-05-01T08:30:00", "2024-05-01T09:00:00"),
+                ("2024-05-01T09:00:00", "2024-05-01T10:00:00"),
+                ("2024-05-01T10:00:00", "2024-05-01T11:00:00"),
+                ("2024-05-01T11:00:00", "2024-05-01T11:15:00"),
+            ]
+            .map(|(a, b)| (a.to_owned(), b.to_owned()))
+        );
+        assert_eq!((l.sn, l.sum_num), (9, 4));
+        assert_eq!(l.items[0].file_size, Some(1800 * 64_000));
+        // Empty or reversed ranges, other types, and a year is capped.
+        assert!(
+            records_for(&query("2024-05-01T08:30:00", "2024-05-01T08:30:00"), "c")
+                .items
+                .is_empty()
+        );
+        assert!(records_for(&query("bad", "2024-05-01T08:30:00"), "c")
+            .items
+            .is_empty());
+        let mut alarm = query("2024-05-01T08:30:00", "2024-05-01T11:15:00");
+        alarm.record_type = Some("alarm".into());
+        assert_eq!(records_for(&alarm, "c").sum_num, 0);
+        let year = records_for(&query("2024-01-01T00:00:00", "2025-01-01T00:00:00"), "c");
+        assert_eq!(year.items.len() as i64, MAX_SIM_RECORDS);
     }
 }

@@ -10,9 +10,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gbgate::gb::manscdp::{self, Manscdp, SimpleQuery};
+use gbgate::gb::manscdp::{self, Manscdp, RecordQuery, SimpleQuery};
 use gbgate::media::sdp::GbSdp;
-use gbgate::node::{CallEvent, CallKind, Identity, Inbound, Node};
+use gbgate::node::{
+    CallEvent, CallKind, DeviceQuery, Identity, Inbound, Node, QueryAnswer, QueryAnswered,
+    QueryError,
+};
 use gbgate::settings::Settings;
 use gbgate::sip::agent::{Agent, Target, MANSCDP};
 use gbgate::sip::header::Reason;
@@ -129,6 +132,8 @@ struct World {
     queue: Vec<Transmit>,
     /// Requests the scripted parent starts: it does not retransmit, so they are never lost.
     direct: Vec<Transmit>,
+    /// Answers to device queries asked with `Node::ask_device`.
+    answers: Vec<QueryAnswered>,
 }
 
 impl World {
@@ -202,6 +207,7 @@ impl World {
             },
             queue: Vec::new(),
             direct: Vec::new(),
+            answers: Vec::new(),
         }
     }
 
@@ -228,6 +234,25 @@ impl World {
                 }
             }
         }
+        while let Some(a) = self.node.poll_query_answer() {
+            self.answers.push(a);
+        }
+    }
+
+    /// Ask the node over its API-facing call and wait for the answer.
+    fn ask(&mut self, id: &str, query: DeviceQuery) -> Result<QueryAnswer, QueryError> {
+        let ticket = self
+            .node
+            .ask_device(GbId::parse(id).unwrap(), query, self.now);
+        self.run_until(Duration::from_secs(60), |w| {
+            w.answers.iter().any(|a| a.ticket == ticket)
+        });
+        let at = self
+            .answers
+            .iter()
+            .position(|a| a.ticket == ticket)
+            .unwrap();
+        self.answers.remove(at).result
     }
 
     fn deliver(&mut self, t: Transmit) {
@@ -412,6 +437,130 @@ fn lossy_network_with_duplicates() {
     );
     let (_, _, retrans) = w.node.transaction_stats();
     assert!(retrans > 0);
+}
+
+/// RecordInfo from the parent and the API's queries, after `scenario`.
+fn device_queries(w: &mut World) {
+    let channel = w.fleet.channel_ids().last().unwrap().clone();
+    // RecordInfo for the channel: the fleet's split answer is collected,
+    // then sent up whole with the parent's SN (split again to fit UDP).
+    let q = w.parent.query(
+        Manscdp::RecordInfoQuery(RecordQuery::new(
+            4246,
+            channel.clone(),
+            "2024-05-01T00:00:00",
+            "2024-05-01T12:00:00",
+        )),
+        15,
+    );
+    w.direct.push(Transmit {
+        peer: udp(2),
+        data: q.to_bytes(),
+    });
+    let records = |w: &World| -> Vec<(String, String)> {
+        w.parent
+            .bodies
+            .iter()
+            .filter_map(|b| match b {
+                Manscdp::RecordInfoResponse(l) if l.sn == 4246 => {
+                    assert_eq!((l.sum_num, l.device_id.as_str()), (12, channel.as_str()));
+                    Some(l.items.iter().map(|r| {
+                        (
+                            r.start_time.clone().unwrap_or_default(),
+                            r.end_time.clone().unwrap_or_default(),
+                        )
+                    }))
+                }
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    };
+    w.run_until(Duration::from_secs(60), |w| records(w).len() >= 12);
+    let mut got = records(w);
+    got.sort();
+    assert_eq!(got.len(), 12, "{got:?}");
+    assert_eq!(got[0].0, "2024-05-01T00:00:00");
+    assert_eq!(got[11].1, "2024-05-01T12:00:00");
+    let parts = w
+        .parent
+        .bodies
+        .iter()
+        .filter(|b| matches!(b, Manscdp::RecordInfoResponse(l) if l.sn == 4246))
+        .count();
+    assert!(parts > 1, "12 records do not fit one datagram");
+
+    // The HTTP API's queries take the same paths.
+    match w.ask(&channel, DeviceQuery::Info) {
+        Ok(QueryAnswer::Info(i)) => {
+            assert_eq!(i.device_id, channel);
+            assert_eq!(i.manufacturer.as_deref(), Some("gbsim"));
+        }
+        other => panic!("{other:?}"),
+    }
+    match w.ask(&channel, DeviceQuery::Status) {
+        Ok(QueryAnswer::Status(s)) => assert_eq!(s.online.as_deref(), Some("ONLINE")),
+        other => panic!("{other:?}"),
+    }
+    let range = DeviceQuery::Records {
+        start: "2024-05-01T08:30:00".into(),
+        end: "2024-05-01T10:00:00".into(),
+        record_type: "all".into(),
+    };
+    match w.ask(&channel, range) {
+        Ok(QueryAnswer::Records { list, complete }) => {
+            assert!(complete);
+            assert_eq!(list.sum_num, 2);
+            assert_eq!(list.items.len(), 2);
+            assert_eq!(
+                list.items[0].start_time.as_deref(),
+                Some("2024-05-01T08:30:00")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        w.ask("35010201001319999999", DeviceQuery::Info),
+        Err(QueryError::NotFound)
+    );
+    match w.ask(VILLAGE, DeviceQuery::Info) {
+        Ok(QueryAnswer::Info(i)) => assert_eq!(i.channel, Some(41)),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(w.node.pending_queries(), 0);
+}
+
+#[test]
+fn device_queries_on_a_clean_network() {
+    let (mut w, _) = scenario(u64::MAX, u64::MAX);
+    device_queries(&mut w);
+}
+
+#[test]
+fn device_queries_on_a_lossy_network() {
+    let (mut w, _) = scenario(7, 5);
+    device_queries(&mut w);
+}
+
+#[test]
+fn an_unanswered_device_query_times_out() {
+    let (mut w, _) = scenario(u64::MAX, u64::MAX);
+    let channel = w.fleet.channel_ids()[3].clone();
+    let ticket = w
+        .node
+        .ask_device(GbId::parse(&channel).unwrap(), DeviceQuery::Status, w.now);
+    // Everything is lost from now on.
+    w.net.drop_every = 1;
+    let took = w.run_until(Duration::from_secs(40), |w| {
+        w.answers.iter().any(|a| a.ticket == ticket)
+    });
+    assert_eq!(w.answers[0].result, Err(QueryError::TimedOut));
+    let timeout = Settings::default().query_timeout;
+    assert!(
+        took > timeout && took < timeout + Duration::from_secs(2),
+        "{took:?}"
+    );
+    assert_eq!(w.node.pending_queries(), 0);
 }
 
 #[test]

@@ -167,3 +167,101 @@ fn four_tier_tree_federates_tracks_liveness_and_survives_a_city_restart() {
     assert!(m.contains("gbgate_registered_child_nodes 2"), "{m}");
     assert!(m.contains("gbgate_sip_requests_received_total"), "{m}");
 }
+
+/// GET a JSON document, or the status code of a refusal.
+fn get_json(url: &str) -> Result<serde_json::Value, u16> {
+    match ureq::get(url).call() {
+        Ok(mut r) => Ok(r.body_mut().read_json().unwrap()),
+        Err(ureq::Error::StatusCode(code)) => Err(code),
+        Err(e) => panic!("{url}: {e}"),
+    }
+}
+
+#[test]
+fn device_queries_over_http_cross_four_tiers() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = TreeSpec {
+        counties: 1,
+        towns: 1,
+        villages: 1,
+        sip_base: 36400,
+        http_base: 39400,
+        keepalive_secs: 1,
+        register_retry_secs: 1,
+        t1_ms: 100,
+        ..TreeSpec::default()
+    };
+    let fleet = FleetSpec {
+        ipcs: 1,
+        nvrs: 1,
+        channels: 2,
+        ..FleetSpec::default()
+    };
+    let cluster = Cluster::start(dir.path(), spec, fleet).unwrap();
+    let city = cluster.tree.root().id;
+    cluster
+        .wait_for("3 cameras at the city", Duration::from_secs(10), |c| {
+            channel_states(c).len() == 3
+        })
+        .unwrap();
+    // An NVR's channel: the query goes to the NVR, which answers for it.
+    let camera = channel_states(&cluster)
+        .into_iter()
+        .filter(|(_, (_, parent))| parent.as_deref().is_some_and(|p| &p[10..13] == "118"))
+        .map(|(id, _)| id)
+        .min()
+        .unwrap();
+    let http = &cluster.tree.node(&city).unwrap().http;
+    let url = |path: &str| format!("http://{http}/api/v1/devices/{camera}/{path}");
+
+    let info = get_json(&url("info")).unwrap();
+    assert_eq!(info["device_id"], camera.as_str());
+    assert_eq!(info["manufacturer"], "gbsim");
+    assert_eq!(info["model"], "SIM-NVR");
+    assert_eq!(info["result"], "OK");
+
+    let status = get_json(&url("status")).unwrap();
+    assert_eq!(status["online"], "ONLINE");
+    assert_eq!(status["result"], "OK");
+
+    // 30 hours: answered in many parts by the device and again at every
+    // tier, collected whole at the city.
+    let records = get_json(&url(
+        "records?start=2024-05-01T06:30:00&end=2024-05-02T12:30:00",
+    ))
+    .unwrap();
+    assert_eq!(records["complete"], true, "{records}");
+    assert_eq!(records["sum_num"], 31);
+    let list = records["records"].as_array().unwrap();
+    assert_eq!(list.len(), 31);
+    let mut spans: Vec<(&str, &str)> = list
+        .iter()
+        .map(|r| {
+            assert_eq!(r["device_id"], camera.as_str());
+            assert_eq!(r["type"], "time");
+            (
+                r["start_time"].as_str().unwrap(),
+                r["end_time"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    spans.sort();
+    assert_eq!(spans[0].0, "2024-05-01T06:30:00");
+    assert_eq!(spans[30].1, "2024-05-02T12:30:00");
+    assert!(spans.windows(2).all(|w| w[0].1 == w[1].0), "{spans:?}");
+
+    // Unknown IDs give 404 without saying more; malformed requests 400.
+    let base = format!("http://{http}/api/v1/devices");
+    assert_eq!(
+        get_json(&format!("{base}/35010200001319999999/info")),
+        Err(404)
+    );
+    assert_eq!(get_json(&format!("{base}/12345/status")), Err(400));
+    assert_eq!(
+        get_json(&url("records?start=2024-05-01&end=2024-05-02T12:30:00")),
+        Err(400)
+    );
+    // The city itself answers for itself.
+    let own = get_json(&format!("{base}/{city}/info")).unwrap();
+    assert_eq!(own["manufacturer"], "gbgate");
+}

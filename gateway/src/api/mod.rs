@@ -1,8 +1,9 @@
 //! HTTP API (axum on hyper 1): the federated catalog, this node's place in
-//! the topology, live and playback video (HTTP-FLV, MPEG-TS), Prometheus
-//! metrics. Later features (department requests, policy admin) add routes
-//! to [`router`].
+//! the topology, device queries down the cascade, live and playback video
+//! (HTTP-FLV, MPEG-TS), Prometheus metrics. Later features (department
+//! requests, policy admin) add routes to [`router`].
 
+mod devices;
 mod live;
 
 use std::net::SocketAddr;
@@ -24,6 +25,7 @@ use crate::registry::RegistrantKind;
 use crate::runtime::NodeHandle;
 use crate::streams::StreamManager;
 use crate::uplink::LinkState;
+pub use devices::{DeviceInfoView, DeviceStatusView, RecordView, RecordsView};
 use live::Access;
 
 /// Largest catalog page served at once.
@@ -47,6 +49,9 @@ pub fn router(
     Router::new()
         .route("/api/v1/catalog", get(get_catalog))
         .route("/api/v1/topology", get(get_topology))
+        .route("/api/v1/devices/{id}/info", get(devices::get_info))
+        .route("/api/v1/devices/{id}/status", get(devices::get_status))
+        .route("/api/v1/devices/{id}/records", get(devices::get_records))
         .route("/api/v1/streams", get(live::get_streams))
         .route(
             "/api/v1/playback/{session}/control",

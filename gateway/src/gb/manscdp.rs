@@ -212,6 +212,89 @@ pub struct DeviceStatus {
     pub device_time: Option<String>,
 }
 
+/// `Query/RecordInfo`: the recordings of a channel in a time range.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct RecordQuery {
+    /// `SN`, echoed in every part of the answer.
+    pub sn: u32,
+    /// `DeviceID`: the channel whose recordings are asked for.
+    pub device_id: String,
+    /// `StartTime`: `YYYY-MM-DDTHH:MM:SS`, local, no zone.
+    pub start_time: String,
+    /// `EndTime`: `YYYY-MM-DDTHH:MM:SS`, local, no zone.
+    pub end_time: String,
+    /// `FilePath` filter.
+    pub file_path: Option<String>,
+    /// `Address` filter.
+    pub address: Option<String>,
+    /// `Secrecy`: 0 or 1.
+    pub secrecy: Option<u8>,
+    /// `Type`: `time`, `alarm`, `manual` or `all`.
+    pub record_type: Option<String>,
+    /// `RecorderID`: who recorded (2016).
+    pub recorder_id: Option<String>,
+}
+
+impl RecordQuery {
+    /// A query for every record of `device_id` between two GB local times.
+    pub fn new(
+        sn: u32,
+        device_id: impl Into<String>,
+        start_time: impl Into<String>,
+        end_time: impl Into<String>,
+    ) -> Self {
+        RecordQuery {
+            sn,
+            device_id: device_id.into(),
+            start_time: start_time.into(),
+            end_time: end_time.into(),
+            ..RecordQuery::default()
+        }
+    }
+}
+
+/// One `<Item>` of a RecordInfo answer: one recording.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct RecordItem {
+    /// `DeviceID`: the channel recorded (empty when the item had none).
+    pub device_id: String,
+    /// `Name`.
+    pub name: Option<String>,
+    /// `FilePath`.
+    pub file_path: Option<String>,
+    /// `Address`.
+    pub address: Option<String>,
+    /// `StartTime`: `YYYY-MM-DDTHH:MM:SS`, local.
+    pub start_time: Option<String>,
+    /// `EndTime`: `YYYY-MM-DDTHH:MM:SS`, local.
+    pub end_time: Option<String>,
+    /// `Secrecy`: 0 or 1.
+    pub secrecy: Option<u8>,
+    /// `Type`: `time`, `alarm` or `manual`.
+    pub record_type: Option<String>,
+    /// `RecorderID`.
+    pub recorder_id: Option<String>,
+    /// `FileSize` in bytes (2016; unparseable values are dropped).
+    pub file_size: Option<u64>,
+}
+
+/// One part of a RecordInfo answer (answers are split like catalogs).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct RecordList {
+    /// `SN` of the query.
+    pub sn: u32,
+    /// `DeviceID`: the channel.
+    pub device_id: String,
+    /// `Name` of the channel.
+    pub name: Option<String>,
+    /// `SumNum`: records in the whole answer, over all parts. When a body
+    /// lacks it, the parser puts this part's item count.
+    pub sum_num: u32,
+    /// This part's records; `RecordList Num=` is written as their count and
+    /// ignored on parsing.
+    pub items: Vec<RecordItem>,
+}
+
 /// A parsed MANSCDP body.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Manscdp {
@@ -231,6 +314,10 @@ pub enum Manscdp {
     DeviceStatusQuery(SimpleQuery),
     /// `Response/DeviceStatus`.
     DeviceStatusResponse(DeviceStatus),
+    /// `Query/RecordInfo`.
+    RecordInfoQuery(RecordQuery),
+    /// `Response/RecordInfo`: one part of a (possibly split) answer.
+    RecordInfoResponse(RecordList),
     /// Any other root/CmdType pair: the envelope is recognised, the body is
     /// not modelled yet. Written back as the envelope only.
     Other {
@@ -306,6 +393,8 @@ impl Manscdp {
             Manscdp::CatalogResponse(l) | Manscdp::CatalogNotify(l) => l.sn,
             Manscdp::DeviceInfoResponse(d) => d.sn,
             Manscdp::DeviceStatusResponse(d) => d.sn,
+            Manscdp::RecordInfoQuery(q) => q.sn,
+            Manscdp::RecordInfoResponse(l) => l.sn,
             Manscdp::Other { sn, .. } => *sn,
         }
     }
@@ -321,6 +410,8 @@ impl Manscdp {
             Manscdp::CatalogResponse(l) | Manscdp::CatalogNotify(l) => &l.device_id,
             Manscdp::DeviceInfoResponse(d) => &d.device_id,
             Manscdp::DeviceStatusResponse(d) => &d.device_id,
+            Manscdp::RecordInfoQuery(q) => &q.device_id,
+            Manscdp::RecordInfoResponse(l) => &l.device_id,
             Manscdp::Other { device_id, .. } => device_id,
         }
     }
@@ -335,6 +426,7 @@ impl Manscdp {
             }
             Manscdp::DeviceInfoQuery(_) | Manscdp::DeviceInfoResponse(_) => "DeviceInfo",
             Manscdp::DeviceStatusQuery(_) | Manscdp::DeviceStatusResponse(_) => "DeviceStatus",
+            Manscdp::RecordInfoQuery(_) | Manscdp::RecordInfoResponse(_) => "RecordInfo",
             Manscdp::Other { cmd_type, .. } => cmd_type,
         }
     }
@@ -345,10 +437,12 @@ impl Manscdp {
             Manscdp::Keepalive(_) | Manscdp::CatalogNotify(_) => Root::Notify,
             Manscdp::CatalogQuery(_)
             | Manscdp::DeviceInfoQuery(_)
-            | Manscdp::DeviceStatusQuery(_) => Root::Query,
+            | Manscdp::DeviceStatusQuery(_)
+            | Manscdp::RecordInfoQuery(_) => Root::Query,
             Manscdp::CatalogResponse(_)
             | Manscdp::DeviceInfoResponse(_)
-            | Manscdp::DeviceStatusResponse(_) => Root::Response,
+            | Manscdp::DeviceStatusResponse(_)
+            | Manscdp::RecordInfoResponse(_) => Root::Response,
             Manscdp::Other { root, .. } => *root,
         }
     }
@@ -371,6 +465,7 @@ impl Manscdp {
     fn size_hint(&self) -> usize {
         match self {
             Manscdp::CatalogResponse(l) | Manscdp::CatalogNotify(l) => 256 + 400 * l.items.len(),
+            Manscdp::RecordInfoResponse(l) => 256 + 300 * l.items.len(),
             _ => 256,
         }
     }
@@ -385,6 +480,17 @@ impl Manscdp {
                     write_item(out, item);
                 }
                 write_list_close(out, root);
+                return;
+            }
+            Manscdp::RecordInfoResponse(l) => {
+                write_envelope(out, root, "RecordInfo", l.sn, &l.device_id);
+                opt_elem(out, "Name", l.name.as_deref());
+                num_elem(out, "SumNum", l.sum_num);
+                let _ = write!(out, "<RecordList Num=\"{}\">{EOL}", l.items.len());
+                for item in &l.items {
+                    write_record_item(out, item);
+                }
+                let _ = write!(out, "</RecordList>{EOL}</{}>{EOL}", root.as_str());
                 return;
             }
             _ => {}
@@ -416,7 +522,21 @@ impl Manscdp {
                 opt_elem(out, "Record", d.record.as_deref());
                 opt_elem(out, "DeviceTime", d.device_time.as_deref());
             }
-            Manscdp::CatalogResponse(_) | Manscdp::CatalogNotify(_) | Manscdp::Other { .. } => {}
+            Manscdp::RecordInfoQuery(q) => {
+                elem(out, "StartTime", &q.start_time);
+                elem(out, "EndTime", &q.end_time);
+                opt_elem(out, "FilePath", q.file_path.as_deref());
+                opt_elem(out, "Address", q.address.as_deref());
+                if let Some(v) = q.secrecy {
+                    num_elem(out, "Secrecy", v);
+                }
+                opt_elem(out, "Type", q.record_type.as_deref());
+                opt_elem(out, "RecorderID", q.recorder_id.as_deref());
+            }
+            Manscdp::CatalogResponse(_)
+            | Manscdp::CatalogNotify(_)
+            | Manscdp::RecordInfoResponse(_)
+            | Manscdp::Other { .. } => {}
         }
         let _ = write!(out, "</{}>{EOL}", root.as_str());
     }
@@ -525,6 +645,38 @@ pub(crate) fn write_item(out: &mut String, item: &CatalogItem) {
     }
     if let Some(v) = item.latitude.filter(|v| v.is_finite()) {
         inline_num(out, "Latitude", v);
+    }
+    out.push_str("</Item>");
+    out.push_str(EOL);
+}
+
+/// One record `<Item>…</Item>` and a line end, in the 2016 schema's order.
+pub(crate) fn write_record_item(out: &mut String, item: &RecordItem) {
+    out.push_str("<Item>");
+    inline_elem(out, "DeviceID", &item.device_id);
+    let texts: [(&str, &Option<String>); 5] = [
+        ("Name", &item.name),
+        ("FilePath", &item.file_path),
+        ("Address", &item.address),
+        ("StartTime", &item.start_time),
+        ("EndTime", &item.end_time),
+    ];
+    for (name, v) in texts {
+        if let Some(v) = v {
+            inline_elem(out, name, v);
+        }
+    }
+    if let Some(v) = item.secrecy {
+        inline_num(out, "Secrecy", v);
+    }
+    if let Some(v) = &item.record_type {
+        inline_elem(out, "Type", v);
+    }
+    if let Some(v) = &item.recorder_id {
+        inline_elem(out, "RecorderID", v);
+    }
+    if let Some(v) = item.file_size {
+        inline_num(out, "FileSize", v);
     }
     out.push_str("</Item>");
     out.push_str(EOL);
@@ -684,6 +836,12 @@ enum TopField {
     DeviceTime,
     StartTime,
     EndTime,
+    Name,
+    FilePath,
+    Address,
+    Secrecy,
+    Type,
+    RecorderId,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -710,6 +868,13 @@ enum ItemField {
     /// `Info/BusinessGroupID` (2016): used only if the item has no own one.
     InfoBusinessGroupId,
     Event,
+    // Record items only; kept in `RecordExtra`.
+    FilePath,
+    StartTime,
+    EndTime,
+    Type,
+    RecorderId,
+    FileSize,
 }
 
 /// Lower-cases an element name into `buf` for matching; names longer than
@@ -743,6 +908,12 @@ fn top_field(name: &str) -> Option<TopField> {
         b"devicetime" => TopField::DeviceTime,
         b"starttime" => TopField::StartTime,
         b"endtime" => TopField::EndTime,
+        b"name" => TopField::Name,
+        b"filepath" => TopField::FilePath,
+        b"address" => TopField::Address,
+        b"secrecy" => TopField::Secrecy,
+        b"type" => TopField::Type,
+        b"recorderid" => TopField::RecorderId,
         _ => return None,
     })
 }
@@ -770,6 +941,12 @@ fn item_field(name: &str) -> Option<ItemField> {
         b"latitude" => ItemField::Latitude,
         b"businessgroupid" => ItemField::BusinessGroupId,
         b"event" => ItemField::Event,
+        b"filepath" => ItemField::FilePath,
+        b"starttime" => ItemField::StartTime,
+        b"endtime" => ItemField::EndTime,
+        b"type" => ItemField::Type,
+        b"recorderid" => ItemField::RecorderId,
+        b"filesize" => ItemField::FileSize,
         _ => return None,
     })
 }
@@ -794,6 +971,30 @@ struct Top {
     device_time: Option<String>,
     start_time: Option<String>,
     end_time: Option<String>,
+    name: Option<String>,
+    file_path: Option<String>,
+    address: Option<String>,
+    secrecy: Option<String>,
+    record_type: Option<String>,
+    recorder_id: Option<String>,
+}
+
+/// The fields a record item has beyond a catalog item's. Kept apart so that
+/// parsing catalogs (the hot path) stays as it was.
+#[derive(Default, PartialEq)]
+struct RecordExtra {
+    file_path: Option<String>,
+    start_time: Option<String>,
+    end_time: Option<String>,
+    record_type: Option<String>,
+    recorder_id: Option<String>,
+    file_size: Option<u64>,
+}
+
+impl RecordExtra {
+    fn is_empty(&self) -> bool {
+        *self == RecordExtra::default()
+    }
 }
 
 impl Top {
@@ -816,6 +1017,12 @@ impl Top {
             TopField::DeviceTime => &mut self.device_time,
             TopField::StartTime => &mut self.start_time,
             TopField::EndTime => &mut self.end_time,
+            TopField::Name => &mut self.name,
+            TopField::FilePath => &mut self.file_path,
+            TopField::Address => &mut self.address,
+            TopField::Secrecy => &mut self.secrecy,
+            TopField::Type => &mut self.record_type,
+            TopField::RecorderId => &mut self.recorder_id,
         }
     }
 }
@@ -841,6 +1048,11 @@ struct Parser {
     top: Top,
     item: Option<CatalogItem>,
     items: Vec<CatalogItem>,
+    /// Record fields of the open item.
+    extra: RecordExtra,
+    /// Record fields of closed items, by index in `items`; only items that
+    /// had any.
+    extras: Vec<(usize, RecordExtra)>,
 }
 
 impl Parser {
@@ -911,7 +1123,9 @@ impl Parser {
                 Ctx::Root
             }
             Some(Ctx::Root) => {
-                if name.eq_ignore_ascii_case("DeviceList") {
+                if name.eq_ignore_ascii_case("DeviceList")
+                    || name.eq_ignore_ascii_case("RecordList")
+                {
                     Ctx::List
                 } else if name.eq_ignore_ascii_case("Item") {
                     // Some devices put items straight under the root.
@@ -948,9 +1162,10 @@ impl Parser {
             }
             Ctx::Item => {
                 let mut item = CatalogItem::default();
+                self.extra = RecordExtra::default();
                 for (key, value) in attributes(e) {
                     if let Some(f) = item_field(key) {
-                        set_item_field(&mut item, f, &value);
+                        set_item_field(&mut item, &mut self.extra, f, &value);
                     }
                 }
                 // No item can be open here: `Item` opens only under the
@@ -987,11 +1202,15 @@ impl Parser {
             Ctx::Top(f) => *self.top.slot(f) = non_empty(&self.text),
             Ctx::ItemField(f) => {
                 if let Some(item) = self.item.as_mut() {
-                    set_item_field(item, f, &self.text);
+                    set_item_field(item, &mut self.extra, f, &self.text);
                 }
             }
             Ctx::Item => {
                 if let Some(item) = self.item.take() {
+                    if !self.extra.is_empty() {
+                        let extra = std::mem::take(&mut self.extra);
+                        self.extras.push((self.items.len(), extra));
+                    }
                     self.items.push(item);
                 }
             }
@@ -1049,9 +1268,15 @@ impl Parser {
             .device_id
             .take()
             .ok_or(ManscdpError::MissingField("DeviceID"))?;
-        let kind = ["Keepalive", "Catalog", "DeviceInfo", "DeviceStatus"]
-            .into_iter()
-            .find(|k| cmd_type.eq_ignore_ascii_case(k));
+        let kind = [
+            "Keepalive",
+            "Catalog",
+            "DeviceInfo",
+            "DeviceStatus",
+            "RecordInfo",
+        ]
+        .into_iter()
+        .find(|k| cmd_type.eq_ignore_ascii_case(k));
         let query = |top: &mut Top, device_id: String| SimpleQuery {
             sn,
             device_id,
@@ -1108,6 +1333,37 @@ impl Parser {
                 record: top.record.take(),
                 device_time: top.device_time.take(),
             }),
+            (Root::Query, Some("RecordInfo")) => Manscdp::RecordInfoQuery(RecordQuery {
+                sn,
+                device_id,
+                start_time: top
+                    .start_time
+                    .take()
+                    .ok_or(ManscdpError::MissingField("StartTime"))?,
+                end_time: top
+                    .end_time
+                    .take()
+                    .ok_or(ManscdpError::MissingField("EndTime"))?,
+                file_path: top.file_path.take(),
+                address: top.address.take(),
+                secrecy: top.secrecy.as_deref().and_then(parse_num),
+                record_type: top.record_type.take(),
+                recorder_id: top.recorder_id.take(),
+            }),
+            (Root::Response, Some("RecordInfo")) => {
+                let sum_num = match top.sum_num.take() {
+                    Some(s) => parse_num::<u32>(&s).ok_or_else(|| bad("SumNum", &s))?,
+                    None => u32::try_from(self.items.len()).unwrap_or(u32::MAX),
+                };
+                let name = top.name.take();
+                Manscdp::RecordInfoResponse(RecordList {
+                    sn,
+                    device_id,
+                    name,
+                    sum_num,
+                    items: self.record_items(),
+                })
+            }
             _ => Manscdp::Other {
                 root,
                 cmd_type,
@@ -1115,6 +1371,35 @@ impl Parser {
                 device_id,
             },
         })
+    }
+}
+
+impl Parser {
+    /// The items read as records: catalog fields plus their record extras.
+    fn record_items(&mut self) -> Vec<RecordItem> {
+        let mut extras = std::mem::take(&mut self.extras).into_iter().peekable();
+        std::mem::take(&mut self.items)
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let x = extras
+                    .next_if(|(at, _)| *at == i)
+                    .map(|(_, x)| x)
+                    .unwrap_or_default();
+                RecordItem {
+                    device_id: c.device_id,
+                    name: c.name,
+                    file_path: x.file_path,
+                    address: c.address,
+                    start_time: x.start_time,
+                    end_time: x.end_time,
+                    secrecy: c.secrecy,
+                    record_type: x.record_type,
+                    recorder_id: x.recorder_id,
+                    file_size: x.file_size,
+                }
+            })
+            .collect()
     }
 }
 
@@ -1135,7 +1420,7 @@ fn attributes<'a>(e: &'a BytesStart<'_>) -> impl Iterator<Item = (&'a str, Cow<'
 
 /// Stores a leaf's text in an item. Unparseable numbers are dropped rather
 /// than failing the message: catalogs legitimately contain broken items.
-fn set_item_field(item: &mut CatalogItem, f: ItemField, raw: &str) {
+fn set_item_field(item: &mut CatalogItem, extra: &mut RecordExtra, f: ItemField, raw: &str) {
     let text = || non_empty(raw);
     match f {
         ItemField::DeviceId => item.device_id = raw.trim().to_owned(),
@@ -1163,6 +1448,12 @@ fn set_item_field(item: &mut CatalogItem, f: ItemField, raw: &str) {
             }
         }
         ItemField::Event => item.event = text(),
+        ItemField::FilePath => extra.file_path = text(),
+        ItemField::StartTime => extra.start_time = text(),
+        ItemField::EndTime => extra.end_time = text(),
+        ItemField::Type => extra.record_type = text(),
+        ItemField::RecorderId => extra.recorder_id = text(),
+        ItemField::FileSize => extra.file_size = parse_num(raw),
     }
 }
 
@@ -1371,8 +1662,6 @@ mod tests {
     #[test]
     fn doc_other_messages() {
         let cases = [
-            ("<Query><CmdType>RecordInfo</CmdType><SN>19</SN><DeviceID>35010200001320000101</DeviceID>
- <StartTime>2024-05-01T00:00:00</StartTime><EndTime>2024-05-01T23:59:59</EndTime><Type>all</Type></Query>", Root::Query, "RecordInfo", 19),
             ("<Control><CmdType>DeviceControl</CmdType><SN>20</SN><DeviceID>35010200001320000101</DeviceID>
  <PTZCmd>A50F010180000036</PTZCmd><Info><ControlPriority>5</ControlPriority></Info></Control>", Root::Control, "DeviceControl", 20),
             ("<Notify><CmdType>Alarm</CmdType><SN>21</SN><DeviceID>35010200001340000001</DeviceID><AlarmPriority>1</AlarmPriority>
@@ -1634,6 +1923,86 @@ mod tests {
     }
 
     #[test]
+    fn doc_record_info_query() {
+        let m = ok("<Query><CmdType>RecordInfo</CmdType><SN>19</SN><DeviceID>35010200001320000101</DeviceID>
+ <StartTime>2024-05-01T00:00:00</StartTime><EndTime>2024-05-01T23:59:59</EndTime><Type>all</Type></Query>");
+        let mut want = RecordQuery::new(
+            19,
+            "35010200001320000101",
+            "2024-05-01T00:00:00",
+            "2024-05-01T23:59:59",
+        );
+        want.record_type = Some("all".into());
+        assert_eq!(m, Manscdp::RecordInfoQuery(want));
+        assert_eq!(
+            (m.cmd_type(), m.root(), m.sn()),
+            ("RecordInfo", Root::Query, 19)
+        );
+        let err = parse(b"<Query><CmdType>RecordInfo</CmdType><SN>1</SN><DeviceID>1</DeviceID><EndTime>x</EndTime></Query>");
+        assert_eq!(err, Err(ManscdpError::MissingField("StartTime")));
+    }
+
+    #[test]
+    fn record_info_response_as_devices_send_it() {
+        // Hikvision-style: lower-case tags, Item fields in another order,
+        // a RecorderID, an unparseable FileSize, an item without DeviceID.
+        let body = "<?xml version=\"1.0\" encoding=\"GB2312\"?>\r\n<Response><CmdType>RecordInfo</CmdType><SN>19</SN>
+<DeviceID>35010200001320000101</DeviceID><Name>东门</Name><SumNum>3</SumNum><RecordList Num=\"2\">
+<Item><deviceid>35010200001320000101</deviceid><Name>东门</Name><FilePath>/rec/1.ps</FilePath><Address>Gate</Address>
+<StartTime>2024-05-01T00:00:00</StartTime><EndTime>2024-05-01T01:00:00</EndTime><Secrecy>0</Secrecy><Type>time</Type>
+<RecorderID>35010200001180000001</RecorderID><FileSize>1048576</FileSize></Item>
+<Item><FileSize>big</FileSize><type>alarm</type><Unknown>1</Unknown></Item></RecordList></Response>";
+        let (bytes, _, _) = encoding_rs::GBK.encode(body);
+        let (m, cs) = parse(&bytes).expect("parses");
+        assert_eq!(cs, Charset::Gb2312);
+        let Manscdp::RecordInfoResponse(l) = m else {
+            panic!("{m:?}")
+        };
+        assert_eq!((l.sn, l.sum_num, l.name.as_deref()), (19, 3, Some("东门")));
+        assert_eq!(l.items.len(), 2);
+        assert_eq!(
+            l.items[0],
+            RecordItem {
+                device_id: "35010200001320000101".into(),
+                name: Some("东门".into()),
+                file_path: Some("/rec/1.ps".into()),
+                address: Some("Gate".into()),
+                start_time: Some("2024-05-01T00:00:00".into()),
+                end_time: Some("2024-05-01T01:00:00".into()),
+                secrecy: Some(0),
+                record_type: Some("time".into()),
+                recorder_id: Some("35010200001180000001".into()),
+                file_size: Some(1_048_576),
+            }
+        );
+        assert_eq!(
+            l.items[1],
+            RecordItem {
+                record_type: Some("alarm".into()),
+                ..RecordItem::default()
+            }
+        );
+        // No SumNum: this part's count; no items: an empty answer.
+        let m = ok("<Response><CmdType>RecordInfo</CmdType><SN>1</SN><DeviceID>1</DeviceID><RecordList Num=\"0\"></RecordList></Response>");
+        let Manscdp::RecordInfoResponse(l) = m else {
+            panic!("{m:?}")
+        };
+        assert_eq!((l.sum_num, l.items.len()), (0, 0));
+    }
+
+    #[test]
+    fn catalog_items_ignore_record_fields() {
+        // 2016 catalogs carry a certificate EndTime: not a record field there.
+        let m = ok("<Response><CmdType>Catalog</CmdType><SN>1</SN><DeviceID>1</DeviceID><SumNum>1</SumNum><DeviceList Num=\"1\">
+            <Item><DeviceID>2</DeviceID><EndTime>2030-01-01T00:00:00</EndTime><Name>n</Name></Item></DeviceList></Response>");
+        let Manscdp::CatalogResponse(l) = m else {
+            panic!("{m:?}")
+        };
+        assert_eq!(l.items[0].name.as_deref(), Some("n"));
+        assert_eq!(l.items[0].device_id, "2");
+    }
+
+    #[test]
     fn sum_num_defaults_to_item_count() {
         let m = ok("<Response><CmdType>Catalog</CmdType><SN>1</SN><DeviceID>1</DeviceID><DeviceList><Item><DeviceID>2</DeviceID></Item></DeviceList></Response>");
         let Manscdp::CatalogResponse(l) = m else {
@@ -1695,7 +2064,61 @@ mod tests {
         }
     }
 
+    prop_compose! {
+        fn record_item()(
+            device_id in text(),
+            t in (opt_text(), opt_text(), opt_text(), opt_text(), opt_text(), opt_text(), opt_text()),
+            secrecy: Option<u8>,
+            file_size: Option<u64>,
+        ) -> RecordItem {
+            RecordItem {
+                device_id,
+                name: t.0, file_path: t.1, address: t.2, start_time: t.3, end_time: t.4,
+                record_type: t.5, recorder_id: t.6, secrecy, file_size,
+            }
+        }
+    }
+
     proptest! {
+        #[test]
+        fn record_info_round_trips(
+            items in proptest::collection::vec(record_item(), 0..4),
+            sn: u32,
+            sum: u32,
+            name in opt_text(),
+            times in (text(), text()),
+            filters in (opt_text(), opt_text(), any::<Option<u8>>(), opt_text(), opt_text()),
+        ) {
+            let query = Manscdp::RecordInfoQuery(RecordQuery {
+                sn,
+                device_id: "35010200001320000101".into(),
+                start_time: times.0,
+                end_time: times.1,
+                file_path: filters.0,
+                address: filters.1,
+                secrecy: filters.2,
+                record_type: filters.3,
+                recorder_id: filters.4,
+            });
+            let answer = Manscdp::RecordInfoResponse(RecordList {
+                sn,
+                device_id: "35010200001320000101".into(),
+                name,
+                sum_num: sum,
+                items,
+            });
+            for m in [query, answer] {
+                for cs in [Charset::Gb2312, Charset::Utf8] {
+                    let body = m.to_body(cs);
+                    let (again, got) = parse(&body).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    prop_assert_eq!(got, cs);
+                    if !gbk_reads_as_utf8(&body, cs) {
+                        prop_assert_eq!(&again, &m);
+                    }
+                }
+            }
+        }
+
         #[test]
         fn parse_never_panics_on_bytes(body in proptest::collection::vec(any::<u8>(), 0..512)) {
             let _ = parse(&body);
@@ -1707,9 +2130,9 @@ mod tests {
         }
 
         #[test]
-        fn wrapped_strings_parse_or_fail_cleanly(s in "\\PC{0,64}", root in 0usize..4, cmd in 0usize..5) {
+        fn wrapped_strings_parse_or_fail_cleanly(s in "\\PC{0,64}", root in 0usize..4, cmd in 0usize..6) {
             let root = ["Query", "Response", "Notify", "Control"][root];
-            let cmd = ["Catalog", "Keepalive", "DeviceInfo", "DeviceStatus", "Alarm"][cmd];
+            let cmd = ["Catalog", "Keepalive", "DeviceInfo", "DeviceStatus", "RecordInfo", "Alarm"][cmd];
             for body in [
                 format!("<{root}><CmdType>{cmd}</CmdType><SN>1</SN><DeviceID>{s}</DeviceID><SumNum>1</SumNum><DeviceList><Item><DeviceID>1</DeviceID><Name>{s}</Name></Item></DeviceList></{root}>"),
                 format!("<{root}><CmdType>{cmd}</CmdType><SN>1</SN><DeviceID>1</DeviceID>{s}<Status>{s}</Status></{root}>"),

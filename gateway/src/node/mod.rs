@@ -5,6 +5,7 @@
 
 mod call;
 mod outbox;
+mod query;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -34,6 +35,7 @@ use crate::uplink::{Uplink, UplinkConfig, UplinkEvent, UplinkRequest};
 use outbox::Outbox;
 
 pub use call::{CallError, CallEvent, CallId, CallKind, MANSRTSP, SDP};
+pub use query::{DeviceQuery, QueryAnswer, QueryAnswered, QueryError, Ticket};
 
 /// Times an unanswered catalog MESSAGE is sent again (each after its own
 /// Timer F) before it is dropped; by then keepalives have found the link dead.
@@ -144,6 +146,7 @@ pub struct Node {
     transmits: Vec<Transmit>,
     shutting_down: bool,
     calls: call::Calls,
+    queries: query::Queries,
 }
 
 /// A method as a metric label: unknown methods share one label so a peer
@@ -303,6 +306,7 @@ impl Node {
             transmits: Vec::new(),
             shutting_down: false,
             calls: call::Calls::default(),
+            queries: query::Queries::default(),
             identity,
             settings,
             credentials,
@@ -631,6 +635,7 @@ impl Node {
     fn forget_source(&mut self, id: GbId) {
         self.catalog_queries.remove(&id);
         self.forwards.retain(|(src, _), _| *src != id);
+        self.forget_queries_to(id);
         self.outboxes.remove(&id);
     }
 
@@ -770,6 +775,9 @@ impl Node {
         call_id: Option<&str>,
         now: Instant,
     ) {
+        let Some(body) = self.take_query_answer(sender, body, now) else {
+            return;
+        };
         match body {
             Manscdp::Keepalive(_) => {}
             Manscdp::CatalogResponse(list) => {
@@ -900,6 +908,7 @@ impl Node {
                     self.forward_query(parent, q, false, now);
                 }
             }
+            Manscdp::RecordInfoQuery(q) => self.forward_record_query(parent, q, now),
             other => {
                 tracing::debug!(
                     cmd = other.cmd_type(),
@@ -1327,6 +1336,7 @@ impl Node {
         }
         let ttl = self.settings.sip_timers.transaction_timeout();
         self.forwards.retain(|_, f| now.duration_since(f.at) <= ttl);
+        self.sweep_queries(now);
         self.registrar.prune(now);
         self.sweep_calls(now, self.settings.invite_timeout);
         let (c, s) = self.tx.open();

@@ -1,0 +1,457 @@
+//! Device queries (DeviceInfo, DeviceStatus, RecordInfo) that this node
+//! forwards down the cascade on someone's behalf, sans-IO.
+//!
+//! Two kinds of requester wait here: the HTTP API ([`Node::ask_device`],
+//! answered through [`QueryAnswered`] events) and the parent's RecordInfo
+//! queries (answered with SIP MESSAGEs, split like catalogs). The parent's
+//! DeviceInfo/DeviceStatus queries keep their own table in `mod.rs`.
+//!
+//! A query goes to the registrant that owns the ID (a device here or the
+//! child node it came through) with an SN of ours, so answers are matched
+//! by (registrant, SN) at every hop.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Instant;
+
+use topology::GbId;
+
+use super::{gb_date, Node, Token, MAX_FORWARDS};
+use crate::gb::charset::Charset;
+use crate::gb::manscdp::{DeviceInfo, DeviceStatus, Manscdp, RecordList, RecordQuery, SimpleQuery};
+use crate::gb::record::{self, RecordAssembly};
+use crate::sip::{Peer, Transport};
+
+/// Identifies one HTTP query until its answer comes back.
+pub type Ticket = u64;
+
+/// What the HTTP API asks about a device or channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceQuery {
+    /// DeviceInfo: name, manufacturer, model, firmware.
+    Info,
+    /// DeviceStatus: online, working, recording.
+    Status,
+    /// RecordInfo: the recordings in a range of GB local times.
+    Records {
+        /// `StartTime`, `YYYY-MM-DDTHH:MM:SS`.
+        start: String,
+        /// `EndTime`, `YYYY-MM-DDTHH:MM:SS`.
+        end: String,
+        /// `Type`: `all`, `time`, `alarm` or `manual`.
+        record_type: String,
+    },
+}
+
+/// The device's answer to a [`DeviceQuery`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum QueryAnswer {
+    /// Answer to [`DeviceQuery::Info`].
+    Info(DeviceInfo),
+    /// Answer to [`DeviceQuery::Status`].
+    Status(DeviceStatus),
+    /// Answer to [`DeviceQuery::Records`], every part collected.
+    Records {
+        /// The records; `sum_num` as the device announced it.
+        list: RecordList,
+        /// False when parts stopped coming before `SumNum` records did.
+        complete: bool,
+    },
+}
+
+/// Why a [`DeviceQuery`] got no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    /// The ID is neither this node nor online below it. Deliberately says
+    /// no more (unknown and offline look alike to the asker).
+    #[error("no such device")]
+    NotFound,
+    /// Too many queries are pending, or the query could not be sent.
+    #[error("too many queries pending; try again later")]
+    Busy,
+    /// No answer within [`crate::settings::Settings::query_timeout`].
+    #[error("the device did not answer in time")]
+    TimedOut,
+}
+
+/// The outcome of one [`Node::ask_device`].
+#[derive(Debug)]
+pub struct QueryAnswered {
+    /// The ticket [`Node::ask_device`] returned.
+    pub ticket: Ticket,
+    /// The answer, or why there is none.
+    pub result: Result<QueryAnswer, QueryError>,
+}
+
+/// Who waits for a forwarded query's answer.
+#[derive(Debug)]
+enum Waiter {
+    /// The HTTP API.
+    Api(Ticket),
+    /// A peer (the parent) that asked with its own SN.
+    Peer { requester: GbId, sn: u32 },
+}
+
+#[derive(Debug)]
+struct Pending {
+    waiter: Waiter,
+    at: Instant,
+    records: Option<RecordAssembly>,
+}
+
+/// Queries of one node awaiting answers from below.
+#[derive(Debug, Default)]
+pub(super) struct Queries {
+    next_ticket: Ticket,
+    /// (registrant asked, SN we used) → who waits.
+    pending: HashMap<(GbId, u32), Pending>,
+    events: VecDeque<QueryAnswered>,
+}
+
+impl Node {
+    /// Ask the device or channel `id` (this node, or anything online below)
+    /// `query` on behalf of the HTTP API. The answer comes later as a
+    /// [`QueryAnswered`] with the returned ticket ([`Self::poll_query_answer`]);
+    /// answers known at once (this node's own ID, unknown IDs, a full table)
+    /// are queued before this returns.
+    pub fn ask_device(&mut self, id: GbId, query: DeviceQuery, now: Instant) -> Ticket {
+        self.queries.next_ticket += 1;
+        let ticket = self.queries.next_ticket;
+        if let Some(result) = self.start_api_query(id, query, ticket, now) {
+            self.queries
+                .events
+                .push_back(QueryAnswered { ticket, result });
+        }
+        ticket
+    }
+
+    /// The next answer to an [`Self::ask_device`] query.
+    pub fn poll_query_answer(&mut self) -> Option<QueryAnswered> {
+        self.queries.events.pop_front()
+    }
+
+    /// Queries forwarded below and still unanswered (API and parent
+    /// RecordInfo).
+    pub fn pending_queries(&self) -> usize {
+        self.queries.pending.len()
+    }
+
+    fn start_api_query(
+        &mut self,
+        id: GbId,
+        query: DeviceQuery,
+        ticket: Ticket,
+        now: Instant,
+    ) -> Option<Result<QueryAnswer, QueryError>> {
+        if id == self.identity.id {
+            return Some(Ok(match query {
+                DeviceQuery::Info => QueryAnswer::Info(self.own_device_info(0)),
+                DeviceQuery::Status => QueryAnswer::Status(self.own_device_status(0)),
+                // A gateway records nothing itself.
+                DeviceQuery::Records { .. } => QueryAnswer::Records {
+                    list: self.no_records(0, id.to_string()),
+                    complete: true,
+                },
+            }));
+        }
+        let Some(owner) = self.query_owner(id.as_str()) else {
+            return Some(Err(QueryError::NotFound));
+        };
+        if self.queries.pending.len() >= MAX_FORWARDS {
+            tracing::warn!(
+                limit = MAX_FORWARDS,
+                "too many device queries pending; refusing"
+            );
+            return Some(Err(QueryError::Busy));
+        }
+        let sn = self.next_sn();
+        let device_id = id.to_string();
+        let msg = match query {
+            DeviceQuery::Info => Manscdp::DeviceInfoQuery(SimpleQuery::new(sn, device_id)),
+            DeviceQuery::Status => Manscdp::DeviceStatusQuery(SimpleQuery::new(sn, device_id)),
+            DeviceQuery::Records {
+                start,
+                end,
+                record_type,
+            } => {
+                let mut q = RecordQuery::new(sn, device_id, start, end);
+                q.record_type = Some(record_type);
+                Manscdp::RecordInfoQuery(q)
+            }
+        };
+        if !self.send_to_registrant(owner, &msg, Token::Query(owner), now) {
+            return Some(Err(QueryError::Busy));
+        }
+        self.queries.pending.insert(
+            (owner, sn),
+            Pending {
+                waiter: Waiter::Api(ticket),
+                at: now,
+                records: None,
+            },
+        );
+        None
+    }
+
+    /// The online registrant a query for `device_id` goes to: the device
+    /// itself if registered here, else the source its catalog entry came
+    /// through.
+    fn query_owner(&self, device_id: &str) -> Option<GbId> {
+        GbId::parse(device_id)
+            .ok()
+            .filter(|id| self.registry.get(id).is_some())
+            .or_else(|| self.catalog.source_of(device_id))
+            .filter(|o| self.registry.get(o).is_some_and(|r| r.online))
+    }
+
+    /// This node's own DeviceInfo answer.
+    pub(super) fn own_device_info(&self, sn: u32) -> DeviceInfo {
+        DeviceInfo {
+            sn,
+            device_id: self.identity.id.to_string(),
+            device_name: Some(self.identity.name.clone()),
+            manufacturer: Some("gbgate".into()),
+            model: Some("gbgate gateway".into()),
+            firmware: Some(env!("CARGO_PKG_VERSION").into()),
+            channel: Some(u32::try_from(self.catalog.channel_count()).unwrap_or(u32::MAX)),
+            result: "OK".into(),
+        }
+    }
+
+    /// This node's own DeviceStatus answer.
+    pub(super) fn own_device_status(&self, sn: u32) -> DeviceStatus {
+        DeviceStatus {
+            sn,
+            device_id: self.identity.id.to_string(),
+            result: "OK".into(),
+            online: Some("ONLINE".into()),
+            status: Some("OK".into()),
+            encode: None,
+            record: None,
+            device_time: Some(gb_date().chars().take(19).collect()),
+        }
+    }
+
+    fn no_records(&self, sn: u32, device_id: String) -> RecordList {
+        RecordList {
+            sn,
+            device_id,
+            name: None,
+            sum_num: 0,
+            items: Vec::new(),
+        }
+    }
+
+    /// A RecordInfo query from `requester` (the parent): forwarded to the
+    /// owner of the ID; the split answer is collected, then sent up with
+    /// the requester's SN. This node itself, and IDs unknown or offline
+    /// here, get an empty list (`SumNum` 0), as platforms answer.
+    pub(super) fn forward_record_query(&mut self, requester: GbId, q: RecordQuery, now: Instant) {
+        let owner = (q.device_id != self.identity.id.as_str())
+            .then(|| self.query_owner(&q.device_id))
+            .flatten();
+        let Some(owner) = owner else {
+            let empty = self.no_records(q.sn, q.device_id);
+            return self.answer_requester(requester, &Manscdp::RecordInfoResponse(empty), now);
+        };
+        if self.queries.pending.len() >= MAX_FORWARDS {
+            tracing::warn!(
+                limit = MAX_FORWARDS,
+                "too many forwarded queries pending; refusing"
+            );
+            return;
+        }
+        let requester_sn = q.sn;
+        let sn = self.next_sn();
+        let fwd = RecordQuery { sn, ..q };
+        if self.send_to_registrant(
+            owner,
+            &Manscdp::RecordInfoQuery(fwd),
+            Token::Query(owner),
+            now,
+        ) {
+            self.queries.pending.insert(
+                (owner, sn),
+                Pending {
+                    waiter: Waiter::Peer {
+                        requester,
+                        sn: requester_sn,
+                    },
+                    at: now,
+                    records: None,
+                },
+            );
+        }
+    }
+
+    /// Takes an answer from `sender` to a query of this module; any other
+    /// message is handed back for the usual handling.
+    pub(super) fn take_query_answer(
+        &mut self,
+        sender: GbId,
+        body: Manscdp,
+        now: Instant,
+    ) -> Option<Manscdp> {
+        let key = (sender, body.sn());
+        let answer = matches!(
+            body,
+            Manscdp::DeviceInfoResponse(_)
+                | Manscdp::DeviceStatusResponse(_)
+                | Manscdp::RecordInfoResponse(_)
+        );
+        if !answer || !self.queries.pending.contains_key(&key) {
+            return Some(body);
+        }
+        let (waiter, answer) = match body {
+            Manscdp::RecordInfoResponse(part) => {
+                let pending = self.queries.pending.get_mut(&key)?;
+                let complete = match pending.records.as_mut() {
+                    Some(asm) => asm.add(part, now),
+                    None => {
+                        let asm = RecordAssembly::new(part, now);
+                        let complete = asm.is_complete();
+                        pending.records = Some(asm);
+                        complete
+                    }
+                };
+                if !complete {
+                    return None;
+                }
+                let p = self.queries.pending.remove(&key)?;
+                let list = p.records?.into_list();
+                let answer = QueryAnswer::Records {
+                    list,
+                    complete: true,
+                };
+                (p.waiter, answer)
+            }
+            Manscdp::DeviceInfoResponse(info) => (
+                self.queries.pending.remove(&key)?.waiter,
+                QueryAnswer::Info(info),
+            ),
+            Manscdp::DeviceStatusResponse(st) => (
+                self.queries.pending.remove(&key)?.waiter,
+                QueryAnswer::Status(st),
+            ),
+            _ => return None,
+        };
+        self.deliver(waiter, answer, now);
+        None
+    }
+
+    fn deliver(&mut self, waiter: Waiter, answer: QueryAnswer, now: Instant) {
+        match waiter {
+            Waiter::Api(ticket) => self.queries.events.push_back(QueryAnswered {
+                ticket,
+                result: Ok(answer),
+            }),
+            Waiter::Peer { requester, sn } => match answer {
+                QueryAnswer::Info(mut info) => {
+                    info.sn = sn;
+                    self.answer_requester(requester, &Manscdp::DeviceInfoResponse(info), now);
+                }
+                QueryAnswer::Status(mut st) => {
+                    st.sn = sn;
+                    self.answer_requester(requester, &Manscdp::DeviceStatusResponse(st), now);
+                }
+                QueryAnswer::Records { mut list, complete } => {
+                    list.sn = sn;
+                    if !complete {
+                        // Say what is really there, so the requester does not
+                        // wait for parts that will never come.
+                        list.sum_num = u32::try_from(list.items.len()).unwrap_or(u32::MAX);
+                    }
+                    let budget = self.answer_budget(requester);
+                    // UTF-8 is never shorter than GB2312 for the same text,
+                    // so parts measured in it fit in either.
+                    for part in record::split(list, budget, Charset::Utf8) {
+                        self.answer_requester(requester, &Manscdp::RecordInfoResponse(part), now);
+                    }
+                }
+            },
+        }
+    }
+
+    /// Body bytes an answer MESSAGE to `requester` may carry. The parent's
+    /// address is not at hand here, so its head is sized as for a UDP peer
+    /// at our own address, with a margin for a longer one.
+    fn answer_budget(&self, requester: GbId) -> usize {
+        let peer = self.registry.get(&requester).map_or(
+            Peer {
+                transport: Transport::Udp,
+                addr: self.identity.addr,
+            },
+            |r| r.peer,
+        );
+        self.body_budget(requester, peer)
+            .saturating_sub(64)
+            .max(256)
+    }
+
+    /// Gives up on queries unanswered for [`crate::settings::Settings::query_timeout`],
+    /// and ends record answers whose parts stopped coming for
+    /// `catalog_part_timeout` with what came.
+    pub(super) fn sweep_queries(&mut self, now: Instant) {
+        let ttl = self.settings.query_timeout;
+        let idle = self.settings.catalog_part_timeout;
+        let due: Vec<(GbId, u32)> = self
+            .queries
+            .pending
+            .iter()
+            .filter(|(_, p)| {
+                now.duration_since(p.at) > ttl
+                    || p.records
+                        .as_ref()
+                        .is_some_and(|a| now.duration_since(a.last_activity()) > idle)
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for key in due {
+            let Some(p) = self.queries.pending.remove(&key) else {
+                continue;
+            };
+            match (p.records, p.waiter) {
+                (Some(asm), waiter) => {
+                    tracing::warn!(source = %key.0, got = asm.received(), "record answer incomplete; keeping what came");
+                    let answer = QueryAnswer::Records {
+                        list: asm.into_list(),
+                        complete: false,
+                    };
+                    self.deliver(waiter, answer, now);
+                }
+                (None, Waiter::Api(ticket)) => {
+                    tracing::debug!(source = %key.0, "device query unanswered");
+                    self.queries.events.push_back(QueryAnswered {
+                        ticket,
+                        result: Err(QueryError::TimedOut),
+                    });
+                }
+                (None, Waiter::Peer { .. }) => {
+                    tracing::debug!(source = %key.0, "forwarded record query unanswered");
+                }
+            }
+        }
+    }
+
+    /// Pending queries to a registrant that left will not be answered.
+    pub(super) fn forget_queries_to(&mut self, id: GbId) {
+        let gone: Vec<(GbId, u32)> = self
+            .queries
+            .pending
+            .keys()
+            .filter(|(src, _)| *src == id)
+            .copied()
+            .collect();
+        for key in gone {
+            if let Some(Pending {
+                waiter: Waiter::Api(ticket),
+                ..
+            }) = self.queries.pending.remove(&key)
+            {
+                self.queries.events.push_back(QueryAnswered {
+                    ticket,
+                    result: Err(QueryError::NotFound),
+                });
+            }
+        }
+    }
+}
