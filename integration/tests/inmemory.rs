@@ -67,6 +67,10 @@ struct Parent {
     register_call_ids: Vec<String>,
     /// Leave catalog change MESSAGEs unanswered (a parent that cannot keep up).
     ignore_notifies: bool,
+    /// Answer catalog change MESSAGEs with 501 (a platform that takes none).
+    refuse_notifies: bool,
+    /// Catalog change MESSAGEs it refused.
+    refused: usize,
     /// Responses the node sent to the parent's requests (INVITE answers).
     responses: Vec<Response>,
 }
@@ -91,6 +95,16 @@ impl Parent {
                         )
                     {
                         return Vec::new();
+                    }
+                    if self.refuse_notifies
+                        && matches!(
+                            manscdp::parse(&req.body),
+                            Ok((Manscdp::CatalogNotify(_), _))
+                        )
+                    {
+                        self.refused += 1;
+                        let r = Response::to_request(&req, 501, Some("p"));
+                        return vec![r.to_bytes().to_vec()];
                     }
                     // Count each transaction once, however often it is retransmitted.
                     let branch = req.top_via().unwrap().branch().unwrap().to_owned();
@@ -192,6 +206,8 @@ impl World {
             registered: false,
             register_call_ids: Vec::new(),
             ignore_notifies: false,
+            refuse_notifies: false,
+            refused: 0,
             responses: Vec::new(),
         };
         World {
@@ -632,6 +648,135 @@ fn a_parent_that_cannot_keep_up_gets_the_whole_catalog_instead() {
         w.step(Duration::from_millis(10));
     }
     assert_eq!(w.parent.register_call_ids.len(), 2);
+    assert!(w.node.uplink().unwrap().is_registered());
+}
+
+/// The parent queries the node's whole catalog (SN `sn`) and gets its IDs.
+fn catalog_as_parent(w: &mut World, sn: u32) -> HashSet<String> {
+    let q = w
+        .parent
+        .query(Manscdp::CatalogQuery(SimpleQuery::new(sn, VILLAGE)), sn);
+    w.direct.push(Transmit {
+        peer: udp(2),
+        data: q.to_bytes(),
+    });
+    let answer = |w: &World| -> (u32, HashSet<String>) {
+        let mut sum = 0;
+        let mut ids = HashSet::new();
+        for b in &w.parent.bodies {
+            if let Manscdp::CatalogResponse(l) = b {
+                if l.sn == sn {
+                    sum = l.sum_num;
+                    ids.extend(l.items.iter().map(|i| i.device_id.clone()));
+                }
+            }
+        }
+        (sum, ids)
+    };
+    w.run_until(Duration::from_secs(60), |w| {
+        let (sum, ids) = answer(w);
+        sum > 0 && ids.len() == sum as usize
+    });
+    answer(w).1
+}
+
+#[test]
+fn a_parent_that_refuses_pushed_changes_is_made_to_query_again() {
+    let mut w = World::new(u64::MAX, u64::MAX);
+    w.parent.refuse_notifies = true;
+    let mut expected: HashSet<String> = w.fleet.channel_ids().into_iter().collect();
+    // The first refused change: the node stops pushing and re-registers
+    // at once with a new Call-ID, so the parent queries again.
+    w.run_until(Duration::from_secs(60), |w| {
+        w.parent.register_call_ids.len() >= 2 && w.node.catalog().len() == 43
+    });
+    let resynced = w.now;
+    assert!(w.parent.refused >= 1);
+    assert!(w.node.uplink().unwrap().refuses_pushes());
+    let refused = w.parent.refused;
+    let ids = catalog_as_parent(&mut w, 900);
+    assert!(
+        expected.is_subset(&ids),
+        "{} of {}",
+        ids.len(),
+        expected.len()
+    );
+
+    // A new channel 5 s later: within catalog_resync_min (30 s) of the
+    // last re-registration, so it is owed, not done at once, and nothing
+    // is pushed.
+    w.run_until(Duration::from_secs(5), |w| {
+        w.now - resynced >= Duration::from_secs(5)
+    });
+    let nvr = w
+        .node
+        .catalog()
+        .export()
+        .into_iter()
+        .map(|i| i.device_id)
+        .find(|id| &id[10..13] == "118")
+        .unwrap();
+    let added = "35010201001310009999".to_owned();
+    let notify = Manscdp::CatalogNotify(manscdp::CatalogList {
+        sn: 31,
+        device_id: nvr.clone(),
+        sum_num: 1,
+        items: vec![manscdp::CatalogItem {
+            device_id: added.clone(),
+            name: Some("new camera".into()),
+            parent_id: Some(nvr.clone()),
+            status: Some("ON".into()),
+            event: Some("ADD".into()),
+            ..Default::default()
+        }],
+    });
+    let device = Agent {
+        id: GbId::parse(&nvr).unwrap(),
+        addr: udp(3).addr,
+    };
+    let target = Target {
+        id: VILLAGE,
+        host: "127.0.0.1:2".into(),
+        transport: Transport::Udp,
+    };
+    let req = device.request(
+        Method::Message,
+        &target,
+        1,
+        None,
+        Some((MANSCDP, notify.to_body(Default::default()))),
+    );
+    w.direct.push(Transmit {
+        peer: udp(2),
+        data: req.to_bytes(),
+    });
+    w.step(Duration::from_millis(500));
+    assert!(
+        w.node.catalog().get(&added).is_some(),
+        "the node took the ADD"
+    );
+    assert_eq!(w.parent.register_call_ids.len(), 2, "not before it is due");
+    let took = w.run_until(Duration::from_secs(60), |w| {
+        w.parent.register_call_ids.len() >= 3
+    });
+    let at = w.now - resynced;
+    assert!(
+        at >= Duration::from_secs(30) && at < Duration::from_secs(32),
+        "re-registered {at:?} after the last one ({took:?} after the ADD)"
+    );
+    expected.insert(added);
+    let ids = catalog_as_parent(&mut w, 901);
+    assert!(
+        expected.is_subset(&ids),
+        "the new channel reached the parent"
+    );
+
+    // Nothing changes for two minutes: no re-registration, no push.
+    for _ in 0..12_000 {
+        w.step(Duration::from_millis(10));
+    }
+    assert_eq!(w.parent.register_call_ids.len(), 3);
+    assert_eq!(w.parent.refused, refused, "no push after the first refusal");
     assert!(w.node.uplink().unwrap().is_registered());
 }
 

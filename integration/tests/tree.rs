@@ -122,6 +122,19 @@ fn four_tier_tree_federates_tracks_liveness_and_survives_a_city_restart() {
         )
         .unwrap();
     eprintln!("village channels OFF at the city {off_after:?} after the kill");
+    // Asked for at the city, an OFF camera four hops down is not found,
+    // as an unknown one is: nothing down there can answer.
+    let (dead_camera, _) = channels_of_victim(&cluster).swap_remove(0);
+    let http = &cluster.tree.node(&city).unwrap().http;
+    for what in ["info", "status"] {
+        assert_eq!(
+            get_json(&format!(
+                "http://{http}/api/v1/devices/{dead_camera}/{what}"
+            )),
+            Err(404),
+            "{what} of an OFF camera"
+        );
+    }
     // Everyone else stays ON.
     let s = channel_states(&cluster);
     assert_eq!(s.values().filter(|(st, _)| st == "ON").count(), total - 20);

@@ -1021,18 +1021,17 @@ impl Node {
     /// MESSAGEs, or, to a parent that refuses those, by making it re-query
     /// once entries came or went.
     fn push_up(&mut self, parent: GbId, items: Vec<CatalogItem>, grew: bool, now: Instant) {
-        let Some((peer, charset, refuses, last)) = self
+        let Some((peer, charset, refuses)) = self
             .uplink_to(parent)
-            .map(|u| (u.peer(), u.charset(), u.refuses_pushes(), u.last_resync()))
+            .map(|u| (u.peer(), u.charset(), u.refuses_pushes()))
         else {
             return;
         };
         if refuses {
-            let due =
-                last.is_none_or(|t| now.duration_since(t) >= self.settings.catalog_resync_min);
-            if grew && due {
-                tracing::info!(%parent, "our catalog changed and the parent takes no pushes; re-registering so it queries again");
-                let ev = self.uplink_to_mut(parent).and_then(|u| u.resync(now));
+            if grew {
+                let ev = self
+                    .uplink_to_mut(parent)
+                    .and_then(|u| u.catalog_changed(now));
                 self.on_uplink_event(parent, ev, now);
             }
             return;
@@ -1184,9 +1183,19 @@ impl Node {
                     tracing::debug!(%id, status = response.status, "queued MESSAGE refused");
                     // A parent that refuses pushed changes (and is not just
                     // busy) must learn them by querying again.
+                    // What it refused is lost to it, and what is queued
+                    // would be refused too: it queries the whole catalog
+                    // again instead.
                     if notify && !matches!(response.status, 408 | 480 | 503) {
-                        if let Some(u) = self.uplink_to_mut(id) {
-                            u.set_refuses_pushes();
+                        let first = self
+                            .uplink_to_mut(id)
+                            .is_some_and(Uplink::set_refuses_pushes);
+                        if first {
+                            if let Some(ob) = self.outboxes.get_mut(&id) {
+                                ob.clear();
+                            }
+                            let ev = self.uplink_to_mut(id).and_then(|u| u.catalog_changed(now));
+                            self.on_uplink_event(id, ev, now);
                         }
                     }
                 }

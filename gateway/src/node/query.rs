@@ -156,6 +156,15 @@ impl Node {
         let Some(owner) = self.query_owner(id.as_str()) else {
             return Some(Err(QueryError::NotFound));
         };
+        // An entry that is OFF cannot answer for itself, however many hops
+        // down it sits; its recordings may still be on an NVR that is up.
+        let answers_itself = !matches!(query, DeviceQuery::Records { .. });
+        if answers_itself
+            && owner != id
+            && self.catalog.get(id.as_str()).is_some_and(|e| !e.is_on())
+        {
+            return Some(Err(QueryError::NotFound));
+        }
         if self.queries.pending.len() >= MAX_FORWARDS {
             tracing::warn!(
                 limit = MAX_FORWARDS,

@@ -126,6 +126,9 @@ pub struct UplinkConfig {
     pub liveness: Duration,
     /// First and longest back-off after a failure.
     pub retry: (Duration, Duration),
+    /// Shortest time between two re-registrations that make a parent
+    /// which takes no pushed changes query our catalog again.
+    pub resync_min: Duration,
     /// A charset fixed by configuration; `None` learns it from the parent.
     pub charset: Option<Charset>,
 }
@@ -149,6 +152,7 @@ impl UplinkConfig {
             keepalive_interval: settings.keepalive_interval,
             liveness: settings.liveness_timeout(),
             retry: (settings.register_retry_min, settings.register_retry_max),
+            resync_min: settings.catalog_resync_min,
             charset: None,
         }
     }
@@ -173,6 +177,7 @@ impl UplinkConfig {
             keepalive_interval: keepalive,
             liveness: keepalive * p.keepalive_timeout_count,
             retry: (settings.register_retry_min, settings.register_retry_max),
+            resync_min: settings.catalog_resync_min,
             charset: Some(match p.charset {
                 topology::TextCharset::Gb2312 => Charset::Gb2312,
                 topology::TextCharset::Utf8 => Charset::Utf8,
@@ -201,6 +206,9 @@ pub struct Uplink {
     /// must re-query instead (see [`Uplink::resync`]).
     refuses_pushes: bool,
     last_resync: Option<Instant>,
+    /// Our catalog changed while a resync was not yet due: one is owed.
+    resync_owed: bool,
+    resync_min: Duration,
     peer: Peer,
     password: Option<String>,
     state: State,
@@ -240,6 +248,7 @@ impl Uplink {
             keepalive_interval,
             liveness,
             retry,
+            resync_min,
             charset,
         } = config;
         Uplink {
@@ -250,6 +259,8 @@ impl Uplink {
             last_fault: None,
             refuses_pushes: false,
             last_resync: None,
+            resync_owed: false,
+            resync_min,
             peer,
             password,
             state: State::Backoff { until: now },
@@ -297,12 +308,15 @@ impl Uplink {
         self.refuses_pushes
     }
 
-    /// The parent refused a pushed change: stop pushing to it.
-    pub fn set_refuses_pushes(&mut self) {
-        if !self.refuses_pushes {
-            tracing::info!(parent = %self.parent, "the parent refuses pushed catalog changes; it will be made to re-query instead");
+    /// The parent refused a pushed change: stop pushing to it. True the
+    /// first time.
+    pub fn set_refuses_pushes(&mut self) -> bool {
+        if self.refuses_pushes {
+            return false;
         }
+        tracing::info!(parent = %self.parent, "the parent refuses pushed catalog changes; it will be made to re-query instead");
         self.refuses_pushes = true;
+        true
     }
 
     /// The parent's ID.
@@ -465,6 +479,8 @@ impl Uplink {
             State::Registered => {
                 if now.duration_since(self.last_ok) > self.liveness {
                     event = self.lost_now(now, LinkFault::Silent);
+                } else if self.resync_owed && self.resync_due(now) {
+                    event = self.resync(now);
                 } else if now >= self.registered_at + self.granted * 2 / 3 {
                     self.state = State::Registering {
                         authed: 0,
@@ -487,11 +503,13 @@ impl Uplink {
     pub fn next_wake(&self) -> Option<Instant> {
         match self.state {
             State::Backoff { until } => Some(until),
-            State::Registered => Some(
-                self.next_keepalive
+            State::Registered => {
+                let regular = self
+                    .next_keepalive
                     .min(self.registered_at + self.granted * 2 / 3)
-                    .min(self.last_ok + self.liveness + Duration::from_millis(1)),
-            ),
+                    .min(self.last_ok + self.liveness + Duration::from_millis(1));
+                Some(self.owed_resync_at().map_or(regular, |t| t.min(regular)))
+            }
             _ => None,
         }
     }
@@ -663,12 +681,34 @@ impl Uplink {
     /// Used when we can no longer tell it every change one by one.
     pub fn resync(&mut self, now: Instant) -> Option<UplinkEvent> {
         self.last_resync = Some(now);
+        self.resync_owed = false;
         self.lost_now(now, LinkFault::Resync)
     }
 
-    /// When the last resync happened, to pace them.
-    pub fn last_resync(&self) -> Option<Instant> {
+    /// Our catalog gained or lost entries and this parent takes no pushed
+    /// changes: re-register now so it queries again, or, when the last
+    /// resync was less than `resync_min` ago, owe one and do it then (a
+    /// change is never left untold).
+    pub fn catalog_changed(&mut self, now: Instant) -> Option<UplinkEvent> {
+        if self.resync_due(now) {
+            tracing::info!(parent = %self.parent, "our catalog changed and the parent takes no pushes; re-registering so it queries again");
+            self.resync(now)
+        } else {
+            self.resync_owed = true;
+            None
+        }
+    }
+
+    fn resync_due(&self, now: Instant) -> bool {
         self.last_resync
+            .is_none_or(|t| now.duration_since(t) >= self.resync_min)
+    }
+
+    fn owed_resync_at(&self) -> Option<Instant> {
+        // Owed only while one is not due, so a last resync exists.
+        self.last_resync
+            .filter(|_| self.resync_owed)
+            .map(|t| t + self.resync_min)
     }
 
     /// CSeq of the REGISTER in flight, if any.
