@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use gbgate::api::{CatalogPage, TopologyView};
+use gbgate::api::{CatalogEntry, CatalogPage, TopologyView};
 
 const NODE: &str = "35010201002000000001";
 const DOMAIN: &str = "3501020100";
@@ -190,27 +190,14 @@ fn sipp_device_registers_answers_catalog_and_keeps_alive() {
     ));
 
     // The node's view matches what sipp said.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let cat = catalog(&node);
-        let find = |id: &str| cat.items.iter().find(|e| e.device_id == id).cloned();
-        if let (Some(d), Some(a), Some(b)) = (find(dev), find(ch1), find(ch2)) {
-            assert_eq!(d.parent_id.as_deref(), Some(NODE));
-            assert_eq!(a.parent_id.as_deref(), Some(dev));
-            assert_eq!(a.name.as_deref(), Some("东门 1"));
-            assert_eq!(a.status, "ON");
-            assert_eq!(b.name.as_deref(), Some("西门 2"));
-            assert_eq!(b.status, "OFF");
-            assert_eq!(cat.total, 3);
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "catalog never matched: {:?}",
-            cat.items
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (cat, [d, a, b]) = wait_for_entries(&node, [dev, ch1, ch2]);
+    assert_eq!(d.parent_id.as_deref(), Some(NODE));
+    assert_eq!(a.parent_id.as_deref(), Some(dev));
+    assert_eq!(a.name.as_deref(), Some("东门 1"));
+    assert_eq!(a.status, "ON");
+    assert_eq!(b.name.as_deref(), Some("西门 2"));
+    assert_eq!(b.status, "OFF");
+    assert_eq!(cat.total, 3);
     let t = topology(&node);
     assert_eq!((t.devices.registered, t.devices.online), (1, 1));
 
@@ -723,25 +710,37 @@ fn a_device_with_its_realm_in_to_registers_and_its_channels_sit_under_it() {
         &node,
         "udp"
     ));
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let cat = catalog(&node);
-        let find = |id: &str| cat.items.iter().find(|e| e.device_id == id).cloned();
-        if let (Some(d), Some(a), Some(b)) = (find(dev), find(ch1), find(ch2)) {
-            assert_eq!(d.parent_id.as_deref(), Some(NODE));
-            assert_eq!(a.parent_id.as_deref(), Some(dev), "{a:?}");
-            assert_eq!(b.parent_id.as_deref(), Some(dev), "{b:?}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "catalog: {:?}", cat.items);
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (_, [d, a, b]) = wait_for_entries(&node, [dev, ch1, ch2]);
+    assert_eq!(d.parent_id.as_deref(), Some(NODE));
+    assert_eq!(a.parent_id.as_deref(), Some(dev), "{a:?}");
+    assert_eq!(b.parent_id.as_deref(), Some(dev), "{b:?}");
     let t = topology(&node);
     assert_eq!((t.devices.registered, t.devices.online), (1, 1));
 }
 
+/// The node's catalog once it holds every one of `ids` (5 s at most),
+/// with those entries.
+fn wait_for_entries<const N: usize>(
+    node: &Node,
+    ids: [&str; N],
+) -> (CatalogPage, [CatalogEntry; N]) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let cat = catalog(node);
+        let found: Vec<CatalogEntry> = ids
+            .iter()
+            .filter_map(|id| cat.items.iter().find(|e| e.device_id == *id).cloned())
+            .collect();
+        if let Ok(found) = <[CatalogEntry; N]>::try_from(found) {
+            return (cat, found);
+        }
+        assert!(Instant::now() < deadline, "catalog: {:?}", cat.items);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// A sipp upper platform (UAS) on `port`, running until its scenario ends.
-fn upper_platform(dir: &Path, port: u16, platform: &str, pw: &str, channel: &str) -> Child {
+fn upper_platform(dir: &Path, port: u16, platform: &str, pw: &str, channel: &str) -> Peer {
     let sipp_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("sipp");
     let keys = [
         ("platform", platform),
@@ -764,6 +763,7 @@ fn upper_platform(dir: &Path, port: u16, platform: &str, pw: &str, channel: &str
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
+        .map(Peer)
         .expect("sipp installed (make deps installs sip-tester)")
 }
 
@@ -795,7 +795,7 @@ fn two_third_party_upper_platforms_register_the_node_query_it_and_invite() {
         .join("../clips/h264.h264")
         .canonicalize()
         .expect("make clips");
-    let mut sim = Command::new(integration::harness::bin_dir().join("gbsim"))
+    let sim = Command::new(integration::harness::bin_dir().join("gbsim"))
         .args(["--server", &node.sip, "--server-id", NODE])
         .args(["--prefix", "3501020100", "--ipcs", "1", "--nvrs", "0"])
         .args(["--password", "right-password", "--media"])
@@ -803,14 +803,13 @@ fn two_third_party_upper_platforms_register_the_node_query_it_and_invite() {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
+        .map(Peer)
         .unwrap();
     let mut ok = true;
     for u in &mut uppers {
-        let out = u.wait_with_output_ref();
-        ok &= out;
+        ok &= u.succeeded();
     }
-    let _ = sim.kill();
-    let _ = sim.wait();
+    drop(sim);
     let t = topology(&node);
     assert_eq!(t.upper_platforms.len(), 2, "{t:?}");
     for u in &t.upper_platforms {
@@ -866,21 +865,28 @@ fn two_third_party_upper_platforms_register_the_node_query_it_and_invite() {
     }
 }
 
-trait WaitOk {
-    fn wait_with_output_ref(&mut self) -> bool;
-}
+/// A peer process that is killed when the test ends, however it ends (a
+/// failed assertion must not leave sipp or gbsim running).
+struct Peer(Child);
 
-impl WaitOk for Child {
-    /// Wait for sipp; print its stderr when it failed.
-    fn wait_with_output_ref(&mut self) -> bool {
-        let status = self.wait().unwrap();
+impl Peer {
+    /// Wait for it to exit; print its stderr when it failed.
+    fn succeeded(&mut self) -> bool {
+        let status = self.0.wait().unwrap();
         if !status.success() {
             let mut err = String::new();
-            if let Some(mut e) = self.stderr.take() {
+            if let Some(mut e) = self.0.stderr.take() {
                 let _ = e.read_to_string(&mut err);
             }
-            eprintln!("sipp upper platform failed: {err}");
+            eprintln!("peer process failed: {err}");
         }
         status.success()
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }

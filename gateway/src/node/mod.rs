@@ -876,16 +876,7 @@ impl Node {
             }
             Manscdp::DeviceInfoQuery(q) => {
                 if q.device_id == self.identity.id.as_str() {
-                    let info = Manscdp::DeviceInfoResponse(DeviceInfo {
-                        sn: q.sn,
-                        device_id: q.device_id,
-                        device_name: Some(self.identity.name.clone()),
-                        manufacturer: Some("gbgate".into()),
-                        model: Some("gbgate gateway".into()),
-                        firmware: Some(env!("CARGO_PKG_VERSION").into()),
-                        channel: Some(self.catalog.channel_count() as u32),
-                        result: "OK".into(),
-                    });
+                    let info = Manscdp::DeviceInfoResponse(self.own_device_info(q.sn));
                     self.answer_requester(parent, &info, now);
                 } else {
                     self.forward_query(parent, q, true, now);
@@ -893,16 +884,7 @@ impl Node {
             }
             Manscdp::DeviceStatusQuery(q) => {
                 if q.device_id == self.identity.id.as_str() {
-                    let st = Manscdp::DeviceStatusResponse(DeviceStatus {
-                        sn: q.sn,
-                        device_id: q.device_id,
-                        result: "OK".into(),
-                        online: Some("ONLINE".into()),
-                        status: Some("OK".into()),
-                        encode: None,
-                        record: None,
-                        device_time: Some(gb_date().chars().take(19).collect()),
-                    });
+                    let st = Manscdp::DeviceStatusResponse(self.own_device_status(q.sn));
                     self.answer_requester(parent, &st, now);
                 } else {
                     self.forward_query(parent, q, false, now);
