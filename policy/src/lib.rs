@@ -4,3 +4,5 @@
 //! (decide and explain), hot reload and the audit store, as described in
 //! `architecture.md`. The signaling plane does not consult it yet: every
 //! node currently shares its whole catalog with its parent.
+
+pub mod audit;
