@@ -1,7 +1,8 @@
 //! Sharing policy for gbgate: which department, user, role or upper platform
 //! may do what on which channels.
 //!
-//! Rules are casbin CSV lines checked by our own parser ([`rules`]).
+//! Rules are casbin CSV lines checked by our own parser ([`rules`]), compiled
+//! into per-subject digit tries ([`Policy`]) for the hot path.
 //!
 //! ```text
 //! p, dept:traffic, 3402*, live, allow
@@ -12,9 +13,14 @@
 //! ```
 
 pub mod error;
+pub mod index;
 pub mod rules;
 
+#[cfg(test)]
+mod fixture;
+
 pub use error::{PolicyError, PolicyErrors};
+pub use index::{Decision, Explanation, Match, Outcome, Policy, Reason, Request};
 pub use rules::{
     Action, ActionPattern, Effect, Expiry, Grant, GroupMember, InvalidRule, ObjectPattern, Rule,
     RuleKind, RuleRef, Subject,
