@@ -2,7 +2,8 @@
 //! may do what on which channels.
 //!
 //! Rules are casbin CSV lines checked by our own parser ([`rules`]), compiled
-//! into per-subject digit tries ([`Policy`]) for the hot path.
+//! into per-subject digit tries ([`Policy`]) for the hot path, and compared
+//! with casbin itself, running the shipped `model.conf`, by [`oracle::Oracle`].
 //!
 //! ```text
 //! p, dept:traffic, 3402*, live, allow
@@ -14,6 +15,7 @@
 
 pub mod error;
 pub mod index;
+pub mod oracle;
 pub mod rules;
 
 #[cfg(test)]
