@@ -10,7 +10,8 @@ all: build
 # third-party SIP peer; ffmpeg/ffprobe decode what we serve and make the
 # test clips; GStreamer's mpegpsmux writes PS we did not write. Debian's
 # ffmpeg 5.1 cannot read H.265 in FLV, so the static ffmpeg of the PyPI
-# package imageio-ffmpeg checks that.
+# package imageio-ffmpeg checks that. PostgreSQL: the policy crate's audit
+# tests start a throwaway cluster of their own (they fail without it).
 deps:
 	@missing=""; \
 	command -v sipp >/dev/null 2>&1 || missing="$$missing sip-tester"; \
@@ -18,6 +19,7 @@ deps:
 	command -v gst-launch-1.0 >/dev/null 2>&1 || missing="$$missing gstreamer1.0-tools"; \
 	gst-inspect-1.0 mpegpsmux >/dev/null 2>&1 || missing="$$missing gstreamer1.0-plugins-bad gstreamer1.0-plugins-base"; \
 	gst-inspect-1.0 x264enc >/dev/null 2>&1 || missing="$$missing gstreamer1.0-plugins-ugly"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
@@ -70,6 +72,7 @@ test: deps clips
 bench: deps clips
 	$(CARGO) build --release --workspace --bins
 	$(CARGO) test --release -p integration --test bench -- --ignored --nocapture --test-threads=1
+	$(CARGO) test --release -p policy --test audit_bench -- --ignored --nocapture --test-threads=1
 
 lint:
 	$(CARGO) fmt --all -- --check

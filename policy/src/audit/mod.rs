@@ -72,7 +72,7 @@ use sha2::{Digest, Sha256};
 
 pub use pg::PgStore;
 pub use sqlite::SqliteStore;
-pub use writer::AuditWriter;
+pub use writer::{AuditWriter, ChildDone, Done, DEFAULT_CAPACITY};
 
 /// What an audit entry records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -195,7 +195,7 @@ impl fmt::Display for Hash {
     }
 }
 
-/// Why a string is not a [`Hash`].
+/// Why a string is not a [`Hash`](struct@Hash).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("a hash is 64 hex digits")]
 pub struct ParseHashError;

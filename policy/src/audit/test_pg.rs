@@ -158,6 +158,7 @@ fn remove_stale(parent: &Path, bin: &Path, root: bool) {
             let _ = c.status();
         }
         let _ = fs::remove_dir_all(d.path());
+        let _ = fs::remove_dir_all(std::env::temp_dir().join(format!("gbgate-pg-{pid}")));
     }
 }
 
