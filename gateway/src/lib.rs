@@ -26,6 +26,7 @@
 pub mod api;
 pub mod catalog;
 pub mod config;
+pub mod gate;
 pub mod gb;
 pub mod media;
 pub mod node;

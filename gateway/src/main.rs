@@ -37,6 +37,32 @@ enum Command {
         /// Log as JSON lines instead of human-readable text.
         #[arg(long)]
         json_logs: bool,
+        /// Sharing policy files (casbin CSV, `policy/model.conf`), watched
+        /// and reloaded on edit. Without any, the node shares everything.
+        #[arg(long = "policy", value_name = "FILE")]
+        policy: Vec<PathBuf>,
+        /// Audit store: a SQLite file path or `postgres://…`. Default with
+        /// a policy: `audit-<node>.db` beside the topology file.
+        #[arg(long)]
+        audit: Option<String>,
+        /// Department tokens file (see `gbgate token new`).
+        #[arg(long)]
+        tokens: Option<PathBuf>,
+    },
+    /// Sharing policy files: check them, or explain a decision.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// The audit log: verify its hash chain, or list records.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Department tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
     },
     /// Validate a topology file (and that its credentials files exist).
     Check {
@@ -64,6 +90,82 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Parse and validate policy files; print every error as file:line: reason.
+    Check {
+        /// The files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Which rules decide SUBJECT doing ACTION on CHANNEL, and the outcome.
+    Explain {
+        /// The policy files.
+        #[arg(long = "policy", value_name = "FILE", required = true)]
+        policy: Vec<PathBuf>,
+        /// `dept:police`, `user:li`, `node:<id>`.
+        subject: String,
+        /// 20-digit channel ID.
+        channel: String,
+        /// catalog, live, playback, download, ptz or talk.
+        action: String,
+        /// The channel's catalog ancestors (device, groups), nearest first.
+        #[arg(long = "ancestor", value_name = "ID")]
+        ancestors: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Walk the hash chain; report the first edited, inserted or deleted record.
+    Verify {
+        /// The store: SQLite path or postgres:// URL.
+        #[arg(long)]
+        audit: String,
+        /// Also check against the head this node's parent recorded: the
+        /// parent's store and this node's ID.
+        #[arg(long, requires = "node")]
+        against_parent: Option<String>,
+        /// This node's ID (with --against-parent).
+        #[arg(long)]
+        node: Option<String>,
+    },
+    /// List records, oldest first.
+    Query {
+        /// The store.
+        #[arg(long)]
+        audit: String,
+        /// Only this channel.
+        #[arg(long)]
+        channel: Option<String>,
+        /// Only this subject (or on behalf of it).
+        #[arg(long)]
+        subject: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Make a token, append its hash to FILE and print the token (once).
+    New {
+        /// The person.
+        #[arg(long)]
+        user: String,
+        /// The department.
+        #[arg(long)]
+        dept: String,
+        /// May use the admin endpoints.
+        #[arg(long)]
+        admin: bool,
+        /// The tokens file to append to.
+        #[arg(long)]
+        file: PathBuf,
+    },
+}
+
 fn init_logs(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -78,6 +180,12 @@ fn init_logs(json: bool) {
 }
 
 fn main() -> Result<()> {
+    // GB/T 28181 Date headers carry local time without a zone, and
+    // cameras set their clocks from them. The offset can only be read
+    // safely while the process has one thread: now.
+    gbgate::node::set_local_offset(
+        time::UtcOffset::current_local_offset().unwrap_or(time::UtcOffset::UTC),
+    );
     let cli = Cli::parse();
     let result = dispatch(cli);
     // `gbgate catalog | head` closes the pipe early; like other Unix tools,
@@ -101,12 +209,45 @@ fn dispatch(cli: Cli) -> Result<()> {
             topology,
             node,
             json_logs,
+            policy,
+            audit,
+            tokens,
         } => {
             init_logs(json_logs);
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            rt.block_on(run(topology, node))
+            rt.block_on(run(
+                topology,
+                node,
+                Sharing {
+                    policy,
+                    audit,
+                    tokens,
+                },
+            ))
+        }
+        Command::Policy { command } => policy_command(command),
+        Command::Audit { command } => audit_command(command),
+        Command::Token {
+            command:
+                TokenCommand::New {
+                    user,
+                    dept,
+                    admin,
+                    file,
+                },
+        } => {
+            let (token, entry) = gbgate::api::auth::new_token(&user, &dept, admin);
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&file)
+                .with_context(|| format!("opening {}", file.display()))?;
+            f.write_all(entry.as_bytes())?;
+            gbgate::api::auth::Tokens::load(&file)?;
+            println!("{token}");
+            Ok(())
         }
         Command::Check { topology } => check(&topology),
         Command::Catalog {
@@ -118,10 +259,43 @@ fn dispatch(cli: Cli) -> Result<()> {
     }
 }
 
-async fn run(path: PathBuf, node: String) -> Result<()> {
+/// The sharing options of `gbgate run`.
+struct Sharing {
+    policy: Vec<PathBuf>,
+    audit: Option<String>,
+    tokens: Option<PathBuf>,
+}
+
+async fn run(path: PathBuf, node: String, sharing: Sharing) -> Result<()> {
     let id =
         GbId::parse(&node).with_context(|| format!("--node {node:?} is not a GB/T 28181 ID"))?;
     let cfg = gbgate::config::load(&path, id)?;
+    let policy = if sharing.policy.is_empty() {
+        None
+    } else {
+        match gbgate::gate::reload::load(&sharing.policy, 1) {
+            Ok(p) => Some(std::sync::Arc::new(p)),
+            Err(errors) => {
+                for e in errors.errors() {
+                    eprintln!("{e}");
+                }
+                anyhow::bail!("the policy files do not validate; the node does not start");
+            }
+        }
+    };
+    let audit_url = sharing.audit.clone().or_else(|| {
+        policy.as_ref().map(|_| {
+            path.parent()
+                .unwrap_or(std::path::Path::new("."))
+                .join(format!("audit-{id}.db"))
+                .display()
+                .to_string()
+        })
+    });
+    let tokens = match &sharing.tokens {
+        Some(f) => gbgate::api::auth::Tokens::load(f)?,
+        None => gbgate::api::auth::Tokens::default(),
+    };
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .context("installing the Prometheus recorder")?;
@@ -139,13 +313,47 @@ async fn run(path: PathBuf, node: String) -> Result<()> {
         node.identity().addr.ip(),
         node.settings(),
     );
+    let mut node = node;
+    let status = policy
+        .as_ref()
+        .map(|p| gbgate::gate::reload::initial_status(&sharing.policy, p));
+    node.set_policy(policy, std::time::Instant::now());
     let (mut running, handle) = Running::bind(node, shutdown.clone()).await?;
+    if let Some(url) = &audit_url {
+        let store =
+            policy::audit::open(url).with_context(|| format!("opening the audit store {url}"))?;
+        running.set_audit(policy::audit::AuditWriter::spawn(store)?);
+        tracing::info!(store = %url, "auditing");
+    }
+    if let Some(status) = &status {
+        let (files, h, st, sd) = (
+            sharing.policy.clone(),
+            handle.clone(),
+            status.clone(),
+            shutdown.clone(),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = gbgate::gate::reload::watch(files, h, st, sd).await {
+                tracing::error!(error = %e, "cannot watch the policy files; edits need a restart");
+            }
+        });
+    }
     let streams = StreamManager::new(handle.clone(), media);
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
     running.set_call_events(events_tx);
     tokio::spawn(streams.clone().run_events(events_rx));
     if let Some(addr) = http {
-        let router = gbgate::api::router(handle.clone(), Some(metrics), Some(streams.clone()));
+        let router = gbgate::api::router_with(
+            handle.clone(),
+            Some(metrics),
+            Some(streams.clone()),
+            gbgate::api::Sharing {
+                tokens: std::sync::Arc::new(tokens),
+                play_key: Some(gbgate::api::auth::PlayKey::random()),
+                policy: status.clone(),
+                audit_url: audit_url.clone(),
+            },
+        );
         let sd = shutdown.clone();
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -183,6 +391,146 @@ async fn run(path: PathBuf, node: String) -> Result<()> {
     });
     running.run(Duration::from_secs(2)).await;
     Ok(())
+}
+
+fn policy_command(cmd: PolicyCommand) -> Result<()> {
+    match cmd {
+        PolicyCommand::Check { files } => match policy::Policy::load(&files) {
+            Ok(p) => {
+                println!(
+                    "ok: {} rules, {} subjects",
+                    p.rule_count(),
+                    p.subjects().len()
+                );
+                Ok(())
+            }
+            Err(errors) => {
+                for e in errors.errors() {
+                    eprintln!("{e}");
+                }
+                std::process::exit(1);
+            }
+        },
+        PolicyCommand::Explain {
+            policy: files,
+            subject,
+            channel,
+            action,
+            ancestors,
+        } => {
+            let p = match policy::Policy::load(&files) {
+                Ok(p) => p,
+                Err(errors) => {
+                    for e in errors.errors() {
+                        eprintln!("{e}");
+                    }
+                    std::process::exit(1);
+                }
+            };
+            let subject: policy::Subject = subject
+                .parse()
+                .map_err(|e| anyhow::anyhow!("subject {subject:?}: {e}"))?;
+            let channel = GbId::parse(&channel).context("channel")?;
+            let action: policy::Action = action
+                .parse()
+                .map_err(|e| anyhow::anyhow!("action {action:?}: {e}"))?;
+            let ancestors = ancestors
+                .iter()
+                .map(|a| GbId::parse(a).with_context(|| format!("ancestor {a:?}")))
+                .collect::<Result<Vec<_>>>()?;
+            let req = policy::Request {
+                subject: &subject,
+                channel: &channel,
+                ancestors: &ancestors,
+                action,
+            };
+            let now = std::time::SystemTime::now();
+            let d = p.decide(&req, now);
+            println!("{:?}: {}", d.outcome, d.reason);
+            for m in p.explain(&req, now).matches {
+                println!(
+                    "  {:?} via {} at {}{}",
+                    m.effect,
+                    m.via,
+                    m.rule,
+                    if m.in_force { "" } else { " (expired)" }
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+fn audit_command(cmd: AuditCommand) -> Result<()> {
+    match cmd {
+        AuditCommand::Verify {
+            audit,
+            against_parent,
+            node,
+        } => {
+            let mut store = policy::audit::open(&audit)?;
+            let report = match (against_parent, node) {
+                (Some(parent), Some(node)) => {
+                    let mut p = policy::audit::open(&parent)?;
+                    let Some(head) = p.child_head(&node)? else {
+                        anyhow::bail!("the parent has no head recorded for {node}");
+                    };
+                    println!(
+                        "the parent recorded seq {} hash {}",
+                        head.head.seq, head.head.hash
+                    );
+                    store.verify_against(&head.head)?
+                }
+                _ => store.verify()?,
+            };
+            match &report.problem {
+                None => println!(
+                    "clean: {} records, head seq {} hash {}",
+                    report.checked, report.head.seq, report.head.hash
+                ),
+                Some(t) => println!(
+                    "TAMPERED: {t} (after {} good records, last good seq {})",
+                    report.checked, report.head.seq
+                ),
+            }
+            if !report.is_clean() {
+                std::process::exit(2);
+            }
+            Ok(())
+        }
+        AuditCommand::Query {
+            audit,
+            channel,
+            subject,
+            limit,
+        } => {
+            let mut store = policy::audit::open(&audit)?;
+            let q = policy::audit::AuditQuery {
+                object: channel,
+                subject,
+                limit,
+                ..Default::default()
+            };
+            let out = std::io::stdout();
+            let mut out = out.lock();
+            for r in store.query(&q)? {
+                let e = &r.entry;
+                writeln!(
+                    out,
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    r.seq,
+                    e.at_ms,
+                    e.kind.as_str(),
+                    e.subject,
+                    e.on_behalf_of.as_deref().unwrap_or("-"),
+                    e.object,
+                    e.action,
+                    e.outcome
+                )?;
+            }
+            Ok(())
+        }
+    }
 }
 
 async fn wait_for_signal() {

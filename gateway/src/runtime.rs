@@ -9,8 +9,9 @@ use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::node::{CallEvent, DeviceQuery, Inbound, Node, QueryAnswer, QueryError, Ticket};
+use crate::node::{CallEvent, DeviceQuery, Inbound, Node, Output, QueryAnswer, QueryError, Ticket};
 use crate::transport::{Limits, Transports};
+use policy::audit::{AuditEntry, AuditWriter};
 use topology::GbId;
 
 /// A question or command for the node, run inside its loop; it may leave a
@@ -86,6 +87,17 @@ pub struct Running {
     call_events: Option<mpsc::UnboundedSender<CallEvent>>,
     /// HTTP handlers waiting for device query answers.
     waiters: Waiters,
+    /// Where audit records go; `None` when the node keeps no audit.
+    audit: Option<AuditWriter>,
+    /// Audit batches handed to the writer, numbered from 1.
+    audit_sent: u64,
+    /// Batches the writer acknowledged (committed or failed), in order.
+    audit_acks: mpsc::UnboundedReceiver<(u64, bool)>,
+    audit_ack_tx: mpsc::UnboundedSender<(u64, bool)>,
+    /// Transmits held until the audit batch before them is committed, so
+    /// no answer leaves before the record of its decision is durable.
+    held: std::collections::VecDeque<(u64, crate::sip::Transmit)>,
+    audit_done: u64,
 }
 
 impl Running {
@@ -103,6 +115,7 @@ impl Running {
         let transports =
             Transports::bind(node.identity().addr, in_tx, limits, transport_stop.clone()).await?;
         let (job_tx, job_rx) = mpsc::channel(64);
+        let (ack_tx, ack_rx) = mpsc::unbounded_channel();
         Ok((
             Running {
                 node,
@@ -113,6 +126,12 @@ impl Running {
                 transport_stop,
                 call_events: None,
                 waiters: HashMap::new(),
+                audit: None,
+                audit_sent: 0,
+                audit_acks: ack_rx,
+                audit_ack_tx: ack_tx,
+                held: std::collections::VecDeque::new(),
+                audit_done: 0,
             },
             NodeHandle { jobs: job_tx },
         ))
@@ -124,10 +143,30 @@ impl Running {
         self.call_events = Some(tx);
     }
 
+    /// Write this node's audit records through `writer`.
+    pub fn set_audit(&mut self, writer: AuditWriter) {
+        self.audit = Some(writer);
+    }
+
     fn flush(&mut self, out: &mut Vec<crate::sip::Transmit>) {
+        // Audit records first: the transmits of this round answer the
+        // requests they record, so they wait for the batch's commit.
+        let mut batch: Vec<AuditEntry> = Vec::new();
+        while let Some(o) = self.node.poll_output() {
+            match o {
+                Output::Audit(e) => batch.push(e),
+            }
+        }
+        if !batch.is_empty() {
+            self.submit_audit(batch);
+        }
         self.node.drain_transmits(out);
         for t in out.drain(..) {
-            self.transports.send(t);
+            if self.audit_done < self.audit_sent {
+                self.held.push_back((self.audit_sent, t));
+            } else {
+                self.transports.send(t);
+            }
         }
         while let Some(ev) = self.node.poll_call_event() {
             if let Some(tx) = &self.call_events {
@@ -138,6 +177,48 @@ impl Running {
             // A handler gone (client hung up) just drops the answer.
             if let Some(tx) = self.waiters.remove(&a.ticket) {
                 let _ = tx.send(a.result);
+            }
+        }
+    }
+
+    fn submit_audit(&mut self, batch: Vec<AuditEntry>) {
+        let Some(writer) = &self.audit else {
+            return;
+        };
+        let n = batch.len() as u64;
+        self.audit_sent += 1;
+        let seq = self.audit_sent;
+        let ack = self.audit_ack_tx.clone();
+        writer.submit(
+            batch,
+            Box::new(move |r| {
+                let ok = match r {
+                    Ok(_) => {
+                        metrics::counter!("gbgate_audit_records_total").increment(n);
+                        true
+                    }
+                    Err(e) => {
+                        metrics::counter!("gbgate_audit_failures_total").increment(1);
+                        tracing::error!(error = %e, records = n, "AUDIT WRITE FAILED: new sessions are refused until the audit store works again");
+                        false
+                    }
+                };
+                let _ = ack.send((seq, ok));
+            }),
+        );
+    }
+
+    /// A batch was committed (or failed): release what waited for it.
+    fn on_audit_ack(&mut self, seq: u64, ok: bool) {
+        self.audit_done = self.audit_done.max(seq);
+        self.node.set_audit_healthy(ok);
+        while self
+            .held
+            .front()
+            .is_some_and(|(s, _)| *s <= self.audit_done)
+        {
+            if let Some((_, t)) = self.held.pop_front() {
+                self.transports.send(t);
             }
         }
     }
@@ -169,11 +250,17 @@ impl Running {
                 j = self.jobs.recv() => {
                     if let Some(job) = j { job(&mut self.node, &mut self.waiters); }
                 }
+                Some((seq, ok)) = self.audit_acks.recv() => self.on_audit_ack(seq, ok),
                 _ = tokio::time::sleep_until(wake.into()) => {
                     self.node.handle_timeout(Instant::now());
                 }
             }
             self.flush(&mut out);
+        }
+        // Stopping: what still waits for the audit goes out as it is.
+        self.audit_done = self.audit_sent;
+        for (_, t) in std::mem::take(&mut self.held) {
+            self.transports.send(t);
         }
         self.node.shutdown(Instant::now());
         self.flush(&mut out);

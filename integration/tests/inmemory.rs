@@ -1097,3 +1097,244 @@ fn a_stray_invite_2xx_is_acked_and_hung_up() {
     assert!(ack.contains("CSeq: 7 ACK") && bye.contains("CSeq: 8 BYE"));
     assert!(out.iter().all(|t| t.peer == udp(3)));
 }
+
+/// REGISTER from `device` with `password`: the node's final answer.
+fn register_with(node: &mut Node, now: Instant, device: &str, password: &str) -> Response {
+    let dev = Agent {
+        id: GbId::parse(device).unwrap(),
+        addr: udp(3).addr,
+    };
+    let target = Target {
+        id: VILLAGE,
+        host: "127.0.0.1:2".into(),
+        transport: Transport::Udp,
+    };
+    let mut answer = None;
+    for cseq in 1..=2 {
+        let mut req = dev.request(Method::Register, &target, cseq, Some("reg-1"), None);
+        req.headers.set("Expires", "3600");
+        if let Some(Response { headers, .. }) = &answer {
+            let challenge =
+                gbgate::sip::auth::Challenge::parse(headers.get("WWW-Authenticate").unwrap())
+                    .unwrap();
+            let uri = format!("sip:{VILLAGE}@3501020100");
+            let creds = gbgate::sip::auth::answer(
+                &challenge, "REGISTER", &uri, device, password, 1, "c0ffee",
+            );
+            req.headers.set("Authorization", creds.to_header_value());
+        }
+        node.handle_inbound(
+            Inbound::Message {
+                peer: udp(3),
+                message: Message::Request(req),
+            },
+            now,
+        );
+        let mut out = Vec::new();
+        node.drain_transmits(&mut out);
+        answer = out
+            .into_iter()
+            .rev()
+            .find_map(|t| match Message::parse(&t.data) {
+                Ok(Message::Response(r)) if r.status >= 200 => Some(r),
+                _ => None,
+            });
+    }
+    answer.unwrap()
+}
+
+#[test]
+fn a_refused_register_does_not_tell_an_unknown_id_from_a_wrong_password() {
+    let now = Instant::now();
+    let creds = Credentials::parse(
+        "[devices]\n\"35010201001320000001\" = \"right\"\n",
+        "creds.toml",
+    )
+    .unwrap();
+    let identity = Identity {
+        id: GbId::parse(VILLAGE).unwrap(),
+        name: "Village".into(),
+        level: "village".into(),
+        addr: udp(2).addr,
+        parent: None,
+        upper: Vec::new(),
+        children: HashMap::new(),
+    };
+    let mut node = Node::new(identity, Settings::default(), Arc::new(creds), now);
+    let known = register_with(&mut node, now, "35010201001320000001", "wrong");
+    let unknown = register_with(&mut node, now, "35010201001320000002", "anything");
+    let ok = register_with(&mut node, now, "35010201001320000001", "right");
+    assert_eq!(ok.status, 200);
+    let visible = |r: &Response| {
+        (
+            r.status,
+            r.reason.clone(),
+            r.headers.get("Warning").map(str::to_owned),
+        )
+    };
+    assert_eq!(known.status, 403);
+    assert_eq!(visible(&known), visible(&unknown));
+    assert!(!format!("{:?}", visible(&known)).contains("password"));
+}
+
+/// The parent INVITEs the node for `channel` (live); the node's final
+/// answer, or the call it reports to the media plane.
+fn parent_invites(w: &mut World, channel: &str, cseq: u32) -> Result<u64, Response> {
+    let mut invite = w.parent.agent.request(
+        Method::Invite,
+        &Target {
+            id: channel,
+            host: "127.0.0.1:2".into(),
+            transport: Transport::Udp,
+        },
+        cseq,
+        None,
+        Some((
+            "APPLICATION/SDP",
+            sdp(PARENT, 50000, "0102000009", "Play").to_string().into(),
+        )),
+    );
+    invite
+        .headers
+        .push(gbgate::node::ON_BEHALF_OF, "dept:police");
+    let call_id = invite.call_id().unwrap().to_owned();
+    w.direct.push(Transmit {
+        peer: udp(2),
+        data: invite.to_bytes(),
+    });
+    for _ in 0..300 {
+        while let Some(ev) = w.node.poll_call_event() {
+            if let CallEvent::Invited { call, .. } = ev {
+                return Ok(call);
+            }
+        }
+        if let Some(r) = w
+            .parent
+            .responses
+            .iter()
+            .find(|r| r.status >= 300 && r.call_id() == Some(call_id.as_str()))
+        {
+            return Err(r.clone());
+        }
+        w.step(Duration::from_millis(10));
+    }
+    panic!("no answer to the INVITE");
+}
+
+fn audit_records(w: &mut World) -> Vec<policy::audit::AuditEntry> {
+    let mut out = Vec::new();
+    while let Some(gbgate::node::Output::Audit(e)) = w.node.poll_output() {
+        out.push(e);
+    }
+    out
+}
+
+#[test]
+fn the_parent_sees_and_watches_only_what_the_policy_shares_and_loses_it_when_revoked() {
+    let mut w = World::new(u64::MAX, u64::MAX);
+    let mut channels: Vec<String> = w.fleet.channel_ids();
+    channels.sort();
+    let (shared, unshared) = (channels[..5].to_vec(), channels[5..].to_vec());
+    let rules: String = shared
+        .iter()
+        .map(|c| {
+            format!("p, node:{PARENT}, {c}, catalog, allow\np, node:{PARENT}, {c}, live, allow\n")
+        })
+        .collect();
+    let policy = policy::Policy::parse(&[("county.csv", rules.as_str())]).unwrap();
+    w.node.set_policy(Some(Arc::new(policy)), w.now);
+
+    // Pushed changes carry only the shared cameras.
+    w.run_until(Duration::from_secs(60), |w| {
+        w.node.catalog().len() == 43 && {
+            let ids = notified_ids(&w.parent);
+            shared.iter().all(|c| ids.contains(c))
+        }
+    });
+    w.step(Duration::from_secs(1));
+    let cams = |ids: &HashSet<String>| -> HashSet<String> {
+        ids.iter()
+            .filter(|i| GbId::parse(i).is_ok_and(|g| g.is_channel()))
+            .cloned()
+            .collect()
+    };
+    let pushed = cams(&notified_ids(&w.parent));
+    // The fleet's IPC registers as itself (132) and lists its channel: it
+    // is structure, its channel is governed.
+    assert!(unshared.iter().all(|c| !pushed.contains(c)), "{pushed:?}");
+    // The parent's catalog query: the same subset, and every shared
+    // camera's path up to the node.
+    let answered = catalog_as_parent(&mut w, 700);
+    let answered_cams = cams(&answered);
+    assert!(shared.iter().all(|c| answered_cams.contains(c)));
+    assert!(unshared.iter().all(|c| !answered_cams.contains(c)));
+    let catalog_audit = audit_records(&mut w);
+    assert!(catalog_audit.iter().any(|e| e.object == "catalog"
+        && e.subject == format!("node:{PARENT}")
+        && e.reason.contains("of 43")));
+
+    // An INVITE for an unshared camera: 403, audited with the department
+    // the parent asked for.
+    let refused = parent_invites(&mut w, &unshared[0], 30).unwrap_err();
+    assert_eq!(refused.status, 403);
+    assert!(!refused
+        .headers
+        .get("Warning")
+        .unwrap_or_default()
+        .contains(&unshared[0]));
+    let audit = audit_records(&mut w);
+    let denied = audit
+        .iter()
+        .find(|e| e.object == unshared[0] && e.action == "live")
+        .expect("the refusal is audited");
+    assert_eq!(denied.outcome, "deny");
+    assert_eq!(denied.on_behalf_of.as_deref(), Some("dept:police"));
+    // A shared one is let through to the media plane.
+    let call = parent_invites(&mut w, &shared[0], 31).unwrap();
+    w.node
+        .accept_call(call, &sdp(VILLAGE, 30004, "0102000009", "Play"), w.now);
+    w.step(Duration::from_millis(100));
+    let allowed = audit_records(&mut w);
+    let a = allowed
+        .iter()
+        .find(|e| e.object == shared[0] && e.action == "live")
+        .unwrap();
+    assert_eq!(a.outcome, "allow");
+    assert!(a.rule.as_deref().unwrap().contains("county.csv:2"), "{a:?}");
+
+    // Revocation: the next policy shares nothing. The open call ends (BYE
+    // with the reason, the media plane told), and the parent hears DEL for
+    // the five cameras.
+    let before = w.parent.bodies.len();
+    let empty = policy::Policy::parse(&[("county.csv", "# nothing shared\n")]).unwrap();
+    w.node.set_policy(Some(Arc::new(empty)), w.now);
+    let mut ended = false;
+    while let Some(ev) = w.node.poll_call_event() {
+        ended |= matches!(ev, CallEvent::Ended { call: c, ref reason, .. } if c == call && reason.contains("revoked"));
+    }
+    assert!(ended, "the revoked call ends");
+    w.step(Duration::from_secs(1));
+    let dels: HashSet<String> = w.parent.bodies[before..]
+        .iter()
+        .filter_map(|b| match b {
+            Manscdp::CatalogNotify(l) => Some(
+                l.items
+                    .iter()
+                    .filter(|i| i.event.as_deref() == Some("DEL"))
+                    .map(|i| i.device_id.clone())
+                    .collect::<Vec<_>>(),
+            ),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(dels, shared.iter().cloned().collect::<HashSet<_>>());
+    let audit = audit_records(&mut w);
+    assert!(audit
+        .iter()
+        .any(|e| e.object == shared[0] && e.outcome == "deny"));
+    assert!(audit
+        .iter()
+        .any(|e| e.object == "policy" && e.action == "reload"));
+    assert_eq!(w.node.open_calls(), 0);
+}

@@ -64,6 +64,8 @@ fn start_node_only(dir: &Path, sip_port: u16, http_port: u16, tables: &str) -> N
         .args(["run", "--topology"])
         .arg(dir.join("topology.toml"))
         .args(["--node", NODE])
+        // China Standard Time, as deployed: Date headers must carry it.
+        .env("TZ", "CST-8")
         .stderr(log)
         .stdout(Stdio::null())
         .spawn()
@@ -737,6 +739,36 @@ fn wait_for_entries<const N: usize>(
         assert!(Instant::now() < deadline, "catalog: {:?}", cat.items);
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+#[test]
+fn the_node_tells_devices_local_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_node(dir.path(), 45070, 48090);
+    let status: serde_json::Value = ureq::get(&format!(
+        "http://{}/api/v1/devices/{NODE}/status",
+        node.http
+    ))
+    .call()
+    .unwrap()
+    .body_mut()
+    .read_json()
+    .unwrap();
+    let shown = status["device_time"].as_str().unwrap().to_owned();
+    // The same clock the Date header of a 200 to REGISTER reads: China
+    // time, to the minute (either side of a minute boundary).
+    let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]");
+    let cst = |d: i64| {
+        (time::OffsetDateTime::now_utc() + time::Duration::minutes(d))
+            .to_offset(time::macros::offset!(+8))
+            .format(&fmt)
+            .unwrap()
+    };
+    let minutes = [cst(-1), cst(0), cst(1)];
+    assert!(
+        minutes.iter().any(|m| shown.starts_with(m.as_str())),
+        "device_time {shown} is not China time ({minutes:?})"
+    );
 }
 
 /// A sipp upper platform (UAS) on `port`, running until its scenario ends.

@@ -3,7 +3,7 @@
 //! SIP queries and answered with the device's own answer as JSON.
 
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -178,7 +178,20 @@ fn records_view(list: RecordList, complete: bool) -> RecordsView {
     }
 }
 
-async fn ask(st: &AppState, id: GbId, query: DeviceQuery) -> Response {
+async fn ask(st: &AppState, headers: &HeaderMap, id: GbId, query: DeviceQuery) -> Response {
+    // The gate first: catalog rights to read a device's info and status,
+    // playback rights to list its recordings.
+    let action = match query {
+        DeviceQuery::Records { .. } => policy::Action::Playback,
+        _ => policy::Action::Catalog,
+    };
+    let who = match super::sharing::caller(st, headers) {
+        Ok(c) => c,
+        Err(r) => return r.into_response(),
+    };
+    if let Err(r) = super::sharing::authorize(&st.node, &who, id, action).await {
+        return r.into_response();
+    }
     let answer = match st.node.ask_device(id, query).await {
         Ok(a) => a,
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
@@ -201,17 +214,25 @@ async fn ask(st: &AppState, id: GbId, query: DeviceQuery) -> Response {
 }
 
 /// `GET /api/v1/devices/{id}/info`.
-pub(super) async fn get_info(State(st): State<AppState>, Path(id): Path<String>) -> Response {
+pub(super) async fn get_info(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     match parse_id(&id) {
-        Ok(id) => ask(&st, id, DeviceQuery::Info).await,
+        Ok(id) => ask(&st, &headers, id, DeviceQuery::Info).await,
         Err(msg) => bad_request(msg),
     }
 }
 
 /// `GET /api/v1/devices/{id}/status`.
-pub(super) async fn get_status(State(st): State<AppState>, Path(id): Path<String>) -> Response {
+pub(super) async fn get_status(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     match parse_id(&id) {
-        Ok(id) => ask(&st, id, DeviceQuery::Status).await,
+        Ok(id) => ask(&st, &headers, id, DeviceQuery::Status).await,
         Err(msg) => bad_request(msg),
     }
 }
@@ -251,13 +272,14 @@ pub(super) async fn get_records(
     State(st): State<AppState>,
     Path(id): Path<String>,
     Query(p): Query<RecordsParams>,
+    headers: HeaderMap,
 ) -> Response {
     let id = match parse_id(&id) {
         Ok(id) => id,
         Err(msg) => return bad_request(msg),
     };
     match records_query(p) {
-        Ok(q) => ask(&st, id, q).await,
+        Ok(q) => ask(&st, &headers, id, q).await,
         Err(msg) => bad_request(msg),
     }
 }

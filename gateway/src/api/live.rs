@@ -15,37 +15,11 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use topology::GbId;
 
+use super::sharing::{self, ViewerGuard};
 use super::AppState;
 use crate::streams::hub::{Format, Next, Viewer};
 use crate::streams::{ControlOutcome, OpenError, StreamManager};
-
-/// What a viewer asks to do with a channel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    /// Watch live video.
-    Live,
-    /// Watch recordings.
-    Playback,
-}
-
-/// The access decision every viewer request passes through before a stream
-/// is opened. Until sharing policy lands it allows everything; the policy
-/// work replaces this with the casbin decision for (department, channel,
-/// action), keeping this one call site.
-#[derive(Debug, Clone, Default)]
-pub struct Access;
-
-impl Access {
-    /// Allow or refuse `action` on `channel` for the caller of `headers`.
-    pub fn check(
-        &self,
-        _headers: &HeaderMap,
-        _channel: &GbId,
-        _action: Action,
-    ) -> Result<(), (StatusCode, String)> {
-        Ok(())
-    }
-}
+use policy::Action;
 
 /// A refusal: status and a message for the person or player asking.
 type Refusal = (StatusCode, String);
@@ -99,12 +73,23 @@ fn streams(st: &AppState) -> Result<Arc<StreamManager>, Refusal> {
         .ok_or_else(|| refusal(StatusCode::SERVICE_UNAVAILABLE, "this node serves no media"))
 }
 
-/// The chunked body of a viewer: the hub's bytes until it ends or the
-/// client goes away (hyper then drops the stream, and the viewer with it).
-fn body(viewer: Viewer) -> Body {
-    let stream = futures_util::stream::unfold(viewer, |mut v| async move {
-        match v.next().await {
-            Next::Data(b, _) => Some((Ok::<Bytes, std::io::Error>(b), v)),
+/// The chunked body of a viewer: the hub's bytes until it ends, the
+/// client goes away (hyper then drops the stream, and the viewer with it)
+/// or the policy revokes it (`guard`).
+fn body(viewer: Viewer, guard: Option<ViewerGuard>) -> Body {
+    let stream = futures_util::stream::unfold((viewer, guard), |(mut v, g)| async move {
+        let next = match &g {
+            Some(g) => tokio::select! {
+                n = v.next() => n,
+                _ = g.stop.cancelled() => {
+                    tracing::info!(stream = %v.hub().name, "viewer ends: sharing revoked");
+                    return None;
+                }
+            },
+            None => v.next().await,
+        };
+        match next {
+            Next::Data(b, _) => Some((Ok::<Bytes, std::io::Error>(b), (v, g))),
             Next::End(reason) => {
                 tracing::info!(stream = %v.hub().name, %reason, "viewer stream ends");
                 None
@@ -114,8 +99,13 @@ fn body(viewer: Viewer) -> Body {
     Body::from_stream(stream)
 }
 
-fn video_response(format: Format, viewer: Viewer, session: Option<u64>) -> Response {
-    let mut r = Response::new(body(viewer));
+fn video_response(
+    format: Format,
+    viewer: Viewer,
+    session: Option<u64>,
+    guard: Option<ViewerGuard>,
+) -> Response {
+    let mut r = Response::new(body(viewer, guard));
     let h = r.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
@@ -147,6 +137,8 @@ pub struct VideoParams {
     pub start: Option<u64>,
     /// Playback: end of the range, Unix seconds.
     pub end: Option<u64>,
+    /// The signed play token from `POST /api/v1/streams` (with a policy).
+    pub token: Option<String>,
 }
 
 /// `GET /live/{channel}.flv|.ts`
@@ -160,15 +152,20 @@ pub async fn get_live(
         Ok(x) => x,
         Err(r) => return r.into_response(),
     };
-    if let Err((s, m)) = st.access.check(&headers, &channel, Action::Live) {
-        return error(s, m);
-    }
+    let holder =
+        match sharing::viewer(&st, &headers, q.token.as_deref(), channel, Action::Live).await {
+            Ok(h) => h,
+            Err(r) => return r.into_response(),
+        };
     let streams = match streams(&st) {
         Ok(s) => s,
         Err(r) => return r.into_response(),
     };
     match streams.watch_live(channel, format).await {
-        Ok(v) => video_response(format, v, None),
+        Ok(v) => {
+            let guard = holder.map(|h| st.viewers.open(h, channel, Action::Live));
+            video_response(format, v, None, guard)
+        }
         Err(e) => open_error(&e),
     }
 }
@@ -194,15 +191,20 @@ pub async fn get_playback(
     if end <= start {
         return error(StatusCode::BAD_REQUEST, "end must be after start");
     }
-    if let Err((s, m)) = st.access.check(&headers, &channel, Action::Playback) {
-        return error(s, m);
-    }
+    let holder =
+        match sharing::viewer(&st, &headers, q.token.as_deref(), channel, Action::Playback).await {
+            Ok(h) => h,
+            Err(r) => return r.into_response(),
+        };
     let streams = match streams(&st) {
         Ok(s) => s,
         Err(r) => return r.into_response(),
     };
     match streams.watch_playback(channel, start, end, format).await {
-        Ok((session, v)) => video_response(format, v, Some(session)),
+        Ok((session, v)) => {
+            let guard = holder.map(|h| st.viewers.open(h, channel, Action::Playback));
+            video_response(format, v, Some(session), guard)
+        }
         Err(e) => open_error(&e),
     }
 }
@@ -275,8 +277,11 @@ pub async fn post_playback_control(
     }
 }
 
-/// `GET /api/v1/streams`: the streams open at this node.
-pub async fn get_streams(State(st): State<AppState>) -> Response {
+/// `GET /api/v1/streams`: the streams open at this node (admin).
+pub async fn get_streams(State(st): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(r) = sharing::admin(&st, &headers) {
+        return r.into_response();
+    }
     match streams(&st) {
         Ok(s) => Json(s.list()).into_response(),
         Err(r) => r.into_response(),

@@ -3,8 +3,10 @@
 //! (HTTP-FLV, MPEG-TS), Prometheus metrics. Later features (department
 //! requests, policy admin) add routes to [`router`].
 
+pub mod auth;
 mod devices;
 mod live;
+pub mod sharing;
 
 use std::net::SocketAddr;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -26,17 +28,19 @@ use crate::runtime::NodeHandle;
 use crate::streams::StreamManager;
 use crate::uplink::LinkState;
 pub use devices::{DeviceInfoView, DeviceStatusView, RecordView, RecordsView};
-use live::Access;
+pub use sharing::{ChannelView, ChannelsPage, PlayUrls, Sharing};
 
 /// Largest catalog page served at once.
 pub const MAX_PAGE: usize = 10_000;
 
+/// What every HTTP handler shares: the node, the media plane, sharing.
 #[derive(Clone)]
-struct AppState {
+pub struct AppState {
     node: NodeHandle,
     metrics: Option<PrometheusHandle>,
     streams: Option<Arc<StreamManager>>,
-    access: Access,
+    sharing: Sharing,
+    viewers: Arc<sharing::Viewers>,
 }
 
 /// Build the router. `metrics` is the process's Prometheus recorder handle;
@@ -46,13 +50,40 @@ pub fn router(
     metrics: Option<PrometheusHandle>,
     streams: Option<Arc<StreamManager>>,
 ) -> Router {
+    router_with(node, metrics, streams, Sharing::default())
+}
+
+/// [`router`] with sharing: tokens, play URL signing, the policy status
+/// and the audit store. With a policy, every endpoint but /healthz and
+/// /metrics needs a token; open viewers are re-checked as the policy
+/// changes (a task on the current runtime).
+pub fn router_with(
+    node: NodeHandle,
+    metrics: Option<PrometheusHandle>,
+    streams: Option<Arc<StreamManager>>,
+    sharing: Sharing,
+) -> Router {
+    let viewers = Arc::new(sharing::Viewers::default());
+    if sharing.enforcing() {
+        tokio::spawn(
+            viewers
+                .clone()
+                .run(node.clone(), tokio_util::sync::CancellationToken::new()),
+        );
+    }
     Router::new()
+        .route("/api/v1/channels", get(sharing::get_channels))
+        .route("/api/v1/policy", get(sharing::get_policy))
+        .route("/api/v1/audit", get(sharing::get_audit))
         .route("/api/v1/catalog", get(get_catalog))
         .route("/api/v1/topology", get(get_topology))
         .route("/api/v1/devices/{id}/info", get(devices::get_info))
         .route("/api/v1/devices/{id}/status", get(devices::get_status))
         .route("/api/v1/devices/{id}/records", get(devices::get_records))
-        .route("/api/v1/streams", get(live::get_streams))
+        .route(
+            "/api/v1/streams",
+            get(live::get_streams).post(sharing::post_streams),
+        )
         .route(
             "/api/v1/playback/{session}/control",
             axum::routing::post(live::post_playback_control),
@@ -65,7 +96,8 @@ pub fn router(
             node,
             metrics,
             streams,
-            access: Access,
+            sharing,
+            viewers,
         })
 }
 
@@ -131,7 +163,15 @@ pub struct CatalogPage {
     pub items: Vec<CatalogEntry>,
 }
 
-async fn get_catalog(State(st): State<AppState>, Query(p): Query<CatalogParams>) -> Response {
+async fn get_catalog(
+    State(st): State<AppState>,
+    Query(p): Query<CatalogParams>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    // The whole federated tree is for admins; departments use /api/v1/channels.
+    if let Err(r) = sharing::admin(&st, &headers) {
+        return r.into_response();
+    }
     let limit = p.limit.unwrap_or(1000).min(MAX_PAGE);
     let status = p.status.map(|s| s.to_ascii_uppercase());
     let res = st
@@ -365,7 +405,10 @@ pub fn topology_view(node: &Node) -> TopologyView {
     }
 }
 
-async fn get_topology(State(st): State<AppState>) -> Response {
+async fn get_topology(State(st): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    if let Err(r) = sharing::admin(&st, &headers) {
+        return r.into_response();
+    }
     match st.node.query(topology_view).await {
         Ok(v) => Json(v).into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),

@@ -184,6 +184,20 @@ impl Catalog {
         self.entries.get(id).map(|e| e.entry(id))
     }
 
+    /// Entry IDs in order, after `after` (keyset paging).
+    pub fn ids_after<'a>(&'a self, after: Option<&'a str>) -> impl Iterator<Item = &'a str> + 'a {
+        use std::ops::Bound;
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        self.entries
+            .range::<str, _>((start, Bound::Unbounded))
+            .map(|(k, _)| k.as_ref())
+    }
+
+    /// `id`'s parent in the tree, as its entry names it.
+    pub fn parent_of(&self, id: &str) -> Option<&str> {
+        self.entries.get(id).and_then(|e| e.parent.as_deref())
+    }
+
     /// The registrant through which `id` is reached.
     pub fn source_of(&self, id: &str) -> Option<GbId> {
         self.entries.get(id).map(|e| e.source)

@@ -14,17 +14,24 @@ use bytes::Bytes;
 use topology::GbId;
 
 use super::{Node, Token};
+use crate::gate::{node_subject, Ask};
 use crate::media::sdp::GbSdp;
 use crate::sip::agent::{DialogIds, Target, USER_AGENT};
 use crate::sip::header::{new_tag, reasons, NameAddr, Reason};
 use crate::sip::message::{Method, Request, Response};
 use crate::sip::transaction::AckMatch;
 use crate::sip::{Peer, Transmit};
+use policy::Action;
 
 /// Content type of SDP bodies (GB/T 28181 writes it in capitals).
 pub const SDP: &str = "APPLICATION/SDP";
 /// Content type of MANSRTSP bodies (playback control in INFO).
 pub const MANSRTSP: &str = "Application/MANSRTSP";
+
+/// The header in which a gbgate node says on whose behalf it INVITEs
+/// (`dept:police`); other gbgate nodes audit it, third-party platforms
+/// ignore it.
+pub const ON_BEHALF_OF: &str = "X-Gbgate-On-Behalf-Of";
 
 /// A call's handle, unique within one node process.
 pub type CallId = u64;
@@ -359,6 +366,44 @@ impl Node {
                 self.calls.remove(call);
             }
         }
+    }
+
+    /// Calls the parents placed: (call, parent, channel, playback).
+    pub(super) fn incoming_calls(&self) -> Vec<(CallId, GbId, GbId, bool)> {
+        self.calls
+            .dialogs
+            .iter()
+            .filter(|(_, d)| d.side == Side::Incoming)
+            .filter_map(|(id, d)| Some((*id, d.via?, d.channel, d.playback)))
+            .collect()
+    }
+
+    /// End a call from the parent on our side: BYE (or 403 before the
+    /// answer) with `reason`, and the media plane told to stop sending.
+    pub(super) fn end_incoming(&mut self, call: CallId, status: u16, reason: String, now: Instant) {
+        let answered = self.calls.dialogs.get(&call).is_some_and(|d| d.established);
+        if answered {
+            self.hangup_with(call, Some(&Reason::sip(status, &reason)), now);
+        } else if let Some(invite) = self.calls.dialogs.get(&call).and_then(|d| d.invite.clone()) {
+            let tag = self
+                .calls
+                .dialogs
+                .get(&call)
+                .map(|d| tag_of(&d.local))
+                .unwrap_or_default();
+            let mut r = Response::to_request(&invite, status, Some(&tag));
+            r.headers.push(
+                "Warning",
+                format!("399 gbgate \"{}\"", reason.replace('"', "'")),
+            );
+            self.respond(&invite, r, now);
+            self.calls.remove(call);
+        }
+        self.calls.events.push_back(CallEvent::Ended {
+            call,
+            reason,
+            said: None,
+        });
     }
 
     /// Send INFO (MANSRTSP playback control) on an established outgoing call.
@@ -711,6 +756,31 @@ impl Node {
             },
             _ => CallKind::Live,
         };
+        // The gate, before any work: a channel not shared with this parent
+        // is refused as one that does not exist would be.
+        let ask = Ask {
+            who: node_subject(caller),
+            on_behalf_of: req
+                .headers
+                .get(ON_BEHALF_OF)
+                .and_then(|v| v.trim().parse().ok()),
+            channel,
+            action: match offer.session.as_str() {
+                "Playback" => Action::Playback,
+                "Download" => Action::Download,
+                _ => Action::Live,
+            },
+        };
+        let verdict = self.authorize(&ask, now);
+        if !verdict.allowed {
+            let mut r = Response::to_request(req, 403, Some(&new_tag()));
+            // The detail stays in our audit: the answer is the same for a
+            // channel that is not shared and one that does not exist.
+            r.reason = "Forbidden".into();
+            r.headers
+                .push("Warning", "399 gbgate \"not shared with this platform\"");
+            return self.respond(req, r, now);
+        }
         let tag = new_tag();
         let local = header_with_tag(req.headers.get("To").unwrap_or_default(), &tag);
         let mut trying = Response::to_request(req, 100, None);

@@ -6,6 +6,7 @@
 mod call;
 mod outbox;
 mod query;
+mod sharing;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,11 +32,13 @@ use crate::sip::message::{
 use crate::sip::transaction::{ClientEvent, Incoming, TransactionLayer};
 use crate::sip::{Peer, Transmit};
 use crate::uplink::{Uplink, UplinkConfig, UplinkEvent, UplinkRequest};
+use policy::Action;
 
 use outbox::Outbox;
 
-pub use call::{CallError, CallEvent, CallId, CallKind, MANSRTSP, SDP};
+pub use call::{CallError, CallEvent, CallId, CallKind, MANSRTSP, ON_BEHALF_OF, SDP};
 pub use query::{DeviceQuery, QueryAnswer, QueryAnswered, QueryError, Ticket};
+pub use sharing::Output;
 
 /// Times an unanswered catalog MESSAGE is sent again (each after its own
 /// Timer F) before it is dropped; by then keepalives have found the link dead.
@@ -147,6 +150,15 @@ pub struct Node {
     shutting_down: bool,
     calls: call::Calls,
     queries: query::Queries,
+    /// The sharing policy every request that crosses the node passes.
+    gate: crate::gate::Gate,
+    /// Audit records and other outputs, in order.
+    outputs: std::collections::VecDeque<Output>,
+    /// A clock reading taken at construction: wall time is derived from
+    /// `now`, so tests in virtual time see policy expiries happen.
+    wall_base: (Instant, std::time::SystemTime),
+    /// False while the audit store refuses records.
+    audit_healthy: bool,
 }
 
 /// A method as a metric label: unknown methods share one label so a peer
@@ -220,6 +232,35 @@ fn registrant_id(req: &Request) -> Result<GbId, RegistrantId> {
         .ok()
         .and_then(|c| GbId::parse(&c.username).ok())
         .ok_or(RegistrantId::None)
+}
+
+/// The answer to a DeviceInfo (`info`) or DeviceStatus query for an ID
+/// that is unknown here, offline, or not shared with the asker: the same
+/// in every case, so the answer does not tell them apart.
+fn unknown_answer(q: SimpleQuery, info: bool) -> Manscdp {
+    if info {
+        Manscdp::DeviceInfoResponse(DeviceInfo {
+            sn: q.sn,
+            device_id: q.device_id,
+            device_name: None,
+            manufacturer: None,
+            model: None,
+            firmware: None,
+            channel: None,
+            result: "ERROR".into(),
+        })
+    } else {
+        Manscdp::DeviceStatusResponse(DeviceStatus {
+            sn: q.sn,
+            device_id: q.device_id,
+            result: "ERROR".into(),
+            online: Some("OFFLINE".into()),
+            status: None,
+            encode: None,
+            record: None,
+            device_time: None,
+        })
+    }
 }
 
 fn unix_time() -> u64 {
@@ -307,6 +348,10 @@ impl Node {
             shutting_down: false,
             calls: call::Calls::default(),
             queries: query::Queries::default(),
+            gate: crate::gate::Gate::default(),
+            outputs: std::collections::VecDeque::new(),
+            wall_base: (now, std::time::SystemTime::now()),
+            audit_healthy: true,
             identity,
             settings,
             credentials,
@@ -551,10 +596,13 @@ impl Node {
             AuthDecision::Forbidden(reason) => {
                 metrics::counter!("gbgate_register_rejected_total").increment(1);
                 tracing::warn!(%id, %peer, reason, "REGISTER refused");
+                // One answer for every failure: an unknown ID, a wrong
+                // password and a lock-out look alike on the wire, so IDs
+                // cannot be enumerated. The reason stays in our log.
                 let mut r = Response::to_request(req, 403, Some(&crate::sip::header::new_tag()));
                 r.reason = "Forbidden".into();
                 r.headers
-                    .push("Warning", format!("399 gbgate \"{reason}\""));
+                    .push("Warning", "399 gbgate \"authentication failed\"");
                 self.respond(req, r, now);
             }
             AuthDecision::Accept => self.accept_register(req, id, peer, now),
@@ -862,8 +910,11 @@ impl Node {
         };
         match body {
             Manscdp::CatalogQuery(q) => {
-                let items = self.catalog.export();
-                tracing::info!(%parent, sn = q.sn, items = items.len(), "answering the parent's catalog query");
+                let all = self.catalog.export();
+                let total = all.len();
+                let items = self.shared_with(parent, all, now);
+                tracing::info!(%parent, sn = q.sn, items = items.len(), total, "answering the parent's catalog query");
+                self.audit_catalog_answer(parent, items.len(), total, now);
                 let charset = self
                     .uplink_to(parent)
                     .map_or(Charset::Gb2312, Uplink::charset);
@@ -873,6 +924,24 @@ impl Node {
                 ob.drop_catalog_answers();
                 ob.push_catalog(false, q.sn, q.device_id, items, budget, charset);
                 self.pump(parent, now);
+            }
+            // What the parent may not see does not exist for it: answered
+            // as an unknown ID is (ERROR, or an empty record list).
+            Manscdp::DeviceInfoQuery(q)
+                if !self.parent_may(parent, &q.device_id, Action::Catalog, now) =>
+            {
+                self.answer_requester(parent, &unknown_answer(q, true), now);
+            }
+            Manscdp::DeviceStatusQuery(q)
+                if !self.parent_may(parent, &q.device_id, Action::Catalog, now) =>
+            {
+                self.answer_requester(parent, &unknown_answer(q, false), now);
+            }
+            Manscdp::RecordInfoQuery(q)
+                if !self.parent_may(parent, &q.device_id, Action::Playback, now) =>
+            {
+                let empty = self.no_records(q.sn, q.device_id);
+                self.answer_requester(parent, &Manscdp::RecordInfoResponse(empty), now);
             }
             Manscdp::DeviceInfoQuery(q) => {
                 if q.device_id == self.identity.id.as_str() {
@@ -908,30 +977,7 @@ impl Node {
             .filter(|id| self.registry.get(id).is_some())
             .or_else(|| self.catalog.source_of(&q.device_id));
         let Some(owner) = owner.filter(|o| self.registry.get(o).is_some_and(|r| r.online)) else {
-            let msg = if info {
-                Manscdp::DeviceInfoResponse(DeviceInfo {
-                    sn: q.sn,
-                    device_id: q.device_id,
-                    device_name: None,
-                    manufacturer: None,
-                    model: None,
-                    firmware: None,
-                    channel: None,
-                    result: "ERROR".into(),
-                })
-            } else {
-                Manscdp::DeviceStatusResponse(DeviceStatus {
-                    sn: q.sn,
-                    device_id: q.device_id,
-                    result: "ERROR".into(),
-                    online: Some("OFFLINE".into()),
-                    status: None,
-                    encode: None,
-                    record: None,
-                    device_time: None,
-                })
-            };
-            return self.answer_requester(requester, &msg, now);
+            return self.answer_requester(requester, &unknown_answer(q, info), now);
         };
         if self.forwards.len() >= MAX_FORWARDS {
             tracing::warn!(
@@ -988,14 +1034,18 @@ impl Node {
             .filter(|u| u.is_registered())
             .map(Uplink::parent)
             .collect();
-        let grew = items.iter().any(|i| {
-            matches!(
-                i.event.as_deref(),
-                Some(crate::catalog::event::ADD | crate::catalog::event::DEL)
-            )
-        });
         for parent in targets {
-            self.push_up(parent, items.clone(), grew, now);
+            // Each parent hears only of what is shared with it.
+            let shared = self.shared_with(parent, items.clone(), now);
+            let grew = shared.iter().any(|i| {
+                matches!(
+                    i.event.as_deref(),
+                    Some(crate::catalog::event::ADD | crate::catalog::event::DEL)
+                )
+            });
+            if !shared.is_empty() {
+                self.push_up(parent, shared, grew, now);
+            }
         }
     }
 

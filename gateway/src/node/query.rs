@@ -240,7 +240,7 @@ impl Node {
         }
     }
 
-    fn no_records(&self, sn: u32, device_id: String) -> RecordList {
+    pub(super) fn no_records(&self, sn: u32, device_id: String) -> RecordList {
         RecordList {
             sn,
             device_id,

@@ -45,6 +45,8 @@ pub struct Registrar {
     lockout_duration: Duration,
     failures: HashMap<(IpAddr, String), Failures>,
     nonce_counts: HashMap<String, (u32, Instant)>,
+    /// A password no device has, checked for unknown IDs.
+    decoy: String,
 }
 
 impl Registrar {
@@ -59,6 +61,7 @@ impl Registrar {
             lockout_duration: settings.lockout_duration,
             failures: HashMap::new(),
             nonce_counts: HashMap::new(),
+            decoy: format!("{:032x}", rand::random::<u128>()),
         }
     }
 
@@ -129,6 +132,9 @@ impl Registrar {
             return AuthDecision::Forbidden("username or realm does not match the registrant");
         }
         let Some(password) = password else {
+            // The same digest work as for a known ID, so the time taken
+            // does not tell an unknown ID from a wrong password.
+            let _ = creds.verify("REGISTER", &self.decoy);
             self.fail(source, user, now);
             return AuthDecision::Forbidden("no credentials on file for this ID");
         };

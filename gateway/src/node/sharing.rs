@@ -1,0 +1,379 @@
+//! Sharing at the node's boundary: requests that cross the node pass the
+//! [`Gate`]; each decision becomes an audit record on the node's output
+//! queue ([`Node::poll_output`]), beside its transmits and call events; the
+//! catalog each parent sees is filtered by what the policy shares with it;
+//! a new policy is pushed up as ADD/DEL and ends the calls it revokes.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use policy::audit::{AuditEntry, AuditKind};
+use policy::{Action, Policy, Subject};
+use topology::GbId;
+
+use super::Node;
+use crate::catalog::event;
+use crate::gate::{node_subject, Ask, Gate, Verdict};
+use crate::gb::manscdp::CatalogItem;
+
+/// What leaves the node besides SIP transmits, call events and query
+/// answers.
+#[derive(Debug)]
+pub enum Output {
+    /// A record for the audit store: a decision, a session's start or end,
+    /// a policy change.
+    Audit(AuditEntry),
+}
+
+/// Milliseconds since the Unix epoch, as the audit stores time.
+pub fn epoch_ms(t: SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// How far up the catalog tree ancestors are collected.
+const MAX_DEPTH: usize = 16;
+
+impl Node {
+    /// The next output, if any.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// The gate in force.
+    pub fn gate(&self) -> &Gate {
+        &self.gate
+    }
+
+    /// Wall-clock time at `now`, from the clock reading taken when the
+    /// node was made, so virtual time in tests moves it too.
+    pub fn wall(&self, now: Instant) -> SystemTime {
+        let (base_instant, base_wall) = self.wall_base;
+        base_wall + now.saturating_duration_since(base_instant)
+    }
+
+    /// `id`'s ancestors in the catalog tree (its device, business group,
+    /// virtual organisation…), nearest first, up to this node.
+    pub fn ancestors(&self, id: &GbId) -> Vec<GbId> {
+        let mut out = Vec::new();
+        let mut at = self.catalog.parent_of(id.as_str());
+        while let Some(p) = at {
+            let Ok(pid) = GbId::parse(p) else { break };
+            if pid == self.identity.id || out.len() >= MAX_DEPTH || out.contains(&pid) {
+                break;
+            }
+            out.push(pid);
+            at = self.catalog.parent_of(p);
+        }
+        out
+    }
+
+    /// Whether the audit store took the last records. While it does not,
+    /// sessions are refused: nothing is served unaudited.
+    pub fn set_audit_healthy(&mut self, ok: bool) {
+        if self.audit_healthy != ok {
+            tracing::warn!(audit_ok = ok, "audit store state changed");
+        }
+        self.audit_healthy = ok;
+    }
+
+    /// The one decision call: decide `ask` and audit the decision.
+    pub fn authorize(&mut self, ask: &Ask, now: Instant) -> Verdict {
+        let wall = self.wall(now);
+        let mut verdict = self.gate.decide(ask, &self.ancestors(&ask.channel), wall);
+        if verdict.allowed && !self.audit_healthy && ask.action != Action::Catalog {
+            verdict = Verdict {
+                allowed: false,
+                rule: None,
+                reason: "the audit store is unavailable: no session is opened unaudited".into(),
+            };
+        }
+        metrics::counter!(
+            "gbgate_gate_decisions_total",
+            "action" => ask.action.as_str(),
+            "outcome" => if verdict.allowed { "allow" } else { "deny" }
+        )
+        .increment(1);
+        if !verdict.allowed {
+            tracing::info!(who = %ask.who, channel = %ask.channel, action = %ask.action, reason = %verdict.reason, "refused by the sharing policy");
+        }
+        self.audit_decision(ask, &verdict, wall);
+        verdict
+    }
+
+    /// Record `verdict` on `ask` (only while a policy is in force: without
+    /// one there is nothing decided to audit).
+    pub(super) fn audit_decision(&mut self, ask: &Ask, verdict: &Verdict, at: SystemTime) {
+        if !self.gate.enforcing() {
+            return;
+        }
+        let entry = AuditEntry {
+            at_ms: epoch_ms(at),
+            node: self.identity.id.to_string(),
+            kind: AuditKind::Decision,
+            subject: ask.who.to_string(),
+            on_behalf_of: ask.on_behalf_of.as_ref().map(ToString::to_string),
+            object: ask.channel.to_string(),
+            action: ask.action.to_string(),
+            outcome: if verdict.allowed { "allow" } else { "deny" }.into(),
+            rule: verdict.rule.clone(),
+            reason: verdict.reason.clone(),
+            session: None,
+            duration_ms: None,
+            bytes: None,
+        };
+        self.outputs.push_back(Output::Audit(entry));
+    }
+
+    /// True when `parent` may do `action` on `id` (a device or channel
+    /// ID; the node itself is always visible to its parents). Audited.
+    pub(super) fn parent_may(
+        &mut self,
+        parent: GbId,
+        id: &str,
+        action: Action,
+        now: Instant,
+    ) -> bool {
+        let Ok(channel) = GbId::parse(id) else {
+            return true; // not an ID: answered as unknown below
+        };
+        if channel == self.identity.id || !self.gate.enforcing() {
+            return true;
+        }
+        let ask = Ask {
+            who: node_subject(parent),
+            on_behalf_of: None,
+            channel,
+            action,
+        };
+        self.authorize(&ask, now).allowed
+    }
+
+    /// One audit record for a whole catalog answer to `parent`: what was
+    /// shared out of what exists.
+    pub(super) fn audit_catalog_answer(
+        &mut self,
+        parent: GbId,
+        shared: usize,
+        total: usize,
+        now: Instant,
+    ) {
+        let at = self.wall(now);
+        let node = self.identity.id.to_string();
+        self.audit(AuditEntry {
+            at_ms: epoch_ms(at),
+            node,
+            kind: AuditKind::Decision,
+            subject: node_subject(parent).to_string(),
+            on_behalf_of: None,
+            object: "catalog".into(),
+            action: Action::Catalog.to_string(),
+            outcome: "allow".into(),
+            rule: None,
+            reason: format!("catalog answered with {shared} of {total} entries"),
+            session: None,
+            duration_ms: None,
+            bytes: None,
+        });
+    }
+
+    /// Decide `ask` again for a session already open: nothing is audited
+    /// while it stays allowed; a refusal is audited as the session's end.
+    pub fn recheck(&mut self, ask: &Ask, now: Instant) -> Verdict {
+        let wall = self.wall(now);
+        let verdict = self.gate.decide(ask, &self.ancestors(&ask.channel), wall);
+        if !verdict.allowed {
+            let ended = Verdict {
+                allowed: false,
+                rule: verdict.rule.clone(),
+                reason: format!("session ended: {}", verdict.reason),
+            };
+            self.audit_decision(ask, &ended, wall);
+        }
+        verdict
+    }
+
+    /// A page of the channels (video sources) `who` may see, by ID after
+    /// `after`, and the ID to continue from. `who` is the deciding subject
+    /// and the person (audited once per page); `None` sees everything.
+    pub fn visible_channels(
+        &mut self,
+        who: Option<(Subject, Subject)>,
+        after: Option<&str>,
+        limit: usize,
+        now: Instant,
+    ) -> (Vec<crate::catalog::Entry>, Option<String>) {
+        let wall = self.wall(now);
+        let mut ids: Vec<String> = Vec::new();
+        let mut more = false;
+        for id in self.catalog.ids_after(after) {
+            let Ok(gid) = GbId::parse(id) else { continue };
+            if !gid.is_channel() {
+                continue;
+            }
+            let shown = match &who {
+                None => true,
+                Some((subject, _)) => self.gate.shows(subject, &gid, &self.ancestors(&gid), wall),
+            };
+            if !shown {
+                continue;
+            }
+            if ids.len() == limit {
+                more = true;
+                break;
+            }
+            ids.push(id.to_owned());
+        }
+        let next = if more { ids.last().cloned() } else { None };
+        if let Some((subject, person)) = who {
+            let node = self.identity.id.to_string();
+            self.audit(AuditEntry {
+                at_ms: epoch_ms(wall),
+                node,
+                kind: AuditKind::Decision,
+                subject: subject.to_string(),
+                on_behalf_of: Some(person.to_string()),
+                object: "catalog".into(),
+                action: Action::Catalog.to_string(),
+                outcome: "allow".into(),
+                rule: None,
+                reason: format!(
+                    "listed {} channels after {}",
+                    ids.len(),
+                    after.unwrap_or("the start")
+                ),
+                session: None,
+                duration_ms: None,
+                bytes: None,
+            });
+        }
+        let entries = ids.iter().filter_map(|id| self.catalog.get(id)).collect();
+        (entries, next)
+    }
+
+    /// Queue an audit record made elsewhere (session ends, catalog answers).
+    pub fn audit(&mut self, entry: AuditEntry) {
+        if self.gate.enforcing() {
+            self.outputs.push_back(Output::Audit(entry));
+        }
+    }
+
+    /// The subset of `items` (entries or change events) that `parent` may
+    /// see.
+    pub(super) fn shared_with(
+        &self,
+        parent: GbId,
+        items: Vec<CatalogItem>,
+        now: Instant,
+    ) -> Vec<CatalogItem> {
+        if !self.gate.enforcing() {
+            return items;
+        }
+        let who = node_subject(parent);
+        let wall = self.wall(now);
+        items
+            .into_iter()
+            .filter(|i| self.item_shown(&self.gate, &who, &i.device_id, wall))
+            .collect()
+    }
+
+    fn item_shown(&self, gate: &Gate, who: &Subject, id: &str, wall: SystemTime) -> bool {
+        match GbId::parse(id) {
+            Ok(gid) => gate.shows(who, &gid, &self.ancestors(&gid), wall),
+            // Region codes (2–8 digits) are structure.
+            Err(_) => true,
+        }
+    }
+
+    /// Put `policy` in force (`None`: share everything). Parents are told
+    /// what they gained and lost as ADD/DEL, and calls from parents that
+    /// the new policy no longer allows end now, with the reason in a BYE
+    /// and in the audit.
+    pub fn set_policy(&mut self, policy: Option<Arc<Policy>>, now: Instant) {
+        let old = std::mem::replace(&mut self.gate, Gate::new(policy));
+        let wall = self.wall(now);
+        let rules = self.gate.policy().map_or(0, |p| p.rule_count());
+        tracing::info!(rules, "sharing policy in force");
+        self.audit(AuditEntry {
+            at_ms: epoch_ms(wall),
+            node: self.identity.id.to_string(),
+            kind: AuditKind::PolicyReload,
+            subject: format!("node:{}", self.identity.id),
+            on_behalf_of: None,
+            object: "policy".into(),
+            action: "reload".into(),
+            outcome: "ok".into(),
+            rule: None,
+            reason: format!("{rules} rules in force"),
+            session: None,
+            duration_ms: None,
+            bytes: None,
+        });
+        self.push_policy_change(&old, now);
+        self.revoke_calls(now);
+    }
+
+    /// Re-check what each registered parent sees under the new gate and
+    /// push the difference.
+    fn push_policy_change(&mut self, old: &Gate, now: Instant) {
+        let wall = self.wall(now);
+        let parents: Vec<GbId> = self
+            .uplinks
+            .iter()
+            .filter(|u| u.is_registered())
+            .map(|u| u.parent())
+            .collect();
+        for parent in parents {
+            let who = node_subject(parent);
+            let mut changes = Vec::new();
+            for mut item in self.catalog.export() {
+                let Ok(id) = GbId::parse(&item.device_id) else {
+                    continue;
+                };
+                if !id.is_channel() {
+                    continue;
+                }
+                let ancestors = self.ancestors(&id);
+                let before = old.shows(&who, &id, &ancestors, wall);
+                let after = self.gate.shows(&who, &id, &ancestors, wall);
+                if before && !after {
+                    changes.push(CatalogItem {
+                        device_id: item.device_id,
+                        event: Some(event::DEL.into()),
+                        ..CatalogItem::default()
+                    });
+                } else if after && !before {
+                    item.event = Some(event::ADD.into());
+                    changes.push(item);
+                }
+            }
+            if !changes.is_empty() {
+                tracing::info!(%parent, changes = changes.len(), "policy change pushed to the parent");
+                self.push_up(parent, changes, true, now);
+            }
+        }
+    }
+
+    /// End every call from a parent that the gate no longer allows.
+    fn revoke_calls(&mut self, now: Instant) {
+        for (call, parent, channel, playback) in self.incoming_calls() {
+            let ask = Ask {
+                who: node_subject(parent),
+                on_behalf_of: None,
+                channel,
+                action: if playback {
+                    Action::Playback
+                } else {
+                    Action::Live
+                },
+            };
+            let verdict = self.authorize(&ask, now);
+            if verdict.allowed {
+                continue;
+            }
+            let reason = format!("sharing revoked: {}", verdict.reason);
+            tracing::info!(call, %channel, %parent, %reason, "ending a call the policy no longer allows");
+            self.end_incoming(call, 403, reason, now);
+        }
+    }
+}
