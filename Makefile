@@ -70,6 +70,7 @@ test: deps clips
 bench: deps clips
 	$(CARGO) build --release --workspace --bins
 	$(CARGO) test --release -p integration --test bench -- --ignored --nocapture --test-threads=1
+	$(CARGO) test --release -p policy --test bench -- --ignored --nocapture
 
 lint:
 	$(CARGO) fmt --all -- --check
