@@ -385,6 +385,14 @@ impl Policy {
         check_groups(&rules, &mut errors);
         check_cycles(&rules, &mut errors);
         if !errors.is_empty() {
+            // Cross-line checks run after parsing; list everything in file and line order.
+            let order = |e: &PolicyError| match e {
+                PolicyError::Invalid { file, line, .. } | PolicyError::Cycle { file, line, .. } => {
+                    (files.iter().position(|(n, _)| n.as_ref() == file), *line)
+                }
+                PolicyError::Io { .. } => (None, 0),
+            };
+            errors.sort_by_key(order);
             return Err(PolicyErrors(errors));
         }
         Ok(compile(rules))
