@@ -73,6 +73,7 @@ bench: deps clips
 	$(CARGO) build --release --workspace --bins
 	$(CARGO) test --release -p integration --test bench -- --ignored --nocapture --test-threads=1
 	$(CARGO) test --release -p policy --test audit_bench -- --ignored --nocapture --test-threads=1
+	$(CARGO) test --release -p policy --test bench -- --ignored --nocapture
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::path::PathBuf;
 use std::time::SystemTime;
 
@@ -152,29 +153,62 @@ struct Entry {
     expires: i64,
 }
 
-/// One node of a digit trie: the rules whose object is this prefix.
+/// FxHash-style hasher for the index's maps. SipHash costs more than the
+/// whole trie walk; the keys are catalog IDs and configured subjects, and a
+/// request can only look keys up, not add them, so flooding is not a concern.
+#[derive(Debug, Default, Clone, Copy)]
+struct FastHasher(u64);
+
+impl FastHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+}
+
+impl Hasher for FastHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.add(u64::from_le_bytes(w));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(w));
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
+
+/// One node of a digit trie while it is built: the rules whose object is this prefix.
 #[derive(Debug, Default)]
-struct Node {
+struct BuildNode {
     /// Child per next digit; 0 is "none" (the root is never a child).
     children: [u32; 10],
     entries: Vec<Entry>,
 }
 
-/// Every rule written for one subject (not inherited ones).
+/// Every rule written for one subject, while it is built.
 #[derive(Debug)]
-struct Grants {
+struct Builder {
     subject: Subject,
-    /// Digit trie; node 0 is the root and holds `*` rules.
-    nodes: Vec<Node>,
-    /// `group:<id>` rules and named groups' ID members, keyed by ancestor ID.
+    nodes: Vec<BuildNode>,
     catalog: HashMap<GbId, Vec<Entry>>,
 }
 
-impl Grants {
-    fn new(subject: Subject) -> Grants {
-        Grants {
+impl Builder {
+    fn new(subject: Subject) -> Builder {
+        Builder {
             subject,
-            nodes: vec![Node::default()],
+            nodes: vec![BuildNode::default()],
             catalog: HashMap::new(),
         }
     }
@@ -187,8 +221,8 @@ impl Grants {
             let next = self.nodes[at].children[slot];
             at = if next == 0 {
                 let id = self.nodes.len();
-                self.nodes.push(Node::default());
-                self.nodes[at].children[slot] = u32::try_from(id).unwrap_or(u32::MAX);
+                self.nodes.push(BuildNode::default());
+                self.nodes[at].children[slot] = index_u32(id);
                 id
             } else {
                 next as usize
@@ -197,23 +231,92 @@ impl Grants {
         self.nodes[at].entries.push(e);
     }
 
+    /// Lays every entry out in one array, so a walk touches few cache lines.
+    fn freeze(self) -> Grants {
+        let mut entries = Vec::new();
+        let mut span = |es: Vec<Entry>| {
+            let start = index_u32(entries.len());
+            entries.extend(es);
+            (start, index_u32(entries.len()))
+        };
+        let nodes = self
+            .nodes
+            .into_iter()
+            .map(|n| {
+                let (start, end) = span(n.entries);
+                Node {
+                    children: n.children,
+                    start,
+                    end,
+                }
+            })
+            .collect();
+        let catalog = self
+            .catalog
+            .into_iter()
+            .map(|(id, es)| (id, span(es)))
+            .collect();
+        Grants {
+            subject: self.subject,
+            nodes,
+            entries,
+            catalog,
+        }
+    }
+}
+
+fn index_u32(i: usize) -> u32 {
+    u32::try_from(i).unwrap_or(u32::MAX)
+}
+
+/// One node of a frozen digit trie.
+#[derive(Debug)]
+struct Node {
+    /// Child per next digit; 0 is "none".
+    children: [u32; 10],
+    /// This node's rules: `Grants::entries[start..end]`.
+    start: u32,
+    end: u32,
+}
+
+/// Every rule written for one subject (not inherited ones).
+#[derive(Debug)]
+struct Grants {
+    subject: Subject,
+    /// Digit trie; node 0 is the root and holds `*` rules.
+    nodes: Vec<Node>,
+    entries: Vec<Entry>,
+    /// `group:<id>` rules and named groups' ID members, keyed by ancestor ID:
+    /// ranges of `entries`.
+    catalog: FastMap<GbId, (u32, u32)>,
+}
+
+impl Grants {
+    fn span(&self, start: u32, end: u32) -> &[Entry] {
+        self.entries
+            .get(start as usize..end as usize)
+            .unwrap_or_default()
+    }
+
     /// Calls `f` for every entry whose object covers the request, action not yet checked.
     #[inline]
     fn each<F: FnMut(&Entry)>(&self, channel: &GbId, ancestors: &[GbId], f: &mut F) {
-        let mut node = &self.nodes[0];
-        node.entries.iter().for_each(&mut *f);
+        let Some(mut node) = self.nodes.first() else {
+            return;
+        };
+        self.span(node.start, node.end).iter().for_each(&mut *f);
         for &d in channel.as_bytes() {
             let next = node.children[usize::from(d.wrapping_sub(b'0')) % 10];
             if next == 0 {
                 break;
             }
             node = &self.nodes[next as usize];
-            node.entries.iter().for_each(&mut *f);
+            self.span(node.start, node.end).iter().for_each(&mut *f);
         }
         if !self.catalog.is_empty() {
             for a in ancestors {
-                if let Some(es) = self.catalog.get(a) {
-                    es.iter().for_each(&mut *f);
+                if let Some(&(start, end)) = self.catalog.get(a) {
+                    self.span(start, end).iter().for_each(&mut *f);
                 }
             }
         }
@@ -229,7 +332,7 @@ pub struct Policy {
     subjects: Vec<Subject>,
     /// Subject → indices into `grants` of itself and everything it belongs to
     /// (transitively) that has rules of its own.
-    closure: HashMap<Subject, Vec<u32>>,
+    closure: FastMap<Subject, Vec<u32>>,
     grants: Vec<Grants>,
     /// Distinct expiries of `p` rules, ascending.
     expiries: Vec<Expiry>,
@@ -282,6 +385,14 @@ impl Policy {
         check_groups(&rules, &mut errors);
         check_cycles(&rules, &mut errors);
         if !errors.is_empty() {
+            // Cross-line checks run after parsing; list everything in file and line order.
+            let order = |e: &PolicyError| match e {
+                PolicyError::Invalid { file, line, .. } | PolicyError::Cycle { file, line, .. } => {
+                    (files.iter().position(|(n, _)| n.as_ref() == file), *line)
+                }
+                PolicyError::Io { .. } => (None, 0),
+            };
+            errors.sort_by_key(order);
             return Err(PolicyErrors(errors));
         }
         Ok(compile(rules))
@@ -541,7 +652,7 @@ fn compile(rules: Vec<Rule>) -> Policy {
         }
     }
 
-    let mut grants: Vec<Grants> = Vec::new();
+    let mut grants: Vec<Builder> = Vec::new();
     let mut grant_of: HashMap<&Subject, u32> = HashMap::new();
     let mut expiries = BTreeSet::new();
     for (i, r) in rules.iter().enumerate() {
@@ -549,7 +660,7 @@ fn compile(rules: Vec<Rule>) -> Policy {
             continue;
         };
         let gi = *grant_of.entry(&g.subject).or_insert_with(|| {
-            grants.push(Grants::new(g.subject.clone()));
+            grants.push(Builder::new(g.subject.clone()));
             u32::try_from(grants.len() - 1).unwrap_or(u32::MAX)
         });
         let table = &mut grants[gi as usize];
@@ -586,7 +697,7 @@ fn compile(rules: Vec<Rule>) -> Policy {
         }
     }
 
-    let mut closure = HashMap::new();
+    let mut closure = FastMap::default();
     for &s in &subjects {
         let mut seen: HashSet<&Subject> = HashSet::from([s]);
         let mut queue = vec![s];
@@ -608,7 +719,7 @@ fn compile(rules: Vec<Rule>) -> Policy {
     Policy {
         subjects: subjects.into_iter().cloned().collect(),
         closure,
-        grants,
+        grants: grants.into_iter().map(Builder::freeze).collect(),
         expiries: expiries.into_iter().collect(),
         generation: 0,
         rules,

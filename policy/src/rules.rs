@@ -748,12 +748,21 @@ fn p_count(found: usize) -> InvalidRule {
 mod tests {
     use super::*;
 
-    fn reason(text: &str) -> InvalidRule {
-        let (rules, errors) = parse_file("t.csv", text);
+    /// The reason `line`, put on line 2 of t.csv after a comment, is refused;
+    /// checks the error names t.csv:2.
+    fn reason(line: &str) -> InvalidRule {
+        let (rules, errors) = parse_file("t.csv", &format!("# header\n{line}\n"));
         assert!(rules.is_empty(), "{rules:?}");
         match errors.as_slice() {
-            [PolicyError::Invalid { reason, .. }] => reason.clone(),
-            other => panic!("expected one error, got {other:?}"),
+            [e @ PolicyError::Invalid {
+                file,
+                line: 2,
+                reason,
+            }] if file == "t.csv" => {
+                assert_eq!(e.to_string(), format!("t.csv:2: {reason}"));
+                reason.clone()
+            }
+            other => panic!("expected one error at t.csv:2, got {other:?}"),
         }
     }
 

@@ -248,6 +248,25 @@ fn cycle_across_files_names_the_closing_line() {
 }
 
 #[test]
+fn errors_are_listed_in_file_and_line_order() {
+    let errors = errors_of(&[
+        (
+            "a.csv",
+            "p, dept:a, group:nope, live, allow\np, dept:a, *, lve, allow\n",
+        ),
+        (
+            "b.csv",
+            "g, dept:x, role:y\ng, role:y, dept:x\np, dept:a, *, live, allw\n",
+        ),
+    ]);
+    let places: Vec<&str> = errors
+        .iter()
+        .map(|e| e.split(": ").next().unwrap_or_default())
+        .collect();
+    assert_eq!(places, ["a.csv:1", "a.csv:2", "b.csv:2", "b.csv:3"]);
+}
+
+#[test]
 fn undefined_group_is_refused() {
     let errors = errors_of(&[
         ("p.csv", "p, dept:a, group:rivr, live, allow\n"),

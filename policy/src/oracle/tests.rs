@@ -198,10 +198,10 @@ fn request() -> impl Strategy<Value = Req> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
-    fn index_agrees_with_casbin(text in policy_text(), reqs in prop::collection::vec(request(), 24)) {
+    fn index_agrees_with_casbin(text in policy_text(), reqs in prop::collection::vec(request(), 32)) {
         let policy = Policy::parse(&[("random.csv", text.as_str())])
             .map_err(|e| TestCaseError::fail(format!("generated policy refused: {e}")))?;
         let mut oracle = Oracle::new(&policy).map_err(|e| TestCaseError::fail(e.to_string()))?;
