@@ -15,8 +15,18 @@ use policy::audit::{AuditEntry, AuditWriter};
 use topology::GbId;
 
 /// A question or command for the node, run inside its loop; it may leave a
-/// waiter for a device query's answer.
-type Job = Box<dyn FnOnce(&mut Node, &mut Waiters) + Send>;
+/// waiter for a device query's answer, and its reply.
+type Job = Box<dyn FnOnce(&mut Node, &mut JobContext) + Send>;
+
+/// A job's reply to its caller, sent once what the job audited is durable.
+type Reply = Box<dyn FnOnce() + Send>;
+
+/// What a job may leave behind in the loop.
+struct JobContext {
+    waiters: Waiters,
+    /// Replies of this round, released after the round's audit batch.
+    replies: Vec<Reply>,
+}
 
 /// The outcome of a device query, as the HTTP handler receives it.
 pub type DeviceAnswer = Result<QueryAnswer, QueryError>;
@@ -52,8 +62,13 @@ impl NodeHandle {
         f: impl FnOnce(&mut Node, Instant) -> R + Send + 'static,
     ) -> Result<R, Stopped> {
         let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move |node, _| {
-            let _ = tx.send(f(node, Instant::now()));
+        let job: Job = Box::new(move |node, cx| {
+            let r = f(node, Instant::now());
+            // A decision's answer leaves only once its audit record is
+            // written (see `Running::flush`).
+            cx.replies.push(Box::new(move || {
+                let _ = tx.send(r);
+            }));
         });
         self.jobs.send(job).await.map_err(|_| Stopped)?;
         rx.await.map_err(|_| Stopped)
@@ -63,11 +78,11 @@ impl NodeHandle {
     /// its answer (or the node's verdict: not found, busy, timed out).
     pub async fn ask_device(&self, id: GbId, query: DeviceQuery) -> Result<DeviceAnswer, Stopped> {
         let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move |node, waiters| {
+        let job: Job = Box::new(move |node, cx| {
             let ticket = node.ask_device(id, query, Instant::now());
             // Registered before the loop drains answers, so even one known
             // at once finds its waiter.
-            waiters.insert(ticket, tx);
+            cx.waiters.insert(ticket, tx);
         });
         self.jobs.send(job).await.map_err(|_| Stopped)?;
         rx.await.map_err(|_| Stopped)
@@ -85,8 +100,10 @@ pub struct Running {
     transport_stop: CancellationToken,
     /// Where call events go (the media plane); dropped when nobody listens.
     call_events: Option<mpsc::UnboundedSender<CallEvent>>,
-    /// HTTP handlers waiting for device query answers.
-    waiters: Waiters,
+    /// HTTP handlers waiting for device query answers, and job replies.
+    cx: JobContext,
+    /// Replies held until the audit batch before them is committed.
+    held_replies: std::collections::VecDeque<(u64, Reply)>,
     /// Where audit records go; `None` when the node keeps no audit.
     audit: Option<AuditWriter>,
     /// Audit batches handed to the writer, numbered from 1.
@@ -125,7 +142,11 @@ impl Running {
                 shutdown,
                 transport_stop,
                 call_events: None,
-                waiters: HashMap::new(),
+                cx: JobContext {
+                    waiters: HashMap::new(),
+                    replies: Vec::new(),
+                },
+                held_replies: std::collections::VecDeque::new(),
                 audit: None,
                 audit_sent: 0,
                 audit_acks: ack_rx,
@@ -161,11 +182,19 @@ impl Running {
             self.submit_audit(batch);
         }
         self.node.drain_transmits(out);
+        let waiting = self.audit_done < self.audit_sent;
         for t in out.drain(..) {
-            if self.audit_done < self.audit_sent {
+            if waiting {
                 self.held.push_back((self.audit_sent, t));
             } else {
                 self.transports.send(t);
+            }
+        }
+        for r in std::mem::take(&mut self.cx.replies) {
+            if waiting {
+                self.held_replies.push_back((self.audit_sent, r));
+            } else {
+                r();
             }
         }
         while let Some(ev) = self.node.poll_call_event() {
@@ -175,7 +204,7 @@ impl Running {
         }
         while let Some(a) = self.node.poll_query_answer() {
             // A handler gone (client hung up) just drops the answer.
-            if let Some(tx) = self.waiters.remove(&a.ticket) {
+            if let Some(tx) = self.cx.waiters.remove(&a.ticket) {
                 let _ = tx.send(a.result);
             }
         }
@@ -221,6 +250,15 @@ impl Running {
                 self.transports.send(t);
             }
         }
+        while self
+            .held_replies
+            .front()
+            .is_some_and(|(s, _)| *s <= self.audit_done)
+        {
+            if let Some((_, r)) = self.held_replies.pop_front() {
+                r();
+            }
+        }
     }
 
     /// Run until `shutdown` fires, then unregister from the parent (waiting
@@ -248,7 +286,7 @@ impl Running {
                     }
                 }
                 j = self.jobs.recv() => {
-                    if let Some(job) = j { job(&mut self.node, &mut self.waiters); }
+                    if let Some(job) = j { job(&mut self.node, &mut self.cx); }
                 }
                 Some((seq, ok)) = self.audit_acks.recv() => self.on_audit_ack(seq, ok),
                 _ = tokio::time::sleep_until(wake.into()) => {
@@ -261,6 +299,9 @@ impl Running {
         self.audit_done = self.audit_sent;
         for (_, t) in std::mem::take(&mut self.held) {
             self.transports.send(t);
+        }
+        for (_, r) in std::mem::take(&mut self.held_replies) {
+            r();
         }
         self.node.shutdown(Instant::now());
         self.flush(&mut out);

@@ -84,6 +84,10 @@ pub struct Cluster {
     dir: PathBuf,
     nodes: HashMap<GbId, Child>,
     sims: HashMap<GbId, Child>,
+    /// Extra `gbgate run` arguments per node (policy, tokens, audit).
+    args: HashMap<GbId, Vec<String>>,
+    /// Token the harness's own API calls carry (nodes with a policy).
+    bearer: Option<String>,
 }
 
 impl Cluster {
@@ -100,7 +104,21 @@ impl Cluster {
     /// Write the tree into `dir` and start every node, but no fleets yet
     /// (benchmarks start them once the tree is linked).
     pub fn start_nodes(dir: &Path, spec: TreeSpec, fleet: FleetSpec) -> Result<Cluster> {
+        Cluster::start_nodes_with(dir, spec, fleet, |_| Vec::new(), None)
+    }
+
+    /// [`Cluster::start_nodes`], each node run with the extra arguments
+    /// `args` gives for it (after the tree is written, so they may name
+    /// files beside it); the harness's API calls carry `bearer`.
+    pub fn start_nodes_with(
+        dir: &Path,
+        spec: TreeSpec,
+        fleet: FleetSpec,
+        args: impl Fn(&TreeNode) -> Vec<String>,
+        bearer: Option<String>,
+    ) -> Result<Cluster> {
         let tree = write_tree(dir, &spec).context("writing the topology")?;
+        let args = tree.nodes.iter().map(|n| (n.id, args(n))).collect();
         let mut c = Cluster {
             tree,
             fleet,
@@ -108,6 +126,8 @@ impl Cluster {
             dir: dir.to_path_buf(),
             nodes: HashMap::new(),
             sims: HashMap::new(),
+            args,
+            bearer,
         };
         let ids: Vec<GbId> = c.tree.nodes.iter().map(|n| n.id).collect();
         for id in &ids {
@@ -168,6 +188,7 @@ impl Cluster {
             .args(["run", "--topology"])
             .arg(&self.tree.topology)
             .args(["--node", id.as_str()])
+            .args(self.args.get(id).into_iter().flatten())
             .env(
                 "RUST_LOG",
                 std::env::var("GBGATE_LOG").unwrap_or_else(|_| "info".into()),
@@ -261,7 +282,7 @@ impl Cluster {
                 n.http,
                 all.len()
             );
-            let page: CatalogPage = ureq::get(&url).call()?.body_mut().read_json()?;
+            let page: CatalogPage = self.get(&url).call()?.body_mut().read_json()?;
             let got = page.items.len();
             all.extend(page.items);
             if got == 0 || all.len() >= page.total {
@@ -270,11 +291,20 @@ impl Cluster {
         }
     }
 
+    /// A GET carrying the harness's token, if it has one.
+    pub fn get(&self, url: &str) -> ureq::RequestBuilder<ureq::typestate::WithoutBody> {
+        let r = ureq::get(url);
+        match &self.bearer {
+            Some(t) => r.header("Authorization", format!("Bearer {t}")),
+            None => r,
+        }
+    }
+
     /// A node's topology view.
     pub fn topology(&self, id: &GbId) -> Result<TopologyView> {
         let n = self.node(id)?;
         let url = format!("http://{}/api/v1/topology", n.http);
-        Ok(ureq::get(&url).call()?.body_mut().read_json()?)
+        Ok(self.get(&url).call()?.body_mut().read_json()?)
     }
 
     /// Kill a village's device fleet abruptly: its cameras stop sending
@@ -305,7 +335,7 @@ impl Cluster {
     pub fn streams(&self, id: &GbId) -> Result<Vec<gbgate::streams::StreamInfo>> {
         let n = self.node(id)?;
         let url = format!("http://{}/api/v1/streams", n.http);
-        Ok(ureq::get(&url).call()?.body_mut().read_json()?)
+        Ok(self.get(&url).call()?.body_mut().read_json()?)
     }
 
     /// A node's Prometheus metrics text.

@@ -798,7 +798,7 @@ fn calls_survive_a_lossy_network() {
     let offer = sdp(VILLAGE, 30000, "0102000001", "Play");
     let call = w
         .node
-        .place_call(channel, CallKind::Live, &offer, w.now)
+        .place_call(channel, CallKind::Live, &offer, None, w.now)
         .unwrap();
     let mut fleet_call = None;
     let mut answered = None;
@@ -852,7 +852,7 @@ fn calls_survive_a_lossy_network() {
     // A call given up before the answer is CANCELled: the camera answers 487.
     let call2 = w
         .node
-        .place_call(channel, CallKind::Live, &offer, w.now)
+        .place_call(channel, CallKind::Live, &offer, None, w.now)
         .unwrap();
     w.node.hangup(call2, w.now);
     let mut failed = false;
@@ -900,6 +900,7 @@ fn calls_survive_a_lossy_network() {
                 channel: ch,
                 kind,
                 offer,
+                ..
             } = ev
             {
                 assert_eq!(
@@ -972,7 +973,7 @@ fn answered_call(w: &mut World, channel: GbId, port: u16) -> (u64, String) {
     let offer = sdp(VILLAGE, port, "0102000001", "Play");
     let call = w
         .node
-        .place_call(channel, CallKind::Live, &offer, w.now)
+        .place_call(channel, CallKind::Live, &offer, None, w.now)
         .unwrap();
     let (mut call_id, mut answered) = (None, false);
     for _ in 0..300 {
@@ -1337,4 +1338,56 @@ fn the_parent_sees_and_watches_only_what_the_policy_shares_and_loses_it_when_rev
         .iter()
         .any(|e| e.object == "policy" && e.action == "reload"));
     assert_eq!(w.node.open_calls(), 0);
+}
+
+#[test]
+fn an_expiring_grant_ends_the_parents_call_and_its_catalog_entry_on_time() {
+    let mut w = World::new(u64::MAX, u64::MAX);
+    let mut channels: Vec<String> = w.fleet.channel_ids();
+    channels.sort();
+    let cam = channels[0].clone();
+    // The grant runs out 30 s (of virtual time) from now.
+    let unix_now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let until = policy::Expiry::from_unix(unix_now + 30).unwrap();
+    let rules = format!(
+        "p, node:{PARENT}, {cam}, catalog, allow, {until}\np, node:{PARENT}, {cam}, live, allow, {until}\n"
+    );
+    let policy = policy::Policy::parse(&[("grant.csv", rules.as_str())]).unwrap();
+    let start = w.now;
+    w.node.set_policy(Some(Arc::new(policy)), w.now);
+    w.run_until(Duration::from_secs(20), |w| {
+        notified_ids(&w.parent).contains(&cam)
+    });
+    let call = parent_invites(&mut w, &cam, 40).unwrap();
+    w.node
+        .accept_call(call, &sdp(VILLAGE, 30006, "0102000009", "Play"), w.now);
+    let before = w.parent.bodies.len();
+    // Until the expiry the call stays; within a second after it, it ends
+    // and the parent hears DEL.
+    let mut ended_at = None;
+    while ended_at.is_none() {
+        w.step(Duration::from_millis(100));
+        while let Some(ev) = w.node.poll_call_event() {
+            if matches!(ev, CallEvent::Ended { call: c, .. } if c == call) {
+                ended_at = Some(w.now - start);
+            }
+        }
+        assert!(
+            w.now - start < Duration::from_secs(40),
+            "the call outlived its grant"
+        );
+    }
+    let ended_at = ended_at.unwrap();
+    assert!(
+        ended_at >= Duration::from_secs(28) && ended_at <= Duration::from_secs(32),
+        "{ended_at:?}"
+    );
+    w.step(Duration::from_secs(1));
+    let del = w.parent.bodies[before..].iter().any(|b| {
+        matches!(b, Manscdp::CatalogNotify(l) if l.items.iter().any(|i| i.device_id == cam && i.event.as_deref() == Some("DEL")))
+    });
+    assert!(del, "the parent hears DEL when the grant expires");
 }

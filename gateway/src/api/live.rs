@@ -161,7 +161,8 @@ pub async fn get_live(
         Ok(s) => s,
         Err(r) => return r.into_response(),
     };
-    match streams.watch_live(channel, format).await {
+    let behalf = holder.as_ref().map(|h| h.subject());
+    match streams.watch_live(channel, format, behalf).await {
         Ok(v) => {
             let guard = holder.map(|h| st.viewers.open(h, channel, Action::Live));
             video_response(format, v, None, guard)
@@ -200,7 +201,11 @@ pub async fn get_playback(
         Ok(s) => s,
         Err(r) => return r.into_response(),
     };
-    match streams.watch_playback(channel, start, end, format).await {
+    let behalf = holder.as_ref().map(|h| h.subject());
+    match streams
+        .watch_playback(channel, start, end, format, behalf)
+        .await
+    {
         Ok((session, v)) => {
             let guard = holder.map(|h| st.viewers.open(h, channel, Action::Playback));
             video_response(format, v, Some(session), guard)

@@ -21,7 +21,7 @@ use crate::sip::header::{new_tag, reasons, NameAddr, Reason};
 use crate::sip::message::{Method, Request, Response};
 use crate::sip::transaction::AckMatch;
 use crate::sip::{Peer, Transmit};
-use policy::Action;
+use policy::{Action, Subject};
 
 /// Content type of SDP bodies (GB/T 28181 writes it in capitals).
 pub const SDP: &str = "APPLICATION/SDP";
@@ -93,6 +93,9 @@ pub enum CallEvent {
         kind: CallKind,
         /// The parent's offer (where to send, SSRC, transport).
         offer: GbSdp,
+        /// The department the parent says it asks for (audited, and
+        /// passed on in our own INVITE below).
+        on_behalf_of: Option<Subject>,
     },
     /// INFO (MANSRTSP) from the parent on an incoming call.
     Info {
@@ -244,6 +247,7 @@ impl Node {
         channel: GbId,
         kind: CallKind,
         offer: &GbSdp,
+        on_behalf_of: Option<&Subject>,
         now: Instant,
     ) -> Result<CallId, CallError> {
         if self.calls.dialogs.len() >= self.settings.max_calls {
@@ -287,6 +291,9 @@ impl Node {
                 self.identity.id
             ),
         );
+        if let Some(who) = on_behalf_of {
+            req.headers.push(ON_BEHALF_OF, who.to_string());
+        }
         let call_id = req.call_id().unwrap_or_default().to_owned();
         let local = req.headers.get("From").unwrap_or_default().to_owned();
         let remote = req.headers.get("To").unwrap_or_default().to_owned();
@@ -758,12 +765,13 @@ impl Node {
         };
         // The gate, before any work: a channel not shared with this parent
         // is refused as one that does not exist would be.
+        let on_behalf_of: Option<Subject> = req
+            .headers
+            .get(ON_BEHALF_OF)
+            .and_then(|v| v.trim().parse().ok());
         let ask = Ask {
             who: node_subject(caller),
-            on_behalf_of: req
-                .headers
-                .get(ON_BEHALF_OF)
-                .and_then(|v| v.trim().parse().ok()),
+            on_behalf_of: on_behalf_of.clone(),
             channel,
             action: match offer.session.as_str() {
                 "Playback" => Action::Playback,
@@ -812,6 +820,7 @@ impl Node {
             channel,
             kind,
             offer,
+            on_behalf_of,
         });
     }
 

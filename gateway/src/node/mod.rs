@@ -159,6 +159,10 @@ pub struct Node {
     wall_base: (Instant, std::time::SystemTime),
     /// False while the audit store refuses records.
     audit_healthy: bool,
+    /// When the next rule of the policy in force expires.
+    policy_expiry: Option<Instant>,
+    /// Wall time the catalog each parent sees was last worked out at.
+    policy_seen_at: std::time::SystemTime,
 }
 
 /// A method as a metric label: unknown methods share one label so a peer
@@ -352,6 +356,8 @@ impl Node {
             outputs: std::collections::VecDeque::new(),
             wall_base: (now, std::time::SystemTime::now()),
             audit_healthy: true,
+            policy_expiry: None,
+            policy_seen_at: std::time::SystemTime::UNIX_EPOCH,
             identity,
             settings,
             credentials,
@@ -428,6 +434,7 @@ impl Node {
         };
         min(self.tx.poll_timeout());
         min(self.flush_at);
+        min(self.policy_expiry);
         if !self.shutting_down {
             for u in &self.uplinks {
                 min(u.next_wake());
@@ -1318,6 +1325,9 @@ impl Node {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.tx.handle_timeout(now);
         self.process_client_events(now);
+        if self.policy_expiry.is_some_and(|t| now >= t) {
+            self.policy_time_passed(now);
+        }
         if self.flush_at.is_some_and(|t| now >= t) {
             self.flush_up(now);
         }

@@ -309,14 +309,44 @@ impl Node {
             duration_ms: None,
             bytes: None,
         });
-        self.push_policy_change(&old, now);
+        self.push_policy_change(&old, wall, wall, now);
+        self.policy_seen_at = wall;
         self.revoke_calls(now);
+        self.schedule_expiry(now);
     }
 
-    /// Re-check what each registered parent sees under the new gate and
-    /// push the difference.
-    fn push_policy_change(&mut self, old: &Gate, now: Instant) {
+    /// A grant or deny of the policy in force expired: parents lose (or
+    /// regain) what it covered, and calls it no longer allows end.
+    pub(super) fn policy_time_passed(&mut self, now: Instant) {
         let wall = self.wall(now);
+        let gate = self.gate.clone();
+        tracing::info!("a policy rule expired; re-checking what is shared");
+        self.push_policy_change(&gate, self.policy_seen_at, wall, now);
+        self.policy_seen_at = wall;
+        self.revoke_calls(now);
+        self.schedule_expiry(now);
+    }
+
+    fn schedule_expiry(&mut self, now: Instant) {
+        let wall = self.wall(now);
+        self.policy_expiry = self
+            .gate
+            .policy()
+            .and_then(|p| p.next_expiry(wall))
+            .and_then(|at| at.duration_since(wall).ok())
+            .map(|d| now + d);
+    }
+
+    /// Work out what each registered parent saw under `old` at `old_wall`
+    /// and sees under the gate in force at `new_wall`, and push the
+    /// difference.
+    fn push_policy_change(
+        &mut self,
+        old: &Gate,
+        old_wall: SystemTime,
+        new_wall: SystemTime,
+        now: Instant,
+    ) {
         let parents: Vec<GbId> = self
             .uplinks
             .iter()
@@ -334,8 +364,8 @@ impl Node {
                     continue;
                 }
                 let ancestors = self.ancestors(&id);
-                let before = old.shows(&who, &id, &ancestors, wall);
-                let after = self.gate.shows(&who, &id, &ancestors, wall);
+                let before = old.shows(&who, &id, &ancestors, old_wall);
+                let after = self.gate.shows(&who, &id, &ancestors, new_wall);
                 if before && !after {
                     changes.push(CatalogItem {
                         device_id: item.device_id,

@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use policy::Subject;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use topology::GbId;
@@ -326,6 +327,7 @@ impl StreamManager {
                 channel,
                 kind,
                 offer,
+                on_behalf_of,
             } => {
                 // Registered before the task starts, so a CANCEL or BYE
                 // handled right after finds it.
@@ -340,7 +342,7 @@ impl StreamManager {
                 let me = self.clone();
                 tokio::spawn(async move {
                     me.clone()
-                        .serve_parent(call, channel, kind, offer, stop)
+                        .serve_parent(call, channel, kind, offer, on_behalf_of, stop)
                         .await;
                     locked(&me.serving).remove(&call);
                 });
@@ -373,17 +375,27 @@ impl StreamManager {
     // ------------------------------------------------------------- opening
 
     /// The live hub of `channel`, opening it below if nobody watches it yet.
-    pub async fn open_live(self: &Arc<Self>, channel: GbId) -> Result<Arc<Hub>, OpenError> {
+    /// `on_behalf_of` names the department the INVITE below is for (the
+    /// first opener's: later viewers share the stream).
+    pub async fn open_live(
+        self: &Arc<Self>,
+        channel: GbId,
+        on_behalf_of: Option<Subject>,
+    ) -> Result<Arc<Hub>, OpenError> {
         for _ in 0..3 {
             let me = self.clone();
+            let behalf = on_behalf_of.clone();
             let hub = self
                 .live
                 .try_get_with(channel, async move {
                     // Its own task: a cancelled first caller must not make
                     // the next caller INVITE again.
-                    tokio::spawn(async move { me.open_upstream(StreamKey::Live(channel)).await })
-                        .await
-                        .map_err(|e| OpenError::Failed(format!("opening task failed: {e}")))?
+                    tokio::spawn(async move {
+                        me.open_upstream_kind(StreamKey::Live(channel), CallKind::Live, behalf)
+                            .await
+                    })
+                    .await
+                    .map_err(|e| OpenError::Failed(format!("opening task failed: {e}")))?
                 })
                 .await
                 .map_err(|e: Arc<OpenError>| (*e).clone())?;
@@ -415,10 +427,11 @@ impl StreamManager {
         self: &Arc<Self>,
         channel: GbId,
         format: Format,
+        on_behalf_of: Option<Subject>,
     ) -> Result<Viewer, OpenError> {
         let mut last = None;
         for _ in 0..2 {
-            let hub = self.open_live(channel).await?;
+            let hub = self.open_live(channel, on_behalf_of.clone()).await?;
             match hub.join(format, self.settings.open_timeout).await {
                 Ok(v) => return Ok(v),
                 // A working stream whose linger ran out just as we came:
@@ -444,8 +457,11 @@ impl StreamManager {
         start: u64,
         end: u64,
         format: Format,
+        on_behalf_of: Option<Subject>,
     ) -> Result<(u64, Viewer), OpenError> {
-        let (session, hub) = self.open_playback(channel, start, end).await?;
+        let (session, hub) = self
+            .open_playback(channel, start, end, on_behalf_of)
+            .await?;
         let viewer = hub.join(format, self.settings.open_timeout).await?;
         Ok((session, viewer))
     }
@@ -457,6 +473,7 @@ impl StreamManager {
         channel: GbId,
         start: u64,
         end: u64,
+        on_behalf_of: Option<Subject>,
     ) -> Result<(u64, Arc<Hub>), OpenError> {
         // Random, so one viewer cannot guess another's session to control it.
         let session = loop {
@@ -471,6 +488,7 @@ impl StreamManager {
             me.open_upstream_kind(
                 StreamKey::Playback(channel, session),
                 CallKind::Playback { start, end },
+                on_behalf_of,
             )
             .await
         })
@@ -521,14 +539,11 @@ impl StreamManager {
         self.send_info(call, body);
     }
 
-    async fn open_upstream(self: &Arc<Self>, key: StreamKey) -> Result<Arc<Hub>, OpenError> {
-        self.open_upstream_kind(key, CallKind::Live).await
-    }
-
     async fn open_upstream_kind(
         self: &Arc<Self>,
         key: StreamKey,
         kind: CallKind,
+        on_behalf_of: Option<Subject>,
     ) -> Result<Arc<Hub>, OpenError> {
         // Reserve the slot now, so concurrent opens cannot overshoot.
         if self.open_hubs.fetch_add(1, Ordering::AcqRel) >= self.settings.max_streams {
@@ -538,7 +553,7 @@ impl StreamManager {
                 self.settings.max_streams
             )));
         }
-        let r = self.open_reserved(key, kind).await;
+        let r = self.open_reserved(key, kind, on_behalf_of).await;
         if r.is_err() {
             self.open_hubs.fetch_sub(1, Ordering::AcqRel);
         }
@@ -549,6 +564,7 @@ impl StreamManager {
         self: &Arc<Self>,
         key: StreamKey,
         kind: CallKind,
+        on_behalf_of: Option<Subject>,
     ) -> Result<Arc<Hub>, OpenError> {
         let channel = match &key {
             StreamKey::Live(c) | StreamKey::Playback(c, _) => *c,
@@ -575,7 +591,7 @@ impl StreamManager {
         let placed = self
             .node
             .command(move |n, now| {
-                let r = n.place_call(channel, kind, &offer, now);
+                let r = n.place_call(channel, kind, &offer, on_behalf_of.as_ref(), now);
                 if let Ok(call) = r {
                     // Registered inside the node's loop, so the answer
                     // cannot overtake it.
@@ -745,6 +761,7 @@ impl StreamManager {
         channel: GbId,
         kind: CallKind,
         offer: GbSdp,
+        on_behalf_of: Option<Subject>,
         stop: CancellationToken,
     ) {
         let refuse = |status: u16, reason: String| {
@@ -768,9 +785,12 @@ impl StreamManager {
         // source below has answered, not after its first keyframe, so each
         // tier's INVITE timeout covers signalling only, not GOP waits.
         let opened = match &kind {
-            CallKind::Live => self.open_live(channel).await.map(|h| (h, None)),
+            CallKind::Live => self
+                .open_live(channel, on_behalf_of)
+                .await
+                .map(|h| (h, None)),
             CallKind::Playback { start, end } => self
-                .open_playback(channel, *start, *end)
+                .open_playback(channel, *start, *end, on_behalf_of)
                 .await
                 .map(|(session, h)| {
                     let below = locked(&self.playbacks).get(&session).map(|(c, _)| *c);
