@@ -576,10 +576,14 @@ fn check(path: &PathBuf) -> Result<()> {
     Ok(())
 }
 
+/// GET a node's API; with a policy in force the admin token comes from
+/// `GBGATE_TOKEN` (an environment variable, so it stays out of `ps`).
 fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> Result<T> {
-    let mut resp = ureq::get(url)
-        .call()
-        .with_context(|| format!("GET {url}"))?;
+    let mut req = ureq::get(url);
+    if let Ok(t) = std::env::var("GBGATE_TOKEN") {
+        req = req.header("Authorization", format!("Bearer {t}"));
+    }
+    let mut resp = req.call().with_context(|| format!("GET {url}"))?;
     Ok(resp.body_mut().read_json()?)
 }
 

@@ -251,6 +251,77 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_demo_policy_says_what_the_demo_prints() {
+        use policy::{Action, Outcome, Policy, Request, Subject};
+        let dir = tempfile::tempdir().unwrap();
+        let tree = write_tree(dir.path(), &TreeSpec::default()).unwrap();
+        let now = 1_900_000_000;
+        let s = write_demo_sharing(dir.path(), &tree, 20, now, 180).unwrap();
+        assert_eq!(s.visible_cameras, 120, "one town of 40 cameras kept below");
+        let city = tree.root();
+        let load = |id: &GbId| {
+            Policy::load(&[dir.path().join("policy").join(format!("{id}.csv"))]).unwrap()
+        };
+        let at = |secs: i64| std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs as u64);
+        let decide = |p: &Policy, who: &str, cam: &str, action: Action, t: i64| {
+            let subject: Subject = who.parse().unwrap();
+            let channel = GbId::parse(cam).unwrap();
+            p.decide(
+                &Request {
+                    subject: &subject,
+                    channel: &channel,
+                    ancestors: &[],
+                    action,
+                },
+                at(t),
+            )
+            .outcome
+                == Outcome::Allow
+        };
+        let p = load(&city.id);
+        let villages = tree.level("village");
+        let (police_v, traffic_v) = (villages[0], villages[2]);
+        let intersection = camera(police_v, 10);
+        let own = camera(traffic_v, 20);
+        assert!(decide(&p, "dept:police", &own, Action::Playback, now));
+        assert!(decide(&p, "dept:traffic", &own, Action::Playback, now));
+        assert!(decide(&p, "dept:traffic", &intersection, Action::Live, now));
+        assert!(!decide(
+            &p,
+            "dept:traffic",
+            &intersection,
+            Action::Playback,
+            now
+        ));
+        assert!(!decide(
+            &p,
+            "dept:traffic",
+            &camera(police_v, 11),
+            Action::Live,
+            now
+        ));
+        let (expiring, until) = &s.expiring;
+        assert!(decide(&p, "dept:urban", expiring, Action::Live, until - 1));
+        assert!(!decide(&p, "dept:urban", expiring, Action::Live, until + 1));
+        // The partial county shares its first town's cameras, not the other's.
+        let (county, kept) = s.partial;
+        let cp = load(&county);
+        let towns: Vec<_> = tree
+            .level("town")
+            .into_iter()
+            .filter(|t| t.parent == Some(county))
+            .collect();
+        let cam_in = |town: GbId| format!("{}1310100001", town.domain());
+        let node = format!("node:{}", city.id);
+        assert!(decide(&cp, &node, &cam_in(towns[0].id), Action::Live, now));
+        assert!(!decide(&cp, &node, &cam_in(kept), Action::Catalog, now));
+        // A token per department, hashes only on disk.
+        let tokens = std::fs::read_to_string(dir.path().join("tokens.toml")).unwrap();
+        assert_eq!(s.depts.len(), 4);
+        assert!(s.depts.iter().all(|d| !tokens.contains(&d.token)));
+    }
+
+    #[test]
     fn clips_are_found_from_the_binary_not_the_current_directory() {
         let ws = tempfile::tempdir().unwrap();
         let root = ws.path();
@@ -275,4 +346,231 @@ mod tests {
             root.join("target/clips")
         );
     }
+}
+
+/// A department's token in the demo, and what its policy lets it do.
+#[derive(Debug, Clone)]
+pub struct DemoDept {
+    /// The department (`dept:<name>`).
+    pub dept: String,
+    /// The token's holder.
+    pub user: String,
+    /// The bearer token (printed once by the demo).
+    pub token: String,
+    /// May use the admin endpoints.
+    pub admin: bool,
+    /// What the city's policy lets it see and watch, in words.
+    pub may: String,
+}
+
+/// The demo's sharing: policy files per node, the tokens file, and each
+/// node's `gbgate run` arguments.
+#[derive(Debug, Clone)]
+pub struct DemoSharing {
+    /// The departments and their tokens.
+    pub depts: Vec<DemoDept>,
+    /// The camera whose temporary grant expires during the demo, and when
+    /// (Unix seconds).
+    pub expiring: (String, i64),
+    /// The county that shares only part of its cameras, and the town whose
+    /// cameras it keeps to itself.
+    pub partial: (GbId, GbId),
+    /// Cameras the city ends up seeing.
+    pub visible_cameras: usize,
+}
+
+/// The prefix of a village's cameras (type 131): its town's 10-digit
+/// domain, `1310`, and the village's serial digit (gbsim numbers a
+/// village's devices from `device_serial_base + 1`).
+fn village_cameras(village: &TreeNode) -> String {
+    format!(
+        "{}1310{}",
+        village.id.domain(),
+        village.device_serial_base / 100_000
+    )
+}
+
+/// A camera of `village`: its `serial` above the village's base.
+fn camera(village: &TreeNode, serial: u32) -> String {
+    format!(
+        "{}1310{:06}",
+        village.id.domain(),
+        village.device_serial_base + serial
+    )
+}
+
+/// Write the demo's sharing policy under `dir/policy/` and `dir/tokens.toml`:
+/// police see and replay everything; traffic owns the cameras of one
+/// village and may watch (live only) the police cameras at intersections;
+/// urban management owns another village plus a shared group, and holds a
+/// grant on one more camera that expires `expire_after_secs` after
+/// `now_unix`; the second county shares only its first town's cameras with
+/// the city; every other node shares everything with its parent.
+/// `channels_per_village` is what one fleet exposes.
+pub fn write_demo_sharing(
+    dir: &Path,
+    tree: &Tree,
+    channels_per_village: usize,
+    now_unix: i64,
+    expire_after_secs: i64,
+) -> std::io::Result<DemoSharing> {
+    let pdir = dir.join("policy");
+    std::fs::create_dir_all(&pdir)?;
+    let villages = tree.level("village");
+    let city = tree.root();
+    let counties = tree.level("county");
+    let v = |i: usize| villages.get(i).copied();
+    let (Some(police_v), Some(traffic_v), Some(urban_v)) = (v(0), v(2), v(3)) else {
+        return Err(std::io::Error::other("the demo tree needs 4 villages"));
+    };
+    // Serials from the village's base: IPC i is 2i and its channel 2i+1
+    // (1, 3, 5, 7); NVR 0 is 8 with channels 9–16, NVR 1 is 17 with 18–25.
+    let intersections = [
+        camera(police_v, 1),
+        camera(police_v, 3),
+        camera(police_v, 10),
+    ];
+    let urban_shared = [camera(police_v, 5), camera(traffic_v, 11)];
+    let expiring = camera(police_v, 12);
+    let until = now_unix + expire_after_secs;
+    let expiry = policy::Expiry::from_unix(until)
+        .ok_or_else(|| std::io::Error::other("expiry out of range"))?;
+    let mut city_rules = String::from(
+        "# Departments at the city (gbdemo). Deny wins; expiry is UTC.\n\
+         p, dept:police, *, catalog, allow\n\
+         p, dept:police, *, live, allow\n\
+         p, dept:police, *, playback, allow\n",
+    );
+    city_rules.push_str(&format!(
+        "# traffic owns {}'s cameras, and watches police cameras at intersections (live only)\n\
+         p, dept:traffic, {}*, *, allow\n\
+         p, dept:traffic, group:intersections, catalog, allow\n\
+         p, dept:traffic, group:intersections, live, allow\n",
+        traffic_v.name,
+        village_cameras(traffic_v)
+    ));
+    for c in &intersections {
+        city_rules.push_str(&format!("g2, {c}, group:intersections\n"));
+    }
+    city_rules.push_str(&format!(
+        "# urban management owns {}'s cameras plus a shared group\n\
+         p, dept:urban, {}*, *, allow\n\
+         p, dept:urban, group:urban-shared, catalog, allow\n\
+         p, dept:urban, group:urban-shared, live, allow\n",
+        urban_v.name,
+        village_cameras(urban_v)
+    ));
+    for c in &urban_shared {
+        city_rules.push_str(&format!("g2, {c}, group:urban-shared\n"));
+    }
+    city_rules.push_str(&format!(
+        "# a temporary grant, approved for the demo: it expires while you watch\n\
+         p, dept:urban, {expiring}, catalog, allow, {expiry}\n\
+         p, dept:urban, {expiring}, live, allow, {expiry}\n"
+    ));
+    std::fs::write(pdir.join(format!("{}.csv", city.id)), city_rules)?;
+    let partial_county = counties
+        .get(1)
+        .copied()
+        .ok_or_else(|| std::io::Error::other("the demo tree needs 2 counties"))?;
+    let towns_of_partial: Vec<&TreeNode> = tree
+        .level("town")
+        .into_iter()
+        .filter(|t| t.parent == Some(partial_county.id))
+        .collect();
+    let (Some(shared_town), Some(kept_town)) = (towns_of_partial.first(), towns_of_partial.get(1))
+    else {
+        return Err(std::io::Error::other("the partial county needs 2 towns"));
+    };
+    let mut hidden = 0;
+    for n in &tree.nodes {
+        let Some(parent) = n.parent else { continue };
+        let rules = if n.id == partial_county.id {
+            hidden = villages
+                .iter()
+                .filter(|v| v.parent == Some(kept_town.id))
+                .count()
+                * channels_per_village;
+            format!(
+                "# {} shares only {}'s cameras with the city\n\
+                 p, node:{parent}, {}*, *, allow\n",
+                n.name,
+                shared_town.name,
+                shared_town.id.domain()
+            )
+        } else {
+            format!(
+                "# {} shares everything with its parent\np, node:{parent}, *, *, allow\n",
+                n.name
+            )
+        };
+        std::fs::write(pdir.join(format!("{}.csv", n.id)), rules)?;
+    }
+    let mut depts = Vec::new();
+    let mut tokens = String::from("# gbdemo tokens (hashes only)\n");
+    for (user, dept, admin, may) in [
+        (
+            "ops",
+            "ops",
+            true,
+            "admin: the catalog, topology, policy and audit".to_owned(),
+        ),
+        (
+            "wang",
+            "police",
+            false,
+            "every camera, live and playback".to_owned(),
+        ),
+        (
+            "li",
+            "traffic",
+            false,
+            format!(
+                "{}'s cameras, and live only of {} police cameras at intersections",
+                traffic_v.name,
+                intersections.len()
+            ),
+        ),
+        (
+            "zhao",
+            "urban",
+            false,
+            format!(
+                "{}'s cameras, {} shared cameras, and {expiring} until {expiry}",
+                urban_v.name,
+                urban_shared.len()
+            ),
+        ),
+    ] {
+        let (token, entry) = gbgate::api::auth::new_token(user, dept, admin);
+        tokens.push_str(&entry);
+        depts.push(DemoDept {
+            dept: dept.into(),
+            user: user.into(),
+            token,
+            admin,
+            may,
+        });
+    }
+    std::fs::write(dir.join("tokens.toml"), tokens)?;
+    Ok(DemoSharing {
+        depts,
+        expiring: (expiring, until),
+        partial: (partial_county.id, kept_town.id),
+        visible_cameras: villages.len() * channels_per_village - hidden,
+    })
+}
+
+/// `gbgate run` arguments for node `n` of the demo: its policy file and the
+/// tokens file written by [`write_demo_sharing`].
+pub fn demo_run_args(dir: &Path, n: &TreeNode) -> Vec<String> {
+    vec![
+        "--policy".into(),
+        dir.join("policy")
+            .join(format!("{}.csv", n.id))
+            .display()
+            .to_string(),
+        "--tokens".into(),
+        dir.join("tokens.toml").display().to_string(),
+    ]
 }

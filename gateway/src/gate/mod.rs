@@ -5,9 +5,11 @@
 //! and in memory (a compiled [`Policy`]), so the node stays sans-IO; the
 //! node turns each decision into an audit record on its output queue.
 //!
-//! Only video sources (type 131 camera, 132 IPC) are governed by policy:
-//! devices, platforms and groups are the tree's structure and stay visible
-//! so that a shared camera always has its path to the root.
+//! Catalogs are filtered by video source (131 camera, 132 IPC); devices,
+//! platforms and groups are the tree's structure and stay listed, and an
+//! IPC above a shared channel is listed with it, so a shared camera always
+//! has its path to the root. Video, control and queries are decided for
+//! any ID.
 
 pub mod reload;
 
@@ -77,7 +79,7 @@ impl Gate {
                 reason: "no sharing policy configured: everything is shared".into(),
             };
         };
-        if !ask.channel.is_channel() && ask.action == Action::Catalog {
+        if !in_catalog_policy(&ask.channel) && ask.action == Action::Catalog {
             return Verdict {
                 allowed: true,
                 rule: None,
@@ -113,7 +115,7 @@ impl Gate {
         let Some(policy) = &self.policy else {
             return true;
         };
-        if !channel.is_channel() {
+        if !in_catalog_policy(channel) {
             return true;
         }
         policy
@@ -129,6 +131,13 @@ impl Gate {
             .outcome
             == Outcome::Allow
     }
+}
+
+/// True for the entries a catalog is filtered by: video sources (131
+/// camera, 132 IPC). An IPC whose channel is shared is listed as that
+/// channel's parent even where the policy does not name it.
+pub fn in_catalog_policy(id: &GbId) -> bool {
+    id.is_channel()
 }
 
 /// The subject a peer node or third-party platform is known by.

@@ -208,7 +208,8 @@ impl Node {
         let mut more = false;
         for id in self.catalog.ids_after(after) {
             let Ok(gid) = GbId::parse(id) else { continue };
-            if !gid.is_channel() {
+            // What people watch: channels (an IPC lists its own under it).
+            if gid.type_code() != topology::type_code::CAMERA {
                 continue;
             }
             let shown = match &who {
@@ -271,10 +272,54 @@ impl Node {
         }
         let who = node_subject(parent);
         let wall = self.wall(now);
-        items
+        let shown: Vec<CatalogItem> = items
             .into_iter()
             .filter(|i| self.item_shown(&self.gate, &who, &i.device_id, wall))
-            .collect()
+            .collect();
+        self.with_paths(&who, shown, wall)
+    }
+
+    /// `items` with the governed ancestors they need that the policy does
+    /// not share by themselves (an IPC, 132, above its shared channel):
+    /// those are listed because something below them is. They come first,
+    /// farthest first, with the event of the item that needs them.
+    fn with_paths(
+        &self,
+        who: &Subject,
+        items: Vec<CatalogItem>,
+        wall: SystemTime,
+    ) -> Vec<CatalogItem> {
+        let mut present: std::collections::HashSet<String> =
+            items.iter().map(|i| i.device_id.clone()).collect();
+        let mut extra = Vec::new();
+        for i in &items {
+            if !matches!(i.event.as_deref(), None | Some(event::ADD)) {
+                continue;
+            }
+            let Ok(id) = GbId::parse(&i.device_id) else {
+                continue;
+            };
+            let ancestors = self.ancestors(&id);
+            for (k, a) in ancestors.iter().enumerate().rev() {
+                if !crate::gate::in_catalog_policy(a)
+                    || present.contains(a.as_str())
+                    || self.gate.shows(who, a, &ancestors[k + 1..], wall)
+                {
+                    continue;
+                }
+                if let Some(e) = self.catalog.get(a.as_str()) {
+                    let mut item = e.item;
+                    item.event.clone_from(&i.event);
+                    present.insert(item.device_id.clone());
+                    extra.push(item);
+                }
+            }
+        }
+        if extra.is_empty() {
+            return items;
+        }
+        extra.extend(items);
+        extra
     }
 
     fn item_shown(&self, gate: &Gate, who: &Subject, id: &str, wall: SystemTime) -> bool {
@@ -360,7 +405,7 @@ impl Node {
                 let Ok(id) = GbId::parse(&item.device_id) else {
                     continue;
                 };
-                if !id.is_channel() {
+                if !crate::gate::in_catalog_policy(&id) {
                     continue;
                 }
                 let ancestors = self.ancestors(&id);
@@ -377,6 +422,7 @@ impl Node {
                     changes.push(item);
                 }
             }
+            let changes = self.with_paths(&who, changes, new_wall);
             if !changes.is_empty() {
                 tracing::info!(%parent, changes = changes.len(), "policy change pushed to the parent");
                 self.push_up(parent, changes, true, now);

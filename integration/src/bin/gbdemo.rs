@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
-use integration::demo::{clips_dir, workspace_root, TreeSpec};
+use integration::demo::{
+    clips_dir, demo_run_args, workspace_root, write_demo_sharing, write_tree, TreeSpec,
+};
 use integration::harness::{bin_dir, Cluster, FleetSpec};
 
 /// Start a GB/T 28181 gateway tree on 127.0.0.1 and show what the city sees.
@@ -92,9 +94,32 @@ fn main() -> Result<()> {
         "Starting {nodes} gbgate nodes and {villages} device simulators (logs in {})...",
         dir.display()
     );
-    let cluster = Cluster::start(&dir, spec, fleet.clone())?;
+    // The sharing policy needs the tree's IDs: write it first (the cluster
+    // writes the same files again).
+    let tree = write_tree(&dir, &spec).context("writing the topology")?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs() as i64;
+    let sharing = write_demo_sharing(&dir, &tree, fleet.channels(), now, EXPIRE_AFTER_SECS)
+        .context("writing the demo policy")?;
+    let admin = sharing
+        .depts
+        .iter()
+        .find(|d| d.admin)
+        .map(|d| d.token.clone());
+    let args_dir = dir.clone();
+    let mut cluster = Cluster::start_nodes_with(
+        &dir,
+        spec,
+        fleet.clone(),
+        |n| demo_run_args(&args_dir, n),
+        admin.clone(),
+    )?;
+    for v in tree.level("village") {
+        cluster.start_fleet(&v.id)?;
+    }
     let city = cluster.tree.root().clone();
-    let expected = villages * fleet.channels();
+    let expected = sharing.visible_cameras;
     let took = cluster.wait_for("all channels at the city", Duration::from_secs(60), |c| {
         c.catalog(&city.id)
             .map(|cat| {
@@ -106,33 +131,58 @@ fn main() -> Result<()> {
             .unwrap_or(false)
     })?;
     println!(
-        "The city sees all {expected} cameras, {:.1} s after start.\n",
-        took.as_secs_f64()
+        "The city sees the {expected} cameras shared with it, {:.1} s after start.\n\
+         ({} keeps its town {}'s {} cameras to itself: its policy shares only its other town.)\n",
+        took.as_secs_f64(),
+        sharing.partial.0,
+        sharing.partial.1,
+        villages * fleet.channels() - expected,
     );
     let gbgate = bin_dir().join("gbgate");
+    let admin_env = admin.clone().unwrap_or_default();
     let _ = std::process::Command::new(&gbgate)
-        .args(["catalog", "--http", &city.http.to_string()])
+        .args(["catalog", "--http", &city.http.to_string(), "--summary"])
+        .env("GBGATE_TOKEN", &admin_env)
         .status();
     println!();
     let _ = std::process::Command::new(&gbgate)
         .args(["topology", "--http", &city.http.to_string()])
+        .env("GBGATE_TOKEN", &admin_env)
         .status();
-    let camera = cluster.catalog(&city.id).ok().and_then(|cat| {
-        cat.into_iter()
-            .find(|e| e.device_id.get(10..13) == Some("131"))
-            .map(|e| e.device_id)
-    });
-    match (&camera, &fleet.media) {
-        (Some(cam), Some(_)) => println!(
-            "\nWatch a village camera at the city (the stream is opened down four tiers on demand):\n  ffplay http://{h}/live/{cam}.flv\n  mpv http://{h}/live/{cam}.flv\n  vlc http://{h}/live/{cam}.ts\nRecordings (the last hour, say): http://{h}/playback/{cam}.flv?start=<unix>&end=<unix>\nOpen streams: curl -s http://{h}/api/v1/streams",
-            h = city.http
-        ),
-        _ => println!("\n(no video: the cameras refuse INVITEs; see `gbdemo --help` for --clip and --make-clips)"),
+    let h = city.http;
+    println!("\nDepartments at the city (tokens are shown once; only their hashes are stored):");
+    for d in &sharing.depts {
+        let seen = channels_seen(&h.to_string(), &d.token);
+        println!(
+            "  dept:{:<8} {:<5} {}\n      may: {}{}",
+            d.dept,
+            d.user,
+            d.token,
+            d.may,
+            seen.map(|n| format!(" ({n} cameras listed now)"))
+                .unwrap_or_default()
+        );
+    }
+    let (exp_cam, exp_at) = &sharing.expiring;
+    println!(
+        "\nurban's grant on {exp_cam} expires {} s after the start: its viewers end then, and it leaves urban's list.",
+        exp_at - now
+    );
+    if fleet.media.is_some() {
+        println!(
+            "\nWatch as a department (the URL carries a signed token valid 5 minutes):\n  \
+             T=<token>; C=<camera from the list>\n  \
+             curl -s -H \"Authorization: Bearer $T\" http://{h}/api/v1/channels\n  \
+             curl -s -H \"Authorization: Bearer $T\" -d \"{{\\\"channel\\\":\\\"$C\\\"}}\" -H 'Content-Type: application/json' http://{h}/api/v1/streams\n  \
+             ffplay \"http://{h}<flv from the answer>\""
+        );
+    } else {
+        println!("\n(no video: the cameras refuse INVITEs; see `gbdemo --help` for --clip and --make-clips)");
     }
     println!(
-        "\nThe tree keeps running. Try:\n  {g} catalog --http {h}\n  {g} topology --http {h}\n  curl -s http://{h}/api/v1/catalog?status=OFF\n  curl -s http://{h}/metrics | grep gbgate_\nTopology file: {t}\nStop everything with Ctrl-C.",
+        "\nThe tree keeps running. Try:\n  GBGATE_TOKEN=<ops token> {g} catalog --http {h}\n  curl -s -H 'Authorization: Bearer <ops token>' http://{h}/api/v1/audit?limit=20\n  edit {p} and watch the city reload it (a bad line is refused; see /api/v1/policy)\n  curl -s http://{h}/metrics | grep gbgate_\nTopology file: {t}\nStop everything with Ctrl-C.",
         g = gbgate.display(),
-        h = city.http,
+        p = dir.join("policy").join(format!("{}.csv", city.id)).display(),
         t = cluster.tree.topology.display()
     );
     let (tx, rx) = std::sync::mpsc::channel();
@@ -205,6 +255,19 @@ fn clip(a: &Args) -> Result<Option<PathBuf>> {
             Ok(None)
         }
     }
+}
+
+/// How long urban management's temporary grant lasts in the demo.
+const EXPIRE_AFTER_SECS: i64 = 180;
+
+/// How many cameras `token`'s department sees at `http` now.
+fn channels_seen(http: &str, token: &str) -> Option<usize> {
+    let mut r = ureq::get(&format!("http://{http}/api/v1/channels?limit=10000"))
+        .header("Authorization", format!("Bearer {token}"))
+        .call()
+        .ok()?;
+    let page: gbgate::api::ChannelsPage = r.body_mut().read_json().ok()?;
+    Some(page.items.len())
 }
 
 fn ctrlc_wait(tx: std::sync::mpsc::Sender<()>) {
