@@ -23,6 +23,18 @@ struct Node {
     child: Child,
     sip: String,
     http: String,
+    /// An admin token, when the node runs with a policy.
+    token: Option<String>,
+}
+
+impl Node {
+    fn get(&self, path: &str) -> ureq::RequestBuilder<ureq::typestate::WithoutBody> {
+        let r = ureq::get(&format!("http://{}{path}", self.http));
+        match &self.token {
+            Some(t) => r.header("Authorization", format!("Bearer {t}")),
+            None => r,
+        }
+    }
 }
 
 impl Drop for Node {
@@ -52,6 +64,18 @@ fn start_node_with(dir: &Path, sip_port: u16, http_port: u16, extra: &str) -> No
 /// A node from a topology of `[defaults]` lines and tables written by the
 /// caller (`tables`), with credentials already in `dir/creds.toml`.
 fn start_node_only(dir: &Path, sip_port: u16, http_port: u16, tables: &str) -> Node {
+    start_node_sharing(dir, sip_port, http_port, tables, None)
+}
+
+/// [`start_node_only`] with a policy file and an admin token (`policy`:
+/// the policy text).
+fn start_node_sharing(
+    dir: &Path,
+    sip_port: u16,
+    http_port: u16,
+    tables: &str,
+    policy: Option<&str>,
+) -> Node {
     let sip = format!("127.0.0.1:{sip_port}");
     let http = format!("127.0.0.1:{http_port}");
     std::fs::write(
@@ -60,17 +84,35 @@ fn start_node_only(dir: &Path, sip_port: u16, http_port: u16, tables: &str) -> N
     )
     .unwrap();
     let log = std::fs::File::create(dir.join("node.log")).unwrap();
+    let mut args: Vec<String> = Vec::new();
+    let mut token = None;
+    if let Some(text) = policy {
+        std::fs::write(dir.join("policy.csv"), text).unwrap();
+        let (t, entry) = gbgate::api::auth::new_token("ops", "ops", true);
+        std::fs::write(dir.join("tokens.toml"), entry).unwrap();
+        token = Some(t);
+        for (flag, file) in [("--policy", "policy.csv"), ("--tokens", "tokens.toml")] {
+            args.push(flag.into());
+            args.push(dir.join(file).display().to_string());
+        }
+    }
     let child = Command::new(integration::harness::bin_dir().join("gbgate"))
         .args(["run", "--topology"])
         .arg(dir.join("topology.toml"))
         .args(["--node", NODE])
+        .args(&args)
         // China Standard Time, as deployed: Date headers must carry it.
         .env("TZ", "CST-8")
         .stderr(log)
         .stdout(Stdio::null())
         .spawn()
         .expect("gbgate binary (cargo build --workspace --bins)");
-    let node = Node { child, sip, http };
+    let node = Node {
+        child,
+        sip,
+        http,
+        token,
+    };
     let deadline = Instant::now() + Duration::from_secs(10);
     while ureq::get(&format!("http://{}/healthz", node.http))
         .call()
@@ -147,7 +189,7 @@ fn sipp(dir: &Path, scenario: &str, fields: &[&str], node: &Node, transport: &st
 }
 
 fn catalog(node: &Node) -> CatalogPage {
-    ureq::get(&format!("http://{}/api/v1/catalog", node.http))
+    node.get("/api/v1/catalog")
         .call()
         .unwrap()
         .body_mut()
@@ -156,7 +198,7 @@ fn catalog(node: &Node) -> CatalogPage {
 }
 
 fn topology(node: &Node) -> TopologyView {
-    ureq::get(&format!("http://{}/api/v1/topology", node.http))
+    node.get("/api/v1/topology")
         .call()
         .unwrap()
         .body_mut()
@@ -383,6 +425,7 @@ fn sipp_device_is_invited_acked_and_hung_up() {
                 child: Command::new("true").spawn().unwrap(),
                 sip,
                 http,
+                token: None,
             };
             sipp(
                 &d,
@@ -821,7 +864,12 @@ fn two_third_party_upper_platforms_register_the_node_query_it_and_invite() {
     let extra = format!(
         "register_retry_secs = 1\n\n[[node]]\nid = \"{NODE}\"\nname = \"City under test\"\nlevel = \"town\"\nsip = \"127.0.0.1:45090\"\nhttp = \"127.0.0.1:48110\"\ncredentials = \"creds.toml\"\n\n[[node.upper]]\nid = \"{up1}\"\nname = \"Provincial platform\"\nsip = \"127.0.0.1:{p1}\"\n\n[[node.upper]]\nid = \"{up2}\"\nname = \"Traffic department platform\"\nsip = \"127.0.0.1:{p2}\"\n"
     );
-    let node = start_node_only(dir.path(), 45090, 48110, &extra);
+    // The provincial platform sees everything; the traffic department's
+    // platform only the first camera (a second IPC stays below).
+    let policy = format!(
+        "p, node:{up1}, *, *, allow\np, node:{up2}, {channel}, *, allow\n"
+    );
+    let node = start_node_sharing(dir.path(), 45090, 48110, &extra, Some(&policy));
     // A camera below that streams when INVITEd.
     let clip = integration::harness::bin_dir()
         .join("../clips/h264.h264")
@@ -829,7 +877,7 @@ fn two_third_party_upper_platforms_register_the_node_query_it_and_invite() {
         .expect("make clips");
     let sim = Command::new(integration::harness::bin_dir().join("gbsim"))
         .args(["--server", &node.sip, "--server-id", NODE])
-        .args(["--prefix", "3501020100", "--ipcs", "1", "--nvrs", "0"])
+        .args(["--prefix", "3501020100", "--ipcs", "2", "--nvrs", "0"])
         .args(["--password", "right-password", "--media"])
         .arg(clip)
         .stdout(Stdio::null())
@@ -888,6 +936,12 @@ fn two_third_party_upper_platforms_register_the_node_query_it_and_invite() {
             answer.contains(channel) && answer.contains(device),
             "{answer}"
         );
+        // The second IPC and its channel: shared with the provincial
+        // platform only.
+        let (other_device, other_channel) = ("35010201001320000003", "35010201001310000004");
+        let shared = port == p1;
+        assert_eq!(answer.contains(other_channel), shared, "{port}: {answer}");
+        assert_eq!(answer.contains(other_device), shared, "{port}: {answer}");
         assert!(text.contains("encoding=\"GB2312\""));
         assert!(
             log.windows(4).any(|w| w == [0xC4, 0xA3, 0xC4, 0xE2]),
