@@ -29,11 +29,42 @@ fn bench_spec(sip_base: u16, http_base: u16, counties: usize, transport: &'stati
 #[test]
 #[ignore = "benchmark: make bench"]
 fn register_rate_10k_devices() {
+    register_rate(55060, 58080, None);
+}
+
+/// The same with a 10,000-rule policy in force (the gate's cost on
+/// registration and the catalog queries that follow it).
+#[test]
+#[ignore = "benchmark: make bench"]
+fn register_rate_10k_devices_with_policy() {
+    register_rate(55070, 58090, Some(10_000));
+}
+
+fn register_rate(sip_base: u16, http_base: u16, rules: Option<usize>) {
     let dir = tempfile::tempdir().unwrap();
-    let cluster = Cluster::start_nodes(
+    let spec = bench_spec(sip_base, http_base, 0, "udp");
+    let sharing = rules.map(|r| {
+        let tree = integration::demo::write_tree(dir.path(), &spec).unwrap();
+        write_bench_sharing(dir.path(), &tree, r)
+    });
+    let d = dir.path().to_path_buf();
+    let with_policy = sharing.is_some();
+    let cluster = Cluster::start_nodes_with(
         dir.path(),
-        bench_spec(55060, 58080, 0, "udp"),
+        spec,
         FleetSpec::default(),
+        |n| {
+            if !with_policy {
+                return Vec::new();
+            }
+            vec![
+                "--policy".into(),
+                d.join(format!("{}.csv", n.id)).display().to_string(),
+                "--tokens".into(),
+                d.join("tokens.toml").display().to_string(),
+            ]
+        },
+        sharing.as_ref().map(|s| s.admin.clone()),
     )
     .unwrap();
     let city = cluster.tree.root().clone();
@@ -66,7 +97,7 @@ fn register_rate_10k_devices() {
         .lines()
         .find(|l| l.starts_with("register_bench"))
         .unwrap();
-    println!("bench: {line}");
+    println!("bench: {line} policy_rules={}", rules.unwrap_or(0));
     let topo = cluster.topology(&city.id).unwrap();
     assert_eq!(topo.devices.registered, 10_000);
     println!(
@@ -75,19 +106,94 @@ fn register_rate_10k_devices() {
     );
 }
 
+/// Where a benchmark's logs go.
+fn log_dir_path(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/bench-logs")
+        .join(name)
+}
+
 /// Channels reaching the city through four tiers (village → town → county → city).
 /// Logs stay in target/bench-logs/NAME after a run, to read when a figure looks wrong.
 fn log_dir(name: &str) -> std::path::PathBuf {
-    let d = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/bench-logs")
-        .join(name);
+    let d = log_dir_path(name);
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
 }
 
 fn propagate(nvrs: usize, channels: usize, sip_base: u16, http_base: u16, transport: &'static str) {
-    let dir = log_dir(&format!("propagate-{nvrs}x{channels}-{transport}"));
+    propagate_with(nvrs, channels, sip_base, http_base, transport, None);
+}
+
+/// The sharing set-up of a policy benchmark: every tier shares everything
+/// with its parent; the city holds `rules` rules for departments, of which
+/// dept:traffic's grant four ID prefixes (40,000 of 420,000 channels).
+struct BenchSharing {
+    admin: String,
+    traffic: String,
+    rules: usize,
+}
+
+fn write_bench_sharing(
+    dir: &std::path::Path,
+    tree: &integration::demo::Tree,
+    rules: usize,
+) -> BenchSharing {
+    let (admin, a) = gbgate::api::auth::new_token("ops", "ops", true);
+    let (traffic, t) = gbgate::api::auth::new_token("li", "traffic", false);
+    std::fs::write(dir.join("tokens.toml"), format!("{a}{t}")).unwrap();
+    // Channel IDs start with the village's domain (the node's own when
+    // the tree is one node).
+    let domain = tree
+        .level("village")
+        .first()
+        .map_or(tree.root().id.domain(), |v| v.id.domain())
+        .to_owned();
+    for n in &tree.nodes {
+        let text = match n.parent {
+            Some(p) => format!("p, node:{p}, *, *, allow\n"),
+            None => {
+                let mut text = String::new();
+                for k in 0..4 {
+                    text.push_str(&format!("p, dept:traffic, {domain}13100{k}*, *, allow\n"));
+                }
+                // Per-camera grants of other departments fill the file.
+                for i in 0..rules.saturating_sub(4) {
+                    text.push_str(&format!(
+                        "p, dept:d{}, {domain}1310{:06}, live, allow\n",
+                        i % 97,
+                        (i * 37) % 420_000 + 1
+                    ));
+                }
+                text
+            }
+        };
+        std::fs::write(dir.join(format!("{}.csv", n.id)), text).unwrap();
+    }
+    BenchSharing {
+        admin,
+        traffic,
+        rules,
+    }
+}
+
+/// Propagation through four tiers; with `sharing`, every node runs with a
+/// policy (the city with that many rules) and the gate filters every push.
+/// Returns the time until the city held every channel, and the cluster.
+fn propagate_with(
+    nvrs: usize,
+    channels: usize,
+    sip_base: u16,
+    http_base: u16,
+    transport: &'static str,
+    sharing: Option<usize>,
+) -> (Duration, Cluster, Option<BenchSharing>) {
+    let name = match sharing {
+        Some(r) => format!("propagate-{nvrs}x{channels}-{transport}-policy{r}"),
+        None => format!("propagate-{nvrs}x{channels}-{transport}"),
+    };
+    let dir = log_dir(&name);
     let fleet = FleetSpec {
         ipcs: 0,
         nvrs,
@@ -95,8 +201,31 @@ fn propagate(nvrs: usize, channels: usize, sip_base: u16, http_base: u16, transp
         media: None,
         ..FleetSpec::default()
     };
-    let mut cluster =
-        Cluster::start_nodes(&dir, bench_spec(sip_base, http_base, 1, transport), fleet).unwrap();
+    let spec = bench_spec(sip_base, http_base, 1, transport);
+    let bench_sharing = sharing.map(|rules| {
+        let tree = integration::demo::write_tree(&dir, &spec).unwrap();
+        write_bench_sharing(&dir, &tree, rules)
+    });
+    let args_dir = dir.clone();
+    let with_policy = bench_sharing.is_some();
+    let mut cluster = Cluster::start_nodes_with(
+        &dir,
+        spec,
+        fleet,
+        |n| {
+            if !with_policy {
+                return Vec::new();
+            }
+            vec![
+                "--policy".into(),
+                args_dir.join(format!("{}.csv", n.id)).display().to_string(),
+                "--tokens".into(),
+                args_dir.join("tokens.toml").display().to_string(),
+            ]
+        },
+        bench_sharing.as_ref().map(|s| s.admin.clone()),
+    )
+    .unwrap();
     cluster
         .wait_for(
             "the chain to link",
@@ -131,7 +260,8 @@ fn propagate(nvrs: usize, channels: usize, sip_base: u16, http_base: u16, transp
     let per_channel =
         (rss_after.saturating_sub(rss_before) as f64 * 1024.0) / topo.catalog.entries as f64;
     println!(
-        "bench: propagate transport={transport} nvrs={nvrs} channels={total} at_village_s={:.2} at_city_s={:.2} city_entries={} city_rss_before_kib={rss_before} city_rss_after_kib={rss_after} bytes_per_entry={per_channel:.0}",
+        "bench: propagate transport={transport} nvrs={nvrs} channels={total} policy_rules={} at_village_s={:.2} at_city_s={:.2} city_entries={} city_rss_before_kib={rss_before} city_rss_after_kib={rss_after} bytes_per_entry={per_channel:.0}",
+        bench_sharing.as_ref().map_or(0, |s| s.rules),
         at_village.map_or(f64::NAN, |d| d.as_secs_f64()),
         took.as_secs_f64(),
         topo.catalog.entries,
@@ -142,6 +272,101 @@ fn propagate(nvrs: usize, channels: usize, sip_base: u16, http_base: u16, transp
     }) {
         println!("bench:   city {l}");
     }
+    (took, cluster, bench_sharing)
+}
+
+fn percentile(mut v: Vec<Duration>, p: f64) -> Duration {
+    v.sort();
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// The gate's cost and a department's view at city scale, in one run:
+/// 420,000 channels through four TCP tiers without a policy, then with a
+/// policy at every tier (10,000 rules at the city); then traffic's
+/// filtered catalog (40,000 channels, 1,000 a page) and a reload of the
+/// city's 10,000 rules.
+#[test]
+#[ignore = "benchmark: make bench"]
+fn policy_gate_420k_channels_tcp() {
+    let (plain, cluster, _) = propagate_with(420, 1000, 55560, 58580, "tcp", None);
+    drop(cluster);
+    let (gated, cluster, sharing) = propagate_with(420, 1000, 55660, 58680, "tcp", Some(10_000));
+    let sharing = sharing.unwrap();
+    println!(
+        "bench: gate_cost propagate_420k_tcp plain_s={:.2} gated_s={:.2} ratio={:.3}",
+        plain.as_secs_f64(),
+        gated.as_secs_f64(),
+        gated.as_secs_f64() / plain.as_secs_f64()
+    );
+    let city = cluster.tree.root().clone();
+    let agent = ureq::Agent::new_with_defaults();
+    let page = |after: Option<&str>| -> (Duration, gbgate::api::ChannelsPage) {
+        let url = match after {
+            Some(a) => format!("http://{}/api/v1/channels?limit=1000&after={a}", city.http),
+            None => format!("http://{}/api/v1/channels?limit=1000", city.http),
+        };
+        let t = Instant::now();
+        let p: gbgate::api::ChannelsPage = agent
+            .get(&url)
+            .header("Authorization", format!("Bearer {}", sharing.traffic))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_json()
+            .unwrap();
+        (t.elapsed(), p)
+    };
+    let start = Instant::now();
+    let mut times = Vec::new();
+    let mut seen = 0;
+    let mut after: Option<String> = None;
+    loop {
+        let (t, p) = page(after.as_deref());
+        times.push(t);
+        seen += p.items.len();
+        match p.next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    let whole = start.elapsed();
+    assert_eq!(seen, 40_000, "traffic sees exactly its four prefixes");
+    println!(
+        "bench: dept_catalog channels_at_city=420000 visible=40000 pages={} whole_s={:.3} page_p50_ms={:.1} page_p99_ms={:.1}",
+        times.len(),
+        whole.as_secs_f64(),
+        percentile(times.clone(), 0.5).as_secs_f64() * 1e3,
+        percentile(times, 0.99).as_secs_f64() * 1e3,
+    );
+    // Reload: rewrite the city's file (one rule more) and wait for the
+    // new generation to be in force.
+    let file = log_dir_path(&format!("propagate-420x1000-tcp-policy{}", sharing.rules))
+        .join(format!("{}.csv", city.id));
+    let mut text = std::fs::read_to_string(&file).unwrap();
+    text.push_str("p, dept:extra, 3501*, live, allow\n");
+    let generation = |c: &Cluster| -> u64 {
+        let v: serde_json::Value = c
+            .get(&format!("http://{}/api/v1/policy", city.http))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_json()
+            .unwrap();
+        v["generation"].as_u64().unwrap()
+    };
+    let before = generation(&cluster);
+    let t = Instant::now();
+    std::fs::write(&file, text).unwrap();
+    cluster
+        .wait_for("the reload", Duration::from_secs(30), |c| {
+            generation(c) > before
+        })
+        .unwrap();
+    println!(
+        "bench: reload rules={} in_force_after_ms={:.0} (includes the watcher's 200 ms settle and re-checking 420,000 entries for the parent)",
+        sharing.rules + 1,
+        t.elapsed().as_secs_f64() * 1e3
+    );
 }
 
 #[test]

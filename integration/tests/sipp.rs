@@ -866,9 +866,7 @@ fn two_third_party_upper_platforms_register_the_node_query_it_and_invite() {
     );
     // The provincial platform sees everything; the traffic department's
     // platform only the first camera (a second IPC stays below).
-    let policy = format!(
-        "p, node:{up1}, *, *, allow\np, node:{up2}, {channel}, *, allow\n"
-    );
+    let policy = format!("p, node:{up1}, *, *, allow\np, node:{up2}, {channel}, *, allow\n");
     let node = start_node_sharing(dir.path(), 45090, 48110, &extra, Some(&policy));
     // A camera below that streams when INVITEd.
     let clip = integration::harness::bin_dir()
