@@ -154,3 +154,82 @@ fn closed_stdout_ends_printing_commands_quietly() {
         assert!(stderr.trim().is_empty(), "{args:?}: {stderr}");
     }
 }
+
+fn gbgate(args: &[&str]) -> (i32, String) {
+    let out = Command::new(bin_dir().join("gbgate"))
+        .args(args)
+        .output()
+        .expect("gbgate binary (cargo build --workspace --bins)");
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn policy_check_lists_every_bad_line_and_explain_names_the_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(
+        &bad,
+        "p, dept:police, *, live, allow\n\
+         p, dept:traffic, 3501*, teleport, allow\n\
+         # a comment\n\
+         p, team:x, 3501*, live, allow\n\
+         p, dept:traffic, 35x1*, live, allow\n",
+    )
+    .unwrap();
+    let file = bad.to_str().unwrap();
+    let (code, out) = gbgate(&["policy", "check", file]);
+    assert_eq!(code, 1, "{out}");
+    for line in [2, 4, 5] {
+        assert!(
+            out.contains(&format!("bad.csv:{line}:")),
+            "line {line}: {out}"
+        );
+    }
+    assert!(!out.contains("bad.csv:1:"), "{out}");
+
+    let good = dir.path().join("good.csv");
+    std::fs::write(
+        &good,
+        "p, dept:traffic, 3501*, live, allow\n\
+         p, dept:traffic, 35010201001310000009, *, deny\n\
+         g, user:li, dept:traffic\n",
+    )
+    .unwrap();
+    let file = good.to_str().unwrap();
+    let (code, out) = gbgate(&["policy", "check", file]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("ok: 3 rules"), "{out}");
+    let (code, out) = gbgate(&[
+        "policy",
+        "explain",
+        "--policy",
+        file,
+        "user:li",
+        "35010201001310000009",
+        "live",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("Deny"), "{out}");
+    assert!(out.contains("good.csv:2"), "{out}");
+    assert!(
+        out.contains("good.csv:1"),
+        "the overridden allow is listed: {out}"
+    );
+    let (_, out) = gbgate(&[
+        "policy",
+        "explain",
+        "--policy",
+        file,
+        "user:li",
+        "35010201001310000001",
+        "live",
+    ]);
+    assert!(out.starts_with("Allow"), "{out}");
+}
