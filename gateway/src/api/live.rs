@@ -232,12 +232,29 @@ static RTSP_CSEQ: AtomicU32 = AtomicU32::new(1);
 pub async fn post_playback_control(
     State(st): State<AppState>,
     Path(session): Path<u64>,
+    headers: HeaderMap,
     Json(c): Json<Control>,
 ) -> Response {
     let streams = match streams(&st) {
         Ok(s) => s,
         Err(r) => return r.into_response(),
     };
+    // The gate: the caller must still be allowed to replay the session's
+    // channel (an unknown session answers as a refused one would not:
+    // sessions are random 53-bit numbers, so 404 reveals nothing).
+    let who = match sharing::caller(&st, &headers) {
+        Ok(c) => c,
+        Err(r) => return r.into_response(),
+    };
+    let Some(channel) = streams.playback_channel(session) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no playback session {session}"),
+        );
+    };
+    if let Err(r) = sharing::authorize(&st.node, &who, channel, Action::Playback).await {
+        return r.into_response();
+    }
     let cseq = RTSP_CSEQ.fetch_add(1, Ordering::Relaxed);
     let cmd = match c.action.as_str() {
         "pause" => crate::gb::mansrtsp::MansRtsp::pause(cseq),

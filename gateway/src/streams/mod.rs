@@ -185,6 +185,9 @@ struct Upstream {
     hub: Arc<Hub>,
 }
 
+/// An open playback session: the call below, its hub, the channel.
+type PlaybackSession = (CallId, Arc<Hub>, GbId);
+
 /// The media plane of one node.
 pub struct StreamManager {
     node: NodeHandle,
@@ -194,7 +197,7 @@ pub struct StreamManager {
     pending: Mutex<HashMap<CallId, oneshot::Sender<Result<GbSdp, String>>>>,
     upstream: Mutex<HashMap<CallId, Upstream>>,
     serving: Mutex<HashMap<CallId, Serving>>,
-    playbacks: Mutex<HashMap<u64, (CallId, Arc<Hub>)>>,
+    playbacks: Mutex<HashMap<u64, PlaybackSession>>,
     /// When each playback session was last controlled (rate limit).
     last_control: Mutex<HashMap<u64, Instant>>,
     ssrc_seq: AtomicU16,
@@ -497,12 +500,17 @@ impl StreamManager {
         Ok((session, hub))
     }
 
+    /// The channel a playback session replays, if the session is open.
+    pub fn playback_channel(&self, session: u64) -> Option<GbId> {
+        locked(&self.playbacks).get(&session).map(|(_, _, ch)| *ch)
+    }
+
     /// Send MANSRTSP (PLAY/PAUSE/Scale/Range) to the source of a playback
     /// session. At most one command per [`MIN_CONTROL_INTERVAL`] per
     /// session: each is an INFO transaction, and a client hammering it must
     /// not use up the node's transaction budget.
     pub fn control_playback(&self, session: u64, body: Bytes) -> ControlOutcome {
-        let Some(call) = locked(&self.playbacks).get(&session).map(|(c, _)| *c) else {
+        let Some(call) = locked(&self.playbacks).get(&session).map(|(c, _, _)| *c) else {
             return ControlOutcome::NoSession;
         };
         let now = Instant::now();
@@ -629,7 +637,7 @@ impl StreamManager {
         let expected = answer.ssrc.or(Some(ssrc));
         locked(&self.upstream).insert(placed, Upstream { hub: hub.clone() });
         if let StreamKey::Playback(_, session) = key {
-            locked(&self.playbacks).insert(session, (placed, hub.clone()));
+            locked(&self.playbacks).insert(session, (placed, hub.clone(), channel));
         }
         {
             let hub = hub.clone();
@@ -793,7 +801,7 @@ impl StreamManager {
                 .open_playback(channel, *start, *end, on_behalf_of)
                 .await
                 .map(|(session, h)| {
-                    let below = locked(&self.playbacks).get(&session).map(|(c, _)| *c);
+                    let below = locked(&self.playbacks).get(&session).map(|(c, _, _)| *c);
                     (h, below)
                 }),
         };
