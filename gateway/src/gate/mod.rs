@@ -9,6 +9,7 @@
 //! devices, platforms and groups are the tree's structure and stay visible
 //! so that a shared camera always has its path to the root.
 
+pub mod access;
 pub mod reload;
 
 use std::sync::Arc;
