@@ -48,6 +48,26 @@ enum Command {
         /// Department tokens file (see `gbgate token new`).
         #[arg(long)]
         tokens: Option<PathBuf>,
+        /// Grants file: approved access requests are appended to it as
+        /// time-limited rules. Loaded and watched as a policy file (added
+        /// to --policy if not listed); created if missing.
+        #[arg(long, value_name = "FILE")]
+        grants: Option<PathBuf>,
+        /// Access-request store (JSON). Default: beside the grants file,
+        /// `<grants>.requests.json`.
+        #[arg(long, value_name = "FILE", requires = "grants")]
+        requests: Option<PathBuf>,
+    },
+    /// Access requests of a running node: list, approve, reject (admin).
+    Access {
+        /// The node's HTTP address, e.g. 127.0.0.1:18080.
+        #[arg(long, global = true)]
+        http: Option<String>,
+        /// An admin token (a department token lists its own requests).
+        #[arg(long, global = true)]
+        token: Option<String>,
+        #[command(subcommand)]
+        command: AccessCommand,
     },
     /// Sharing policy files: check them, or explain a decision.
     Policy {
@@ -87,6 +107,39 @@ enum Command {
         /// The node's HTTP address, e.g. 127.0.0.1:18080.
         #[arg(long)]
         http: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AccessCommand {
+    /// List requests, oldest first.
+    List {
+        /// pending, approved, rejected or all.
+        #[arg(long, default_value = "pending")]
+        state: String,
+    },
+    /// Approve a request, maybe narrowing it.
+    Approve {
+        /// The request's number.
+        id: u64,
+        /// End earlier than requested: YYYY-MM-DDTHH:MM:SSZ, or from now
+        /// like 8h or 7d.
+        #[arg(long)]
+        until: Option<String>,
+        /// Grant only these of the requested channels (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        channels: Option<Vec<String>>,
+        /// Grant only these of the requested actions (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        actions: Option<Vec<String>>,
+    },
+    /// Reject a request.
+    Reject {
+        /// The request's number.
+        id: u64,
+        /// Why, for the department.
+        #[arg(long)]
+        reason: String,
     },
 }
 
@@ -212,6 +265,8 @@ fn dispatch(cli: Cli) -> Result<()> {
             policy,
             audit,
             tokens,
+            grants,
+            requests,
         } => {
             init_logs(json_logs);
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -224,6 +279,8 @@ fn dispatch(cli: Cli) -> Result<()> {
                     policy,
                     audit,
                     tokens,
+                    grants,
+                    requests,
                 },
             ))
         }
@@ -256,6 +313,16 @@ fn dispatch(cli: Cli) -> Result<()> {
             summary,
         } => catalog(&http, status.as_deref(), summary),
         Command::Topology { http } => show_topology(&http),
+        Command::Access {
+            http,
+            token,
+            command,
+        } => {
+            let (Some(http), Some(token)) = (http, token) else {
+                anyhow::bail!("give the node's --http ADDR and an admin's --token TOKEN");
+            };
+            access_command(&http, &token, command)
+        }
     }
 }
 
@@ -264,12 +331,28 @@ struct Sharing {
     policy: Vec<PathBuf>,
     audit: Option<String>,
     tokens: Option<PathBuf>,
+    grants: Option<PathBuf>,
+    requests: Option<PathBuf>,
 }
 
-async fn run(path: PathBuf, node: String, sharing: Sharing) -> Result<()> {
+/// The grants file exists and is among the policy files.
+fn add_grants(sharing: &mut Sharing) -> Result<()> {
+    let Some(grants) = &sharing.grants else {
+        return Ok(());
+    };
+    gbgate::gate::access::GrantsFile::ensure(grants)?;
+    let abs = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    if !sharing.policy.iter().any(|p| abs(p) == abs(grants)) {
+        sharing.policy.push(grants.clone());
+    }
+    Ok(())
+}
+
+async fn run(path: PathBuf, node: String, mut sharing: Sharing) -> Result<()> {
     let id =
         GbId::parse(&node).with_context(|| format!("--node {node:?} is not a GB/T 28181 ID"))?;
     let cfg = gbgate::config::load(&path, id)?;
+    add_grants(&mut sharing)?;
     let policy = if sharing.policy.is_empty() {
         None
     } else {
@@ -342,6 +425,25 @@ async fn run(path: PathBuf, node: String, sharing: Sharing) -> Result<()> {
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
     running.set_call_events(events_tx);
     tokio::spawn(streams.clone().run_events(events_rx));
+    let access = match (&sharing.grants, &status) {
+        (Some(grants), Some(status)) => {
+            let store = sharing
+                .requests
+                .clone()
+                .unwrap_or_else(|| grants.with_extension("requests.json"));
+            let desk = gbgate::gate::access::Desk::open(
+                &store,
+                gbgate::gate::access::GrantsFile {
+                    path: grants.clone(),
+                    policy_files: sharing.policy.clone(),
+                },
+                status.clone(),
+            )?;
+            tracing::info!(grants = %grants.display(), store = %store.display(), "taking access requests");
+            Some(std::sync::Arc::new(desk))
+        }
+        _ => None,
+    };
     if let Some(addr) = http {
         let router = gbgate::api::router_with(
             handle.clone(),
@@ -352,6 +454,7 @@ async fn run(path: PathBuf, node: String, sharing: Sharing) -> Result<()> {
                 play_key: Some(gbgate::api::auth::PlayKey::random()),
                 policy: status.clone(),
                 audit_url: audit_url.clone(),
+                access,
             },
         );
         let sd = shutdown.clone();
@@ -572,6 +675,114 @@ fn check(path: &PathBuf) -> Result<()> {
         t.root().id,
         t.root().name
     )?;
+    out.flush()?;
+    Ok(())
+}
+
+/// `--until` as a rule time: as written, or `8h` / `7d` / `30m` from now.
+fn until_arg(s: &str) -> Result<String> {
+    let unit = match s.chars().last() {
+        Some('m') => 60,
+        Some('h') => 3600,
+        Some('d') => 86_400,
+        _ => return Ok(s.to_owned()),
+    };
+    let n: u64 = s[..s.len() - 1]
+        .parse()
+        .with_context(|| format!("--until {s:?}: a time YYYY-MM-DDTHH:MM:SSZ or like 8h, 7d"))?;
+    let at = std::time::SystemTime::now() + Duration::from_secs(n.saturating_mul(unit));
+    Ok(gbgate::gate::access::stamp(at))
+}
+
+/// Call the access-request API; the body of a 2xx answer, else an error
+/// carrying the node's explanation.
+fn access_call(
+    http: &str,
+    token: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> Result<String> {
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    let url = format!("http://{http}/api/v1/access-requests{path}");
+    let auth = format!("Bearer {token}");
+    let mut resp = match body {
+        Some(b) => agent.post(&url).header("Authorization", &auth).send_json(b),
+        None => agent.get(&url).header("Authorization", &auth).call(),
+    }
+    .with_context(|| format!("calling {url}"))?;
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string()?;
+    if !(200..300).contains(&status) {
+        anyhow::bail!("{status}: {}", text.trim_end());
+    }
+    Ok(text)
+}
+
+fn print_request(
+    out: &mut impl Write,
+    r: &gbgate::gate::access::AccessRequest,
+) -> std::io::Result<()> {
+    let (objects, actions, until) = match &r.granted {
+        Some(g) => (&g.objects, &g.actions, &g.until),
+        None => (&r.objects, &r.actions, &r.until),
+    };
+    writeln!(
+        out,
+        "{}\t{}\tdept:{}\t{}\t{}\t{}\t{}{}\t{}",
+        r.id,
+        r.state,
+        r.dept,
+        r.user,
+        objects.join(","),
+        actions.join(","),
+        r.from
+            .as_deref()
+            .map(|f| format!("{f}.."))
+            .unwrap_or_default(),
+        until,
+        r.decision_reason.as_deref().unwrap_or(&r.reason)
+    )
+}
+
+fn access_command(http: &str, token: &str, cmd: AccessCommand) -> Result<()> {
+    let text = match cmd {
+        AccessCommand::List { state } => {
+            access_call(http, token, &format!("?state={state}"), None)?
+        }
+        AccessCommand::Approve {
+            id,
+            until,
+            channels,
+            actions,
+        } => {
+            let approval = gbgate::gate::access::Approval {
+                channels,
+                actions,
+                until: until.as_deref().map(until_arg).transpose()?,
+            };
+            let body = serde_json::to_value(approval)?;
+            format!(
+                "[{}]",
+                access_call(http, token, &format!("/{id}/approve"), Some(body))?
+            )
+        }
+        AccessCommand::Reject { id, reason } => {
+            let body = serde_json::json!({ "reason": reason });
+            format!(
+                "[{}]",
+                access_call(http, token, &format!("/{id}/reject"), Some(body))?
+            )
+        }
+    };
+    let list: Vec<gbgate::gate::access::AccessRequest> =
+        serde_json::from_str(&text).context("reading the node's answer")?;
+    let mut out = std::io::stdout().lock();
+    for r in &list {
+        print_request(&mut out, r)?;
+    }
     out.flush()?;
     Ok(())
 }

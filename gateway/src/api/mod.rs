@@ -1,8 +1,10 @@
 //! HTTP API (axum on hyper 1): the federated catalog, this node's place in
 //! the topology, device queries down the cascade, live and playback video
-//! (HTTP-FLV, MPEG-TS), Prometheus metrics. Later features (department
-//! requests, policy admin) add routes to [`router`].
+//! (HTTP-FLV, MPEG-TS), Prometheus metrics, and sharing: department
+//! channels and play URLs, policy and audit (sharing.rs), access requests
+//! (access.rs).
 
+pub mod access;
 pub mod auth;
 mod devices;
 mod live;
@@ -71,10 +73,29 @@ pub fn router_with(
                 .run(node.clone(), tokio_util::sync::CancellationToken::new()),
         );
     }
+    if let Some(desk) = &sharing.access {
+        tokio::spawn(
+            desk.clone()
+                .run(node.clone(), tokio_util::sync::CancellationToken::new()),
+        );
+    }
     Router::new()
         .route("/api/v1/channels", get(sharing::get_channels))
         .route("/api/v1/policy", get(sharing::get_policy))
         .route("/api/v1/audit", get(sharing::get_audit))
+        .route(
+            "/api/v1/access-requests",
+            get(access::get_requests).post(access::post_request),
+        )
+        .route("/api/v1/access-requests/{id}", get(access::get_request))
+        .route(
+            "/api/v1/access-requests/{id}/approve",
+            axum::routing::post(access::post_approve),
+        )
+        .route(
+            "/api/v1/access-requests/{id}/reject",
+            axum::routing::post(access::post_reject),
+        )
         .route("/api/v1/catalog", get(get_catalog))
         .route("/api/v1/topology", get(get_topology))
         .route("/api/v1/devices/{id}/info", get(devices::get_info))

@@ -44,6 +44,8 @@ pub struct Sharing {
     pub policy: Option<SharedStatus>,
     /// The audit store, for the audit endpoint.
     pub audit_url: Option<String>,
+    /// Access requests and the grants file (`gbgate run --grants`).
+    pub access: Option<Arc<crate::gate::access::Desk>>,
 }
 
 impl Sharing {
@@ -56,7 +58,8 @@ impl Sharing {
 /// A refusal for a person: status and what to do about it.
 pub type Refusal = (StatusCode, String);
 
-fn refuse(status: StatusCode, msg: impl Into<String>) -> Refusal {
+/// A refusal with `msg` as its body (one line, newline-terminated).
+pub(super) fn refuse(status: StatusCode, msg: impl Into<String>) -> Refusal {
     let mut m = msg.into();
     m.push('\n');
     (status, m)

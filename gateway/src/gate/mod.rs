@@ -11,6 +11,7 @@
 //! has its path to the root. Video, control and queries are decided for
 //! any ID.
 
+pub mod access;
 pub mod reload;
 
 use std::sync::Arc;

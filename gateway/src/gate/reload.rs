@@ -63,10 +63,15 @@ pub fn initial_status(files: &[PathBuf], policy: &Policy) -> SharedStatus {
     }))
 }
 
+/// One reload at a time: the watcher and an approved access request may
+/// both reload, and each must put in force what it read.
+static RELOADING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Try to load `files` and put them in force on `node`; on failure keep
 /// the old policy and record why. Returns true when the new policy is in
 /// force.
 pub async fn reload(files: &[PathBuf], node: &NodeHandle, status: &SharedStatus) -> bool {
+    let _one = RELOADING.lock().await;
     let generation = lock(status).generation + 1;
     match load(files, generation) {
         Ok(p) => {
