@@ -1391,3 +1391,26 @@ fn an_expiring_grant_ends_the_parents_call_and_its_catalog_entry_on_time() {
     });
     assert!(del, "the parent hears DEL when the grant expires");
 }
+
+#[test]
+fn while_the_audit_store_fails_no_session_is_opened() {
+    let mut w = World::new(u64::MAX, u64::MAX);
+    let mut channels: Vec<String> = w.fleet.channel_ids();
+    channels.sort();
+    let cam = channels[0].clone();
+    let rules = format!("p, node:{PARENT}, *, *, allow\n");
+    let policy = policy::Policy::parse(&[("all.csv", rules.as_str())]).unwrap();
+    w.node.set_policy(Some(Arc::new(policy)), w.now);
+    w.run_until(Duration::from_secs(20), |w| notified_ids(&w.parent).contains(&cam));
+    // The runtime reports a failed batch: new calls are refused, loudly.
+    w.node.set_audit_healthy(false);
+    let refused = parent_invites(&mut w, &cam, 50).unwrap_err();
+    assert_eq!(refused.status, 403);
+    let audit = audit_records(&mut w);
+    assert!(audit
+        .iter()
+        .any(|e| e.object == cam && e.outcome == "deny" && e.reason.contains("audit store")));
+    // The store works again: so do calls.
+    w.node.set_audit_healthy(true);
+    assert!(parent_invites(&mut w, &cam, 51).is_ok());
+}
