@@ -401,12 +401,28 @@ async fn run(path: PathBuf, node: String, mut sharing: Sharing) -> Result<()> {
         .as_ref()
         .map(|p| gbgate::gate::reload::initial_status(&sharing.policy, p));
     node.set_policy(policy, std::time::Instant::now());
+    let audit = match &audit_url {
+        Some(url) => {
+            let mut store = policy::audit::open(url)
+                .with_context(|| format!("opening the audit store {url}"))?;
+            // Keepalives report the head from the start, and a child whose
+            // head went backwards while this node was down is noticed.
+            let head = store.head().context("reading the audit head")?;
+            node.set_audit_head(head);
+            let children: Vec<GbId> = node.identity().children.keys().copied().collect();
+            for child in children {
+                if let Some(c) = store.child_head(child.as_str())? {
+                    node.remember_child_head(child, c.head);
+                }
+            }
+            tracing::info!(store = %url, %head, "auditing");
+            Some(policy::audit::AuditWriter::spawn(store)?)
+        }
+        None => None,
+    };
     let (mut running, handle) = Running::bind(node, shutdown.clone()).await?;
-    if let Some(url) = &audit_url {
-        let store =
-            policy::audit::open(url).with_context(|| format!("opening the audit store {url}"))?;
-        running.set_audit(policy::audit::AuditWriter::spawn(store)?);
-        tracing::info!(store = %url, "auditing");
+    if let Some(writer) = audit {
+        running.set_audit(writer);
     }
     if let Some(status) = &status {
         let (files, h, st, sd) = (

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::node::{CallEvent, DeviceQuery, Inbound, Node, Output, QueryAnswer, QueryError, Ticket};
 use crate::transport::{Limits, Transports};
-use policy::audit::{AuditEntry, AuditWriter};
+use policy::audit::{AuditEntry, AuditWriter, Head};
 use topology::GbId;
 
 /// A question or command for the node, run inside its loop; it may leave a
@@ -108,9 +108,10 @@ pub struct Running {
     audit: Option<AuditWriter>,
     /// Audit batches handed to the writer, numbered from 1.
     audit_sent: u64,
-    /// Batches the writer acknowledged (committed or failed), in order.
-    audit_acks: mpsc::UnboundedReceiver<(u64, bool)>,
-    audit_ack_tx: mpsc::UnboundedSender<(u64, bool)>,
+    /// Batches the writer acknowledged, in order: the log's head after the
+    /// commit, or `None` when the batch failed.
+    audit_acks: mpsc::UnboundedReceiver<(u64, Option<Head>)>,
+    audit_ack_tx: mpsc::UnboundedSender<(u64, Option<Head>)>,
     /// Transmits held until the audit batch before them is committed, so
     /// no answer leaves before the record of its decision is durable.
     held: std::collections::VecDeque<(u64, crate::sip::Transmit)>,
@@ -173,13 +174,18 @@ impl Running {
         // Audit records first: the transmits of this round answer the
         // requests they record, so they wait for the batch's commit.
         let mut batch: Vec<AuditEntry> = Vec::new();
+        let mut child_heads = Vec::new();
         while let Some(o) = self.node.poll_output() {
             match o {
                 Output::Audit(e) => batch.push(e),
+                Output::ChildHead { child, head, at_ms } => child_heads.push((child, head, at_ms)),
             }
         }
         if !batch.is_empty() {
             self.submit_audit(batch);
+        }
+        for (child, head, at_ms) in child_heads {
+            self.record_child_head(child, head, at_ms);
         }
         self.node.drain_transmits(out);
         let waiting = self.audit_done < self.audit_sent;
@@ -221,26 +227,52 @@ impl Running {
         writer.submit(
             batch,
             Box::new(move |r| {
-                let ok = match r {
-                    Ok(_) => {
+                let head = match r {
+                    Ok(head) => {
                         metrics::counter!("gbgate_audit_records_total").increment(n);
-                        true
+                        Some(head)
                     }
                     Err(e) => {
                         metrics::counter!("gbgate_audit_failures_total").increment(1);
                         tracing::error!(error = %e, records = n, "AUDIT WRITE FAILED: new sessions are refused until the audit store works again");
-                        false
+                        None
                     }
                 };
-                let _ = ack.send((seq, ok));
+                let _ = ack.send((seq, head));
             }),
         );
     }
 
-    /// A batch was committed (or failed): release what waited for it.
-    fn on_audit_ack(&mut self, seq: u64, ok: bool) {
+    /// Record that `child` reported `head` (a change: the node sends each
+    /// head once). Nothing waits for it: the child's own log is the record
+    /// that matters, and the next change is recorded anyway.
+    fn record_child_head(&mut self, child: GbId, head: Head, at_ms: u64) {
+        let Some(writer) = &self.audit else {
+            return;
+        };
+        writer.record_child_head(
+            child.to_string(),
+            head,
+            at_ms,
+            Box::new(move |r| match r {
+                Ok(()) => metrics::counter!("gbgate_audit_child_heads_total").increment(1),
+                Err(e) => {
+                    metrics::counter!("gbgate_audit_failures_total").increment(1);
+                    tracing::error!(error = %e, %child, %head, "cannot record a child's audit head");
+                }
+            }),
+        );
+    }
+
+    /// A batch was committed (with the log's head after it) or failed
+    /// (`None`): release what waited for it; a new head goes up with the
+    /// next keepalives.
+    fn on_audit_ack(&mut self, seq: u64, head: Option<Head>) {
         self.audit_done = self.audit_done.max(seq);
-        self.node.set_audit_healthy(ok);
+        self.node.set_audit_healthy(head.is_some());
+        if let Some(head) = head {
+            self.node.set_audit_head(head);
+        }
         while self
             .held
             .front()
@@ -288,7 +320,7 @@ impl Running {
                 j = self.jobs.recv() => {
                     if let Some(job) = j { job(&mut self.node, &mut self.cx); }
                 }
-                Some((seq, ok)) = self.audit_acks.recv() => self.on_audit_ack(seq, ok),
+                Some((seq, head)) = self.audit_acks.recv() => self.on_audit_ack(seq, head),
                 _ = tokio::time::sleep_until(wake.into()) => {
                     self.node.handle_timeout(Instant::now());
                 }

@@ -767,6 +767,8 @@ impl Fleet {
                             sn,
                             device_id: id.to_string(),
                             status: "OK".into(),
+                            // Cameras keep no audit.
+                            audit_head: None,
                         })
                         .to_body(Charset::Gb2312);
                         let req = self.agent(i).request(

@@ -21,6 +21,7 @@ use quick_xml::events::{BytesRef, BytesStart, Event};
 use quick_xml::Reader;
 
 use crate::gb::charset::{self, Charset};
+use policy::audit::Head;
 
 /// Largest MANSCDP body accepted, in bytes (before decoding).
 pub const MAX_BODY: usize = 1024 * 1024;
@@ -143,6 +144,12 @@ pub struct Keepalive {
     pub device_id: String,
     /// `Status`, normally `OK`; empty when missing.
     pub status: String,
+    /// `AuditHead` (`seq:hash`), a gbgate extension: the head of the
+    /// sender's audit log, so its parent can record it. Written only when
+    /// known; other platforms ignore the element and devices never send
+    /// it. A value that does not read as a head is taken as absent: a
+    /// keepalive is not refused over an extension.
+    pub audit_head: Option<Head>,
 }
 
 /// A query carrying only the target (Catalog, DeviceInfo, DeviceStatus).
@@ -497,7 +504,12 @@ impl Manscdp {
         }
         write_envelope(out, root, self.cmd_type(), self.sn(), self.device_id());
         match self {
-            Manscdp::Keepalive(k) => elem(out, "Status", &k.status),
+            Manscdp::Keepalive(k) => {
+                elem(out, "Status", &k.status);
+                if let Some(h) = &k.audit_head {
+                    elem(out, "AuditHead", &h.to_string());
+                }
+            }
             Manscdp::CatalogQuery(q)
             | Manscdp::DeviceInfoQuery(q)
             | Manscdp::DeviceStatusQuery(q) => {
@@ -842,6 +854,7 @@ enum TopField {
     Secrecy,
     Type,
     RecorderId,
+    AuditHead,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -914,6 +927,7 @@ fn top_field(name: &str) -> Option<TopField> {
         b"secrecy" => TopField::Secrecy,
         b"type" => TopField::Type,
         b"recorderid" => TopField::RecorderId,
+        b"audithead" => TopField::AuditHead,
         _ => return None,
     })
 }
@@ -977,6 +991,7 @@ struct Top {
     secrecy: Option<String>,
     record_type: Option<String>,
     recorder_id: Option<String>,
+    audit_head: Option<String>,
 }
 
 /// The fields a record item has beyond a catalog item's. Kept apart so that
@@ -1023,6 +1038,7 @@ impl Top {
             TopField::Secrecy => &mut self.secrecy,
             TopField::Type => &mut self.record_type,
             TopField::RecorderId => &mut self.recorder_id,
+            TopField::AuditHead => &mut self.audit_head,
         }
     }
 }
@@ -1288,6 +1304,7 @@ impl Parser {
                 sn,
                 device_id,
                 status: top.status.take().unwrap_or_default(),
+                audit_head: top.audit_head.take().and_then(|h| h.parse().ok()),
             }),
             (Root::Query, Some("Catalog")) => Manscdp::CatalogQuery(query(top, device_id)),
             (Root::Response | Root::Notify, Some("Catalog")) => {
@@ -1539,7 +1556,8 @@ mod tests {
             Manscdp::Keepalive(Keepalive {
                 sn: 17,
                 device_id: "35010200002000000003".into(),
-                status: "OK".into()
+                status: "OK".into(),
+                audit_head: None,
             })
         );
         assert_eq!(
@@ -1688,11 +1706,83 @@ mod tests {
             sn: 1,
             device_id: "35010200002000000003".into(),
             status: "OK".into(),
+            audit_head: None,
         });
         assert_eq!(
             &m.to_body(Charset::Utf8)[..],
             b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\r\n<Notify>\r\n<CmdType>Keepalive</CmdType>\r\n<SN>1</SN>\r\n<DeviceID>35010200002000000003</DeviceID>\r\n<Status>OK</Status>\r\n</Notify>\r\n"
         );
+    }
+
+    #[test]
+    fn keepalive_carries_an_audit_head_when_known() {
+        let head = Head {
+            seq: 42,
+            hash: policy::audit::Hash([0xab; 32]),
+        };
+        let m = Manscdp::Keepalive(Keepalive {
+            sn: 2,
+            device_id: "35010200002000000003".into(),
+            status: "OK".into(),
+            audit_head: Some(head),
+        });
+        let body = m.to_body(Charset::Gb2312);
+        let text = std::str::from_utf8(&body).expect("ASCII");
+        assert!(
+            text.contains(&format!(
+                "<Status>OK</Status>\r\n<AuditHead>42:{}</AuditHead>\r\n</Notify>",
+                "ab".repeat(32)
+            )),
+            "{text}"
+        );
+        let (again, _) = parse(&body).expect("reparses");
+        assert_eq!(again, m);
+        // Any case, attribute form, surrounding blanks.
+        let hash = "AB".repeat(32);
+        let m = ok(&format!("<notify><cmdtype>Keepalive</cmdtype><sn>2</sn><deviceid>1</deviceid><AUDITHEAD> 42:{hash} </AUDITHEAD></notify>"));
+        let Manscdp::Keepalive(k) = m else {
+            panic!("{m:?}")
+        };
+        assert_eq!(k.audit_head, Some(head));
+        assert_eq!(k.status, "");
+        let m = ok(&format!(
+            "<Notify CmdType=\"Keepalive\" SN=\"2\" DeviceID=\"1\" AuditHead=\"42:{hash}\"/>"
+        ));
+        let Manscdp::Keepalive(k) = m else {
+            panic!("{m:?}")
+        };
+        assert_eq!(k.audit_head, Some(head));
+    }
+
+    #[test]
+    fn a_keepalive_without_or_with_a_bad_audit_head_is_still_a_keepalive() {
+        // As cameras and other platforms send it.
+        let m = ok("<Notify><CmdType>Keepalive</CmdType><SN>3</SN><DeviceID>1</DeviceID><Status>OK</Status></Notify>");
+        let Manscdp::Keepalive(k) = m else {
+            panic!("{m:?}")
+        };
+        assert_eq!(k.audit_head, None);
+        for bad in [
+            "",
+            "42",
+            "42:abc",
+            "-1:0000000000000000000000000000000000000000000000000000000000000000",
+            "x:0000000000000000000000000000000000000000000000000000000000000000",
+            "<Nested>1</Nested>",
+        ] {
+            let m = ok(&format!("<Notify><CmdType>Keepalive</CmdType><SN>3</SN><DeviceID>1</DeviceID><Status>OK</Status><AuditHead>{bad}</AuditHead></Notify>"));
+            let Manscdp::Keepalive(k) = m else {
+                panic!("{bad}: {m:?}")
+            };
+            assert_eq!(
+                (k.sn, k.status.as_str(), k.audit_head),
+                (3, "OK", None),
+                "{bad}"
+            );
+        }
+        // Other messages ignore it.
+        let m = ok(&format!("<Query><CmdType>Catalog</CmdType><SN>4</SN><DeviceID>1</DeviceID><AuditHead>1:{}</AuditHead></Query>", "0".repeat(64)));
+        assert_eq!(m, Manscdp::CatalogQuery(SimpleQuery::new(4, "1")));
     }
 
     fn chinese_list() -> Manscdp {
@@ -1784,7 +1874,8 @@ mod tests {
             Manscdp::Keepalive(Keepalive {
                 sn: 17,
                 device_id: "35010200002000000003".into(),
-                status: "OK".into()
+                status: "OK".into(),
+                audit_head: None,
             })
         );
     }
@@ -2160,9 +2251,10 @@ mod tests {
         }
 
         #[test]
-        fn simple_messages_round_trip(sn: u32, id in text(), status in text(), t in opt_text()) {
+        fn simple_messages_round_trip(sn: u32, id in text(), status in text(), t in opt_text(), head in proptest::option::of((any::<u64>(), any::<[u8; 32]>()))) {
+            let audit_head = head.map(|(seq, hash)| Head { seq, hash: policy::audit::Hash(hash) });
             let msgs = [
-                Manscdp::Keepalive(Keepalive { sn, device_id: id.clone(), status: status.clone() }),
+                Manscdp::Keepalive(Keepalive { sn, device_id: id.clone(), status: status.clone(), audit_head }),
                 Manscdp::CatalogQuery(SimpleQuery { sn, device_id: id.clone(), start_time: t.clone(), end_time: t.clone() }),
                 Manscdp::DeviceInfoResponse(DeviceInfo { sn, device_id: id.clone(), device_name: t.clone(), manufacturer: t.clone(), model: None, firmware: t.clone(), channel: Some(sn), result: status.clone() }),
                 Manscdp::DeviceStatusResponse(DeviceStatus { sn, device_id: id.clone(), result: status.clone(), online: t.clone(), status: t.clone(), encode: None, record: t.clone(), device_time: t.clone() }),

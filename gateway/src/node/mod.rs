@@ -163,6 +163,11 @@ pub struct Node {
     policy_expiry: Option<Instant>,
     /// Wall time the catalog each parent sees was last worked out at.
     policy_seen_at: std::time::SystemTime,
+    /// This node's latest committed audit head, as the runtime reported it.
+    audit_head: Option<policy::audit::Head>,
+    /// The last audit head each child node reported (children are named
+    /// in the topology, so this stays small).
+    child_heads: HashMap<GbId, policy::audit::Head>,
 }
 
 /// A method as a metric label: unknown methods share one label so a peer
@@ -358,6 +363,8 @@ impl Node {
             audit_healthy: true,
             policy_expiry: None,
             policy_seen_at: std::time::SystemTime::UNIX_EPOCH,
+            audit_head: None,
+            child_heads: HashMap::new(),
             identity,
             settings,
             credentials,
@@ -834,7 +841,11 @@ impl Node {
             return;
         };
         match body {
-            Manscdp::Keepalive(_) => {}
+            Manscdp::Keepalive(k) => {
+                if let Some(head) = k.audit_head {
+                    self.on_child_head(sender, head, now);
+                }
+            }
             Manscdp::CatalogResponse(list) => {
                 let Some(q) = self
                     .catalog_queries

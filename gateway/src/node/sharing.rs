@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use policy::audit::{AuditEntry, AuditKind};
+use policy::audit::{AuditEntry, AuditKind, Head};
 use policy::{Action, Policy, Subject};
 use topology::GbId;
 
@@ -18,11 +18,23 @@ use crate::gb::manscdp::CatalogItem;
 
 /// What leaves the node besides SIP transmits, call events and query
 /// answers.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub enum Output {
     /// A record for the audit store: a decision, a session's start or end,
     /// a policy change.
     Audit(AuditEntry),
+    /// A child node reported a new audit head with its keepalive: record it
+    /// ([`policy::audit::AuditStore::record_child_head`]), so `gbgate audit
+    /// verify --against-parent` can tell if the child rewrites its history.
+    /// Only changes leave: the same head again is not repeated.
+    ChildHead {
+        /// The child node.
+        child: GbId,
+        /// The head it reported.
+        head: Head,
+        /// When it reported it (ms since the Unix epoch).
+        at_ms: u64,
+    },
 }
 
 /// Milliseconds since the Unix epoch, as the audit stores time.
@@ -75,6 +87,70 @@ impl Node {
             tracing::warn!(audit_ok = ok, "audit store state changed");
         }
         self.audit_healthy = ok;
+    }
+
+    /// This node's latest committed audit head (from the audit writer):
+    /// every uplink's later keepalives carry it, so each parent records it.
+    pub fn set_audit_head(&mut self, head: Head) {
+        self.audit_head = Some(head);
+        for u in &mut self.uplinks {
+            u.set_audit_head(head);
+        }
+    }
+
+    /// The audit head this node reports to its parents, once known.
+    pub fn audit_head(&self) -> Option<Head> {
+        self.audit_head
+    }
+
+    /// The last audit head `child` reported here, if any.
+    pub fn child_head(&self, child: &GbId) -> Option<Head> {
+        self.child_heads.get(child).copied()
+    }
+
+    /// Seed what `child` last reported (e.g. from the audit store at
+    /// start), so a head that goes backwards across a restart of this
+    /// node is still noticed. Emits nothing.
+    pub fn remember_child_head(&mut self, child: GbId, head: Head) {
+        self.child_heads.insert(child, head);
+    }
+
+    /// A keepalive from registrant `sender` (from its bound address)
+    /// carried `head`. Child nodes' heads are recorded when they change; a
+    /// head that goes backwards (a lower seq, or the same seq with another
+    /// hash) means the child's history was cut or rewritten: it is logged
+    /// as an error, counted, and recorded all the same.
+    pub(super) fn on_child_head(&mut self, sender: GbId, head: Head, now: Instant) {
+        let is_child = self
+            .registry
+            .get(&sender)
+            .is_some_and(|r| r.kind == crate::registry::RegistrantKind::ChildNode);
+        if !is_child {
+            tracing::debug!(%sender, "an audit head from a registrant that is not a child node; ignored");
+            return;
+        }
+        let last = self.child_heads.get(&sender).copied();
+        if last == Some(head) {
+            return;
+        }
+        if let Some(last) = last {
+            if head.seq < last.seq || (head.seq == last.seq && head.hash != last.hash) {
+                metrics::counter!("gbgate_audit_child_head_regressions_total").increment(1);
+                tracing::error!(
+                    child = %sender,
+                    recorded = %last,
+                    reported = %head,
+                    "AUDIT HEAD WENT BACKWARDS: the child's audit history was cut or rewritten; check it with `gbgate audit verify --against-parent`"
+                );
+            }
+        }
+        self.child_heads.insert(sender, head);
+        let at_ms = epoch_ms(self.wall(now));
+        self.outputs.push_back(Output::ChildHead {
+            child: sender,
+            head,
+            at_ms,
+        });
     }
 
     /// The one decision call: decide `ask` and audit the decision.

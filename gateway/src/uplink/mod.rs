@@ -10,6 +10,7 @@
 
 use std::time::{Duration, Instant};
 
+use policy::audit::Head;
 use topology::GbId;
 
 use crate::gb::charset::Charset;
@@ -233,6 +234,8 @@ pub struct Uplink {
     retry_max: Duration,
     charset: Charset,
     since: Option<std::time::SystemTime>,
+    /// This node's audit head, reported with each keepalive once known.
+    audit_head: Option<Head>,
 }
 
 impl Uplink {
@@ -285,6 +288,7 @@ impl Uplink {
             retry_max: retry.1,
             charset: charset.unwrap_or(Charset::Gb2312),
             since: None,
+            audit_head: None,
         }
     }
 
@@ -317,6 +321,17 @@ impl Uplink {
         tracing::info!(parent = %self.parent, "the parent refuses pushed catalog changes; it will be made to re-query instead");
         self.refuses_pushes = true;
         true
+    }
+
+    /// This node's latest committed audit head: later keepalives carry it
+    /// (`<AuditHead>`), so the parent can record it.
+    pub fn set_audit_head(&mut self, head: Head) {
+        self.audit_head = Some(head);
+    }
+
+    /// The audit head keepalives carry, if one is known.
+    pub fn audit_head(&self) -> Option<Head> {
+        self.audit_head
     }
 
     /// The parent's ID.
@@ -411,6 +426,7 @@ impl Uplink {
             sn: self.keepalive_sn,
             device_id: agent.id.to_string(),
             status: "OK".into(),
+            audit_head: self.audit_head,
         })
         .to_body(self.charset);
         let target = Target {
@@ -774,6 +790,40 @@ mod tests {
             "Digest realm=\"3501020000\", nonce=\"abc\", algorithm=MD5, qop=\"auth\"",
         );
         r
+    }
+
+    /// The keepalive body `u` sends at `at` (registering it first at `t`).
+    fn keepalive_body(u: &mut Uplink, agent: &Agent, t: Instant, at: Instant) -> Keepalive {
+        if u.state() != LinkState::Registered {
+            let (reqs, _) = u.poll(agent, t);
+            let (again, _) = u.on_register_response(agent, &challenge(&reqs[0].1), t);
+            let mut ok = Response::to_request(&again.unwrap(), 200, Some("t"));
+            ok.headers.push("Expires", "3600");
+            u.on_register_response(agent, &ok, t);
+        }
+        let (reqs, _) = u.poll(agent, at);
+        assert_eq!(reqs[0].0, UplinkRequest::Keepalive);
+        u.on_keepalive_response(200, at);
+        match crate::gb::manscdp::parse(&reqs[0].1.body).unwrap().0 {
+            Manscdp::Keepalive(k) => k,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn keepalives_carry_the_audit_head_once_known() {
+        let (mut u, agent, t) = setup();
+        let k = keepalive_body(&mut u, &agent, t, t + Duration::from_secs(10));
+        assert_eq!(k.audit_head, None, "no head known yet: none sent");
+        let head = Head {
+            seq: 7,
+            hash: policy::audit::Hash([7; 32]),
+        };
+        u.set_audit_head(head);
+        assert_eq!(u.audit_head(), Some(head));
+        let k = keepalive_body(&mut u, &agent, t, t + Duration::from_secs(20));
+        assert_eq!(k.audit_head, Some(head));
+        assert_eq!(k.status, "OK");
     }
 
     #[test]

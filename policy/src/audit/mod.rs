@@ -253,6 +253,28 @@ impl fmt::Display for Head {
     }
 }
 
+/// Why a string is not a [`Head`]: `seq:hash`, a decimal sequence number
+/// and 64 hex digits.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a head is seq:hash (a decimal number, a colon, 64 hex digits)")]
+pub struct ParseHeadError;
+
+impl FromStr for Head {
+    type Err = ParseHeadError;
+
+    /// Reads what [`Display`](fmt::Display) writes: `seq:hash`.
+    fn from_str(s: &str) -> Result<Head, ParseHeadError> {
+        let (seq, hash) = s.trim().split_once(':').ok_or(ParseHeadError)?;
+        if seq.is_empty() || !seq.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ParseHeadError);
+        }
+        Ok(Head {
+            seq: seq.parse().map_err(|_| ParseHeadError)?,
+            hash: hash.parse().map_err(|_| ParseHeadError)?,
+        })
+    }
+}
+
 /// A stored entry with its place in the chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditRecord {

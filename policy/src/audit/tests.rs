@@ -594,6 +594,36 @@ fn hash_hex_round_trip() {
 }
 
 #[test]
+fn head_text_round_trip() {
+    let h = Head {
+        seq: 42,
+        hash: record_hash(1, &Hash::ZERO, &entry(0)),
+    };
+    let s = h.to_string();
+    assert_eq!(s, format!("42:{}", h.hash));
+    assert_eq!(s.parse::<Head>().unwrap(), h);
+    assert_eq!(format!(" {s}\n").parse::<Head>().unwrap(), h);
+    assert_eq!(
+        Head::default().to_string().parse::<Head>().unwrap(),
+        Head::default()
+    );
+    for bad in [
+        "",
+        "42",
+        ":",
+        &format!(":{}", h.hash),
+        &format!("-1:{}", h.hash),
+        &format!("+1:{}", h.hash),
+        &format!("x:{}", h.hash),
+        &format!("99999999999999999999:{}", h.hash),
+        "42:00",
+        &format!("42:{}:1", h.hash),
+    ] {
+        assert_eq!(bad.parse::<Head>(), Err(ParseHeadError), "{bad:?}");
+    }
+}
+
+#[test]
 fn encoding_is_unambiguous() {
     // Moving bytes between adjacent fields changes the hash.
     let mut a = entry(1);
