@@ -1401,7 +1401,9 @@ fn while_the_audit_store_fails_no_session_is_opened() {
     let rules = format!("p, node:{PARENT}, *, *, allow\n");
     let policy = policy::Policy::parse(&[("all.csv", rules.as_str())]).unwrap();
     w.node.set_policy(Some(Arc::new(policy)), w.now);
-    w.run_until(Duration::from_secs(20), |w| notified_ids(&w.parent).contains(&cam));
+    w.run_until(Duration::from_secs(20), |w| {
+        notified_ids(&w.parent).contains(&cam)
+    });
     // The runtime reports a failed batch: new calls are refused, loudly.
     w.node.set_audit_healthy(false);
     let refused = parent_invites(&mut w, &cam, 50).unwrap_err();

@@ -323,10 +323,14 @@ impl Uplink {
         true
     }
 
-    /// This node's latest committed audit head: later keepalives carry it
-    /// (`<AuditHead>`), so the parent can record it.
+    /// This node's latest committed audit head: later keepalives to a
+    /// gbgate parent carry it (`<AuditHead>`), so the parent can record it.
+    /// Third-party upper platforms are not sent it: one that validates
+    /// bodies against the GB/T 28181 schema could refuse the keepalive.
     pub fn set_audit_head(&mut self, head: Head) {
-        self.audit_head = Some(head);
+        if !self.upper {
+            self.audit_head = Some(head);
+        }
     }
 
     /// The audit head keepalives carry, if one is known.
