@@ -414,3 +414,50 @@ impl Drop for Cluster {
         }
     }
 }
+
+/// Run the `gbgate` binary with `args`: its exit code and its stdout
+/// followed by its stderr.
+pub fn gbgate(args: &[&str]) -> Result<(i32, String)> {
+    let out = Command::new(bin("gbgate")?).args(args).output()?;
+    Ok((
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    ))
+}
+
+/// An HTTP request to a node's API: `GET`, or `POST` with a JSON `body`;
+/// `token` as bearer. Any status is an answer: the status and the body.
+pub fn api_call(
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> Result<(u16, String)> {
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut resp = match (method, body) {
+        ("POST", b) => {
+            let mut r = agent.post(url).header("Content-Type", "application/json");
+            if let Some(a) = &auth {
+                r = r.header("Authorization", a);
+            }
+            r.send(b.unwrap_or(""))?
+        }
+        _ => {
+            let mut r = agent.get(url);
+            if let Some(a) = &auth {
+                r = r.header("Authorization", a);
+            }
+            r.call()?
+        }
+    };
+    let status = resp.status().as_u16();
+    Ok((status, resp.body_mut().read_to_string().unwrap_or_default()))
+}

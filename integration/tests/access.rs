@@ -9,56 +9,15 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
 use gbgate::api::auth::new_token;
 use gbgate::gate::access::{stamp, AccessRequest};
 use integration::demo::TreeSpec;
-use integration::harness::{bin_dir, Cluster, FleetSpec};
+use integration::harness::{Cluster, FleetSpec};
 
 const CH: &str = "35010201001310000001";
 const CH2: &str = "35010201001310000002";
-
-/// Status and body of a request with `token` as bearer.
-fn call(method: &str, url: &str, token: Option<&str>, body: Option<&str>) -> (u16, String) {
-    let agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .new_agent();
-    let auth = token.map(|t| format!("Bearer {t}"));
-    let mut resp = if method == "POST" {
-        let mut r = agent.post(url).header("Content-Type", "application/json");
-        if let Some(a) = &auth {
-            r = r.header("Authorization", a);
-        }
-        r.send(body.unwrap_or(""))
-    } else {
-        let mut r = agent.get(url);
-        if let Some(a) = &auth {
-            r = r.header("Authorization", a);
-        }
-        r.call()
-    }
-    .unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.body_mut().read_to_string().unwrap_or_default())
-}
-
-fn gbgate(args: &[&str]) -> (i32, String) {
-    let out = Command::new(bin_dir().join("gbgate"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
 
 fn in_an_hour() -> String {
     stamp(SystemTime::now() + Duration::from_secs(3600))
@@ -73,6 +32,14 @@ fn ask(channel: &str, reason: &str) -> String {
 
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
+}
+
+fn call(method: &str, url: &str, token: Option<&str>, body: Option<&str>) -> (u16, String) {
+    integration::harness::api_call(method, url, token, body).unwrap()
+}
+
+fn gbgate(args: &[&str]) -> (i32, String) {
+    integration::harness::gbgate(args).unwrap()
 }
 
 #[test]

@@ -9,7 +9,6 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,7 +20,7 @@ use gbgate::sip::agent::{Agent, Target, MANSCDP};
 use gbgate::sip::message::{Message, Method, Response};
 use gbgate::sip::{Peer, Transmit, Transport};
 use integration::demo::TreeSpec;
-use integration::harness::{bin_dir, Cluster, FleetSpec};
+use integration::harness::{Cluster, FleetSpec};
 use policy::audit::{Hash, Head};
 use topology::{Credentials, GbId};
 
@@ -173,6 +172,10 @@ impl Pair {
     }
 }
 
+fn gbgate(args: &[&str]) -> (i32, String) {
+    integration::harness::gbgate(args).unwrap()
+}
+
 #[test]
 fn a_childs_keepalives_carry_its_head_and_the_parent_emits_each_change_once() {
     let mut w = Pair::new();
@@ -252,21 +255,6 @@ fn a_childs_keepalives_carry_its_head_and_the_parent_emits_each_change_once() {
     );
     assert_eq!(w.take_heads(), vec![]);
     assert_eq!(w.parent.child_head(&child), Some(head(8, 6)));
-}
-
-fn gbgate(args: &[&str]) -> (i32, String) {
-    let out = Command::new(bin_dir().join("gbgate"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
 }
 
 /// The head of the audit store at `db`, and what it records `child`

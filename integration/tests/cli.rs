@@ -22,6 +22,10 @@ fn check(path: &std::path::Path) -> (bool, String) {
     (out.status.success(), text)
 }
 
+fn gbgate(args: &[&str]) -> (i32, String) {
+    integration::harness::gbgate(args).unwrap()
+}
+
 #[test]
 fn check_accepts_the_demo_tree() {
     let dir = tempfile::tempdir().unwrap();
@@ -153,21 +157,6 @@ fn closed_stdout_ends_printing_commands_quietly() {
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
         assert!(stderr.trim().is_empty(), "{args:?}: {stderr}");
     }
-}
-
-fn gbgate(args: &[&str]) -> (i32, String) {
-    let out = Command::new(bin_dir().join("gbgate"))
-        .args(args)
-        .output()
-        .expect("gbgate binary (cargo build --workspace --bins)");
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
 }
 
 #[test]

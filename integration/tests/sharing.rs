@@ -12,7 +12,6 @@
 use std::collections::HashSet;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,7 +19,7 @@ use std::time::{Duration, Instant};
 use gbgate::api::auth::new_token;
 use gbgate::api::{ChannelsPage, PlayUrls};
 use integration::demo::TreeSpec;
-use integration::harness::{bin_dir, Cluster, FleetSpec};
+use integration::harness::{Cluster, FleetSpec};
 
 fn clip(name: &str) -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -34,34 +33,6 @@ fn is_camera(id: &str) -> bool {
     id.len() == 20 && matches!(&id[10..13], "131" | "132")
 }
 
-/// Status and body of a request with `token` as bearer.
-fn call(method: &str, url: &str, token: Option<&str>, body: Option<&str>) -> (u16, String) {
-    let agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .new_agent();
-    let auth = token.map(|t| format!("Bearer {t}"));
-    let mut resp = match (method, body) {
-        ("POST", Some(b)) => {
-            let mut r = agent.post(url).header("Content-Type", "application/json");
-            if let Some(a) = &auth {
-                r = r.header("Authorization", a);
-            }
-            r.send(b)
-        }
-        _ => {
-            let mut r = agent.get(url);
-            if let Some(a) = &auth {
-                r = r.header("Authorization", a);
-            }
-            r.call()
-        }
-    }
-    .unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.body_mut().read_to_string().unwrap_or_default())
-}
-
 fn write(path: &Path, text: &str) {
     // Write then rename, as editors do: the watcher sees one change.
     let tmp = path.with_extension("tmp");
@@ -69,19 +40,12 @@ fn write(path: &Path, text: &str) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
+fn call(method: &str, url: &str, token: Option<&str>, body: Option<&str>) -> (u16, String) {
+    integration::harness::api_call(method, url, token, body).unwrap()
+}
+
 fn gbgate(args: &[&str]) -> (i32, String) {
-    let out = Command::new(bin_dir().join("gbgate"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    integration::harness::gbgate(args).unwrap()
 }
 
 #[test]
