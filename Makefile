@@ -11,7 +11,9 @@ all: build
 # test clips; GStreamer's mpegpsmux writes PS we did not write. Debian's
 # ffmpeg 5.1 cannot read H.265 in FLV, so the static ffmpeg of the PyPI
 # package imageio-ffmpeg checks that. PostgreSQL: the policy crate's audit
-# tests start a throwaway cluster of their own (they fail without it).
+# tests start a throwaway cluster of their own (they fail without it). The
+# PyPI package openapi-spec-validator checks the OpenAPI document a node
+# serves (integration/tests/openapi.rs fails without it).
 deps:
 	@missing=""; \
 	command -v sipp >/dev/null 2>&1 || missing="$$missing sip-tester"; \
@@ -26,6 +28,7 @@ deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
 	@python3 -c "import imageio_ffmpeg" 2>/dev/null || python3 -m pip install -q imageio-ffmpeg
+	@python3 -c "import openapi_spec_validator" 2>/dev/null || python3 -m pip install -q openapi-spec-validator
 
 # Test clips, generated (not committed): 4 s of 640x360 at 25 fps, one
 # keyframe a second, no B-frames, as cameras send. Also PS files written by

@@ -25,11 +25,13 @@ use super::auth::Holder;
 use super::sharing::{admin, caller, refuse, Caller, Refusal};
 use super::AppState;
 use crate::gate::access::{
-    self, AccessError, Actor, Approval, Desk, Invalid, NewRequest, Rejection, RequestState,
+    self, AccessError, AccessRequest, Actor, Approval, Desk, Invalid, NewRequest, Rejection,
+    RequestState,
 };
 
 /// `GET /api/v1/access-requests` query.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// pending, approved, rejected or all (default).
     pub state: Option<String>,
@@ -120,6 +122,23 @@ fn setup(
 }
 
 /// `POST /api/v1/access-requests`: a department asks for access.
+#[utoipa::path(
+    post,
+    path = "/api/v1/access-requests",
+    tag = "access requests",
+    request_body = NewRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "The request, pending", body = AccessRequest),
+        (status = 400, description = "The body is not a valid request: says what is wrong", body = String, content_type = "text/plain"),
+        (status = 401, description = "No token, or one not known here", body = String, content_type = "text/plain"),
+        (status = 403, description = "Requests are made with a department token (the node runs without a policy)", body = String, content_type = "text/plain"),
+        (status = 404, description = "This node takes no access requests (it runs without `--grants`)", body = String, content_type = "text/plain"),
+        (status = 429, description = "The department has too many pending requests", body = String, content_type = "text/plain"),
+        (status = 500, description = "The request store or the grants file cannot be written", body = String, content_type = "text/plain"),
+        (status = 503, description = "The node is stopping", body = String, content_type = "text/plain"),
+    )
+)]
 pub async fn post_request(
     State(st): State<AppState>,
     headers: axum::http::HeaderMap,
@@ -164,6 +183,20 @@ pub async fn post_request(
 
 /// `GET /api/v1/access-requests?state=`: an admin sees all, a department
 /// its own.
+#[utoipa::path(
+    get,
+    path = "/api/v1/access-requests",
+    tag = "access requests",
+    params(ListParams),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Requests: all for an admin, the department's own otherwise", body = Vec<AccessRequest>),
+        (status = 400, description = "Unknown state", body = String, content_type = "text/plain"),
+        (status = 401, description = "No token, or one not known here", body = String, content_type = "text/plain"),
+        (status = 403, description = "Requests are read with a department token (the node runs without a policy)", body = String, content_type = "text/plain"),
+        (status = 404, description = "This node takes no access requests (it runs without `--grants`)", body = String, content_type = "text/plain"),
+    )
+)]
 pub async fn get_requests(
     State(st): State<AppState>,
     Query(p): Query<ListParams>,
@@ -185,6 +218,19 @@ pub async fn get_requests(
 }
 
 /// `GET /api/v1/access-requests/{id}`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/access-requests/{id}",
+    tag = "access requests",
+    params(("id" = u64, Path, description = "The access request's number")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The request", body = AccessRequest),
+        (status = 401, description = "No token, or one not known here", body = String, content_type = "text/plain"),
+        (status = 403, description = "Requests are read with a department token (the node runs without a policy)", body = String, content_type = "text/plain"),
+        (status = 404, description = "No such request (or another department's); or This node takes no access requests (it runs without `--grants`)", body = String, content_type = "text/plain"),
+    )
+)]
 pub async fn get_request(
     State(st): State<AppState>,
     Path(id): Path<String>,
@@ -207,6 +253,24 @@ pub async fn get_request(
 /// `POST /api/v1/access-requests/{id}/approve` (admin): the approval
 /// becomes grant lines in the grants file, in force when this answers
 /// (unless its window begins later).
+#[utoipa::path(
+    post,
+    path = "/api/v1/access-requests/{id}/approve",
+    tag = "access requests",
+    params(("id" = u64, Path, description = "The access request's number")),
+    request_body(content = Option<Approval>, description = "Optional narrowing; an empty body approves the request as asked"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The request, approved; its grant is in force (unless its window begins later)", body = AccessRequest),
+        (status = 400, description = "The approval widens the request or is not valid: says what is wrong", body = String, content_type = "text/plain"),
+        (status = 401, description = "No token, or one not known here", body = String, content_type = "text/plain"),
+        (status = 403, description = "The token's holder is not an admin", body = String, content_type = "text/plain"),
+        (status = 404, description = "No such request; or This node takes no access requests (it runs without `--grants`)", body = String, content_type = "text/plain"),
+        (status = 409, description = "The request is no longer pending", body = String, content_type = "text/plain"),
+        (status = 500, description = "The request store or the grants file cannot be written", body = String, content_type = "text/plain"),
+        (status = 503, description = "The node is stopping", body = String, content_type = "text/plain"),
+    )
+)]
 pub async fn post_approve(
     State(st): State<AppState>,
     Path(id): Path<String>,
@@ -234,6 +298,24 @@ pub async fn post_approve(
 }
 
 /// `POST /api/v1/access-requests/{id}/reject` (admin): `{reason}`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/access-requests/{id}/reject",
+    tag = "access requests",
+    params(("id" = u64, Path, description = "The access request's number")),
+    request_body = Rejection,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The request, rejected", body = AccessRequest),
+        (status = 400, description = "The body is not a rejection with a reason", body = String, content_type = "text/plain"),
+        (status = 401, description = "No token, or one not known here", body = String, content_type = "text/plain"),
+        (status = 403, description = "The token's holder is not an admin", body = String, content_type = "text/plain"),
+        (status = 404, description = "No such request; or This node takes no access requests (it runs without `--grants`)", body = String, content_type = "text/plain"),
+        (status = 409, description = "The request is no longer pending", body = String, content_type = "text/plain"),
+        (status = 500, description = "The request store or the grants file cannot be written", body = String, content_type = "text/plain"),
+        (status = 503, description = "The node is stopping", body = String, content_type = "text/plain"),
+    )
+)]
 pub async fn post_reject(
     State(st): State<AppState>,
     Path(id): Path<String>,

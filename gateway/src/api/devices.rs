@@ -15,7 +15,7 @@ use crate::gb::record::parse_local_time;
 use crate::node::{DeviceQuery, QueryAnswer, QueryError};
 
 /// `GET /api/v1/devices/{id}/info` answer: the device's DeviceInfo.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeviceInfoView {
     /// The ID asked about.
     pub device_id: String,
@@ -34,7 +34,7 @@ pub struct DeviceInfoView {
 }
 
 /// `GET /api/v1/devices/{id}/status` answer: the device's DeviceStatus.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeviceStatusView {
     /// The ID asked about.
     pub device_id: String,
@@ -53,7 +53,7 @@ pub struct DeviceStatusView {
 }
 
 /// One recording.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RecordView {
     /// The channel recorded.
     pub device_id: String,
@@ -80,7 +80,7 @@ pub struct RecordView {
 
 /// `GET /api/v1/devices/{id}/records` answer: the device's RecordInfo,
 /// every part collected.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RecordsView {
     /// The channel asked about.
     pub device_id: String,
@@ -95,11 +95,14 @@ pub struct RecordsView {
 }
 
 /// Query string of `GET /api/v1/devices/{id}/records`.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RecordsParams {
     /// Start of the range, GB local time `YYYY-MM-DDTHH:MM:SS`.
+    #[param(required = true)]
     pub start: Option<String>,
     /// End of the range, GB local time `YYYY-MM-DDTHH:MM:SS`.
+    #[param(required = true)]
     pub end: Option<String>,
     /// `all` (default), `time`, `alarm` or `manual`.
     #[serde(rename = "type")]
@@ -214,6 +217,22 @@ async fn ask(st: &AppState, headers: &HeaderMap, id: GbId, query: DeviceQuery) -
 }
 
 /// `GET /api/v1/devices/{id}/info`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/devices/{id}/info",
+    tag = "devices",
+    params(("id" = String, Path, description = "20-digit GB/T 28181 ID of a device or channel below this node", example = "34020000001320000001")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The device's DeviceInfo, asked down the cascade", body = DeviceInfoView),
+        (status = 400, description = "The ID is not a 20-digit GB/T 28181 ID", body = String, content_type = "text/plain"),
+        (status = 401, description = "No token, or one not known here", body = String, content_type = "text/plain"),
+        (status = 403, description = "The policy does not let the caller's department see this device in the catalog", body = String, content_type = "text/plain"),
+        (status = 404, description = "Neither this node nor online below it (unknown and offline look alike)", body = String, content_type = "text/plain"),
+        (status = 503, description = "Too many queries pending, or the node is stopping", body = String, content_type = "text/plain"),
+        (status = 504, description = "The device did not answer in time", body = String, content_type = "text/plain"),
+    )
+)]
 pub(super) async fn get_info(
     State(st): State<AppState>,
     Path(id): Path<String>,
@@ -226,6 +245,22 @@ pub(super) async fn get_info(
 }
 
 /// `GET /api/v1/devices/{id}/status`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/devices/{id}/status",
+    tag = "devices",
+    params(("id" = String, Path, description = "20-digit GB/T 28181 ID of a device or channel below this node", example = "34020000001320000001")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The device's DeviceStatus, asked down the cascade", body = DeviceStatusView),
+        (status = 400, description = "The ID is not a 20-digit GB/T 28181 ID", body = String, content_type = "text/plain"),
+        (status = 401, description = "No token, or one not known here", body = String, content_type = "text/plain"),
+        (status = 403, description = "The policy does not let the caller's department see this device in the catalog", body = String, content_type = "text/plain"),
+        (status = 404, description = "Neither this node nor online below it (unknown and offline look alike)", body = String, content_type = "text/plain"),
+        (status = 503, description = "Too many queries pending, or the node is stopping", body = String, content_type = "text/plain"),
+        (status = 504, description = "The device did not answer in time", body = String, content_type = "text/plain"),
+    )
+)]
 pub(super) async fn get_status(
     State(st): State<AppState>,
     Path(id): Path<String>,
@@ -268,6 +303,22 @@ fn records_query(p: RecordsParams) -> Result<DeviceQuery, BadRequest> {
 }
 
 /// `GET /api/v1/devices/{id}/records?start=&end=&type=`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/devices/{id}/records",
+    tag = "devices",
+    params(("id" = String, Path, description = "20-digit GB/T 28181 ID of a device or channel below this node", example = "34020000001320000001"), RecordsParams),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The device's RecordInfo, every part collected at every hop", body = RecordsView),
+        (status = 400, description = "The ID is not a 20-digit ID, or start, end or type are missing or wrong", body = String, content_type = "text/plain"),
+        (status = 401, description = "No token, or one not known here", body = String, content_type = "text/plain"),
+        (status = 403, description = "The policy does not let the caller's department replay this channel", body = String, content_type = "text/plain"),
+        (status = 404, description = "Neither this node nor online below it (unknown and offline look alike)", body = String, content_type = "text/plain"),
+        (status = 503, description = "Too many queries pending, or the node is stopping", body = String, content_type = "text/plain"),
+        (status = 504, description = "The device did not answer in time", body = String, content_type = "text/plain"),
+    )
+)]
 pub(super) async fn get_records(
     State(st): State<AppState>,
     Path(id): Path<String>,

@@ -129,7 +129,8 @@ fn video_response(
 }
 
 /// Query string of the video endpoints.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct VideoParams {
     /// `legacy` writes H.265 in FLV as CodecID 12 instead of Enhanced RTMP.
     pub hevc: Option<String>,
@@ -138,10 +139,32 @@ pub struct VideoParams {
     /// Playback: end of the range, Unix seconds.
     pub end: Option<u64>,
     /// The signed play token from `POST /api/v1/streams` (with a policy).
+    /// Described as the `play_token` security scheme, not as a parameter.
+    #[param(ignore)]
     pub token: Option<String>,
 }
 
 /// `GET /live/{channel}.flv|.ts`
+#[utoipa::path(
+    get,
+    path = "/live/{file}",
+    tag = "video",
+    params(
+        ("file" = String, Path, description = "The channel's 20-digit ID and the format: `{channel}.flv` (HTTP-FLV) or `{channel}.ts` (MPEG-TS)", example = "34020000001320000001.flv"),
+        VideoParams,
+    ),
+    security(("bearer" = []), ("play_token" = [])),
+    responses(
+        (status = 200, description = "Live video, chunked, until the client closes it, the stream ends or the policy revokes it",
+            content((super::openapi::Video = "video/x-flv"), (super::openapi::Video = "video/mp2t"))),
+        (status = 400, description = "The file name is not a 20-digit channel ID", body = String, content_type = "text/plain"),
+        (status = 401, description = "No token, or a token not known here, or a play token that is expired or for another channel or action", body = String, content_type = "text/plain"),
+        (status = 403, description = "The policy does not let the caller's department do this on the channel", body = String, content_type = "text/plain"),
+        (status = 404, description = "Unknown format (use .flv or .ts), or the channel is not in this node's catalog", body = String, content_type = "text/plain"),
+        (status = 502, description = "The device or the node below refused the call, failed it or did not answer", body = String, content_type = "text/plain"),
+        (status = 503, description = "This node serves no media, is stopping, or has no room for another stream or viewer", body = String, content_type = "text/plain"),
+    )
+)]
 pub async fn get_live(
     State(st): State<AppState>,
     Path(file): Path<String>,
@@ -173,6 +196,27 @@ pub async fn get_live(
 
 /// `GET /playback/{channel}.flv|.ts?start=&end=`: a private playback
 /// session; its number comes back in `X-Playback-Session`.
+#[utoipa::path(
+    get,
+    path = "/playback/{file}",
+    tag = "video",
+    params(
+        ("file" = String, Path, description = "The channel's 20-digit ID and the format: `{channel}.flv` (HTTP-FLV) or `{channel}.ts` (MPEG-TS)", example = "34020000001320000001.ts"),
+        VideoParams,
+    ),
+    security(("bearer" = []), ("play_token" = [])),
+    responses(
+        (status = 200, description = "The recording from the device that holds it, chunked; the response ends at the end of the range",
+            headers(("X-Playback-Session" = u64, description = "The playback session, for `POST /api/v1/playback/{session}/control`")),
+            content((super::openapi::Video = "video/x-flv"), (super::openapi::Video = "video/mp2t"))),
+        (status = 400, description = "The file name is not a 20-digit channel ID, or `start`/`end` are missing or out of order", body = String, content_type = "text/plain"),
+        (status = 401, description = "No token, or a token not known here, or a play token that is expired or for another channel or action", body = String, content_type = "text/plain"),
+        (status = 403, description = "The policy does not let the caller's department do this on the channel", body = String, content_type = "text/plain"),
+        (status = 404, description = "Unknown format (use .flv or .ts), or the channel is not in this node's catalog", body = String, content_type = "text/plain"),
+        (status = 502, description = "The device or the node below refused the call, failed it or did not answer", body = String, content_type = "text/plain"),
+        (status = 503, description = "This node serves no media, is stopping, or has no room for another stream or viewer", body = String, content_type = "text/plain"),
+    )
+)]
 pub async fn get_playback(
     State(st): State<AppState>,
     Path(file): Path<String>,
@@ -215,11 +259,13 @@ pub async fn get_playback(
 }
 
 /// Body of `POST /api/v1/playback/{session}/control`.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct Control {
     /// `play` (resume, optionally seek or change speed) or `pause`.
+    #[schema(example = "play")]
     pub action: String,
     /// Playback speed (0.25 to 8); `play` only.
+    #[schema(minimum = 0.25, maximum = 8.0)]
     pub scale: Option<f64>,
     /// Seek to this many seconds from the start of the range; `play` only.
     pub position: Option<f64>,
@@ -229,6 +275,25 @@ static RTSP_CSEQ: AtomicU32 = AtomicU32::new(1);
 
 /// `POST /api/v1/playback/{session}/control`: pause, resume, seek, speed.
 /// Sent below as MANSRTSP in INFO.
+#[utoipa::path(
+    post,
+    path = "/api/v1/playback/{session}/control",
+    tag = "video",
+    params(("session" = u64, Path, description = "The playback session, from the `X-Playback-Session` header of `GET /playback/{file}`")),
+    request_body = Control,
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Sent below as MANSRTSP in INFO"),
+        (status = 400, description = "Unknown action, a scale outside 0.25 to 8, a session that is not a number, or a body that is not JSON", body = String, content_type = "text/plain"),
+        (status = 401, description = "No token, or one not known here", body = String, content_type = "text/plain"),
+        (status = 403, description = "The caller may no longer replay the session's channel", body = String, content_type = "text/plain"),
+        (status = 404, description = "No such playback session", body = String, content_type = "text/plain"),
+        (status = 415, description = "The body is not sent as `Content-Type: application/json`", body = String, content_type = "text/plain"),
+        (status = 422, description = "The JSON lacks a field or has one of the wrong type", body = String, content_type = "text/plain"),
+        (status = 429, description = "At most one command per 200 ms per session", body = String, content_type = "text/plain"),
+        (status = 503, description = "This node serves no media, or is stopping", body = String, content_type = "text/plain"),
+    )
+)]
 pub async fn post_playback_control(
     State(st): State<AppState>,
     Path(session): Path<u64>,
@@ -300,6 +365,18 @@ pub async fn post_playback_control(
 }
 
 /// `GET /api/v1/streams`: the streams open at this node (admin).
+#[utoipa::path(
+    get,
+    path = "/api/v1/streams",
+    tag = "video",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The streams open at this node", body = Vec<crate::streams::StreamInfo>),
+        (status = 401, description = "No token, or one not known here", body = String, content_type = "text/plain"),
+        (status = 403, description = "The token's holder is not an admin", body = String, content_type = "text/plain"),
+        (status = 503, description = "This node serves no media", body = String, content_type = "text/plain"),
+    )
+)]
 pub async fn get_streams(State(st): State<AppState>, headers: HeaderMap) -> Response {
     if let Err(r) = sharing::admin(&st, &headers) {
         return r.into_response();

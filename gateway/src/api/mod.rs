@@ -2,12 +2,14 @@
 //! the topology, device queries down the cascade, live and playback video
 //! (HTTP-FLV, MPEG-TS), Prometheus metrics, and sharing: department
 //! channels and play URLs, policy and audit (sharing.rs), access requests
-//! (access.rs).
+//! (access.rs), and the OpenAPI document describing all of it (openapi.rs,
+//! generated from the handlers' annotations).
 
 pub mod access;
 pub mod auth;
 mod devices;
 mod live;
+pub mod openapi;
 pub mod sharing;
 
 use std::net::SocketAddr;
@@ -56,9 +58,12 @@ pub fn router(
 }
 
 /// [`router`] with sharing: tokens, play URL signing, the policy status
-/// and the audit store. With a policy, every endpoint but /healthz and
-/// /metrics needs a token; open viewers are re-checked as the policy
-/// changes (a task on the current runtime).
+/// and the audit store. With a policy, every endpoint but /healthz,
+/// /metrics and /api/openapi.json needs a token; open viewers are
+/// re-checked as the policy changes (a task on the current runtime).
+///
+/// Every route here is described in [`openapi::ApiDoc`]; a test reads the
+/// `.route(` calls of this file and fails when the two differ.
 pub fn router_with(
     node: NodeHandle,
     metrics: Option<PrometheusHandle>,
@@ -112,7 +117,8 @@ pub fn router_with(
         .route("/live/{file}", get(live::get_live))
         .route("/playback/{file}", get(live::get_playback))
         .route("/metrics", get(get_metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(get_healthz))
+        .route("/api/openapi.json", get(openapi::get_openapi))
         .with_state(AppState {
             node,
             metrics,
@@ -135,7 +141,8 @@ pub async fn serve(
 }
 
 /// Query string of `GET /api/v1/catalog`.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct CatalogParams {
     /// Only direct children of this ID.
     pub parent: Option<String>,
@@ -151,7 +158,7 @@ pub struct CatalogParams {
 }
 
 /// One catalog entry as JSON.
-#[derive(Debug, Serialize, Deserialize, Clone)]
+#[derive(Debug, Serialize, Deserialize, Clone, utoipa::ToSchema)]
 pub struct CatalogEntry {
     /// 20-digit ID (or a 2–8 digit region code).
     pub device_id: String,
@@ -174,7 +181,7 @@ pub struct CatalogEntry {
 }
 
 /// `GET /api/v1/catalog` answer.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CatalogPage {
     /// Matches in total.
     pub total: usize,
@@ -184,6 +191,21 @@ pub struct CatalogPage {
     pub items: Vec<CatalogEntry>,
 }
 
+/// `GET /api/v1/catalog` (admin): the federated catalog, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/api/v1/catalog",
+    tag = "catalog",
+    params(CatalogParams),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A page of the federated catalog, sorted by ID", body = CatalogPage),
+        (status = 400, description = "The query string is not understood (e.g. a number that is not one)", body = String, content_type = "text/plain"),
+        (status = 401, description = "No token, or one not known here", body = String, content_type = "text/plain"),
+        (status = 403, description = "The token's holder is not an admin", body = String, content_type = "text/plain"),
+        (status = 503, description = "The node is stopping", body = String, content_type = "text/plain"),
+    )
+)]
 async fn get_catalog(
     State(st): State<AppState>,
     Query(p): Query<CatalogParams>,
@@ -233,7 +255,7 @@ async fn get_catalog(
 }
 
 /// This node, as shown by the topology API.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NodeView {
     /// ID.
     pub id: String,
@@ -246,7 +268,7 @@ pub struct NodeView {
 }
 
 /// A link upward: the topology's parent or an upper platform.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ParentView {
     /// Parent ID.
     pub id: String,
@@ -276,7 +298,7 @@ pub struct ParentView {
 }
 
 /// A child node or registered device.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PeerView {
     /// ID.
     pub id: String,
@@ -293,7 +315,7 @@ pub struct PeerView {
 }
 
 /// `GET /api/v1/topology` answer.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TopologyView {
     /// This node.
     pub node: NodeView,
@@ -311,7 +333,7 @@ pub struct TopologyView {
 }
 
 /// Device counts.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeviceCounts {
     /// Registered.
     pub registered: usize,
@@ -320,7 +342,7 @@ pub struct DeviceCounts {
 }
 
 /// Catalog counts.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CatalogCounts {
     /// All entries.
     pub entries: usize,
@@ -426,6 +448,19 @@ pub fn topology_view(node: &Node) -> TopologyView {
     }
 }
 
+/// `GET /api/v1/topology` (admin): this node, its links and counts.
+#[utoipa::path(
+    get,
+    path = "/api/v1/topology",
+    tag = "catalog",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "This node, its parent link and upper platforms, its children, device and catalog counts", body = TopologyView),
+        (status = 401, description = "No token, or one not known here", body = String, content_type = "text/plain"),
+        (status = 403, description = "The token's holder is not an admin", body = String, content_type = "text/plain"),
+        (status = 503, description = "The node is stopping", body = String, content_type = "text/plain"),
+    )
+)]
 async fn get_topology(State(st): State<AppState>, headers: axum::http::HeaderMap) -> Response {
     if let Err(r) = sharing::admin(&st, &headers) {
         return r.into_response();
@@ -436,6 +471,17 @@ async fn get_topology(State(st): State<AppState>, headers: axum::http::HeaderMap
     }
 }
 
+/// `GET /metrics`: Prometheus text exposition (open: no token).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Prometheus metrics, text format 0.0.4", body = String, content_type = "text/plain"),
+        (status = 404, description = "This process installed no metrics recorder", body = String, content_type = "text/plain"),
+        (status = 503, description = "The node is stopping", body = String, content_type = "text/plain"),
+    )
+)]
 async fn get_metrics(State(st): State<AppState>) -> Response {
     // Collect the scanned gauges at scrape time, the Prometheus way.
     if let Err(e) = st.node.query(Node::update_gauges).await {
@@ -449,4 +495,17 @@ async fn get_metrics(State(st): State<AppState>) -> Response {
             .into_response(),
         None => (StatusCode::NOT_FOUND, "metrics recorder not installed\n").into_response(),
     }
+}
+
+/// `GET /healthz`: `ok` while the HTTP side answers (open: no token).
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "`ok`", body = String, content_type = "text/plain", example = "ok\n"),
+    )
+)]
+async fn get_healthz() -> &'static str {
+    "ok\n"
 }

@@ -4,7 +4,8 @@
 //! admin endpoints for the policy and the audit.
 //!
 //! Without a policy the node is open, as before policies existed; with one,
-//! every endpoint but /healthz and /metrics needs a token.
+//! every endpoint but /healthz, /metrics and /api/openapi.json needs a
+//! token.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -271,7 +272,8 @@ impl Viewers {
 }
 
 /// `GET /api/v1/channels?after=&limit=` query.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ChannelsParams {
     /// Start after this ID (keyset paging: pass the last ID of the page).
     pub after: Option<String>,
@@ -280,7 +282,7 @@ pub struct ChannelsParams {
 }
 
 /// One channel as a department sees it.
-#[derive(Debug, Serialize, Deserialize, Clone)]
+#[derive(Debug, Serialize, Deserialize, Clone, utoipa::ToSchema)]
 pub struct ChannelView {
     /// 20-digit ID.
     pub id: String,
@@ -293,7 +295,7 @@ pub struct ChannelView {
 }
 
 /// `GET /api/v1/channels` answer.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ChannelsPage {
     /// The channels, by ID.
     pub items: Vec<ChannelView>,
@@ -302,6 +304,19 @@ pub struct ChannelsPage {
 }
 
 /// `GET /api/v1/channels`: the cameras the caller's department may see.
+#[utoipa::path(
+    get,
+    path = "/api/v1/channels",
+    tag = "sharing",
+    params(ChannelsParams),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The cameras the caller's department may see, by ID, keyset-paged", body = ChannelsPage),
+        (status = 400, description = "The query string is not understood (e.g. a number that is not one)", body = String, content_type = "text/plain"),
+        (status = 401, description = "No token, or one not known here", body = String, content_type = "text/plain"),
+        (status = 503, description = "The node is stopping", body = String, content_type = "text/plain"),
+    )
+)]
 pub async fn get_channels(
     State(st): State<AppState>,
     Query(p): Query<ChannelsParams>,
@@ -341,7 +356,7 @@ pub async fn get_channels(
 }
 
 /// Body of `POST /api/v1/streams`.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct StreamRequest {
     /// The channel.
     pub channel: String,
@@ -351,7 +366,7 @@ pub struct StreamRequest {
 }
 
 /// `POST /api/v1/streams` answer: where to play.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct PlayUrls {
     /// HTTP-FLV path (append `&start=&end=` for playback).
     pub flv: String,
@@ -365,6 +380,22 @@ pub struct PlayUrls {
 
 /// `POST /api/v1/streams {channel, action}`: decide, then hand out play
 /// URLs carrying a signed token valid for [`PLAY_TOKEN_TTL`].
+#[utoipa::path(
+    post,
+    path = "/api/v1/streams",
+    tag = "sharing",
+    request_body = StreamRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Play URLs with a signed play token, valid for 5 minutes to start a stream", body = PlayUrls),
+        (status = 400, description = "The channel is not a 20-digit ID, the action is not live, playback or download, or the body is not JSON", body = String, content_type = "text/plain"),
+        (status = 401, description = "No token, or one not known here", body = String, content_type = "text/plain"),
+        (status = 403, description = "The policy does not let the caller's department do this; the body says how to ask for access", body = String, content_type = "text/plain"),
+        (status = 503, description = "The node is stopping", body = String, content_type = "text/plain"),
+        (status = 415, description = "The body is not sent as `Content-Type: application/json`", body = String, content_type = "text/plain"),
+        (status = 422, description = "The JSON lacks a field or has one of the wrong type", body = String, content_type = "text/plain"),
+    )
+)]
 pub async fn post_streams(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -454,6 +485,18 @@ pub async fn viewer(
 }
 
 /// `GET /api/v1/policy` (admin): the policy in force and the last refusal.
+#[utoipa::path(
+    get,
+    path = "/api/v1/policy",
+    tag = "sharing",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The policy in force: files, generation, rules, the last refused edit", body = crate::gate::reload::PolicyStatus),
+        (status = 401, description = "No token, or one not known here", body = String, content_type = "text/plain"),
+        (status = 403, description = "The token's holder is not an admin", body = String, content_type = "text/plain"),
+        (status = 404, description = "No sharing policy on this node", body = String, content_type = "text/plain"),
+    )
+)]
 pub async fn get_policy(State(st): State<AppState>, headers: HeaderMap) -> Response {
     if let Err(r) = admin(&st, &headers) {
         return r.into_response();
@@ -465,7 +508,8 @@ pub async fn get_policy(State(st): State<AppState>, headers: HeaderMap) -> Respo
 }
 
 /// `GET /api/v1/audit?channel=&subject=&from=&to=&after=&limit=` query.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditParams {
     /// Only this channel (object).
     pub channel: Option<String>,
@@ -484,7 +528,7 @@ pub struct AuditParams {
 }
 
 /// One audit record as JSON.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditView {
     /// Sequence number.
     pub seq: u64,
@@ -511,6 +555,22 @@ pub struct AuditView {
 }
 
 /// `GET /api/v1/audit` (admin).
+#[utoipa::path(
+    get,
+    path = "/api/v1/audit",
+    tag = "sharing",
+    params(AuditParams),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Audit records with their hashes, by sequence number", body = Vec<AuditView>),
+        (status = 400, description = "The query string is not understood (e.g. a number that is not one)", body = String, content_type = "text/plain"),
+        (status = 401, description = "No token, or one not known here", body = String, content_type = "text/plain"),
+        (status = 403, description = "The token's holder is not an admin", body = String, content_type = "text/plain"),
+        (status = 404, description = "This node keeps no audit", body = String, content_type = "text/plain"),
+        (status = 500, description = "The audit query failed", body = String, content_type = "text/plain"),
+        (status = 503, description = "The audit store cannot be read", body = String, content_type = "text/plain"),
+    )
+)]
 pub async fn get_audit(
     State(st): State<AppState>,
     Query(p): Query<AuditParams>,

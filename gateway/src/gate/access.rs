@@ -43,7 +43,7 @@ pub const MAX_WINDOW: Duration = Duration::from_secs(366 * 86_400);
 const ACTIVATE_EVERY: Duration = Duration::from_secs(1);
 
 /// Where a request is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RequestState {
     /// Waiting for an admin.
@@ -86,7 +86,7 @@ impl FromStr for RequestState {
 }
 
 /// Body of `POST /api/v1/access-requests`: what a department asks for.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewRequest {
     /// 20-digit channel IDs (they need not be visible to the department yet).
@@ -108,7 +108,7 @@ pub struct NewRequest {
 }
 
 /// Body of `POST /api/v1/access-requests/{id}/approve`: optional narrowing.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Approval {
     /// Grant only these of the requested channels.
@@ -123,7 +123,7 @@ pub struct Approval {
 }
 
 /// Body of `POST /api/v1/access-requests/{id}/reject`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rejection {
     /// Why, for the department.
@@ -131,7 +131,7 @@ pub struct Rejection {
 }
 
 /// What an approval grants (the request, maybe narrowed).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Granted {
     /// Channel IDs or one group, as written in rules.
     pub objects: Vec<String>,
@@ -142,7 +142,7 @@ pub struct Granted {
 }
 
 /// One access request as stored and served.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AccessRequest {
     /// Its number, unique on this node.
     pub id: u64,

@@ -18,7 +18,7 @@ use crate::runtime::NodeHandle;
 const SETTLE: Duration = Duration::from_millis(200);
 
 /// What the admin API shows about the policy.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct PolicyStatus {
     /// The files watched.
     pub files: Vec<String>,

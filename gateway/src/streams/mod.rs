@@ -155,11 +155,12 @@ impl std::fmt::Display for StreamKey {
 }
 
 /// One open stream, as `GET /api/v1/streams` shows it.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct StreamInfo {
     /// `live/<channel>` or `playback/<channel>/<session>`.
     pub stream: String,
     /// The call below that feeds it.
+    #[schema(value_type = u64)]
     pub call: CallId,
     /// Viewers (HTTP and parents).
     pub viewers: usize,
