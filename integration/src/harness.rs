@@ -1,5 +1,9 @@
 //! Start a topology as one `gbgate` process per node on 127.0.0.1, plus a
 //! `gbsim` fleet per village, and watch it through the HTTP API.
+//!
+//! Tests give nodes fixed ports below 32768: Linux hands out client ports
+//! from 32768–60999, and a test's own HTTP connection left in TIME-WAIT on
+//! such a port stops a later node from listening there.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -48,8 +48,8 @@ fn a_department_asks_an_admin_approves_and_the_grant_is_in_force() {
     let d = dir.path().to_path_buf();
     let spec = TreeSpec {
         counties: 0,
-        sip_base: 46300,
-        http_base: 46400,
+        sip_base: 21300,
+        http_base: 21400,
         ..TreeSpec::default()
     };
     let (admin, admin_entry) = new_token("ops", "ops", true);

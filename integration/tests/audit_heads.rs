@@ -275,8 +275,8 @@ fn a_cut_history_below_is_caught_against_the_head_its_parent_recorded() {
         counties: 1,
         towns: 0,
         villages: 0,
-        sip_base: 46500,
-        http_base: 46600,
+        sip_base: 21500,
+        http_base: 21600,
         keepalive_secs: 1,
         ..TreeSpec::default()
     };

@@ -63,8 +63,8 @@ fn json_logs_are_one_json_object_per_line() {
     let dir = tempfile::tempdir().unwrap();
     let spec = TreeSpec {
         counties: 0,
-        sip_base: 45460,
-        http_base: 48480,
+        sip_base: 20460,
+        http_base: 23480,
         ..TreeSpec::default()
     };
     let tree = write_tree(dir.path(), &spec).unwrap();
@@ -99,8 +99,8 @@ fn closed_stdout_ends_printing_commands_quietly() {
     let dir = tempfile::tempdir().unwrap();
     let spec = TreeSpec {
         counties: 0,
-        sip_base: 45560,
-        http_base: 48580,
+        sip_base: 20560,
+        http_base: 23580,
         ..TreeSpec::default()
     };
     let tree = write_tree(dir.path(), &spec).unwrap();

@@ -70,8 +70,8 @@ fn the_node_serves_a_valid_openapi_document_that_matches_its_answers() {
     let d = dir.path().to_path_buf();
     let spec = TreeSpec {
         counties: 0,
-        sip_base: 46700,
-        http_base: 46800,
+        sip_base: 21700,
+        http_base: 21800,
         ..TreeSpec::default()
     };
     let (admin, admin_entry) = new_token("ops", "ops", true);

@@ -56,8 +56,8 @@ fn policy_through_four_tiers_departments_revocation_and_audit() {
         counties: 1,
         towns: 1,
         villages: 1,
-        sip_base: 46100,
-        http_base: 46200,
+        sip_base: 21100,
+        http_base: 21200,
         keepalive_secs: 2,
         linger_secs: 0,
         ..TreeSpec::default()

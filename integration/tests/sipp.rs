@@ -118,7 +118,11 @@ fn start_node_sharing(
         .call()
         .is_err()
     {
-        assert!(Instant::now() < deadline, "node did not start");
+        assert!(
+            Instant::now() < deadline,
+            "node did not start: {}",
+            std::fs::read_to_string(dir.join("node.log")).unwrap_or_default()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     node
@@ -209,7 +213,7 @@ fn topology(node: &Node) -> TopologyView {
 #[test]
 fn sipp_device_registers_answers_catalog_and_keeps_alive() {
     let dir = tempfile::tempdir().unwrap();
-    let node = start_node(dir.path(), 45060, 48080);
+    let node = start_node(dir.path(), 20060, 23080);
 
     // Wrong password: 401 then 403.
     let bad = "35010201001320000007";
@@ -311,7 +315,7 @@ fn message_with_body(branch: &str, body: &str) -> String {
 #[test]
 fn hostile_input_gets_400_or_is_dropped_and_the_node_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
-    let node = start_node(dir.path(), 45160, 48180);
+    let node = start_node(dir.path(), 20160, 23180);
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_millis(500)))
         .unwrap();
@@ -407,8 +411,8 @@ fn sipp_device_is_invited_acked_and_hung_up() {
     let dir = tempfile::tempdir().unwrap();
     let node = start_node_with(
         dir.path(),
-        45260,
-        48280,
+        20260,
+        23280,
         "media_timeout_secs = 2\nlinger_secs = 0",
     );
     let dev = "35010201001320000005";
@@ -691,7 +695,7 @@ fn read_sip(tcp: &mut TcpStream, pending: &mut Vec<u8>) -> Option<String> {
 #[test]
 fn malformed_sip_gets_400_and_legal_odd_sip_is_served_over_udp_and_tcp() {
     let dir = tempfile::tempdir().unwrap();
-    let node = start_node(dir.path(), 45170, 48190);
+    let node = start_node(dir.path(), 20170, 23190);
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
     // One TCP connection carries every case: it must survive them all.
@@ -743,7 +747,7 @@ fn malformed_sip_gets_400_and_legal_odd_sip_is_served_over_udp_and_tcp() {
 #[test]
 fn a_device_with_its_realm_in_to_registers_and_its_channels_sit_under_it() {
     let dir = tempfile::tempdir().unwrap();
-    let node = start_node(dir.path(), 45080, 48100);
+    let node = start_node(dir.path(), 20080, 23100);
     let dev = "35010201001320000005";
     let (ch1, ch2) = ("35010201001310000051", "35010201001310000052");
     // REGISTER with `To: <sip:3501020100@3501020100>`: the ID comes from
@@ -787,7 +791,7 @@ fn wait_for_entries<const N: usize>(
 #[test]
 fn the_node_tells_devices_local_time() {
     let dir = tempfile::tempdir().unwrap();
-    let node = start_node(dir.path(), 45070, 48090);
+    let node = start_node(dir.path(), 20070, 23090);
     let status: serde_json::Value = ureq::get(&format!(
         "http://{}/api/v1/devices/{NODE}/status",
         node.http
@@ -846,7 +850,7 @@ fn upper_platform(dir: &Path, port: u16, platform: &str, pw: &str, channel: &str
 fn two_third_party_upper_platforms_register_the_node_query_it_and_invite() {
     let dir = tempfile::tempdir().unwrap();
     let (up1, up2) = ("35000000002000000001", "35000000002000000002");
-    let (p1, p2) = (45091u16, 45092u16);
+    let (p1, p2) = (20091u16, 20092u16);
     std::fs::write(
         dir.path().join("creds.toml"),
         format!("default_password = \"right-password\"\n[upper]\n\"{up1}\" = \"first-secret\"\n\"{up2}\" = \"second-secret\"\n"),
@@ -862,12 +866,12 @@ fn two_third_party_upper_platforms_register_the_node_query_it_and_invite() {
     ];
     std::thread::sleep(Duration::from_millis(300));
     let extra = format!(
-        "register_retry_secs = 1\n\n[[node]]\nid = \"{NODE}\"\nname = \"City under test\"\nlevel = \"town\"\nsip = \"127.0.0.1:45090\"\nhttp = \"127.0.0.1:48110\"\ncredentials = \"creds.toml\"\n\n[[node.upper]]\nid = \"{up1}\"\nname = \"Provincial platform\"\nsip = \"127.0.0.1:{p1}\"\n\n[[node.upper]]\nid = \"{up2}\"\nname = \"Traffic department platform\"\nsip = \"127.0.0.1:{p2}\"\n"
+        "register_retry_secs = 1\n\n[[node]]\nid = \"{NODE}\"\nname = \"City under test\"\nlevel = \"town\"\nsip = \"127.0.0.1:20090\"\nhttp = \"127.0.0.1:23110\"\ncredentials = \"creds.toml\"\n\n[[node.upper]]\nid = \"{up1}\"\nname = \"Provincial platform\"\nsip = \"127.0.0.1:{p1}\"\n\n[[node.upper]]\nid = \"{up2}\"\nname = \"Traffic department platform\"\nsip = \"127.0.0.1:{p2}\"\n"
     );
     // The provincial platform sees everything; the traffic department's
     // platform only the first camera (a second IPC stays below).
     let policy = format!("p, node:{up1}, *, *, allow\np, node:{up2}, {channel}, *, allow\n");
-    let node = start_node_sharing(dir.path(), 45090, 48110, &extra, Some(&policy));
+    let node = start_node_sharing(dir.path(), 20090, 23110, &extra, Some(&policy));
     // A camera below that streams when INVITEd.
     let clip = integration::harness::bin_dir()
         .join("../clips/h264.h264")

@@ -29,8 +29,8 @@ fn channel_states(c: &Cluster) -> HashMap<String, (String, Option<String>)> {
 fn four_tier_tree_federates_tracks_liveness_and_survives_a_city_restart() {
     let dir = tempfile::tempdir().unwrap();
     let spec = TreeSpec {
-        sip_base: 35060,
-        http_base: 38080,
+        sip_base: 10060,
+        http_base: 13080,
         keepalive_secs: 1,
         register_retry_secs: 1,
         t1_ms: 100,
@@ -197,8 +197,8 @@ fn device_queries_over_http_cross_four_tiers() {
         counties: 1,
         towns: 1,
         villages: 1,
-        sip_base: 36400,
-        http_base: 39400,
+        sip_base: 11400,
+        http_base: 14400,
         keepalive_secs: 1,
         register_retry_secs: 1,
         t1_ms: 100,
