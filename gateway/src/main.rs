@@ -84,6 +84,11 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Certificates for QUIC links: the federation CA and node certificates.
+    Cert {
+        #[command(subcommand)]
+        command: CertCommand,
+    },
     /// Validate a topology file (and that its credentials files exist).
     Check {
         /// The topology file.
@@ -219,6 +224,68 @@ enum TokenCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum CertCommand {
+    /// Create the federation's CA in DIR: ca.crt and ca.key (mode 0600).
+    /// Refuses if DIR already holds one.
+    InitCa {
+        /// The CA directory (created if missing).
+        #[arg(long)]
+        dir: PathBuf,
+        /// The CA's name (its certificate's common name).
+        #[arg(long, default_value = "gbgate federation CA")]
+        name: String,
+        /// Days of validity.
+        #[arg(long, default_value_t = 3650)]
+        days: u32,
+    },
+    /// Issue a node certificate: DIR/<ID>.crt and DIR/<ID>.key (mode 0600),
+    /// with the URI SAN urn:gb28181:<ID> and the DNS SAN <ID>.gbgate.
+    Issue {
+        /// The CA directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The node's 20-digit ID.
+        #[arg(long)]
+        node: String,
+        /// Add the node's sip and http addresses from this topology file as
+        /// IP SANs.
+        #[arg(long)]
+        topology: Option<PathBuf>,
+        /// Another DNS SAN.
+        #[arg(long = "dns", value_name = "NAME")]
+        dns: Vec<String>,
+        /// Another IP SAN.
+        #[arg(long = "ip", value_name = "ADDR")]
+        ip: Vec<std::net::IpAddr>,
+        /// Days of validity.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+    },
+    /// Replace a node's key and certificate: same SANs, new key; valid as
+    /// long as before unless --days is given.
+    Renew {
+        /// The CA directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The node's 20-digit ID.
+        #[arg(long)]
+        node: String,
+        /// Days of validity.
+        #[arg(long)]
+        days: Option<u32>,
+    },
+    /// Print what a certificate says. Exits 1 if it has expired, is not
+    /// valid yet, or (with --ca) was not signed by that CA.
+    Inspect {
+        /// The certificate (PEM).
+        file: PathBuf,
+        /// The CA directory (or its ca.crt) to check the chain against.
+        #[arg(long)]
+        ca: Option<PathBuf>,
+    },
+}
+
 fn init_logs(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -306,6 +373,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             println!("{token}");
             Ok(())
         }
+        Command::Cert { command } => cert_command(command),
         Command::Check { topology } => check(&topology),
         Command::Catalog {
             http,
@@ -665,6 +733,130 @@ async fn wait_for_signal() {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
+}
+
+fn cert_command(command: CertCommand) -> Result<()> {
+    use certs::{Ca, San, Validity};
+    let node_id = |node: &str| {
+        GbId::parse(node).with_context(|| format!("--node {node:?} is not a GB/T 28181 ID"))
+    };
+    let issued = match command {
+        CertCommand::InitCa { dir, name, days } => {
+            let ca = Ca::init(&dir, &name, Validity::days(days)?)?;
+            println!(
+                "created CA {name:?}: {} and {} (mode 0600)",
+                ca.cert_path().display(),
+                dir.join(certs::ca::CA_KEY_FILE).display()
+            );
+            return Ok(());
+        }
+        CertCommand::Issue {
+            dir,
+            node,
+            topology,
+            dns,
+            ip,
+            days,
+        } => {
+            let id = node_id(&node)?;
+            let mut sans: Vec<San> = dns.into_iter().map(San::Dns).collect();
+            sans.extend(ip.into_iter().map(San::Ip));
+            if let Some(path) = topology {
+                let t = Topology::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+                let n = t
+                    .node(&id)
+                    .with_context(|| format!("{} has no node {id}", path.display()))?;
+                let addrs = std::iter::once(n.sip.ip()).chain(n.http.map(|h| h.ip()));
+                for a in addrs.filter(|a| !a.is_unspecified()) {
+                    sans.push(San::Ip(a));
+                }
+            }
+            let ca =
+                Ca::load(&dir).with_context(|| format!("loading the CA in {}", dir.display()))?;
+            ca.issue(id, &sans, Validity::days(days)?)?
+        }
+        CertCommand::Renew { dir, node, days } => {
+            let id = node_id(&node)?;
+            let ca =
+                Ca::load(&dir).with_context(|| format!("loading the CA in {}", dir.display()))?;
+            let validity = days.map(Validity::days).transpose()?;
+            ca.renew(id, validity)?
+        }
+        CertCommand::Inspect { file, ca } => return inspect_cert(&file, ca.as_deref()),
+    };
+    println!(
+        "{}: {} until {} ({} days)",
+        issued.cert.display(),
+        issued.id,
+        rfc3339(issued.info.not_after),
+        issued.info.days_left(time::OffsetDateTime::now_utc())
+    );
+    println!("{}: private key (mode 0600)", issued.key.display());
+    Ok(())
+}
+
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.to_string())
+}
+
+fn inspect_cert(file: &std::path::Path, ca: Option<&std::path::Path>) -> Result<()> {
+    let ca_cert = ca.map(|p| {
+        if p.is_dir() {
+            p.join(certs::ca::CA_CERT_FILE)
+        } else {
+            p.to_path_buf()
+        }
+    });
+    let info = certs::inspect(file, ca_cert.as_deref())?;
+    let now = time::OffsetDateTime::now_utc();
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "subject:    {}", info.subject)?;
+    writeln!(out, "issuer:     {}", info.issuer)?;
+    writeln!(out, "serial:     {}", info.serial)?;
+    match (info.is_ca, info.gb_id) {
+        (true, _) => writeln!(out, "kind:       CA")?,
+        (false, Some(id)) => writeln!(out, "node:       {id}")?,
+        (false, None) => writeln!(
+            out,
+            "node:       none ({})",
+            certs::load_cert(file)
+                .ok()
+                .and_then(|der| certs::gb_id_of(&der).err())
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        )?,
+    }
+    for uri in &info.uris {
+        writeln!(out, "uri:        {uri}")?;
+    }
+    for dns in &info.dns {
+        writeln!(out, "dns:        {dns}")?;
+    }
+    for ip in &info.ips {
+        writeln!(out, "ip:         {ip}")?;
+    }
+    writeln!(out, "not before: {}", rfc3339(info.not_before))?;
+    let days = info.days_left(now);
+    let state = if info.expired_at(now) {
+        format!("EXPIRED {} days ago", -days)
+    } else if info.not_yet_valid_at(now) {
+        "NOT VALID YET".to_owned()
+    } else {
+        format!("expires in {days} days")
+    };
+    writeln!(out, "not after:  {} ({state})", rfc3339(info.not_after))?;
+    let mut ok = !info.expired_at(now) && !info.not_yet_valid_at(now);
+    if let (Some(chains), Some(path)) = (info.chains_to_ca, &ca_cert) {
+        let verdict = if chains { "signed by" } else { "NOT signed by" };
+        writeln!(out, "chain:      {verdict} {}", path.display())?;
+        ok &= chains;
+    }
+    out.flush()?;
+    if !ok {
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 fn check(path: &PathBuf) -> Result<()> {
