@@ -578,66 +578,7 @@ fn media_time_to_first_frame() {
 #[test]
 #[ignore = "benchmark: make bench"]
 fn media_fanout_cpu_per_gbps() {
-    let cameras = 4;
-    let per_camera = 25;
-    let (c, cams) = media_chain("media-fanout", 56100, cameras, "h264_4m.h264", 30);
-    let city = c.tree.root().id;
-    let http = c.tree.root().http;
-    let bytes = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut readers = Vec::new();
-    for cam in &cams {
-        for _ in 0..per_camera {
-            let url = format!("http://{http}/live/{cam}.flv");
-            let (b, s) = (bytes.clone(), stop.clone());
-            readers.push(std::thread::spawn(move || {
-                use std::io::Read;
-                let mut r = ureq::get(&url).call().unwrap().into_body().into_reader();
-                let mut buf = vec![0u8; 256 * 1024];
-                while !s.load(std::sync::atomic::Ordering::Relaxed) {
-                    match r.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            b.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
-                        }
-                    }
-                }
-            }));
-        }
-    }
-    let viewers = cameras * per_camera;
-    c.wait_for("every viewer joined", Duration::from_secs(30), |c| {
-        c.metric(&city, "gbgate_viewers", "").unwrap_or(0.0) >= viewers as f64
-    })
-    .unwrap();
-    std::thread::sleep(Duration::from_secs(3));
-    let (cpu0, b0, t0) = (
-        c.cpu_seconds(&city).unwrap(),
-        bytes.load(std::sync::atomic::Ordering::Relaxed),
-        Instant::now(),
-    );
-    std::thread::sleep(Duration::from_secs(20));
-    let (cpu1, b1, secs) = (
-        c.cpu_seconds(&city).unwrap(),
-        bytes.load(std::sync::atomic::Ordering::Relaxed),
-        t0.elapsed().as_secs_f64(),
-    );
-    let rss = c.rss_kib(&city).unwrap_or(0);
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let gbits = (b1 - b0) as f64 * 8.0 / 1e9;
-    let cpu = cpu1 - cpu0;
-    let skips = c
-        .metric(&city, "gbgate_viewer_skips_total", "")
-        .unwrap_or(0.0);
-    println!(
-        "bench: fanout cameras={cameras} viewers={viewers} delivered_mbps={:.0} city_cpu_cores={:.2} cpu_seconds_per_gbit={:.2} cpu_seconds_per_second_per_gbps={:.2} city_rss_mib={:.0} viewer_skips={skips}",
-        gbits * 1000.0 / secs,
-        cpu / secs,
-        cpu / gbits,
-        (cpu / secs) / (gbits / secs),
-        rss as f64 / 1024.0
-    );
-    drop(readers);
+    fanout("media-fanout", 56100, false);
 }
 
 /// The gate's cost on fan-out, in one run: the fan-out benchmark without a
@@ -716,15 +657,21 @@ fn fanout(name: &str, base: u16, gated: bool) -> f64 {
         bytes.load(std::sync::atomic::Ordering::Relaxed),
         t0.elapsed().as_secs_f64(),
     );
+    let rss = c.rss_kib(&city).unwrap_or(0);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let gbits = (b1 - b0) as f64 * 8.0 / 1e9;
     assert!(gbits > 0.0, "every viewer got video");
     let cpu = cpu1 - cpu0;
+    let skips = c
+        .metric(&city, "gbgate_viewer_skips_total", "")
+        .unwrap_or(0.0);
     println!(
-        "bench: fanout gated={gated} viewers={viewers} delivered_mbps={:.0} city_cpu_cores={:.2} cpu_seconds_per_gbit={:.2}",
+        "bench: fanout gated={gated} cameras={cameras} viewers={viewers} delivered_mbps={:.0} city_cpu_cores={:.2} cpu_seconds_per_gbit={:.2} cpu_seconds_per_second_per_gbps={:.2} city_rss_mib={:.0} viewer_skips={skips}",
         gbits * 1000.0 / secs,
         cpu / secs,
         cpu / gbits,
+        (cpu / secs) / (gbits / secs),
+        rss as f64 / 1024.0
     );
     drop(readers);
     cpu / gbits
