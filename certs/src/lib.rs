@@ -45,7 +45,7 @@ pub mod tls;
 
 use std::path::PathBuf;
 
-pub use ca::{Ca, Issued, San, Validity};
+pub use ca::{Ca, Issued, San, Validity, CA_CERT_FILE, CA_KEY_FILE};
 pub use files::{load_cert, load_certs, load_key};
 pub use inspect::{gb_id_of, inspect, inspect_der, CertInfo};
 pub use tls::{

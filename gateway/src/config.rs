@@ -38,6 +38,8 @@ pub struct NodeConfig {
     pub settings: Settings,
     /// Passwords (never logged).
     pub credentials: Arc<Credentials>,
+    /// QUIC links, when any of the node's links uses QUIC.
+    pub quic: Option<crate::transport::QuicSetup>,
     /// HTTP API address, if any.
     pub http: Option<std::net::SocketAddr>,
 }
@@ -80,9 +82,15 @@ pub fn load(path: &Path, id: GbId) -> Result<NodeConfig, ConfigError> {
     let parent = topology.parent_of(&id).map(|p| {
         (
             p.id,
-            Peer {
-                transport: node.transport.into(),
-                addr: p.sip,
+            match node.transport {
+                // Dialled at the parent's QUIC address; the handshake proves
+                // the parent's ID, so its messages carry it.
+                topology::Transport::Quic => Peer {
+                    transport: crate::sip::Transport::Quic,
+                    addr: p.quic.unwrap_or(p.sip),
+                    identity: Some(p.id),
+                },
+                t => Peer::plain(t.into(), p.sip),
             },
         )
     });
@@ -102,6 +110,7 @@ pub fn load(path: &Path, id: GbId) -> Result<NodeConfig, ConfigError> {
         },
         settings: settings_from(&topology),
         credentials,
+        quic: crate::transport::QuicSetup::from_topology(&topology, &id),
         http: node.http,
     })
 }

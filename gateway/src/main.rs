@@ -488,7 +488,7 @@ async fn run(path: PathBuf, node: String, mut sharing: Sharing) -> Result<()> {
         }
         None => None,
     };
-    let (mut running, handle) = Running::bind(node, shutdown.clone()).await?;
+    let (mut running, handle) = Running::bind(node, cfg.quic, shutdown.clone()).await?;
     if let Some(writer) = audit {
         running.set_audit(writer);
     }
@@ -505,7 +505,7 @@ async fn run(path: PathBuf, node: String, mut sharing: Sharing) -> Result<()> {
             }
         });
     }
-    let streams = StreamManager::new(handle.clone(), media);
+    let streams = StreamManager::new(handle.clone(), media, running.quic_links());
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
     running.set_call_events(events_tx);
     tokio::spawn(streams.clone().run_events(events_rx));

@@ -122,6 +122,7 @@ impl Running {
     /// Bind the node's SIP sockets. Returns the runner and a state handle.
     pub async fn bind(
         node: Node,
+        quic: Option<crate::transport::QuicSetup>,
         shutdown: CancellationToken,
     ) -> Result<(Running, NodeHandle), crate::transport::BindError> {
         let (in_tx, in_rx) = mpsc::channel(16 * 1024);
@@ -130,8 +131,14 @@ impl Running {
             max_connections: node.settings().max_tcp_connections,
         };
         let transport_stop = CancellationToken::new();
-        let transports =
-            Transports::bind(node.identity().addr, in_tx, limits, transport_stop.clone()).await?;
+        let transports = Transports::bind(
+            node.identity().addr,
+            quic,
+            in_tx,
+            limits,
+            transport_stop.clone(),
+        )
+        .await?;
         let (job_tx, job_rx) = mpsc::channel(64);
         let (ack_tx, ack_rx) = mpsc::unbounded_channel();
         Ok((
@@ -163,6 +170,11 @@ impl Running {
     /// the media plane.
     pub fn set_call_events(&mut self, tx: mpsc::UnboundedSender<CallEvent>) {
         self.call_events = Some(tx);
+    }
+
+    /// The node's QUIC links (for the media plane), when it has any.
+    pub fn quic_links(&self) -> Option<crate::transport::QuicLinks> {
+        self.transports.quic().cloned()
     }
 
     /// Write this node's audit records through `writer`.

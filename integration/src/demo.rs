@@ -2,6 +2,7 @@
 //! town (15 nodes), written out as a topology file plus credentials files;
 //! and where the test clips (`make clips`) are.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use topology::GbId;
@@ -35,7 +36,18 @@ pub struct TreeSpec {
     pub media_timeout_secs: u64,
     /// How nodes ask sources to send: udp, tcp-passive, tcp-active.
     pub media_transport: &'static str,
+    /// Levels whose link to the parent runs over QUIC (e.g. `["county"]`:
+    /// county → city). When any does, every node listens for QUIC on its
+    /// SIP port + [`QUIC_PORT_OFFSET`] and gets a certificate of a CA made
+    /// in `pki/` beside the topology.
+    pub quic_levels: &'static [&'static str],
 }
+
+/// A node's QUIC port is its SIP port plus this.
+pub const QUIC_PORT_OFFSET: u16 = 1500;
+
+/// Every level below the city: all links over QUIC.
+pub const ALL_LINKS: &[&str] = &["county", "town", "village"];
 
 impl Default for TreeSpec {
     fn default() -> Self {
@@ -53,6 +65,7 @@ impl Default for TreeSpec {
             linger_secs: 30,
             media_timeout_secs: 10,
             media_transport: "udp",
+            quic_levels: &[],
         }
     }
 }
@@ -101,6 +114,30 @@ impl Tree {
     pub fn node(&self, id: &GbId) -> Option<&TreeNode> {
         self.nodes.iter().find(|n| n.id == *id)
     }
+}
+
+/// A CA in `pki` (kept if there is one) and a certificate for each node
+/// that has none, valid 90 days, as `gbgate cert init-ca` and `issue` make.
+pub fn make_certificates(pki: &Path, nodes: &[TreeNode]) -> Result<(), certs::Error> {
+    let ca = if pki.join(certs::CA_CERT_FILE).exists() {
+        certs::Ca::load(pki)?
+    } else {
+        certs::Ca::init(
+            pki,
+            "gbgate demo federation CA",
+            certs::Validity::days(365)?,
+        )?
+    };
+    for n in nodes {
+        if !ca.node_cert_path(&n.id).exists() {
+            ca.issue(
+                n.id,
+                &[certs::San::Ip(n.sip.ip())],
+                certs::Validity::days(90)?,
+            )?;
+        }
+    }
+    Ok(())
 }
 
 fn gid(civil8: &str, serial: u32) -> GbId {
@@ -191,6 +228,13 @@ pub fn write_tree(dir: &Path, spec: &TreeSpec) -> std::io::Result<Tree> {
         if let Some(p) = n.parent {
             toml.push_str(&format!("parent = \"{p}\"\n"));
         }
+        if !spec.quic_levels.is_empty() {
+            let quic = SocketAddr::new(n.sip.ip(), n.sip.port() + QUIC_PORT_OFFSET);
+            toml.push_str(&format!("quic = \"{quic}\"\ncerts = \"pki\"\n"));
+            if spec.quic_levels.contains(&n.level) {
+                toml.push_str("transport = \"quic\"\n");
+            }
+        }
         toml.push_str(&format!(
             "sip = \"{}\"\nhttp = \"{}\"\ncredentials = \"creds/{}.toml\"\n\n",
             n.sip, n.http, n.id
@@ -204,6 +248,9 @@ pub fn write_tree(dir: &Path, spec: &TreeSpec) -> std::io::Result<Tree> {
                 pw = spec.password
             ),
         )?;
+    }
+    if !spec.quic_levels.is_empty() {
+        make_certificates(&dir.join("pki"), &nodes).map_err(std::io::Error::other)?;
     }
     let topology = dir.join("topology.toml");
     std::fs::write(&topology, toml)?;

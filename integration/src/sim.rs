@@ -346,6 +346,8 @@ impl Fleet {
                 peer,
                 message: Message::Request(r),
             } => self.handle_request(r, peer, now),
+            // Devices have no QUIC links.
+            Inbound::LinkUp { .. } | Inbound::LinkRefused { .. } => {}
             Inbound::Unreachable { peer } => {
                 self.tx.fail_peer(peer);
                 self.process_events(now);
@@ -950,6 +952,10 @@ impl MediaDriver {
                     (MediaTransport::Tcp, _) => {
                         Ok((MediaDest::TcpActive { to }, 9, Some(Setup::Active)))
                     }
+                    // A camera is never on a QUIC link.
+                    (MediaTransport::Quic, _) => Err(std::io::Error::other(
+                        "QUIC media is for links between gbgate nodes",
+                    )),
                 };
                 let (dest, port, setup) = match bound {
                     Ok(b) => b,
@@ -1060,6 +1066,7 @@ pub async fn run(
     let (in_tx, mut in_rx) = tokio::sync::mpsc::channel(16 * 1024);
     let transports = gbgate::transport::Transports::bind(
         cfg.local,
+        None,
         in_tx,
         gbgate::transport::Limits {
             max_message: 65_535,

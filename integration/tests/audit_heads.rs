@@ -28,10 +28,7 @@ const PARENT: &str = "35010200002000000001";
 const CHILD: &str = "35010201002000000001";
 
 fn udp(port: u16) -> Peer {
-    Peer {
-        transport: Transport::Udp,
-        addr: SocketAddr::from(([127, 0, 0, 1], port)),
-    }
+    Peer::plain(Transport::Udp, SocketAddr::from(([127, 0, 0, 1], port)))
 }
 
 fn head(seq: u64, fill: u8) -> Head {

@@ -29,10 +29,7 @@ const PARENT: &str = "35010200002000000001";
 const VILLAGE: &str = "35010201002000000011";
 
 fn udp(port: u16) -> Peer {
-    Peer {
-        transport: Transport::Udp,
-        addr: SocketAddr::from(([127, 0, 0, 1], port)),
-    }
+    Peer::plain(Transport::Udp, SocketAddr::from(([127, 0, 0, 1], port)))
 }
 
 /// Deterministic impairment: drop every `drop_every`-th datagram, duplicate every `dup_every`-th.

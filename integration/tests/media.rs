@@ -4,6 +4,10 @@
 //! ffmpeg, decoders we did not write.
 //!
 //! Needs `make clips` (the Makefile's `test` target runs it).
+//!
+//! With `GBGATE_TEST_LINKS=quic` every link between the tiers runs over
+//! QUIC (certificates of a CA made for the run); `make test` runs this
+//! file both ways.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -38,9 +42,22 @@ fn chain(dir: &Path, base: u16, media: PathBuf, media_transport: &'static str) -
     chain_of(dir, base, fleet, media_transport)
 }
 
+/// The links between tiers this run tests: `GBGATE_TEST_LINKS` = udp
+/// (default), tcp or quic.
+fn links() -> (&'static str, &'static [&'static str]) {
+    match std::env::var("GBGATE_TEST_LINKS").as_deref() {
+        Ok("quic") => ("udp", integration::demo::ALL_LINKS),
+        Ok("tcp") => ("tcp", &[]),
+        _ => ("udp", &[]),
+    }
+}
+
 /// A 4-tier chain with `fleet` at the village; short timers.
 fn chain_of(dir: &Path, base: u16, fleet: FleetSpec, media_transport: &'static str) -> Cluster {
+    let (transport, quic_levels) = links();
     let spec = TreeSpec {
+        transport,
+        quic_levels,
         counties: 1,
         towns: 1,
         villages: 1,
@@ -63,6 +80,13 @@ fn chain_of(dir: &Path, base: u16, fleet: FleetSpec, media_transport: &'static s
             .unwrap_or(false)
     })
     .expect("the catalog reaches the city");
+    if !quic_levels.is_empty() {
+        // Every tier but the village accepts one child over QUIC.
+        for node in c.tree.nodes.iter().filter(|n| n.level != "village") {
+            let links = c.metric(&node.id, "gbgate_quic_links", "").unwrap_or(0.0);
+            assert_eq!(links, 1.0, "{} has {links} QUIC links", node.name);
+        }
+    }
     c
 }
 
@@ -225,6 +249,16 @@ fn live_h264_reaches_the_city_as_flv_and_ts() {
         );
         assert!(frames >= 120, "{url}: decoded {frames} frames in 5 s");
         eprintln!("{ext}: {p:?}; decoded {frames} frames without errors");
+    }
+    if !links().1.is_empty() {
+        let city = c.tree.root().id;
+        let packets = c
+            .metric(&city, "gbgate_quic_media_packets_total", "")
+            .unwrap();
+        assert!(
+            packets > 1000.0,
+            "media reached the city over QUIC: {packets} packets"
+        );
     }
 }
 

@@ -59,6 +59,8 @@ pub(crate) struct RawNode {
     pub(crate) sip: Option<Spanned<String>>,
     pub(crate) transport: Option<Spanned<String>>,
     pub(crate) http: Option<Spanned<String>>,
+    pub(crate) quic: Option<Spanned<String>>,
+    pub(crate) certs: Option<Spanned<String>>,
     pub(crate) credentials: Option<Spanned<String>>,
     #[serde(default)]
     pub(crate) upper: Vec<Spanned<crate::upper::RawUpper>>,
@@ -238,6 +240,8 @@ impl Topology {
                 sip: node.sip,
                 transport: (node.transport != s.transport).then_some(node.transport),
                 http: node.http,
+                quic: node.quic,
+                certs: node.certs_written.clone(),
                 credentials: node.credentials_written.clone(),
                 upper: node.upper.iter().map(Into::into).collect(),
             })
@@ -360,6 +364,8 @@ mod tests {
             sip: SocketAddr::from(([127, 0, 0, 1], port)),
             transport: None,
             http: None,
+            quic: None,
+            certs: None,
             credentials: PathBuf::from(format!("creds/{port}.toml")),
             upper: Vec::new(),
         };

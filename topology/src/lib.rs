@@ -57,7 +57,7 @@
 //!
 //! ```toml
 //! [defaults]                      # optional, as are all its keys
-//! transport = "udp"               # udp | tcp: link transport for nodes without their own
+//! transport = "udp"               # udp | tcp | quic: link transport for nodes without their own
 //! keepalive_interval_secs = 60
 //! keepalive_timeout_count = 3
 //! register_expires_secs = 3600
@@ -72,8 +72,10 @@
 //! name = "Fuzhou city"
 //! level = "city"                  # city | county | town | village
 //! sip = "127.0.0.1:15060"         # SIP listen address, UDP and TCP; children dial it
-//! transport = "udp"               # optional: link to the parent; default from [defaults]
+//! transport = "udp"               # optional: link to the parent (udp | tcp | quic); default from [defaults]
 //! http = "127.0.0.1:18080"        # optional: HTTP API and metrics
+//! quic = "127.0.0.1:15061"        # optional: QUIC listen address; needed when a child links over quic
+//! certs = "certs"                 # optional: ca.crt, <id>.crt, <id>.key; needed on both ends of a quic link
 //! credentials = "creds/city.toml" # relative to this file's directory
 //! # parent = "..."                # absent only for the root
 //! ```

@@ -30,10 +30,19 @@ pub struct Node {
     pub transport: Transport,
     /// HTTP API and metrics listen address, if any.
     pub http: Option<SocketAddr>,
+    /// QUIC listen address, where children linked over QUIC dial in; a
+    /// UDP port of its own, beside `sip`.
+    pub quic: Option<SocketAddr>,
+    /// The node's certificate directory (`ca.crt`, `<id>.crt`, `<id>.key`,
+    /// as `gbgate cert` writes them), resolved against the topology file's
+    /// directory; needed by a node on either end of a QUIC link.
+    pub certs: Option<PathBuf>,
     /// Credentials file, resolved against the topology file's directory.
     pub credentials: PathBuf,
     /// Third-party platforms above this node (`[[node.upper]]`), in file order.
     pub upper: Vec<crate::upper::UpperPlatform>,
+    /// `certs` as written in the file, so writing back keeps it relative.
+    pub(crate) certs_written: Option<PathBuf>,
     /// `credentials` as written in the file, so writing back keeps it relative.
     pub(crate) credentials_written: PathBuf,
     /// Line of the node's `[[node]]` header.
@@ -51,6 +60,8 @@ impl PartialEq for Node {
             && self.sip == other.sip
             && self.transport == other.transport
             && self.http == other.http
+            && self.quic == other.quic
+            && self.certs == other.certs
             && self.credentials == other.credentials
             && self.credentials_written == other.credentials_written
             && self.upper == other.upper
@@ -165,11 +176,14 @@ pub enum Transport {
     Udp,
     /// SIP over TCP, framed by Content-Length.
     Tcp,
+    /// SIP and media over QUIC between two gbgate nodes, mutually
+    /// authenticated by certificates of the federation's CA.
+    Quic,
 }
 
 /// A `transport` value that names no transport.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown transport {given:?}; use udp or tcp")]
+#[error("unknown transport {given:?}; use udp, tcp or quic")]
 pub struct ParseTransportError {
     /// The value given.
     pub given: String,
@@ -181,6 +195,7 @@ impl Transport {
         match self {
             Transport::Udp => "udp",
             Transport::Tcp => "tcp",
+            Transport::Quic => "quic",
         }
     }
 }
@@ -198,6 +213,7 @@ impl FromStr for Transport {
         match s {
             "udp" => Ok(Transport::Udp),
             "tcp" => Ok(Transport::Tcp),
+            "quic" => Ok(Transport::Quic),
             _ => Err(ParseTransportError {
                 given: s.to_owned(),
             }),
@@ -233,7 +249,8 @@ mod tests {
     fn transports_parse() {
         assert_eq!("udp".parse::<Transport>(), Ok(Transport::Udp));
         assert_eq!("tcp".parse::<Transport>(), Ok(Transport::Tcp));
-        assert!("quic".parse::<Transport>().is_err());
+        assert_eq!("quic".parse::<Transport>(), Ok(Transport::Quic));
+        assert!("QUIC".parse::<Transport>().is_err());
         assert_eq!(Transport::Tcp.to_string(), "tcp");
     }
 }

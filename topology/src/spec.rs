@@ -85,6 +85,12 @@ pub struct NodeSpec {
     /// HTTP API listen address.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http: Option<SocketAddr>,
+    /// QUIC listen address (for children linked over QUIC).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quic: Option<SocketAddr>,
+    /// Certificate directory, relative to the topology file's directory (or absolute).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certs: Option<PathBuf>,
     /// Credentials file, relative to the topology file's directory (or absolute).
     pub credentials: PathBuf,
     /// `[[node.upper]]` tables: third-party platforms this node registers to.

@@ -62,6 +62,7 @@ pub(crate) fn validate(
     checker.parents(&drafts);
     checker.cycles(&drafts);
     checker.uppers_outside(&drafts);
+    checker.quic_links(&drafts);
 
     let mut problems = checker.problems;
     if !problems.is_empty() {
@@ -96,6 +97,12 @@ struct Draft {
     transport: Option<Transport>,
     /// `Some(None)`: no http key; `None`: a bad one.
     http: Option<Option<(SocketAddr, usize)>>,
+    /// `Some(None)`: no quic key; `None`: a bad one.
+    quic: Option<Option<(SocketAddr, usize)>>,
+    /// The certificate directory: resolved, as written, line.
+    certs: Option<(PathBuf, PathBuf, usize)>,
+    /// Line of the `transport` key, or the node's line.
+    transport_line: usize,
     credentials: Option<(PathBuf, PathBuf, usize)>,
     /// `None` when some `[[node.upper]]` had a problem (already reported).
     upper: Option<Vec<(UpperPlatform, usize)>>,
@@ -118,6 +125,9 @@ impl Draft {
             sip: self.sip?.0,
             transport: self.transport?,
             http: self.http?.map(|(addr, _)| addr),
+            quic: self.quic?.map(|(addr, _)| addr),
+            certs: self.certs.as_ref().map(|(p, _, _)| p.clone()),
+            certs_written: self.certs.map(|(_, w, _)| w),
             credentials,
             credentials_written,
             line: self.line,
@@ -310,21 +320,22 @@ impl Checker<'_> {
             },
         };
 
-        let http = match &raw.http {
-            None => Some(None),
-            Some(http) => match http.get_ref().parse::<SocketAddr>() {
-                Ok(addr) => Some(Some((addr, self.line(http)))),
-                Err(_) => {
-                    self.report(
-                        self.line(http),
-                        format!(
-                            "{who}: http {:?} is not a socket address; write IP:PORT, e.g. \"127.0.0.1:8080\" or \"[::1]:8080\"",
-                            http.get_ref()
-                        ),
-                    );
-                    None
-                }
-            },
+        let transport_line = raw.transport.as_ref().map_or(line, |t| self.line(t));
+        let http = self.optional_address(raw.http.as_ref(), &who, "http", "127.0.0.1:8080");
+        let quic = self.optional_address(raw.quic.as_ref(), &who, "quic", "127.0.0.1:5061");
+        let certs = match &raw.certs {
+            None => None,
+            Some(path) if path.get_ref().trim().is_empty() => {
+                self.report(
+                    self.line(path),
+                    format!("{who}: `certs` is empty; give the directory `gbgate cert` wrote the node's certificate to"),
+                );
+                None
+            }
+            Some(path) => {
+                let written = PathBuf::from(path.get_ref());
+                Some((self.base_dir.join(&written), written, self.line(path)))
+            }
         };
 
         let credentials = match &raw.credentials {
@@ -377,8 +388,95 @@ impl Checker<'_> {
             sip,
             transport,
             http,
+            quic,
+            certs,
+            transport_line,
             credentials,
             upper,
+        }
+    }
+
+    /// An optional listen address key (`http`, `quic`): `Some(None)` when
+    /// absent, `None` when it does not parse (reported).
+    fn optional_address(
+        &mut self,
+        value: Option<&Spanned<String>>,
+        who: &str,
+        key: &str,
+        example: &str,
+    ) -> Option<Option<(SocketAddr, usize)>> {
+        let Some(value) = value else {
+            return Some(None);
+        };
+        match value.get_ref().parse::<SocketAddr>() {
+            Ok(addr) => Some(Some((addr, self.line(value)))),
+            Err(_) => {
+                self.report(
+                    self.line(value),
+                    format!(
+                        "{who}: {key} {:?} is not a socket address; write IP:PORT, e.g. \"{example}\" or \"[::1]:8080\"",
+                        value.get_ref()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// A child linked over QUIC dials its parent's `quic` address, and both
+    /// ends need a certificate directory. Upper platforms are third-party:
+    /// they speak GB/T 28181 over UDP or TCP only.
+    fn quic_links(&mut self, drafts: &[Draft]) {
+        let by_id: HashMap<GbId, &Draft> = drafts
+            .iter()
+            .rev()
+            .filter_map(|draft| draft.id.map(|(id, _)| (id, draft)))
+            .collect();
+        for draft in drafts {
+            if draft.transport != Some(Transport::Quic) {
+                continue;
+            }
+            let who = describe(draft);
+            if draft.certs.is_none() {
+                self.report(
+                    draft.transport_line,
+                    format!("{who} links to its parent over QUIC but has no `certs`; add certs = \"<directory with ca.crt, <id>.crt and <id>.key>\" (see `gbgate cert issue`)"),
+                );
+            }
+            let Parent::Id(parent_id, _) = draft.parent else {
+                if matches!(draft.parent, Parent::Root) {
+                    self.report(
+                        draft.transport_line,
+                        format!("{who} is the root: `transport` names the link to a parent, and it has none"),
+                    );
+                }
+                continue;
+            };
+            let Some(parent) = by_id.get(&parent_id) else {
+                continue; // reported by `parents`
+            };
+            if matches!(parent.quic, Some(None)) {
+                self.report(
+                    draft.transport_line,
+                    format!("{who} links to its parent over QUIC, but its parent {parent_id} (line {}) has no `quic` listen address; add quic = \"IP:PORT\" there", parent.line),
+                );
+            }
+            if parent.certs.is_none() {
+                self.report(
+                    draft.transport_line,
+                    format!("{who} links to its parent over QUIC, but its parent {parent_id} (line {}) has no `certs`; add certs = \"<directory>\" there", parent.line),
+                );
+            }
+        }
+        for draft in drafts {
+            for (u, line) in draft.upper.iter().flatten() {
+                if u.transport == Transport::Quic {
+                    self.report(
+                        *line,
+                        format!("upper platform {} has transport \"quic\"; QUIC links join gbgate nodes only, so use udp or tcp for a third-party platform", u.id),
+                    );
+                }
+            }
         }
     }
 
@@ -606,7 +704,11 @@ impl Checker<'_> {
                 .http
                 .flatten()
                 .map(|(addr, line)| ("http", addr, line));
-            for (key, addr, line) in sip.into_iter().chain(http) {
+            let quic = draft
+                .quic
+                .flatten()
+                .map(|(addr, line)| ("quic", addr, line));
+            for (key, addr, line) in sip.into_iter().chain(http).chain(quic) {
                 if let Some((first_key, first_line)) = first.get(&addr) {
                     self.report(
                         line,
@@ -868,6 +970,63 @@ credentials = "/abs/village.toml"
             &format!("credentials = \"creds/city.toml\"\n{upper}\n"),
             1,
         )
+    }
+
+    #[test]
+    fn a_quic_link_loads_and_round_trips() {
+        let text = replace(
+            "http = \"127.0.0.1:18080\"\n",
+            "http = \"127.0.0.1:18080\"\nquic = \"127.0.0.1:15161\"\ncerts = \"pki\"\n",
+        )
+        .replacen(
+            "transport = \"tcp\"\n",
+            "transport = \"quic\"\ncerts = \"/etc/gbgate/pki\"\n",
+            1,
+        );
+        let t = Topology::parse(&text, "dir/topology.toml").unwrap();
+        let city = t.root();
+        assert_eq!(city.quic, Some("127.0.0.1:15161".parse().unwrap()));
+        assert_eq!(city.certs.as_deref(), Some(Path::new("dir/pki")));
+        let county = t.node(&crate::GbId::parse(COUNTY).unwrap()).unwrap();
+        assert_eq!(county.transport, Transport::Quic);
+        assert_eq!(county.certs.as_deref(), Some(Path::new("/etc/gbgate/pki")));
+        let again = Topology::parse(&t.to_toml_string().unwrap(), "dir/topology.toml").unwrap();
+        assert_eq!(again, t);
+    }
+
+    #[test]
+    fn a_quic_link_needs_the_parents_address_and_certificates_on_both_ends() {
+        let text = replace("transport = \"tcp\"", "transport = \"quic\"");
+        let found = problems(&text);
+        assert_eq!(found.len(), 3, "{found:#?}");
+        assert!(found.iter().all(|(l, _)| *l == 20), "{found:#?}");
+        assert!(found[0].1.contains("has no `certs`"), "{found:#?}");
+        assert!(
+            found[1].1.contains("has no `quic` listen address"),
+            "{found:#?}"
+        );
+        assert!(found[2]
+            .1
+            .contains("its parent 35010000002000000001 (line 6) has no `certs`"));
+        one_problem(
+            &replace("http = \"127.0.0.1:18080\"", "quic = \"127.0.0.1:15061\""),
+            19,
+            "sip address 127.0.0.1:15061 is already the quic address at line 11",
+        );
+        one_problem(
+            &replace("http = \"127.0.0.1:18080\"", "quic = \"localhost\""),
+            11,
+            "quic \"localhost\" is not a socket address",
+        );
+    }
+
+    #[test]
+    fn an_upper_platform_cannot_use_quic() {
+        one_problem(
+            &with_upper("[[node.upper]]\nid = \"35000000002000000001\"\nsip = \"10.1.0.5:5060\"\ntransport = \"quic\"\n"),
+            13,
+            "QUIC links join gbgate nodes only",
+        );
     }
 
     #[test]
@@ -1216,9 +1375,9 @@ credentials = "/abs/village.toml"
     #[test]
     fn bad_transport() {
         one_problem(
-            &replace("transport = \"tcp\"", "transport = \"quic\""),
+            &replace("transport = \"tcp\"", "transport = \"sctp\""),
             20,
-            "unknown transport \"quic\"; use udp or tcp",
+            "unknown transport \"sctp\"; use udp, tcp or quic",
         );
         one_problem(
             &replace("transport = \"udp\"", "transport = \"sctp\""),

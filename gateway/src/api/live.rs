@@ -89,7 +89,7 @@ fn body(viewer: Viewer, guard: Option<ViewerGuard>) -> Body {
             None => v.next().await,
         };
         match next {
-            Next::Data(b, _) => Some((Ok::<Bytes, std::io::Error>(b), (v, g))),
+            Next::Data { bytes, .. } => Some((Ok::<Bytes, std::io::Error>(bytes), (v, g))),
             Next::End(reason) => {
                 tracing::info!(stream = %v.hub().name, %reason, "viewer stream ends");
                 None

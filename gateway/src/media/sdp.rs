@@ -90,6 +90,10 @@ pub enum MediaTransport {
     Udp,
     /// `TCP/RTP/AVP` (RFC 4571 framing).
     Tcp,
+    /// `QUIC/RTP/AVP`: on the QUIC link the SIP came over, one
+    /// unidirectional stream per GOP (gbgate nodes only; the port is 9 and
+    /// means nothing).
+    Quic,
 }
 
 /// Media direction attribute.
@@ -334,6 +338,7 @@ fn parse_m(val: &str, n: usize, l: &str) -> Result<MLine, SdpError> {
         Some("RTP/AVP") => MediaTransport::Udp,
         // RTP/AVP/TCP is a vendor spelling seen in the field.
         Some("TCP/RTP/AVP") | Some("RTP/AVP/TCP") => MediaTransport::Tcp,
+        Some("QUIC/RTP/AVP") => MediaTransport::Quic,
         _ => return Err(bad(n, "m= protocol", l)),
     };
     let mut pts = Vec::new();
@@ -371,6 +376,7 @@ impl fmt::Display for GbSdp {
         let proto = match self.transport {
             MediaTransport::Udp => "RTP/AVP",
             MediaTransport::Tcp => "TCP/RTP/AVP",
+            MediaTransport::Quic => "QUIC/RTP/AVP",
         };
         write!(w, "m={kind} {} {proto}", self.media_port)?;
         for (pt, _) in &self.payloads {

@@ -240,6 +240,26 @@ impl Node {
         self.calls.dialogs.len()
     }
 
+    /// The link a call for `channel` leaves by: the device or child node
+    /// that owns it, when it is online.
+    pub fn link_toward(&self, channel: GbId) -> Result<Peer, CallError> {
+        self.route_toward(channel).map(|(_, peer)| peer)
+    }
+
+    /// The registrant a call for `channel` goes to, and its link.
+    fn route_toward(&self, channel: GbId) -> Result<(GbId, Peer), CallError> {
+        let source = self
+            .catalog
+            .source_of(channel.as_str())
+            .or_else(|| self.registry.get(&channel).map(|_| channel))
+            .ok_or_else(|| CallError::UnknownChannel(channel.to_string()))?;
+        self.registry
+            .get(&source)
+            .filter(|r| r.online)
+            .map(|r| (source, r.peer))
+            .ok_or_else(|| CallError::Offline(channel.to_string()))
+    }
+
     /// Place a call for `channel` toward the device or child node that owns
     /// it, with our `offer` (our receive address and SSRC).
     pub fn place_call(
@@ -253,17 +273,7 @@ impl Node {
         if self.calls.dialogs.len() >= self.settings.max_calls {
             return Err(CallError::TooMany(self.settings.max_calls));
         }
-        let source = self
-            .catalog
-            .source_of(channel.as_str())
-            .or_else(|| self.registry.get(&channel).map(|_| channel))
-            .ok_or_else(|| CallError::UnknownChannel(channel.to_string()))?;
-        let reg = self
-            .registry
-            .get(&source)
-            .filter(|r| r.online)
-            .ok_or_else(|| CallError::Offline(channel.to_string()))?;
-        let peer = reg.peer;
+        let (source, peer) = self.route_toward(channel)?;
         let host = peer.addr.to_string();
         let cseq = self.next_cseq();
         let target = Target {
@@ -705,7 +715,10 @@ impl Node {
         }
         let caller = user_of_header(req.headers.get("From"))
             .and_then(|id| self.uplink_to(id))
-            .filter(|u| peer.addr.ip() == u.peer().addr.ip())
+            .filter(|u| match peer.proves(&u.parent()) {
+                Some(proved) => proved,
+                None => u.peer().identity.is_none() && peer.addr.ip() == u.peer().addr.ip(),
+            })
             .map(|u| u.parent());
         let Some(caller) = caller else {
             tracing::warn!(%peer, "INVITE from someone other than the parent refused");
@@ -979,6 +992,8 @@ fn unreachable_media(offer: &GbSdp) -> Option<String> {
     let we_send_there = match offer.transport {
         MediaTransport::Udp => true,
         MediaTransport::Tcp => offer.setup != Some(Setup::Active),
+        // Sent on the QUIC link itself.
+        MediaTransport::Quic => false,
     };
     if !we_send_there {
         return None;

@@ -30,7 +30,7 @@ use crate::sip::message::{
     salvage_for_error_response, Message, Method, ParseError, Request, Response,
 };
 use crate::sip::transaction::{ClientEvent, Incoming, TransactionLayer};
-use crate::sip::{Peer, Transmit};
+use crate::sip::{Peer, Transmit, Transport};
 use crate::uplink::{Uplink, UplinkConfig, UplinkEvent, UplinkRequest};
 use policy::Action;
 
@@ -57,10 +57,27 @@ pub enum Inbound {
         /// The message.
         message: Message,
     },
-    /// The transport could not reach a peer (TCP connect or write failed).
+    /// The transport could not reach a peer (TCP connect or write failed,
+    /// a QUIC link went down).
     Unreachable {
         /// The peer.
         peer: Peer,
+    },
+    /// A link to a parent came up (a QUIC connection was established):
+    /// uplinks over it register at once.
+    LinkUp {
+        /// The parent as the link names it.
+        peer: Peer,
+    },
+    /// A peer tried to open a QUIC link and was refused (bad or foreign
+    /// certificate, not a child of this node). Audited.
+    LinkRefused {
+        /// Where the attempt came from.
+        from: std::net::SocketAddr,
+        /// The ID its certificate named, when it named one.
+        claimed: Option<GbId>,
+        /// Why it was refused.
+        reason: String,
     },
     /// Bytes that failed to parse as SIP.
     Malformed {
@@ -459,7 +476,21 @@ impl Node {
                 tracing::warn!(%peer, "peer unreachable; failing its transactions");
                 self.tx.fail_peer(peer);
                 self.process_client_events(now);
+                if peer.transport == Transport::Quic {
+                    self.quic_link_down(peer, now);
+                }
             }
+            Inbound::LinkUp { peer } => {
+                for parent in self.uplinks_over(peer) {
+                    let ev = self.uplink_to_mut(parent).and_then(|u| u.link_up(now));
+                    self.on_uplink_event(parent, ev, now);
+                }
+            }
+            Inbound::LinkRefused {
+                from,
+                claimed,
+                reason,
+            } => self.link_refused(from, claimed, reason),
             Inbound::Malformed { peer, raw, error } => {
                 metrics::counter!("gbgate_sip_parse_errors_total").increment(1);
                 tracing::warn!(%peer, %error, bytes = raw.len(), "malformed SIP message");
@@ -592,15 +623,23 @@ impl Node {
             tracing::warn!(%id, limit = self.settings.max_registrations, "registration limit reached");
             return self.reply(req, 503, now);
         }
-        let password = self.credentials.password_for(&id);
-        let decision = self.registrar.decide(
-            peer.addr.ip(),
-            id.as_str(),
-            req.headers.get("Authorization"),
-            password,
-            now,
-            unix_time(),
-        );
+        let decision = match peer.proves(&id) {
+            // The QUIC link proved who this is by its certificate: no
+            // digest round trip, and no password shared between our nodes.
+            Some(true) => AuthDecision::Accept,
+            Some(false) => AuthDecision::Forbidden("the link's certificate names another node"),
+            None => {
+                let password = self.credentials.password_for(&id);
+                self.registrar.decide(
+                    peer.addr.ip(),
+                    id.as_str(),
+                    req.headers.get("Authorization"),
+                    password,
+                    now,
+                    unix_time(),
+                )
+            }
+        };
         match decision {
             AuthDecision::Challenge(c) => {
                 let mut r = Response::to_request(req, 401, Some(&crate::sip::header::new_tag()));
@@ -660,6 +699,14 @@ impl Node {
             RegistrantKind::Device
         };
         let contact = req.headers.get("Contact").unwrap_or_default().to_owned();
+        // A QUIC registrant on a new connection: calls on the old one are dead.
+        let moved_link = self
+            .registry
+            .get(&id)
+            .is_some_and(|r| r.peer != peer && r.peer.transport == Transport::Quic);
+        if moved_link {
+            self.drop_calls_via(id, now);
+        }
         let outcome = self.registry.register(
             id,
             kind,
@@ -690,6 +737,35 @@ impl Node {
                 // Its name, maker and model for the catalog.
                 self.query_registrant(id, "DeviceInfo", now);
             }
+        }
+    }
+
+    /// The uplinks whose link is `peer`.
+    fn uplinks_over(&self, peer: Peer) -> Vec<GbId> {
+        self.uplinks
+            .iter()
+            .filter(|u| u.peer() == peer)
+            .map(Uplink::parent)
+            .collect()
+    }
+
+    /// A QUIC connection ended. Unlike a UDP device, a QUIC peer cannot be
+    /// reached without its connection: a child on it is offline at once
+    /// (its calls end, its channels go OFF until it redials and registers
+    /// again), and an uplink over it is lost until the link is back.
+    fn quic_link_down(&mut self, peer: Peer, now: Instant) {
+        for parent in self.uplinks_over(peer) {
+            let ev = self.uplink_to_mut(parent).and_then(|u| u.link_down(now));
+            self.on_uplink_event(parent, ev, now);
+        }
+        let Some(id) = peer.identity else { return };
+        if self.registry.get(&id).is_some_and(|r| r.peer == peer) {
+            self.registry.unregister(&id);
+            tracing::info!(%id, %peer, "QUIC link of a registrant closed; it is offline until it links again");
+            let ev = self.catalog.set_source_online(id, false);
+            self.drop_calls_via(id, now);
+            self.emit(ev, now);
+            self.forget_source(id);
         }
     }
 
@@ -787,8 +863,16 @@ impl Node {
             {
                 // The parent may answer over its own connection (TCP), but
                 // never from another host; over UDP it must be its own socket.
-                let genuine = peer.addr.ip() == ppeer.addr.ip()
-                    && (peer.transport.is_reliable() || peer.addr.port() == ppeer.addr.port());
+                let genuine = match peer.proves(&pid) {
+                    Some(proved) => proved,
+                    // A parent linked by identity never speaks without it.
+                    None => {
+                        ppeer.identity.is_none()
+                            && peer.addr.ip() == ppeer.addr.ip()
+                            && (peer.transport.is_reliable()
+                                || peer.addr.port() == ppeer.addr.port())
+                    }
+                };
                 if !genuine {
                     tracing::warn!(%peer, "MESSAGE claiming to be from the parent, from elsewhere");
                     return self.reply(req, 403, now);

@@ -228,10 +228,7 @@ mod tests {
 
     #[test]
     fn window_paces_and_catalog_splits_lazily_in_order() {
-        let peer = Peer {
-            transport: Transport::Udp,
-            addr: "127.0.0.1:1".parse().unwrap(),
-        };
+        let peer = Peer::plain(Transport::Udp, "127.0.0.1:1".parse().unwrap());
         let mut ob = Outbox::new(peer, 4);
         let items: Vec<CatalogItem> = (0..1000)
             .map(|n| CatalogItem {

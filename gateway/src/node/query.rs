@@ -384,13 +384,10 @@ impl Node {
     /// address is not at hand here, so its head is sized as for a UDP peer
     /// at our own address, with a margin for a longer one.
     fn answer_budget(&self, requester: GbId) -> usize {
-        let peer = self.registry.get(&requester).map_or(
-            Peer {
-                transport: Transport::Udp,
-                addr: self.identity.addr,
-            },
-            |r| r.peer,
-        );
+        let peer = self
+            .registry
+            .get(&requester)
+            .map_or(Peer::plain(Transport::Udp, self.identity.addr), |r| r.peer);
         self.body_budget(requester, peer)
             .saturating_sub(64)
             .max(256)

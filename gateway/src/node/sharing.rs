@@ -328,6 +328,35 @@ impl Node {
         (entries, next)
     }
 
+    /// Record a refused link attempt (audited whether or not a policy is
+    /// in force: who tried to join the federation is always worth keeping).
+    pub(super) fn link_refused(
+        &mut self,
+        from: std::net::SocketAddr,
+        claimed: Option<GbId>,
+        reason: String,
+    ) {
+        let entry = AuditEntry {
+            at_ms: policy::audit::now_ms(),
+            node: self.identity.id.to_string(),
+            kind: policy::audit::AuditKind::Decision,
+            subject: match claimed {
+                Some(id) => node_subject(id).to_string(),
+                None => format!("peer:{from}"),
+            },
+            on_behalf_of: None,
+            object: self.identity.id.to_string(),
+            action: "link".into(),
+            outcome: "deny".into(),
+            rule: None,
+            reason: format!("QUIC link from {from} refused: {reason}"),
+            session: None,
+            duration_ms: None,
+            bytes: None,
+        };
+        self.outputs.push_back(Output::Audit(entry));
+    }
+
     /// Queue an audit record made elsewhere (session ends, catalog answers).
     pub fn audit(&mut self, entry: AuditEntry) {
         if self.gate.enforcing() {

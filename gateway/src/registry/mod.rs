@@ -217,9 +217,17 @@ impl Registry {
             return Touch::Unknown;
         }
         if r.peer != peer {
-            let reconnected = peer.transport.is_reliable()
-                && r.peer.transport == peer.transport
-                && r.peer.addr.ip() == peer.addr.ip();
+            // Over a link with identity (QUIC) the certificate decides:
+            // a new connection of the same node moves the binding.
+            let reconnected = match peer.proves(id) {
+                Some(proved) => proved,
+                None => {
+                    peer.transport.is_reliable()
+                        && r.peer.transport == peer.transport
+                        && r.peer.identity.is_none()
+                        && r.peer.addr.ip() == peer.addr.ip()
+                }
+            };
             if !reconnected {
                 return Touch::WrongSource;
             }
@@ -271,10 +279,44 @@ mod tests {
     use crate::sip::Transport;
 
     fn peer(port: u16) -> Peer {
+        Peer::plain(Transport::Udp, ([127, 0, 0, 1], port).into())
+    }
+
+    /// A QUIC link from `port` whose certificate proved `identity`.
+    fn quic(port: u16, identity: GbId) -> Peer {
         Peer {
-            transport: Transport::Udp,
+            transport: Transport::Quic,
             addr: ([127, 0, 0, 1], port).into(),
+            identity: Some(identity),
         }
+    }
+
+    #[test]
+    fn over_quic_the_certificate_decides_who_may_move_a_binding() {
+        let mut r = Registry::default();
+        let t = Instant::now();
+        let node = GbId::parse("35010200002000000001").unwrap();
+        let other = GbId::parse("35010300002000000001").unwrap();
+        let k = RegistrantKind::ChildNode;
+        r.register(
+            node,
+            k,
+            quic(1, node),
+            "c".into(),
+            "a",
+            Duration::from_secs(60),
+            t,
+        );
+        // Another node's connection, even from the same host: refused.
+        assert_eq!(r.touch(&node, quic(2, other), true, t), Touch::WrongSource);
+        // A plain UDP message claiming the ID: refused.
+        assert_eq!(r.touch(&node, peer(1), true, t), Touch::WrongSource);
+        // The same node on a new connection (it redialled): the binding moves.
+        assert!(matches!(
+            r.touch(&node, quic(3, node), true, t),
+            Touch::Alive { .. }
+        ));
+        assert_eq!(r.get(&node).unwrap().peer, quic(3, node));
     }
 
     fn id() -> GbId {

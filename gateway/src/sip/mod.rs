@@ -15,6 +15,8 @@ pub mod transaction;
 use std::fmt;
 use std::net::SocketAddr;
 
+use topology::GbId;
+
 /// How a SIP message travels between two peers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Transport {
@@ -22,12 +24,16 @@ pub enum Transport {
     Udp,
     /// A byte stream framed by Content-Length; no retransmissions.
     Tcp,
+    /// A bidirectional QUIC stream between two gbgate nodes, framed by
+    /// Content-Length like TCP; the connection authenticated the peer's
+    /// GB ID by its certificate.
+    Quic,
 }
 
 impl Transport {
     /// True when the transport itself delivers reliably (no SIP retransmissions).
     pub fn is_reliable(self) -> bool {
-        matches!(self, Transport::Tcp)
+        matches!(self, Transport::Tcp | Transport::Quic)
     }
 
     /// The token used in Via headers.
@@ -35,6 +41,7 @@ impl Transport {
         match self {
             Transport::Udp => "UDP",
             Transport::Tcp => "TCP",
+            Transport::Quic => "QUIC",
         }
     }
 }
@@ -44,18 +51,45 @@ impl From<topology::Transport> for Transport {
         match t {
             topology::Transport::Udp => Transport::Udp,
             topology::Transport::Tcp => Transport::Tcp,
+            topology::Transport::Quic => Transport::Quic,
         }
     }
 }
 
-/// The far end of a message: transport plus socket address. Over TCP the
-/// address names the connection, so replies reuse it.
+/// The far end of a message: the link it travels on (transport and
+/// socket address) and, when the link authenticated the far end, its GB ID.
+/// Over TCP and QUIC the address names the connection, so replies reuse it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Peer {
-    /// UDP or TCP.
+    /// UDP, TCP or QUIC.
     pub transport: Transport,
     /// The remote socket address (the packet's source, never the Contact).
+    /// Over QUIC: the parent's QUIC address at a child, the address the
+    /// child's connection came from at the parent; a migrating connection
+    /// keeps it, so the peer stays the same.
     pub addr: SocketAddr,
+    /// The GB ID the link proved (a QUIC peer's certificate); `None` for
+    /// plain GB/T 28181 peers, whose messages are trusted by address and
+    /// digest.
+    pub identity: Option<GbId>,
+}
+
+impl Peer {
+    /// A plain GB/T 28181 peer: no link identity.
+    pub fn plain(transport: Transport, addr: SocketAddr) -> Peer {
+        Peer {
+            transport,
+            addr,
+            identity: None,
+        }
+    }
+
+    /// True when a message from this peer may speak for `id`: the link's
+    /// identity when it has one, else nothing is known and the caller's
+    /// address checks decide (`None`).
+    pub fn proves(&self, id: &GbId) -> Option<bool> {
+        self.identity.map(|proved| proved == *id)
+    }
 }
 
 impl fmt::Display for Peer {
@@ -65,7 +99,11 @@ impl fmt::Display for Peer {
             "{}:{}",
             self.transport.via_token().to_lowercase(),
             self.addr
-        )
+        )?;
+        if let Some(id) = self.identity {
+            write!(f, " ({id})")?;
+        }
+        Ok(())
     }
 }
 

@@ -780,10 +780,7 @@ mod tests {
     use crate::sip::Transport;
 
     fn peer(t: Transport) -> Peer {
-        Peer {
-            transport: t,
-            addr: "127.0.0.1:5060".parse().unwrap(),
-        }
+        Peer::plain(t, "127.0.0.1:5060".parse().unwrap())
     }
 
     fn request(branch: &str) -> Request {
@@ -952,10 +949,7 @@ mod tests {
         let now = Instant::now();
         l.send_request(request("z9hG4bKa"), peer(Transport::Tcp), 1, now)
             .unwrap();
-        let other = Peer {
-            transport: Transport::Tcp,
-            addr: "127.0.0.1:5999".parse().unwrap(),
-        };
+        let other = Peer::plain(Transport::Tcp, "127.0.0.1:5999".parse().unwrap());
         l.send_request(request("z9hG4bKb"), other, 2, now).unwrap();
         l.fail_peer(peer(Transport::Tcp));
         match l.poll_event() {

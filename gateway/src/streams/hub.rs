@@ -548,13 +548,17 @@ impl Hub {
                 tx: broadcast::channel(RING).0,
             }
         });
-        let mut start: Vec<(Bytes, Option<u64>)> = out
+        let mut start: Vec<(Bytes, Option<u64>, bool)> = out
             .muxer
             .preamble()
             .into_iter()
-            .map(|b| (b, None))
+            .map(|b| (b, None, false))
             .collect();
-        start.extend(out.gop.iter().map(|c| (c.data.clone(), Some(c.pts))));
+        start.extend(
+            out.gop
+                .iter()
+                .map(|c| (c.data.clone(), Some(c.pts), c.keyframe)),
+        );
         let first_pts = out.gop.first().map(|c| c.pts);
         let rx = out.tx.subscribe();
         drop(inner);
@@ -589,15 +593,23 @@ impl Drop for ViewerGuard {
 /// What a viewer learns next.
 #[derive(Debug)]
 pub enum Next {
-    /// Bytes to send (and the pts of the frame they end, if a frame).
-    Data(Bytes, Option<u64>),
+    /// Bytes to send.
+    Data {
+        /// The bytes, in the viewer's format.
+        bytes: Bytes,
+        /// The pts of the frame they end, if a frame.
+        pts: Option<u64>,
+        /// They start a keyframe (a GOP): where a sender may begin a new
+        /// group after dropping what is stale.
+        keyframe: bool,
+    },
     /// The stream is over.
     End(Arc<str>),
 }
 
 /// One viewer of one format of a hub.
 pub struct Viewer {
-    start: std::collections::VecDeque<(Bytes, Option<u64>)>,
+    start: std::collections::VecDeque<(Bytes, Option<u64>, bool)>,
     first_pts: Option<u64>,
     rx: broadcast::Receiver<Chunk>,
     skipping: bool,
@@ -626,8 +638,12 @@ impl Viewer {
     /// The next bytes for this viewer. A viewer that fell behind the ring
     /// skips to the next keyframe; one that keeps falling behind ends.
     pub async fn next(&mut self) -> Next {
-        if let Some((b, pts)) = self.start.pop_front() {
-            return Next::Data(b, pts);
+        if let Some((bytes, pts, keyframe)) = self.start.pop_front() {
+            return Next::Data {
+                bytes,
+                pts,
+                keyframe,
+            };
         }
         loop {
             match self.rx.recv().await {
@@ -638,11 +654,19 @@ impl Viewer {
                         }
                         self.skipping = false;
                         if let Some(r) = chunk.resume {
-                            self.start.push_back((chunk.data, Some(chunk.pts)));
-                            return Next::Data(r, None);
+                            self.start.push_back((chunk.data, Some(chunk.pts), false));
+                            return Next::Data {
+                                bytes: r,
+                                pts: None,
+                                keyframe: true,
+                            };
                         }
                     }
-                    return Next::Data(chunk.data, Some(chunk.pts));
+                    return Next::Data {
+                        bytes: chunk.data,
+                        pts: Some(chunk.pts),
+                        keyframe: chunk.keyframe,
+                    };
                 }
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     let now = Instant::now();
@@ -717,10 +741,10 @@ mod tests {
         // GOP: frames 5..9 (5 chunks), first is the keyframe.
         assert_eq!(v.first_pts(), Some(5 * 3600));
         let got = take(&mut v, 5).await;
-        assert!(got.iter().all(|n| matches!(n, Next::Data(..))));
+        assert!(got.iter().all(|n| matches!(n, Next::Data { .. })));
         hub.push(frame(10 * 3600, true));
         match v.next().await {
-            Next::Data(_, Some(pts)) => assert_eq!(pts, 36_000),
+            Next::Data { pts: Some(pts), .. } => assert_eq!(pts, 36_000),
             other => panic!("{other:?}"),
         }
     }
@@ -734,7 +758,9 @@ mod tests {
         take(&mut a, 1).await;
         take(&mut b, 1).await;
         hub.push(frame(3600, false));
-        let (Next::Data(x, _), Next::Data(y, _)) = (a.next().await, b.next().await) else {
+        let (Next::Data { bytes: x, .. }, Next::Data { bytes: y, .. }) =
+            (a.next().await, b.next().await)
+        else {
             panic!("no data");
         };
         assert_eq!(x.as_ptr(), y.as_ptr(), "the same buffer, not a copy");
@@ -754,10 +780,10 @@ mod tests {
                 pts += 3600;
                 hub.push(frame(pts, i == RING as u64 + 5));
                 // The fast viewer keeps up.
-                assert!(matches!(fast.next().await, Next::Data(..)));
+                assert!(matches!(fast.next().await, Next::Data { .. }));
             }
             match slow.next().await {
-                Next::Data(_, Some(p)) if round + 1 < MAX_LAGS => {
+                Next::Data { pts: Some(p), .. } if round + 1 < MAX_LAGS => {
                     // Resumed at the keyframe, not somewhere mid-GOP.
                     assert_eq!(p, pts - 4 * 3600);
                     // Drain the rest.
@@ -790,7 +816,7 @@ mod tests {
         // Preamble and GOP first, then the end.
         loop {
             match v.next().await {
-                Next::Data(..) => continue,
+                Next::Data { .. } => continue,
                 Next::End(r) => {
                     assert_eq!(&*r, "device stopped sending");
                     break;

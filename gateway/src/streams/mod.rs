@@ -202,6 +202,8 @@ pub struct StreamManager {
     /// When each playback session was last controlled (rate limit).
     last_control: Mutex<HashMap<u64, Instant>>,
     ssrc_seq: AtomicU16,
+    /// The node's QUIC links: media to and from QUIC peers rides on them.
+    quic: Option<crate::transport::QuicLinks>,
 }
 
 fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -228,7 +230,11 @@ impl StreamSettings {
 impl StreamManager {
     /// A manager driving calls through `node`. Start [`Self::run_events`] with
     /// the receiver of the node's call events.
-    pub fn new(node: NodeHandle, settings: StreamSettings) -> Arc<StreamManager> {
+    pub fn new(
+        node: NodeHandle,
+        settings: StreamSettings,
+        quic: Option<crate::transport::QuicLinks>,
+    ) -> Arc<StreamManager> {
         Arc::new(StreamManager {
             node,
             // Unbounded: eviction would break single-flight (a second hub,
@@ -242,6 +248,7 @@ impl StreamManager {
             playbacks: Mutex::default(),
             last_control: Mutex::default(),
             ssrc_seq: AtomicU16::new(0),
+            quic,
         })
     }
 
@@ -578,14 +585,32 @@ impl StreamManager {
         let channel = match &key {
             StreamKey::Live(c) | StreamKey::Playback(c, _) => *c,
         };
-        let mode = self.settings.receive_mode;
-        let socket = MediaSocket::bind(self.settings.media_ip, mode)
-            .await
-            .map_err(|e| OpenError::Busy(format!("cannot bind a media socket: {e}")))?;
         let live = kind == CallKind::Live;
         let seq = self.ssrc_seq.fetch_add(1, Ordering::Relaxed);
         let (ssrc, ssrc_text) =
             crate::media::sdp::ssrc_for(live, self.settings.node_id.domain(), seq);
+        // Media from a child on a QUIC link comes on that link.
+        let quic = match &self.quic {
+            Some(q) => self
+                .node
+                .query(move |n| n.link_toward(channel))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .filter(|peer| peer.transport == crate::sip::Transport::Quic)
+                .map(|_| q.expect_media(ssrc)),
+            None => None,
+        };
+        let (mode, socket) = match quic {
+            Some(inbox) => (LinkMode::Quic, MediaSocket::Quic(inbox)),
+            None => {
+                let mode = self.settings.receive_mode;
+                let socket = MediaSocket::bind(self.settings.media_ip, mode)
+                    .await
+                    .map_err(|e| OpenError::Busy(format!("cannot bind a media socket: {e}")))?;
+                (mode, socket)
+            }
+        };
         let offer = self.sdp(
             &kind,
             Some(channel),
@@ -824,9 +849,22 @@ impl StreamManager {
             return; // CANCELled while opening
         }
         let mode = LinkMode::answering(offer.transport, offer.setup);
-        let socket = match MediaSocket::bind(self.settings.media_ip, mode).await {
-            Ok(s) => s,
-            Err(e) => return refuse(500, format!("cannot bind a media socket: {e}")).await,
+        let socket = if mode == LinkMode::Quic {
+            match self.quic.as_ref().and_then(|q| q.parent_connection()) {
+                Some(conn) => MediaSocket::QuicSend(conn),
+                None => {
+                    return refuse(
+                        488,
+                        "QUIC media offered, but no QUIC link to the parent is up".into(),
+                    )
+                    .await
+                }
+            }
+        } else {
+            match MediaSocket::bind(self.settings.media_ip, mode).await {
+                Ok(s) => s,
+                Err(e) => return refuse(500, format!("cannot bind a media socket: {e}")).await,
+            }
         };
         // GB/T 28181 has the caller choose the SSRC; make one if it did not.
         let (ssrc, ssrc_text) = match (offer.ssrc, offer.ssrc_text.clone()) {

@@ -76,6 +76,8 @@ pub enum LinkMode {
     TcpPassive,
     /// RTP over TCP; this side connects.
     TcpActive,
+    /// RTP on the QUIC link to the other node, one stream per GOP.
+    Quic,
 }
 
 impl From<topology::MediaTransport> for LinkMode {
@@ -95,6 +97,7 @@ impl LinkMode {
             LinkMode::Udp => (MediaTransport::Udp, None),
             LinkMode::TcpPassive => (MediaTransport::Tcp, Some(Setup::Passive)),
             LinkMode::TcpActive => (MediaTransport::Tcp, Some(Setup::Active)),
+            LinkMode::Quic => (MediaTransport::Quic, None),
         }
     }
 
@@ -105,6 +108,7 @@ impl LinkMode {
             (MediaTransport::Udp, _) => LinkMode::Udp,
             (MediaTransport::Tcp, Some(Setup::Active)) => LinkMode::TcpPassive,
             (MediaTransport::Tcp, _) => LinkMode::TcpActive,
+            (MediaTransport::Quic, _) => LinkMode::Quic,
         }
     }
 }
@@ -117,6 +121,10 @@ pub enum MediaSocket {
     Listener(TcpListener),
     /// We will connect (active); nothing is bound yet.
     Connect,
+    /// Receiving groups from the QUIC link.
+    Quic(crate::transport::quic::MediaInbox),
+    /// Sending groups on the QUIC link to the parent.
+    QuicSend(quinn::Connection),
 }
 
 impl MediaSocket {
@@ -138,6 +146,11 @@ impl MediaSocket {
             }
             LinkMode::TcpPassive => MediaSocket::Listener(TcpListener::bind((ip, 0)).await?),
             LinkMode::TcpActive => MediaSocket::Connect,
+            LinkMode::Quic => {
+                return Err(std::io::Error::other(
+                    "QUIC media uses the node's link, not a socket of its own",
+                ))
+            }
         })
     }
 
@@ -147,7 +160,7 @@ impl MediaSocket {
         match self {
             MediaSocket::Udp(s) => s.local_addr().map_or(0, |a| a.port()),
             MediaSocket::Listener(l) => l.local_addr().map_or(0, |a| a.port()),
-            MediaSocket::Connect => 9,
+            MediaSocket::Connect | MediaSocket::Quic(_) | MediaSocket::QuicSend(_) => 9,
         }
     }
 }
@@ -240,6 +253,24 @@ impl Receiver {
                 Ok(stream) => self.tcp(stream).await,
                 Err(e) => format!("connecting to the media sender {peer} failed: {e}"),
             },
+            MediaSocket::Quic(mut inbox) => {
+                use crate::transport::quic::MediaIn;
+                while let Some(m) = inbox.rx.recv().await {
+                    match m {
+                        MediaIn::Packet(p) => self.packet(p),
+                        MediaIn::Discontinuity => {
+                            // The last group was cut: its unfinished frame
+                            // is garbage, and the next group starts at a
+                            // keyframe with its own stream map.
+                            self.demux = PsDemuxer::new();
+                            self.need_keyframe = true;
+                            self.marker_emitted = false;
+                        }
+                    }
+                }
+                "the QUIC link closed".into()
+            }
+            MediaSocket::QuicSend(_) => "a sending link cannot receive".into(),
         }
     }
 
@@ -382,6 +413,10 @@ enum Wire {
 
 async fn send_loop(viewer: &mut Viewer, target: SendTarget) -> String {
     let mut wire = match target.socket {
+        MediaSocket::QuicSend(conn) => {
+            return crate::transport::quic::send_groups(viewer, conn, target.ssrc).await
+        }
+        MediaSocket::Quic(_) => return "a receiving link cannot send".into(),
         MediaSocket::Udp(s) => Wire::Udp(s, target.peer),
         MediaSocket::Listener(l) => match tokio::time::timeout(ACCEPT_TIMEOUT, l.accept()).await {
             Ok(Ok((s, _))) => Wire::Tcp(s),
@@ -407,7 +442,7 @@ async fn send_loop(viewer: &mut Viewer, target: SendTarget) -> String {
     let mut last_pts = viewer.first_pts().unwrap_or(0);
     loop {
         let (chunk, pts) = match viewer.next().await {
-            Next::Data(b, pts) => (b, pts),
+            Next::Data { bytes, pts, .. } => (bytes, pts),
             Next::End(reason) => return reason.to_string(),
         };
         let ts = pts.unwrap_or(last_pts);

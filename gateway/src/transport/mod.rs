@@ -6,6 +6,7 @@
 //! reuse the connection a request came in on (RFC 3261 §18.2.2); requests
 //! to a TCP peer with no connection dial one.
 
+pub mod quic;
 mod tcp;
 mod udp;
 
@@ -18,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::node::Inbound;
 use crate::sip::{Transmit, Transport};
 
+pub use quic::{QuicError, QuicLinks, QuicSetup};
 pub use tcp::TcpPool;
 
 /// Limits applied at the edge.
@@ -42,13 +44,18 @@ pub enum BindError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// QUIC links could not start (certificates, socket).
+    #[error(transparent)]
+    Quic(#[from] QuicError),
 }
 
-/// The node's sockets.
+/// The node's links: one UDP socket and a TCP pool on the SIP address, and
+/// QUIC links when the topology gives the node any.
 #[derive(Clone)]
 pub struct Transports {
     udp: Arc<tokio::net::UdpSocket>,
     tcp: TcpPool,
+    quic: Option<QuicLinks>,
     local: SocketAddr,
 }
 
@@ -65,6 +72,7 @@ impl Transports {
     /// new UDP port is tried.
     pub async fn bind(
         addr: SocketAddr,
+        quic: Option<QuicSetup>,
         inbound: mpsc::Sender<Inbound>,
         limits: Limits,
         shutdown: CancellationToken,
@@ -82,9 +90,28 @@ impl Transports {
             limits,
             shutdown.clone(),
         ));
+        let quic = match quic {
+            Some(setup) => Some(QuicLinks::start(
+                setup,
+                inbound.clone(),
+                limits,
+                shutdown.clone(),
+            )?),
+            None => None,
+        };
         let tcp = TcpPool::new(inbound, limits, shutdown.clone());
         tokio::spawn(tcp.clone().accept_loop(listener));
-        Ok(Transports { udp, tcp, local })
+        Ok(Transports {
+            udp,
+            tcp,
+            quic,
+            local,
+        })
+    }
+
+    /// The node's QUIC links, when it has any.
+    pub fn quic(&self) -> Option<&QuicLinks> {
+        self.quic.as_ref()
     }
 
     /// The address both sockets are bound to: `addr` as given to
@@ -105,6 +132,12 @@ impl Transports {
                 }
             }
             Transport::Tcp => self.tcp.send(t.peer.addr, t.data),
+            Transport::Quic => match &self.quic {
+                Some(q) => q.send(t.peer.addr, t.data),
+                None => {
+                    tracing::warn!(peer = %t.peer, "a QUIC peer, but this node runs no QUIC links");
+                }
+            },
         }
     }
 }
@@ -186,6 +219,7 @@ mod tests {
         let stop = CancellationToken::new();
         let t = Transports::bind(
             "127.0.0.1:0".parse().unwrap(),
+            None,
             channel(),
             LIMITS,
             stop.clone(),
@@ -224,7 +258,10 @@ mod tests {
         let err = bind_pair(p, || udp::bind(p)).expect_err("TCP port is taken");
         let BindError::Bind {
             transport, source, ..
-        } = err;
+        } = err
+        else {
+            panic!("a TCP bind error, got {err}");
+        };
         assert_eq!(transport, "tcp");
         assert_eq!(source.kind(), std::io::ErrorKind::AddrInUse);
     }

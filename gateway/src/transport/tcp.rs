@@ -125,10 +125,7 @@ impl TcpPool {
         };
         let pool = self.clone();
         tokio::spawn(async move {
-            let peer = Peer {
-                transport: Transport::Tcp,
-                addr,
-            };
+            let peer = Peer::plain(Transport::Tcp, addr);
             let Ok(permit) = pool.dials.clone().try_acquire_owned() else {
                 tracing::warn!(%addr, "outbound TCP connection limit reached; not dialling");
                 pool.forget(addr);
@@ -196,10 +193,7 @@ impl TcpPool {
                 }
             }
         });
-        let peer = Peer {
-            transport: Transport::Tcp,
-            addr,
-        };
+        let peer = Peer::plain(Transport::Tcp, addr);
         let mut framer = StreamFramer::new(self.limits.max_message);
         // Small read buffer: the framer accumulates; 20k idle connections
         // must not cost 64 KiB each.

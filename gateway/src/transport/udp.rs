@@ -48,10 +48,7 @@ pub(super) async fn read_loop(
                 }
             },
         };
-        let peer = Peer {
-            transport: Transport::Udp,
-            addr,
-        };
+        let peer = Peer::plain(Transport::Udp, addr);
         let data = &buf[..n];
         if data.iter().all(|b| b.is_ascii_whitespace()) {
             continue; // keepalive pings (CRLF) carry nothing

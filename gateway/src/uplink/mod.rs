@@ -104,6 +104,14 @@ pub enum LinkFault {
     /// We gave the registration up so the parent re-queries our catalog.
     #[error("re-registering so the parent queries our catalog again")]
     Resync,
+    /// The link under the registration was (re)established: a new QUIC
+    /// connection, so whatever the parent knew of the last one is gone.
+    #[error("the link to the parent was re-established")]
+    LinkRestarted,
+    /// The link under the registration went down (a QUIC connection closed
+    /// or timed out): nothing reaches the parent until it is back.
+    #[error("the link to the parent went down")]
+    LinkDown,
 }
 
 /// How one uplink is set up: who the parent is and how we treat it.
@@ -168,10 +176,7 @@ impl UplinkConfig {
         UplinkConfig {
             parent: p.id,
             name: p.name.clone(),
-            peer: Peer {
-                transport: p.transport.into(),
-                addr: p.sip,
-            },
+            peer: Peer::plain(p.transport.into(), p.sip),
             password,
             upper: true,
             expires: Duration::from_secs(p.register_expires_secs),
@@ -705,6 +710,18 @@ impl Uplink {
         self.lost_now(now, LinkFault::Resync)
     }
 
+    /// The link to this parent came up (a new QUIC connection): register
+    /// at once over it instead of waiting out a back-off or a refresh.
+    pub fn link_up(&mut self, now: Instant) -> Option<UplinkEvent> {
+        self.lost_now(now, LinkFault::LinkRestarted)
+    }
+
+    /// The link to this parent went down: the registration is gone with it
+    /// (calls from the parent end); the next [`Uplink::link_up`] registers.
+    pub fn link_down(&mut self, now: Instant) -> Option<UplinkEvent> {
+        self.lost_now(now, LinkFault::LinkDown)
+    }
+
     /// Our catalog gained or lost entries and this parent takes no pushed
     /// changes: re-register now so it queries again, or, when the last
     /// resync was less than `resync_min` ago, owe one and do it then (a
@@ -769,10 +786,7 @@ mod tests {
             ..Settings::default()
         };
         let parent = GbId::parse("35010200002000000001").unwrap();
-        let peer = Peer {
-            transport: Transport::Udp,
-            addr: "127.0.0.1:5060".parse().unwrap(),
-        };
+        let peer = Peer::plain(Transport::Udp, "127.0.0.1:5060".parse().unwrap());
         let agent = Agent {
             id: GbId::parse("35010201002000000001").unwrap(),
             addr: "127.0.0.1:5070".parse().unwrap(),

@@ -82,10 +82,7 @@ fn main() -> Result<()> {
     let server_id = GbId::parse(&a.server_id).context("--server-id")?;
     let transport = parse_transport(&a.transport).map_err(anyhow::Error::msg)?;
     let cfg = FleetConfig {
-        server: gbgate::sip::Peer {
-            transport,
-            addr: a.server,
-        },
+        server: gbgate::sip::Peer::plain(transport, a.server),
         server_id,
         id_prefix: a
             .prefix
