@@ -70,6 +70,8 @@ demo: clips
 test: deps clips
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace -- --test-threads=2
+	# The media plane again with every link between the tiers over QUIC.
+	GBGATE_TEST_LINKS=quic $(CARGO) test -p integration --test media -- --test-threads=2
 
 # Benchmarks print figures; BENCHMARKS.md records the latest with these commands.
 bench: deps clips

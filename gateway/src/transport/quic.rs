@@ -204,6 +204,10 @@ struct MediaRoute {
     newest_done: bool,
 }
 
+/// A link's SIP queue: the sending side (kept in the link table) and the
+/// receiving side (drained by the link's writer).
+type SipQueue = (mpsc::Sender<Bytes>, mpsc::Receiver<Bytes>);
+
 /// An open link: its connection and the queue of its SIP stream.
 struct Link {
     conn: Connection,
@@ -259,22 +263,49 @@ fn client_config(setup: &QuicSetup) -> Result<quinn::ClientConfig, QuicError> {
     Ok(c)
 }
 
-/// The stateless-reset key: derived from the node's private key, so the
-/// same node after a restart resets connections its last run made.
-fn reset_key(setup: &QuicSetup) -> Result<ring::hmac::Key, QuicError> {
+/// The endpoint's stateless-reset key, derived from the node's private key
+/// so a restarted node resets the connections its last run made.
+/// Connection IDs are plain random ([`UnsignedCids`]): quinn's default
+/// signs them with a per-process key and drops a packet whose ID the
+/// current process did not sign before it would answer with a reset.
+fn endpoint_config(setup: &QuicSetup) -> Result<quinn::EndpointConfig, QuicError> {
     let key = std::fs::read(&setup.key).map_err(|e| {
         QuicError::Certs(certs::Error::Io {
             path: setup.key.clone(),
             source: e,
         })
     })?;
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    ctx.update(b"gbgate QUIC stateless reset v1");
-    ctx.update(&key);
-    Ok(ring::hmac::Key::new(
+    let derive = |label: &[u8]| {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        ctx.update(label);
+        ctx.update(&key);
+        ctx.finish()
+    };
+    let reset = derive(b"gbgate QUIC stateless reset v1");
+    let mut config = quinn::EndpointConfig::new(Arc::new(ring::hmac::Key::new(
         ring::hmac::HMAC_SHA256,
-        ctx.finish().as_ref(),
-    ))
+        reset.as_ref(),
+    )));
+    config.cid_generator(|| Box::new(UnsignedCids));
+    Ok(config)
+}
+
+/// Random 8-byte connection IDs that every run of the node accepts as its
+/// own (see [`endpoint_config`]); resets stay rate-limited by quinn.
+struct UnsignedCids;
+
+impl quinn::ConnectionIdGenerator for UnsignedCids {
+    fn generate_cid(&mut self) -> quinn::ConnectionId {
+        quinn::ConnectionId::new(&rand::random::<[u8; 8]>())
+    }
+
+    fn cid_len(&self) -> usize {
+        8
+    }
+
+    fn cid_lifetime(&self) -> Option<Duration> {
+        None
+    }
 }
 
 fn modified(path: &std::path::Path) -> Option<SystemTime> {
@@ -300,7 +331,7 @@ impl QuicLinks {
             .unwrap_or_else(|| SocketAddr::new(setup.bind_ip, 0));
         let socket = bind_udp(addr).map_err(|source| QuicError::Bind { addr, source })?;
         let endpoint = Endpoint::new(
-            quinn::EndpointConfig::new(Arc::new(reset_key(&setup)?)),
+            endpoint_config(&setup)?,
             server,
             socket,
             quinn::default_runtime().ok_or_else(|| QuicError::Tls("no async runtime".into()))?,
@@ -462,12 +493,25 @@ impl QuicLinks {
             s = conn.accept_bi() => s,
         };
         match sip {
-            Ok((send, recv)) => self.serve(conn.clone(), peer, send, recv).await,
+            Ok(streams) => {
+                let (queue, replaced) = self.attach(peer, &conn);
+                if let Some(old) = replaced {
+                    // The child redialled from the same address (it
+                    // restarted) before its old connection timed out: that
+                    // one and everything on it are gone, and the node hears
+                    // so before the new connection's REGISTER.
+                    old.close(VarInt::from_u32(0), b"replaced by a new connection");
+                    tracing::info!(%from, child = %id, "the child's new QUIC connection replaces its old one");
+                    let _ = self.inner.inbound.send(Inbound::Unreachable { peer }).await;
+                }
+                if self.serve(conn.clone(), peer, streams, queue).await {
+                    tracing::info!(%from, child = %id, reason = ?conn.close_reason(), "QUIC link from child down");
+                    let _ = self.inner.inbound.send(Inbound::Unreachable { peer }).await;
+                }
+            }
             Err(e) => tracing::info!(%from, child = %id, error = %e, "QUIC link closed before SIP"),
         }
         metrics::gauge!("gbgate_quic_links").decrement(1.0);
-        tracing::info!(%from, child = %id, reason = ?conn.close_reason(), "QUIC link from child down");
-        let _ = self.inner.inbound.send(Inbound::Unreachable { peer }).await;
     }
 
     // ------------------------------------------------------------- dialling
@@ -515,9 +559,10 @@ impl QuicLinks {
                     backoff = FIRST_BACKOFF;
                     metrics::counter!("gbgate_quic_dials_total", "result" => "ok").increment(1);
                     tracing::info!(%parent, %addr, took_ms = started.elapsed().as_millis() as u64, "QUIC link to parent up");
+                    let (queue, _) = self.attach(peer, &conn);
                     let _ = self.inner.inbound.send(Inbound::LinkUp { peer }).await;
                     tokio::spawn(self.clone().media_loop(conn.clone()));
-                    self.serve(conn, peer, send, recv).await;
+                    self.serve(conn, peer, (send, recv), queue).await;
                     tracing::warn!(%parent, %addr, "QUIC link to parent down; redialling");
                     let _ = self.inner.inbound.send(Inbound::Unreachable { peer }).await;
                 }
@@ -541,22 +586,30 @@ impl QuicLinks {
 
     // -------------------------------------------------------------- serving
 
-    /// Carry SIP both ways on the link's stream until the connection ends.
-    async fn serve(
-        &self,
-        conn: Connection,
-        peer: Peer,
-        mut send: SendStream,
-        mut recv: RecvStream,
-    ) {
-        let (tx, mut rx) = mpsc::channel::<Bytes>(SIP_QUEUE);
-        self.locked_links().insert(
+    /// Make `conn` the link to `peer`: from now on SIP to the peer is
+    /// queued for it. Done before the node hears of the link, so what it
+    /// sends in answer finds the link.
+    /// Returns the link it replaced: the same peer's older connection.
+    fn attach(&self, peer: Peer, conn: &Connection) -> (SipQueue, Option<Connection>) {
+        let (tx, rx) = mpsc::channel::<Bytes>(SIP_QUEUE);
+        let old = self.locked_links().insert(
             peer.addr,
             Link {
                 conn: conn.clone(),
                 sip: tx.clone(),
             },
         );
+        ((tx, rx), old.map(|l| l.conn))
+    }
+
+    /// Carry SIP both ways on the link's stream until the connection ends.
+    async fn serve(
+        &self,
+        conn: Connection,
+        peer: Peer,
+        (mut send, mut recv): (SendStream, RecvStream),
+        (tx, mut rx): SipQueue,
+    ) -> bool {
         let writer = tokio::spawn(async move {
             while let Some(data) = rx.recv().await {
                 if send.write_all(&data).await.is_err() {
@@ -597,17 +650,19 @@ impl QuicLinks {
                 }
             }
         }
-        {
+        let current = {
             let mut links = self.locked_links();
-            if links
+            let current = links
                 .get(&peer.addr)
-                .is_some_and(|l| l.sip.same_channel(&tx))
-            {
+                .is_some_and(|l| l.sip.same_channel(&tx));
+            if current {
                 links.remove(&peer.addr);
             }
-        }
+            current
+        };
         writer.abort();
         conn.close(VarInt::from_u32(0), b"bye");
+        current
     }
 
     /// Accept the connection's media groups and hand their packets to the
