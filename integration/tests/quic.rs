@@ -251,7 +251,53 @@ fn only_the_topologys_child_with_a_valid_certificate_may_link_and_a_restarted_pa
     let (code, out) = gbgate(&["audit", "verify", "--audit", db]).unwrap();
     assert_eq!(code, 0, "the audit chain verifies: {out}");
 
-    // 2. The county (the town's parent, the city's child) restarts.
+    // 2. Rotation: the county's certificate is renewed on disk while the
+    //    city's viewer watches. The county loads it for new connections,
+    //    the topology API shows the new expiry, and the link and the
+    //    viewer's stream stay up.
+    let before = c
+        .topology(&county.id)
+        .unwrap()
+        .certificate
+        .expect("a certificate");
+    assert!(!before.expires_soon && before.days_left >= 89, "{before:?}");
+    assert_eq!(before.node.as_deref(), Some(county.id.as_str()));
+    assert!(c.metric(&county.id, "gbgate_cert_days_left", "").unwrap() >= 89.0);
+    let cam = camera(&c).expect("the camera is at the city");
+    let url = format!("http://{}/live/{cam}.flv", city.http);
+    let watcher = std::thread::spawn({
+        let url = url.clone();
+        move || longest_gap(&url, Duration::from_secs(10))
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let ca = certs::Ca::load(&pki).unwrap();
+    ca.renew(county.id, Some(certs::Validity::days(200).unwrap()))
+        .unwrap();
+    let county_log = dir.path().join(format!("{}.log", county.id));
+    c.wait_for(
+        "the county loads its new certificate",
+        Duration::from_secs(15),
+        |_| {
+            std::fs::read_to_string(&county_log)
+                .unwrap_or_default()
+                .contains("new certificate files loaded")
+        },
+    )
+    .unwrap();
+    let after = c.topology(&county.id).unwrap().certificate.unwrap();
+    assert!(
+        after.days_left >= 199,
+        "the API shows the new expiry: {after:?}"
+    );
+    let gap = watcher.join().unwrap();
+    eprintln!("longest gap between video frames through the rotation: {gap:?}");
+    assert!(
+        gap.is_some_and(|g| g < Duration::from_secs(1)),
+        "the viewer's stream ran through the rotation without a stall: {gap:?}"
+    );
+    assert_eq!(c.metric(&city.id, "gbgate_quic_links", "").unwrap(), 1.0);
+
+    // 3. The county (the town's parent, the city's child) restarts.
     let cam = camera(&c).expect("the camera is at the city");
     let url = format!("http://{}/live/{cam}.flv", city.http);
     assert!(
@@ -291,30 +337,32 @@ fn only_the_topologys_child_with_a_valid_certificate_may_link_and_a_restarted_pa
     );
 }
 
-/// Watch `url` for up to `within`: when this one connection carries live
-/// video (tags still arriving after the cached GOP's burst, their
-/// timestamps advancing by 1 s), how long after connecting the first live
-/// tag came. A hub whose source is gone hands out its cache and then
-/// nothing, so it never counts.
-fn first_video(url: &str, within: Duration) -> Option<Duration> {
+/// Read FLV from `url` for up to `within`, calling `on_video(elapsed,
+/// timestamp_ms)` for each video tag until it returns true. True when it
+/// did; false when the stream ended or time ran out first.
+fn video_tags(
+    url: &str,
+    within: Duration,
+    mut on_video: impl FnMut(Duration, u32) -> bool,
+) -> bool {
     use std::io::Read;
     let start = Instant::now();
     let agent = ureq::Agent::config_builder()
         .timeout_global(Some(within))
         .build()
         .new_agent();
-    let resp = agent.get(url).call().ok()?;
+    let Ok(resp) = agent.get(url).call() else {
+        return false;
+    };
     let mut body = resp.into_body().into_reader();
     let mut flv = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
-    let mut burst_end: Option<Duration> = None;
-    let mut live: Option<(Duration, u32)> = None;
     let mut at = 13; // FLV header (9) + PreviousTagSize0 (4)
     while start.elapsed() < within {
-        let n = body.read(&mut buf).ok()?;
-        if n == 0 {
-            return None;
-        }
+        let n = match body.read(&mut buf) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => n,
+        };
         flv.extend_from_slice(&buf[..n]);
         // Tags: type, size (3), timestamp (3 + 1 extended), stream id (3), data, previous size (4).
         while flv.len() >= at + 11 {
@@ -323,21 +371,51 @@ fn first_video(url: &str, within: Duration) -> Option<Duration> {
                 break;
             }
             let ts = u32::from_be_bytes([flv[at + 7], flv[at + 4], flv[at + 5], flv[at + 6]]);
-            if flv[at] == 9 {
-                let now = start.elapsed();
-                let end = *burst_end.get_or_insert(now + Duration::from_millis(300));
-                if now >= end {
-                    let (when, ts0) = *live.get_or_insert((now, ts));
-                    if ts.saturating_sub(ts0) >= 1000 {
-                        eprintln!(
-                            "live video from {when:?} after connecting, 1 s of it by {now:?}"
-                        );
-                        return Some(when);
-                    }
-                }
+            if flv[at] == 9 && on_video(start.elapsed(), ts) {
+                return true;
             }
             at += 11 + size + 4;
         }
     }
-    None
+    false
+}
+
+/// Watch `url` for up to `within`: when this one connection carries live
+/// video (tags still arriving after the cached GOP's burst, their
+/// timestamps advancing by 1 s), how long after connecting the first live
+/// tag came. A hub whose source is gone hands out its cache and then
+/// nothing, so it never counts.
+fn first_video(url: &str, within: Duration) -> Option<Duration> {
+    let mut burst_end = None;
+    let mut live: Option<(Duration, u32)> = None;
+    let mut found = None;
+    video_tags(url, within, |now, ts| {
+        let end = *burst_end.get_or_insert(now + Duration::from_millis(300));
+        if now < end {
+            return false;
+        }
+        let (when, ts0) = *live.get_or_insert((now, ts));
+        if ts.saturating_sub(ts0) >= 1000 {
+            eprintln!("live video from {when:?} after connecting, 1 s of it by {now:?}");
+            found = Some(when);
+            return true;
+        }
+        false
+    });
+    found
+}
+
+/// Watch `url` for `span`: the longest wait between two video tags after
+/// the first, or `None` when the stream ended before `span` was up.
+fn longest_gap(url: &str, span: Duration) -> Option<Duration> {
+    let mut last: Option<Duration> = None;
+    let mut gap = Duration::ZERO;
+    video_tags(url, span + Duration::from_secs(5), |now, _| {
+        if let Some(prev) = last {
+            gap = gap.max(now - prev);
+        }
+        last = Some(now);
+        now >= span
+    })
+    .then_some(gap)
 }

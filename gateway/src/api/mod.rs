@@ -330,6 +330,9 @@ pub struct TopologyView {
     pub devices: DeviceCounts,
     /// Catalog size.
     pub catalog: CatalogCounts,
+    /// The node's certificate for QUIC links, when it runs any.
+    #[serde(default)]
+    pub certificate: Option<crate::transport::quic::CertificateStatus>,
 }
 
 /// Device counts.
@@ -445,6 +448,7 @@ pub fn topology_view(node: &Node) -> TopologyView {
             channels: cat.channel_count(),
             online: cat.online_count(),
         },
+        certificate: None,
     }
 }
 
@@ -466,7 +470,14 @@ async fn get_topology(State(st): State<AppState>, headers: axum::http::HeaderMap
         return r.into_response();
     }
     match st.node.query(topology_view).await {
-        Ok(v) => Json(v).into_response(),
+        Ok(mut v) => {
+            v.certificate = st
+                .streams
+                .as_ref()
+                .and_then(|s| s.quic())
+                .and_then(|q| q.certificate());
+            Json(v).into_response()
+        }
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
     }
 }

@@ -257,6 +257,11 @@ impl StreamManager {
         &self.settings
     }
 
+    /// The node's QUIC links, when it runs any.
+    pub fn quic(&self) -> Option<&crate::transport::QuicLinks> {
+        self.quic.as_ref()
+    }
+
     /// Hubs open now.
     pub fn open_streams(&self) -> usize {
         self.open_hubs.load(Ordering::Acquire)

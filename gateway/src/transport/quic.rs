@@ -18,8 +18,8 @@
 //!   newest it has seen.
 //! * **Life.** Keep-alive every second; a silent path ends the connection
 //!   after [`IDLE_TIMEOUT`]. The child redials with back-off and its uplink
-//!   re-registers at once ([`Inbound::LinkUp`]). A parent derives its
-//!   stateless-reset key from its own key file, so after a restart it
+//!   re-registers at once ([`Inbound::LinkUp`]). A parent keeps its
+//!   stateless-reset secret on disk beside its key, so after a restart it
 //!   resets a child's stale connection at the child's next packet instead
 //!   of leaving it to time out. QUIC migration keeps a child's connection
 //!   (and so its peer and registration) when its address changes.
@@ -263,25 +263,45 @@ fn client_config(setup: &QuicSetup) -> Result<quinn::ClientConfig, QuicError> {
     Ok(c)
 }
 
-/// The endpoint's stateless-reset key, derived from the node's private key
-/// so a restarted node resets the connections its last run made.
-/// Connection IDs are plain random ([`UnsignedCids`]): quinn's default
-/// signs them with a per-process key and drops a packet whose ID the
-/// current process did not sign before it would answer with a reset.
+/// The endpoint's stateless-reset key: a secret kept beside the node's
+/// certificate (`<id>.reset`, mode 0600, made on first start), so a
+/// restarted node resets the connections its last run made, also after its
+/// certificate and key were renewed. Connection IDs are plain random
+/// ([`UnsignedCids`]): quinn's default signs them with a per-process key
+/// and drops a packet whose ID the current process did not sign before it
+/// would answer with a reset.
 fn endpoint_config(setup: &QuicSetup) -> Result<quinn::EndpointConfig, QuicError> {
-    let key = std::fs::read(&setup.key).map_err(|e| {
+    let path = setup.key.with_extension("reset");
+    let io = |source| {
         QuicError::Certs(certs::Error::Io {
-            path: setup.key.clone(),
-            source: e,
+            path: path.clone(),
+            source,
         })
-    })?;
-    let derive = |label: &[u8]| {
-        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-        ctx.update(label);
-        ctx.update(&key);
-        ctx.finish()
     };
-    let reset = derive(b"gbgate QUIC stateless reset v1");
+    let secret = match std::fs::read(&path) {
+        Ok(s) if s.len() >= 32 => s,
+        _ => {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let fresh: [u8; 32] = rand::random();
+            let tmp = path.with_extension("reset.tmp");
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(io)?;
+            f.write_all(&fresh).map_err(io)?;
+            f.sync_all().map_err(io)?;
+            std::fs::rename(&tmp, &path).map_err(io)?;
+            fresh.to_vec()
+        }
+    };
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(b"gbgate QUIC stateless reset v1");
+    ctx.update(&secret);
+    let reset = ctx.finish();
     let mut config = quinn::EndpointConfig::new(Arc::new(ring::hmac::Key::new(
         ring::hmac::HMAC_SHA256,
         reset.as_ref(),
@@ -394,6 +414,23 @@ impl QuicLinks {
                 tracing::debug!(%addr, "no QUIC link to this peer; message dropped");
             }
         }
+    }
+
+    /// This node's certificate, read from its file now.
+    pub fn certificate(&self) -> Option<CertificateStatus> {
+        let setup = &self.inner.setup;
+        let info = certs::inspect(&setup.cert, Some(&setup.ca)).ok()?;
+        let days_left = info.days_left(time::OffsetDateTime::now_utc());
+        Some(CertificateStatus {
+            path: setup.cert.display().to_string(),
+            node: info.gb_id.map(|id| id.to_string()),
+            not_after: info
+                .not_after
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+            days_left,
+            expires_soon: days_left < EXPIRY_WARNING_DAYS,
+        })
     }
 
     /// The connection to the parent, when it is up.
@@ -821,6 +858,21 @@ fn peer_id(conn: &Connection) -> Result<GbId, String> {
         .first()
         .ok_or_else(|| "the peer sent an empty certificate chain".to_owned())?;
     certs::gb_id_of(leaf).map_err(|e| format!("the peer's certificate names no node: {e}"))
+}
+
+/// This node's certificate as the topology API shows it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct CertificateStatus {
+    /// The certificate file in use for new connections.
+    pub path: String,
+    /// The node ID its URI SAN names.
+    pub node: Option<String>,
+    /// End of validity, RFC 3339.
+    pub not_after: String,
+    /// Whole days until then (negative once expired).
+    pub days_left: i64,
+    /// True when fewer than [`EXPIRY_WARNING_DAYS`] are left.
+    pub expires_soon: bool,
 }
 
 /// Days left under which an expiring certificate is warned about.
