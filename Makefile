@@ -63,9 +63,18 @@ build:
 
 # A 15-node tree (city <- 2 counties <- 2 towns <- 2 villages, 20 simulated
 # cameras per village) on 127.0.0.1; prints the city's catalog; Ctrl-C stops it.
+# The county -> city links run over QUIC: a federation CA and a certificate
+# for the city and each county, made once with `gbgate cert` and kept in
+# $(DEMO_PKI).
+DEMO_PKI := .demo-pki
+DEMO_QUIC_NODES := 35010000002000000001 35010200002000000001 35010300002000000001
 demo: clips
 	$(CARGO) build --release --workspace --bins
-	./target/release/gbdemo
+	@test -f $(DEMO_PKI)/ca.crt || ./target/release/gbgate cert init-ca --dir $(DEMO_PKI) --name "gbgate demo federation CA"
+	@for id in $(DEMO_QUIC_NODES); do \
+	  test -f $(DEMO_PKI)/$$id.crt || ./target/release/gbgate cert issue --dir $(DEMO_PKI) --node $$id --ip 127.0.0.1 --days 90 || exit 1; \
+	done
+	./target/release/gbdemo --pki $(DEMO_PKI)
 
 test: deps clips
 	$(CARGO) build --workspace --bins
@@ -99,4 +108,4 @@ fuzz:
 
 clean:
 	$(CARGO) clean
-	rm -rf .demo
+	rm -rf .demo .demo-pki

@@ -41,6 +41,22 @@ pub struct TreeSpec {
     /// SIP port + [`QUIC_PORT_OFFSET`] and gets a certificate of a CA made
     /// in `pki/` beside the topology.
     pub quic_levels: &'static [&'static str],
+    /// The certificate directory of the QUIC links (`gbgate cert` layout);
+    /// `None`: `pki/` beside the topology. Missing certificates are made.
+    pub pki: Option<PathBuf>,
+}
+
+impl TreeSpec {
+    /// True when `n` is on either end of a QUIC link.
+    pub fn on_quic_link(&self, n: &TreeNode) -> bool {
+        let child = match n.level {
+            "city" => Some("county"),
+            "county" => Some("town"),
+            "town" => Some("village"),
+            _ => None,
+        };
+        self.quic_levels.contains(&n.level) || child.is_some_and(|c| self.quic_levels.contains(&c))
+    }
 }
 
 /// A node's QUIC port is its SIP port plus this.
@@ -66,6 +82,7 @@ impl Default for TreeSpec {
             media_timeout_secs: 10,
             media_transport: "udp",
             quic_levels: &[],
+            pki: None,
         }
     }
 }
@@ -207,6 +224,7 @@ pub fn write_tree(dir: &Path, spec: &TreeSpec) -> std::io::Result<Tree> {
             }
         }
     }
+    let pki = spec.pki.clone().unwrap_or_else(|| dir.join("pki"));
     let mut toml = String::new();
     toml.push_str("# gbgate demo topology (generated).\n[defaults]\n");
     toml.push_str(&format!(
@@ -228,9 +246,12 @@ pub fn write_tree(dir: &Path, spec: &TreeSpec) -> std::io::Result<Tree> {
         if let Some(p) = n.parent {
             toml.push_str(&format!("parent = \"{p}\"\n"));
         }
-        if !spec.quic_levels.is_empty() {
+        if spec.on_quic_link(n) {
             let quic = SocketAddr::new(n.sip.ip(), n.sip.port() + QUIC_PORT_OFFSET);
-            toml.push_str(&format!("quic = \"{quic}\"\ncerts = \"pki\"\n"));
+            toml.push_str(&format!(
+                "quic = \"{quic}\"\ncerts = \"{}\"\n",
+                pki.display()
+            ));
             if spec.quic_levels.contains(&n.level) {
                 toml.push_str("transport = \"quic\"\n");
             }
@@ -249,8 +270,13 @@ pub fn write_tree(dir: &Path, spec: &TreeSpec) -> std::io::Result<Tree> {
             ),
         )?;
     }
-    if !spec.quic_levels.is_empty() {
-        make_certificates(&dir.join("pki"), &nodes).map_err(std::io::Error::other)?;
+    let quic_nodes: Vec<TreeNode> = nodes
+        .iter()
+        .filter(|n| spec.on_quic_link(n))
+        .cloned()
+        .collect();
+    if !quic_nodes.is_empty() {
+        make_certificates(&pki, &quic_nodes).map_err(std::io::Error::other)?;
     }
     let topology = dir.join("topology.toml");
     std::fs::write(&topology, toml)?;

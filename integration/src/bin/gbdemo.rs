@@ -38,9 +38,17 @@ struct Args {
     /// Cameras refuse INVITEs: no video, no clip needed.
     #[arg(long, conflicts_with_all = ["clip", "make_clips"])]
     no_video: bool,
-    /// SIP transport between nodes.
+    /// SIP transport between nodes (county → city: see --county-links).
     #[arg(long, value_enum, default_value_t = LinkTransport::Udp)]
     transport: LinkTransport,
+    /// How the counties link to the city: over QUIC with certificates
+    /// from --pki (the default), or like the other links.
+    #[arg(long, value_enum, default_value_t = CountyLinks::Quic)]
+    county_links: CountyLinks,
+    /// The federation CA directory (`gbgate cert init-ca --dir`); kept
+    /// across runs. Certificates missing there are issued.
+    #[arg(long, default_value = ".demo-pki")]
+    pki: PathBuf,
     /// How nodes ask sources to send video.
     #[arg(long, value_enum, default_value_t = MediaTransport::Udp)]
     media_transport: MediaTransport,
@@ -56,6 +64,12 @@ struct Args {
 enum LinkTransport {
     Udp,
     Tcp,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum CountyLinks {
+    Quic,
+    Same,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -81,6 +95,13 @@ fn main() -> Result<()> {
         },
         sip_base: a.sip_base,
         http_base: a.http_base,
+        quic_levels: match a.county_links {
+            CountyLinks::Quic => &["county"],
+            CountyLinks::Same => &[],
+        },
+        pki: Some(
+            std::path::absolute(&a.pki).with_context(|| format!("--pki {}", a.pki.display()))?,
+        ),
         ..TreeSpec::default()
     };
     let media = if a.no_video { None } else { clip(&a)? };
