@@ -720,3 +720,131 @@ fn media_memory_per_hub() {
     );
     drop(readers);
 }
+
+// ------------------------------------------------------------- QUIC links
+
+fn link_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn camera_4m() -> integration::streamer::Clip {
+    integration::streamer::Clip::load(&clip("h264_4m.h264"), None, None).unwrap()
+}
+
+/// One 4 Mbit/s camera across a lossy village link (userspace impairment
+/// proxy: seeded loss, one-way delay, jitter a tenth of it, an 8 Mbit/s
+/// bottleneck with a 200 ms queue, both ways), 30 s as RTP/UDP and 30 s on
+/// a QUIC link, at 1 % / 30 ms and 5 % / 100 ms. Decoded by ffmpeg at the
+/// top.
+#[test]
+#[ignore = "benchmark: make bench"]
+fn lossy_link_rtp_udp_vs_quic() {
+    use integration::impair::Impairment;
+    use integration::link_bench::{run, LinkKind};
+    let rt = link_runtime();
+    let clip = camera_4m();
+    let dir = log_dir("lossy_link");
+    for (loss, delay_ms) in [(0.01, 30u64), (0.05, 100)] {
+        let delay = Duration::from_millis(delay_ms);
+        let mut runs = Vec::new();
+        for kind in [LinkKind::RtpUdp, LinkKind::Quic] {
+            let up = Impairment::lossy(loss, delay, 8_000_000, 7);
+            let down = Impairment::lossy(loss, delay, 8_000_000, 8);
+            let work = dir.join(format!("{kind:?}-{delay_ms}"));
+            let r = rt
+                .block_on(run(kind, &clip, up, down, Duration::from_secs(30), &work))
+                .unwrap();
+            // Valid only if the camera played and the proxy impaired.
+            assert!(r.sent >= 700 && r.proxy_lost > 0, "invalid run: {r:?}");
+            println!(
+                "bench: lossy_link loss={:.0}% delay_ms={delay_ms} link={kind} sent={} decoded={} intact={:.1}% decode_errors={} longest_freeze_ms={} latency_p50_ms={} latency_p95_ms={} proxy_lost={} proxy_tail_drops={}",
+                loss * 100.0,
+                r.sent,
+                r.decoded,
+                r.intact_share() * 100.0,
+                r.decode_errors,
+                r.longest_freeze.as_millis(),
+                r.latency_p50.as_millis(),
+                r.latency_p95.as_millis(),
+                r.proxy_lost,
+                r.proxy_queue_drops
+            );
+            runs.push(r);
+        }
+        let (udp, quic) = (&runs[0], &runs[1]);
+        println!(
+            "bench: lossy_link loss={:.0}% delay_ms={delay_ms} quic_vs_rtp_udp intact_ratio={:.2} freeze_ratio={:.2} latency_p50_ratio={:.2}",
+            loss * 100.0,
+            quic.intact_share() / udp.intact_share().max(1e-9),
+            quic.longest_freeze.as_secs_f64() / udp.longest_freeze.as_secs_f64().max(1e-9),
+            quic.latency_p50.as_secs_f64() / udp.latency_p50.as_secs_f64().max(1e-9),
+        );
+    }
+}
+
+/// Many 4 Mbit/s cameras over one clean loopback link: delivered Mbit/s and
+/// the process's CPU per Gbit/s, QUIC next to RTP/UDP and RTP/TCP.
+#[test]
+#[ignore = "benchmark: make bench"]
+fn quic_link_throughput_cpu_vs_rtp() {
+    use integration::link_bench::{throughput, LinkKind};
+    let rt = link_runtime();
+    let clip = camera_4m();
+    let dir = log_dir("link_throughput");
+    let sessions = 50;
+    let mut base = None;
+    for kind in [LinkKind::RtpUdp, LinkKind::RtpTcp, LinkKind::Quic] {
+        let work = dir.join(format!("{kind:?}"));
+        let t = rt
+            .block_on(throughput(
+                kind,
+                &clip,
+                sessions,
+                Duration::from_secs(15),
+                &work,
+            ))
+            .unwrap();
+        // Valid only if (nearly) every frame of every session arrived.
+        let share = t.frames_received as f64 / t.frames_sent.max(1) as f64;
+        assert!(
+            share > 0.98,
+            "{kind}: only {:.1} % of frames arrived: {t:?}",
+            share * 100.0
+        );
+        let per_gbit = t.cpu_seconds_per_gbit();
+        let baseline = *base.get_or_insert(per_gbit);
+        println!(
+            "bench: link_throughput link={kind} sessions={sessions} delivered_mbps={:.0} frames_arrived={:.2}% cpu_cores={:.2} cpu_seconds_per_gbit={per_gbit:.2} ratio_to_rtp_udp={:.2}",
+            t.mbps(),
+            share * 100.0,
+            t.cpu_seconds / t.seconds,
+            per_gbit / baseline
+        );
+    }
+}
+
+/// Full QUIC handshakes (mutual TLS 1.3, ID checked against the topology)
+/// a parent completes per second, 4 dialers in the same process.
+#[test]
+#[ignore = "benchmark: make bench"]
+fn quic_handshakes_per_second() {
+    let rt = link_runtime();
+    let dir = log_dir("quic_handshakes");
+    let (n, secs, cpu) = rt
+        .block_on(integration::link_bench::handshakes(
+            &dir,
+            4,
+            Duration::from_secs(10),
+        ))
+        .unwrap();
+    assert!(n > 100, "only {n} handshakes");
+    println!(
+        "bench: quic_handshakes dialers=4 handshakes={n} per_second={:.0} cpu_ms_per_handshake_both_sides={:.2}",
+        n as f64 / secs,
+        cpu * 1000.0 / n as f64
+    );
+}

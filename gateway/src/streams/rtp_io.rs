@@ -255,7 +255,7 @@ impl Receiver {
             },
             MediaSocket::Quic(mut inbox) => {
                 use crate::transport::quic::MediaIn;
-                while let Some(m) = inbox.rx.recv().await {
+                while let Some(m) = inbox.recv().await {
                     match m {
                         MediaIn::Packet(p) => self.packet(p),
                         MediaIn::Discontinuity => {

@@ -6,6 +6,7 @@
 //! reuse the connection a request came in on (RFC 3261 §18.2.2); requests
 //! to a TCP peer with no connection dial one.
 
+pub mod groups;
 pub mod quic;
 mod tcp;
 mod udp;

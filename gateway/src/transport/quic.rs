@@ -14,8 +14,8 @@
 //!   with RFC 4571 length prefixes. Newer groups get higher send priority,
 //!   and a group two behind is reset: under congestion a stale GOP gives
 //!   way and the next keyframe is not held behind it (the way moq relays
-//!   groups). The receiver drops what arrives of a group older than the
-//!   newest it has seen.
+//!   groups). The receiver puts groups back in order ([`Sequencer`]),
+//!   waiting a little for the rest of a group before cutting it.
 //! * **Life.** Keep-alive every second; a silent path ends the connection
 //!   after [`IDLE_TIMEOUT`]. The child redials with back-off and its uplink
 //!   re-registers at once ([`Inbound::LinkUp`]). A parent keeps its
@@ -27,16 +27,18 @@
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use topology::GbId;
 
+pub use super::groups::{GroupEvent, GroupHeader, MediaIn, Sequencer};
 use super::Limits;
 use crate::node::Inbound;
 use crate::sip::framing::StreamFramer;
@@ -135,58 +137,44 @@ pub enum QuicError {
     },
 }
 
-/// First bytes of every media stream: which session and which group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GroupHeader {
-    /// The session's RTP SSRC (the receiver chose it in its SDP `y=`).
-    pub ssrc: u32,
-    /// Groups of one session count up from 0.
-    pub group: u32,
-}
-
-impl GroupHeader {
-    const MAGIC: [u8; 4] = *b"GBM1";
-    /// Encoded length.
-    pub const LEN: usize = 12;
-
-    /// The header as sent.
-    pub fn encode(&self) -> [u8; Self::LEN] {
-        let mut out = [0u8; Self::LEN];
-        out[..4].copy_from_slice(&Self::MAGIC);
-        out[4..8].copy_from_slice(&self.ssrc.to_be_bytes());
-        out[8..].copy_from_slice(&self.group.to_be_bytes());
-        out
-    }
-
-    /// A header from its encoding; `None` when it is not one.
-    pub fn decode(b: &[u8; Self::LEN]) -> Option<GroupHeader> {
-        if b[..4] != Self::MAGIC {
-            return None;
-        }
-        let mut rest = &b[4..];
-        Some(GroupHeader {
-            ssrc: rest.get_u32(),
-            group: rest.get_u32(),
-        })
-    }
-}
-
-/// What a media session's receiver gets from the link.
-#[derive(Debug)]
-pub enum MediaIn {
-    /// One RTP packet, in order within its group.
-    Packet(Bytes),
-    /// A newer group began before the previous one was complete: what the
-    /// receiver holds of an unfinished frame is to be dropped.
-    Discontinuity,
-}
+/// How long a session waits for the rest of a group once the next group
+/// has begun (a retransmission or two at village round trips).
+pub const GROUP_GRACE: Duration = Duration::from_millis(400);
 
 /// One media session's inbox; the session is unregistered when dropped.
 pub struct MediaInbox {
-    /// Packets and group breaks, in arrival order.
-    pub rx: mpsc::Receiver<MediaIn>,
+    rx: mpsc::Receiver<GroupEvent>,
+    rtt_ms: Arc<AtomicU64>,
+    sequencer: Sequencer,
     ssrc: u32,
     links: QuicLinks,
+}
+
+impl MediaInbox {
+    /// The next packet or break, in order; `None` when the links stop.
+    pub async fn recv(&mut self) -> Option<MediaIn> {
+        loop {
+            if let Some(m) = self.sequencer.poll() {
+                return Some(m);
+            }
+            // A retransmission takes a round trip or two, more when it is
+            // lost again: wait three before cutting a group.
+            let rtt = Duration::from_millis(self.rtt_ms.load(Ordering::Relaxed));
+            self.sequencer.set_grace((rtt * 3).max(GROUP_GRACE));
+            let deadline = self.sequencer.poll_timeout();
+            tokio::select! {
+                ev = self.rx.recv() => self.sequencer.push(ev?, std::time::Instant::now()),
+                _ = sleep_until(deadline) => self.sequencer.handle_timeout(std::time::Instant::now()),
+            }
+        }
+    }
+}
+
+async fn sleep_until(t: Option<std::time::Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Drop for MediaInbox {
@@ -196,12 +184,11 @@ impl Drop for MediaInbox {
 }
 
 struct MediaRoute {
-    tx: mpsc::Sender<MediaIn>,
+    tx: mpsc::Sender<GroupEvent>,
+    /// The sending connection's smoothed RTT, ms, for the grace period.
+    rtt_ms: Arc<AtomicU64>,
     /// The connection that first sent to this session: no other may.
     source: Option<usize>,
-    /// The newest group seen, and whether it has ended with FIN.
-    newest: Option<u32>,
-    newest_done: bool,
 }
 
 /// A link's SIP queue: the sending side (kept in the link table) and the
@@ -242,6 +229,10 @@ fn transport_config() -> Arc<quinn::TransportConfig> {
     t.stream_receive_window(VarInt::from_u32(4 << 20));
     t.receive_window(VarInt::from_u32(64 << 20));
     t.send_window(64 << 20);
+    // BBR, not loss-based CUBIC: on a village link random loss is not
+    // congestion, and CUBIC halves its window at each loss (at 1 % loss and
+    // 60 ms RTT it holds about 2 Mbit/s, less than one camera).
+    t.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()));
     Arc::new(t)
 }
 
@@ -442,17 +433,19 @@ impl QuicLinks {
     /// Register a media session that will arrive as groups with `ssrc`.
     pub fn expect_media(&self, ssrc: u32) -> MediaInbox {
         let (tx, rx) = mpsc::channel(MEDIA_QUEUE);
+        let rtt_ms = Arc::new(AtomicU64::new(0));
         self.locked_media().insert(
             ssrc,
             MediaRoute {
                 tx,
+                rtt_ms: rtt_ms.clone(),
                 source: None,
-                newest: None,
-                newest_done: false,
             },
         );
         MediaInbox {
             rx,
+            rtt_ms,
+            sequencer: Sequencer::new(GROUP_GRACE),
             ssrc,
             links: self.clone(),
         }
@@ -711,11 +704,12 @@ impl QuicLinks {
                 s = conn.accept_uni() => s,
             };
             let Ok(stream) = stream else { return };
-            tokio::spawn(self.clone().read_group(conn.stable_id(), stream));
+            tokio::spawn(self.clone().read_group(conn.clone(), stream));
         }
     }
 
-    async fn read_group(self, conn_id: usize, mut stream: RecvStream) {
+    async fn read_group(self, conn: Connection, mut stream: RecvStream) {
+        let conn_id = conn.stable_id();
         let mut head = [0u8; GroupHeader::LEN];
         if stream.read_exact(&mut head).await.is_err() {
             return;
@@ -725,69 +719,51 @@ impl QuicLinks {
             let _ = stream.stop(STALE_GROUP);
             return;
         };
-        let Some(tx) = self.open_group(conn_id, h) else {
+        let Some((tx, rtt_ms)) = self.route(conn_id, h.ssrc) else {
             let _ = stream.stop(STALE_GROUP);
             return;
         };
+        rtt_ms.store(
+            u64::try_from(conn.rtt().as_millis()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
         let mut deframer = crate::media::rtp::TcpDeframer::new();
         let mut buf = BytesMut::zeroed(64 * 1024);
-        loop {
-            let n = match stream.read(&mut buf).await {
-                Ok(Some(n)) => n,
-                Ok(None) => {
-                    self.close_group(h);
-                    return;
+        let whole = loop {
+            match stream.read(&mut buf).await {
+                Ok(Some(n)) => {
+                    deframer.push(buf.get(..n).unwrap_or_default());
+                    while let Ok(Some(p)) = deframer.next_packet() {
+                        metrics::counter!("gbgate_quic_media_packets_total").increment(1);
+                        if tx.try_send(GroupEvent::Packet(h.group, p)).is_err() {
+                            metrics::counter!("gbgate_quic_media_drops_total").increment(1);
+                        }
+                    }
                 }
-                Err(_) => return,
-            };
-            if !self.is_current(h) {
-                // A newer keyframe is out: the rest of this group is stale.
-                let _ = stream.stop(STALE_GROUP);
-                return;
+                Ok(None) => break true,
+                Err(_) => break false,
             }
-            deframer.push(buf.get(..n).unwrap_or_default());
-            while let Ok(Some(p)) = deframer.next_packet() {
-                metrics::counter!("gbgate_quic_media_packets_total").increment(1);
-                if tx.try_send(MediaIn::Packet(p)).is_err() {
-                    metrics::counter!("gbgate_quic_media_drops_total").increment(1);
-                }
-            }
+        };
+        if !whole {
+            metrics::counter!("gbgate_quic_groups_cut_total").increment(1);
         }
+        let _ = tx.send(GroupEvent::End(h.group, whole)).await;
     }
 
-    /// Note group `h` began; its session's queue if it is the newest group
-    /// of a session expecting it from this connection.
-    fn open_group(&self, conn_id: usize, h: GroupHeader) -> Option<mpsc::Sender<MediaIn>> {
+    /// The queue of session `ssrc`, when it expects media from this
+    /// connection (the first connection to send to it).
+    fn route(
+        &self,
+        conn_id: usize,
+        ssrc: u32,
+    ) -> Option<(mpsc::Sender<GroupEvent>, Arc<AtomicU64>)> {
         let mut media = self.locked_media();
-        let route = media.get_mut(&h.ssrc)?;
+        let route = media.get_mut(&ssrc)?;
         if *route.source.get_or_insert(conn_id) != conn_id {
             metrics::counter!("gbgate_rtp_foreign_packets_total").increment(1);
             return None;
         }
-        if route.newest.is_some_and(|n| h.group <= n) {
-            return None;
-        }
-        if route.newest.is_some() && !route.newest_done {
-            let _ = route.tx.try_send(MediaIn::Discontinuity);
-            metrics::counter!("gbgate_quic_groups_cut_total").increment(1);
-        }
-        route.newest = Some(h.group);
-        route.newest_done = false;
-        Some(route.tx.clone())
-    }
-
-    fn is_current(&self, h: GroupHeader) -> bool {
-        self.locked_media()
-            .get(&h.ssrc)
-            .is_some_and(|r| r.newest == Some(h.group))
-    }
-
-    fn close_group(&self, h: GroupHeader) {
-        if let Some(r) = self.locked_media().get_mut(&h.ssrc) {
-            if r.newest == Some(h.group) {
-                r.newest_done = true;
-            }
-        }
+        Some((route.tx.clone(), route.rtt_ms.clone()))
     }
 
     // ------------------------------------------------------------- rotation
@@ -927,9 +903,12 @@ pub async fn send_groups(
     use crate::streams::hub::Next;
     let mut group: u32 = 0;
     let mut current: Option<SendStream> = None;
-    // The previous group keeps sending at lower priority until the next
-    // one starts; then it is reset.
-    let mut previous: Option<SendStream> = None;
+    // Earlier groups keep sending at lower priority, until they are stale:
+    // older than a second or four round trips (retransmissions at village
+    // RTTs need a few), with a newer group out. Then they are reset.
+    let mut earlier: std::collections::VecDeque<(std::time::Instant, SendStream)> =
+        Default::default();
+    let mut current_since = std::time::Instant::now();
     let mut seq: u16 = rand::random();
     let mut last_pts = viewer.first_pts().unwrap_or(0);
     let mut out = BytesMut::with_capacity(64 * 1024);
@@ -954,13 +933,22 @@ pub async fn send_groups(
         }
         skip_to_key = false;
         if keyframe || current.is_none() {
-            if let Some(mut old) = previous.take() {
-                let _ = old.reset(STALE_GROUP);
-            }
+            let now = std::time::Instant::now();
             if let Some(mut s) = current.take() {
                 let _ = s.finish();
-                previous = Some(s);
+                earlier.push_back((current_since, s));
             }
+            let stale_after = (conn.rtt() * 4).max(Duration::from_secs(1));
+            while earlier
+                .front()
+                .is_some_and(|(t, _)| now.duration_since(*t) > stale_after || earlier.len() > 8)
+            {
+                if let Some((_, mut old)) = earlier.pop_front() {
+                    // Already acknowledged in full: the reset is a no-op.
+                    let _ = old.reset(STALE_GROUP);
+                }
+            }
+            current_since = now;
             let mut s = match conn.open_uni().await {
                 Ok(s) => s,
                 Err(e) => return format!("the QUIC link to the parent failed: {e}"),
@@ -1010,22 +998,5 @@ pub async fn send_groups(
             }
             Err(e) => return format!("sending media to the parent failed: {e}"),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn group_headers_round_trip_and_reject_other_bytes() {
-        let h = GroupHeader {
-            ssrc: 0x0102_0304,
-            group: 7,
-        };
-        assert_eq!(GroupHeader::decode(&h.encode()), Some(h));
-        let mut bad = h.encode();
-        bad[0] = b'X';
-        assert_eq!(GroupHeader::decode(&bad), None);
     }
 }

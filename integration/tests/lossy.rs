@@ -1,0 +1,69 @@
+//! A weak village link: one 4 Mbit/s camera crosses a userspace impairment
+//! proxy (seeded loss, delay, jitter, an 8 Mbit/s bottleneck) once as RTP
+//! over UDP and once on a QUIC link, at 1 % loss / 30 ms and at 5 % loss /
+//! 100 ms. ffmpeg decodes what reaches the top. The benchmark
+//! (`tests/bench.rs`, `lossy_link`) runs the same longer and prints the
+//! figures; this test checks each run delivered video and that QUIC
+//! delivered more intact frames than RTP/UDP on the same seeded link.
+//!
+//! Needs `make clips`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use integration::impair::Impairment;
+use integration::link_bench::{run, LinkKind};
+use integration::streamer::Clip;
+
+fn clip() -> Clip {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/clips/h264_4m.h264");
+    assert!(p.exists(), "{} is missing: run `make clips`", p.display());
+    Clip::load(&p, None, None).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_delivers_more_intact_frames_than_rtp_over_udp_on_a_lossy_link() {
+    let clip = clip();
+    let dir = tempfile::tempdir().unwrap();
+    for (loss, delay_ms) in [(0.01, 30u64), (0.05, 100)] {
+        let delay = Duration::from_millis(delay_ms);
+        let mut runs = Vec::new();
+        for kind in [LinkKind::RtpUdp, LinkKind::Quic] {
+            let up = Impairment::lossy(loss, delay, 8_000_000, 7);
+            let down = Impairment::lossy(loss, delay, 8_000_000, 8);
+            let work = dir.path().join(format!("{kind:?}-{delay_ms}"));
+            let r = run(kind, &clip, up, down, Duration::from_secs(10), &work)
+                .await
+                .unwrap();
+            eprintln!(
+                "{:.0} % / {delay_ms} ms, {kind}: sent {}, received {}, decoded {} ({:.1} %), {} decode errors, longest freeze {:?}, latency p50 {:?} p95 {:?}; proxy lost {} and tail-dropped {}",
+                loss * 100.0,
+                r.sent,
+                r.received,
+                r.decoded,
+                r.intact_share() * 100.0,
+                r.decode_errors,
+                r.longest_freeze,
+                r.latency_p50,
+                r.latency_p95,
+                r.proxy_lost,
+                r.proxy_queue_drops
+            );
+            if !r.quic_path.is_empty() {
+                eprintln!("  QUIC path: {}", r.quic_path);
+            }
+            assert!(r.decoded > 0, "{kind}: no video reached the top");
+            assert!(r.proxy_lost > 0, "{kind}: the proxy lost nothing");
+            runs.push(r);
+        }
+        let (udp, quic) = (&runs[0], &runs[1]);
+        assert!(
+            quic.decoded > udp.decoded,
+            "at {loss} loss / {delay_ms} ms QUIC decoded {} frames, RTP/UDP {}",
+            quic.decoded,
+            udp.decoded
+        );
+    }
+}
