@@ -79,8 +79,10 @@ demo: clips
 test: deps clips
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace -- --test-threads=2
-	# The media plane again with every link between the tiers over QUIC.
-	GBGATE_TEST_LINKS=quic $(CARGO) test -p integration --test media -- --test-threads=2
+	# The multi-tier tests again with every link between the tiers over
+	# QUIC, and in a mixed tree (county -> city QUIC, towns TCP, villages UDP).
+	GBGATE_TEST_LINKS=quic $(CARGO) test -p integration --test media --test tree --test sharing --test audit_heads -- --test-threads=2
+	GBGATE_TEST_LINKS=mixed $(CARGO) test -p integration --test media --test tree --test sharing --test audit_heads -- --test-threads=2
 
 # Benchmarks print figures; BENCHMARKS.md records the latest with these commands.
 bench: deps clips

@@ -41,6 +41,9 @@ pub struct TreeSpec {
     /// SIP port + [`QUIC_PORT_OFFSET`] and gets a certificate of a CA made
     /// in `pki/` beside the topology.
     pub quic_levels: &'static [&'static str],
+    /// Levels whose link to the parent runs over TCP whatever `transport`
+    /// says (a mixed tree).
+    pub tcp_levels: &'static [&'static str],
     /// The certificate directory of the QUIC links (`gbgate cert` layout);
     /// `None`: `pki/` beside the topology. Missing certificates are made.
     pub pki: Option<PathBuf>,
@@ -82,6 +85,7 @@ impl Default for TreeSpec {
             media_timeout_secs: 10,
             media_transport: "udp",
             quic_levels: &[],
+            tcp_levels: &[],
             pki: None,
         }
     }
@@ -163,8 +167,37 @@ fn gid(civil8: &str, serial: u32) -> GbId {
     GbId::parse(&format!("{civil8}002000{serial:06}")).expect("generated ID is 20 digits")
 }
 
-/// Build the tree and write `topology.toml` and `creds/*.toml` under `dir`.
+/// The links `GBGATE_TEST_LINKS` has the tests' trees run over:
+/// `quic` (every link over QUIC) or `mixed` (county → city over QUIC,
+/// town → county over TCP, village → town over UDP); `None` when unset:
+/// as each test's spec says.
+pub fn test_links() -> Option<&'static str> {
+    match std::env::var("GBGATE_TEST_LINKS").as_deref() {
+        Ok("quic") => Some("quic"),
+        Ok("mixed") => Some("mixed"),
+        _ => None,
+    }
+}
+
+/// `spec` with the links [`test_links`] asks for.
+fn with_test_links(spec: &TreeSpec) -> TreeSpec {
+    let mut spec = spec.clone();
+    match test_links() {
+        Some("quic") => spec.quic_levels = ALL_LINKS,
+        Some("mixed") => {
+            spec.quic_levels = &["county"];
+            spec.tcp_levels = &["town"];
+            spec.transport = "udp";
+        }
+        _ => {}
+    }
+    spec
+}
+
+/// Build the tree and write `topology.toml` and `creds/*.toml` under `dir`
+/// (with the links `GBGATE_TEST_LINKS` asks for, see [`test_links`]).
 pub fn write_tree(dir: &Path, spec: &TreeSpec) -> std::io::Result<Tree> {
+    let spec = &with_test_links(spec);
     std::fs::create_dir_all(dir.join("creds"))?;
     let mut nodes = Vec::new();
     let mut k: u16 = 0;
@@ -255,6 +288,9 @@ pub fn write_tree(dir: &Path, spec: &TreeSpec) -> std::io::Result<Tree> {
             if spec.quic_levels.contains(&n.level) {
                 toml.push_str("transport = \"quic\"\n");
             }
+        }
+        if spec.tcp_levels.contains(&n.level) {
+            toml.push_str("transport = \"tcp\"\n");
         }
         toml.push_str(&format!(
             "sip = \"{}\"\nhttp = \"{}\"\ncredentials = \"creds/{}.toml\"\n\n",

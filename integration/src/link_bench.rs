@@ -518,6 +518,116 @@ pub async fn handshakes(
     Ok(out)
 }
 
+/// What happened when a child's address changed mid-stream.
+#[derive(Debug, Clone)]
+pub struct Migration {
+    /// The child's address before and after.
+    pub from: SocketAddr,
+    /// After the rebind.
+    pub to: SocketAddr,
+    /// The address the parent's connection reports at the end.
+    pub parent_sees: SocketAddr,
+    /// Frames at the top in the seconds before and after the move.
+    pub frames_before: u64,
+    /// After.
+    pub frames_after: u64,
+    /// Times the child's link came up (1: never redialled).
+    pub link_ups: u64,
+}
+
+/// One camera over a QUIC link for `2 × half` seconds; half way the
+/// child's endpoint moves to a new socket.
+pub async fn migration(clip: &Clip, half: Duration, work: &Path) -> Result<Migration> {
+    std::fs::create_dir_all(work)?;
+    let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let stop = CancellationToken::new();
+    let (parent, child) = quic_pair(work)?;
+    let parent_links = start_links(setup(work, parent, None, Some(child), ip), stop.clone())?;
+    let parent_addr = parent_links.local_addr().context("parent address")?;
+    let link_ups = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let child_links = start_counted(
+        setup(work, child, Some((parent, parent_addr)), None, ip),
+        stop.clone(),
+        link_ups.clone(),
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let conn = loop {
+        if let Some(c) = child_links.parent_connection() {
+            break c;
+        }
+        if Instant::now() > deadline {
+            bail!("the QUIC link did not come up");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    // A first SIP message opens the link's SIP stream at the parent, which
+    // then lists the link.
+    child_links.send(
+        parent_addr,
+        bytes::Bytes::from_static(b"OPTIONS sip:x SIP/2.0\r\nContent-Length: 0\r\n\r\n"),
+    );
+    let from = child_links.local_addr().context("child address")?;
+    let source = Hub::new("source".into(), 2);
+    let top = Hub::new("top".into(), 2);
+    tokio::spawn(rtp_io::receive(
+        top.clone(),
+        MediaSocket::Quic(parent_links.expect_media(SSRC)),
+        parent_addr,
+        Some(SSRC),
+        stop.clone(),
+    ));
+    {
+        let (source, s) = (source.clone(), stop.clone());
+        let target = SendTarget {
+            socket: MediaSocket::QuicSend(conn),
+            peer: parent_addr,
+            ssrc: SSRC,
+        };
+        tokio::spawn(async move {
+            if let Ok(v) = source.join(Format::Ps, Duration::from_secs(30)).await {
+                rtp_io::send(v, target, s).await;
+            }
+        });
+    }
+    let frames = || {
+        top.stats
+            .frames_in
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let fps = u64::from(clip.fps().max(1));
+    let start = tokio::time::Instant::now();
+    let total = 2 * half.as_secs() * fps;
+    let mut at_move = 0;
+    let mut to = from;
+    for (n, frame) in clip.frames_at(0).take(total as usize).enumerate() {
+        let due = start + Duration::from_micros(n as u64 * 1_000_000 / fps);
+        tokio::time::sleep_until(due).await;
+        if n as u64 == total / 2 {
+            at_move = frames();
+            child_links.rebind(SocketAddr::new(ip, 0))?;
+            to = child_links.local_addr().context("child address")?;
+        }
+        source.push(frame);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let parent_sees = parent_links
+        .connections()
+        .first()
+        .map(quinn::Connection::remote_address)
+        .context("the parent has no connection")?;
+    let out = Migration {
+        from,
+        to,
+        parent_sees,
+        frames_before: at_move,
+        frames_after: frames() - at_move,
+        link_ups: link_ups.load(std::sync::atomic::Ordering::Relaxed),
+    };
+    source.end("the run is over");
+    stop.cancel();
+    Ok(out)
+}
+
 /// Frames ffmpeg decodes from `ts`, and the errors it reports.
 fn decode(ts: &Path) -> Result<(u64, u64)> {
     if !ts.exists() {
@@ -580,8 +690,23 @@ fn setup(
 
 /// Start links whose SIP events nobody needs (drained), until `stop`.
 fn start_links(setup: QuicSetup, stop: CancellationToken) -> Result<QuicLinks> {
+    start_counted(setup, stop, Arc::default())
+}
+
+/// Start links, counting the `Inbound::LinkUp` events they report.
+fn start_counted(
+    setup: QuicSetup,
+    stop: CancellationToken,
+    link_ups: Arc<std::sync::atomic::AtomicU64>,
+) -> Result<QuicLinks> {
     let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
-    tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    tokio::spawn(async move {
+        while let Some(ev) = rx.recv().await {
+            if matches!(ev, gbgate::node::Inbound::LinkUp { .. }) {
+                link_ups.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    });
     Ok(QuicLinks::start(
         setup,
         tx,

@@ -67,3 +67,25 @@ async fn quic_delivers_more_intact_frames_than_rtp_over_udp_on_a_lossy_link() {
         );
     }
 }
+
+/// The child's address changes mid-stream (its endpoint moves to a new
+/// UDP socket, as after a NAT rebinding): the QUIC connection migrates, the
+/// parent sees the new address on the same connection, video goes on, and
+/// the link is not made again (so no new registration).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_whose_address_changes_keeps_its_link_and_its_video() {
+    let clip = clip();
+    let dir = tempfile::tempdir().unwrap();
+    let m = integration::link_bench::migration(&clip, Duration::from_secs(3), dir.path())
+        .await
+        .unwrap();
+    eprintln!("{m:?}");
+    assert_ne!(m.from, m.to, "the child moved");
+    assert_eq!(
+        m.parent_sees, m.to,
+        "the parent's connection follows the child"
+    );
+    assert_eq!(m.link_ups, 1, "no redial");
+    assert!(m.frames_before >= 50, "{m:?}");
+    assert!(m.frames_after >= 60, "video went on after the move: {m:?}");
+}

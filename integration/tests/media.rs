@@ -6,8 +6,9 @@
 //! Needs `make clips` (the Makefile's `test` target runs it).
 //!
 //! With `GBGATE_TEST_LINKS=quic` every link between the tiers runs over
-//! QUIC (certificates of a CA made for the run); `make test` runs this
-//! file both ways.
+//! QUIC (certificates of a CA made for the run), with `mixed` the county's
+//! to the city does (towns link over TCP, villages over UDP); `make test`
+//! runs this file all three ways.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -42,22 +43,9 @@ fn chain(dir: &Path, base: u16, media: PathBuf, media_transport: &'static str) -
     chain_of(dir, base, fleet, media_transport)
 }
 
-/// The links between tiers this run tests: `GBGATE_TEST_LINKS` = udp
-/// (default), tcp or quic.
-fn links() -> (&'static str, &'static [&'static str]) {
-    match std::env::var("GBGATE_TEST_LINKS").as_deref() {
-        Ok("quic") => ("udp", integration::demo::ALL_LINKS),
-        Ok("tcp") => ("tcp", &[]),
-        _ => ("udp", &[]),
-    }
-}
-
 /// A 4-tier chain with `fleet` at the village; short timers.
 fn chain_of(dir: &Path, base: u16, fleet: FleetSpec, media_transport: &'static str) -> Cluster {
-    let (transport, quic_levels) = links();
     let spec = TreeSpec {
-        transport,
-        quic_levels,
         counties: 1,
         towns: 1,
         villages: 1,
@@ -80,9 +68,15 @@ fn chain_of(dir: &Path, base: u16, fleet: FleetSpec, media_transport: &'static s
             .unwrap_or(false)
     })
     .expect("the catalog reaches the city");
-    if !quic_levels.is_empty() {
-        // Every tier but the village accepts one child over QUIC.
-        for node in c.tree.nodes.iter().filter(|n| n.level != "village") {
+    if let Some(links) = integration::demo::test_links() {
+        // Every tier but the village accepts one child over QUIC; in a
+        // mixed tree only the city does.
+        let parents = if links == "quic" {
+            &["city", "county", "town"][..]
+        } else {
+            &["city"]
+        };
+        for node in c.tree.nodes.iter().filter(|n| parents.contains(&n.level)) {
             let links = c.metric(&node.id, "gbgate_quic_links", "").unwrap_or(0.0);
             assert_eq!(links, 1.0, "{} has {links} QUIC links", node.name);
         }
@@ -250,7 +244,7 @@ fn live_h264_reaches_the_city_as_flv_and_ts() {
         assert!(frames >= 120, "{url}: decoded {frames} frames in 5 s");
         eprintln!("{ext}: {p:?}; decoded {frames} frames without errors");
     }
-    if !links().1.is_empty() {
+    if integration::demo::test_links().is_some() {
         let city = c.tree.root().id;
         let packets = c
             .metric(&city, "gbgate_quic_media_packets_total", "")

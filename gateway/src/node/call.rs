@@ -64,8 +64,8 @@ pub enum CallEvent {
     Failed {
         /// The call.
         call: CallId,
-        /// Why, for logs and the viewer.
-        reason: String,
+        /// Why.
+        reason: CallFailure,
     },
     /// The far end ended an established call (BYE from below or from the parent).
     Ended {
@@ -192,8 +192,29 @@ impl Calls {
     }
 }
 
+/// Why a placed call failed before it was answered.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum CallFailure {
+    /// The device or child node answered the INVITE with an error.
+    #[error("{via} answered {status} {reason}")]
+    Refused {
+        /// Who answered (the registrant the call went to).
+        via: String,
+        /// The SIP status.
+        status: u16,
+        /// Its reason phrase.
+        reason: String,
+    },
+    /// The 200 OK carried an SDP we cannot use.
+    #[error("unusable SDP in the 200 OK: {0}")]
+    BadAnswer(String),
+    /// No final answer within the INVITE transaction's time.
+    #[error("no answer to the INVITE (timed out)")]
+    Timeout,
+}
+
 /// Why a call cannot be placed.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum CallError {
     /// The channel is not in this node's catalog.
     #[error("channel {0} is not in this node's catalog")]
@@ -557,12 +578,11 @@ impl Node {
             return;
         }
         if !resp.is_success() {
-            let reason = format!(
-                "{} answered {} {}",
-                d.via.map_or_else(String::new, |v| v.to_string()),
-                resp.status,
-                resp.reason
-            );
+            let reason = CallFailure::Refused {
+                via: d.via.map_or_else(String::new, |v| v.to_string()),
+                status: resp.status,
+                reason: resp.reason.clone(),
+            };
             tracing::warn!(call, channel = %d.channel, %reason, "INVITE refused");
             self.calls.remove(call);
             self.calls
@@ -610,7 +630,7 @@ impl Node {
                     .push_back(CallEvent::Answered { call, answer });
             }
             Err(e) => {
-                let reason = format!("unusable SDP in the 200 OK: {e}");
+                let reason = CallFailure::BadAnswer(e.to_string());
                 tracing::warn!(call, %reason, "call dropped");
                 self.send_in_dialog(call, Method::Bye, None, now);
                 self.calls.remove(call);
@@ -666,7 +686,7 @@ impl Node {
 
     pub(super) fn on_invite_timeout(&mut self, call: CallId) {
         if self.calls.remove(call).is_some() {
-            let reason = "no answer to the INVITE (timed out)".to_owned();
+            let reason = CallFailure::Timeout;
             self.calls
                 .events
                 .push_back(CallEvent::Failed { call, reason });

@@ -36,7 +36,7 @@ use policy::Action;
 
 use outbox::Outbox;
 
-pub use call::{CallError, CallEvent, CallId, CallKind, MANSRTSP, ON_BEHALF_OF, SDP};
+pub use call::{CallError, CallEvent, CallFailure, CallId, CallKind, MANSRTSP, ON_BEHALF_OF, SDP};
 pub use query::{DeviceQuery, QueryAnswer, QueryAnswered, QueryError, Ticket};
 pub use sharing::Output;
 

@@ -198,6 +198,11 @@ pub struct Hub {
     pub name: String,
     inner: Mutex<Inner>,
     state: watch::Sender<HubState>,
+    /// Told when what the hub's deadlines depend on changes: the first
+    /// viewer joins, the last one leaves, playback pauses or resumes, a
+    /// fault in the source's PS is first noted (a stored permit: the
+    /// watchdog cannot miss it between two looks).
+    deadlines_changed: tokio::sync::Notify,
     viewers: AtomicUsize,
     max_viewers: usize,
     created: Instant,
@@ -296,6 +301,7 @@ impl Hub {
             name,
             inner: Mutex::new(Inner::default()),
             state,
+            deadlines_changed: tokio::sync::Notify::new(),
             viewers: AtomicUsize::new(0),
             max_viewers,
             created: Instant::now(),
@@ -310,6 +316,12 @@ impl Hub {
 
     fn ms(&self, at: Instant) -> u64 {
         u64::try_from(at.saturating_duration_since(self.created).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Resolves when the hub got its first viewer, lost its last one,
+    /// paused or resumed, or noted a fault since the previous call.
+    pub async fn deadlines_changed(&self) {
+        self.deadlines_changed.notified().await;
     }
 
     /// The hub's state now.
@@ -335,6 +347,7 @@ impl Hub {
             self.last_media_ms
                 .store(self.ms(Instant::now()), Ordering::Release);
         }
+        self.deadlines_changed.notify_one();
     }
 
     /// True once any viewer has joined.
@@ -346,7 +359,12 @@ impl Hub {
     /// cause is kept. Returns true if this was the first.
     pub fn note_fault(&self, cause: impl Into<PsCause>) -> bool {
         let at = self.ms(Instant::now());
-        self.fault.set((cause.into(), at)).is_ok()
+        let first = self.fault.set((cause.into(), at)).is_ok();
+        if first {
+            // The hub may now end sooner than its silence deadline.
+            self.deadlines_changed.notify_one();
+        }
+        first
     }
 
     /// The first cause noted, while no frame has come from below: why the
@@ -512,6 +530,9 @@ impl Hub {
     fn join_now(self: &Arc<Self>, format: Format) -> Result<Viewer, JoinError> {
         let prev = self.viewers.fetch_add(1, Ordering::AcqRel);
         self.joined.store(true, Ordering::Release);
+        if prev == 0 {
+            self.deadlines_changed.notify_one();
+        }
         let guard = ViewerGuard { hub: self.clone() };
         if prev >= self.max_viewers {
             return Err(JoinError::Full(self.max_viewers));
@@ -586,6 +607,7 @@ impl Drop for ViewerGuard {
         if hub.viewers.fetch_sub(1, Ordering::AcqRel) == 1 {
             hub.idle_since_ms
                 .store(hub.ms(Instant::now()), Ordering::Release);
+            hub.deadlines_changed.notify_one();
         }
     }
 }

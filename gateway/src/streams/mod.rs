@@ -9,12 +9,16 @@
 //!   re-runs an init whose caller was cancelled).
 //! * **Linger.** A per-hub watchdog ends a hub that has had no viewers for
 //!   `linger`, or no media for `media_timeout`; ending sends BYE below.
+//!   It sleeps until the next deadline [`lifecycle::decide`] gives, or until
+//!   a viewer comes or goes or playback pauses, rather than polling.
 //!   (moka's own expiry fires only when the cache is touched, so an idle
 //!   stream would never be closed by it.)
 //! * **Calls from the parent** are one more viewer of the hub, in PS,
 //!   sent as RTP to where the parent's SDP says.
 
 pub mod hub;
+pub mod lifecycle;
+pub mod media_links;
 pub mod rtp_io;
 
 use std::collections::HashMap;
@@ -31,11 +35,11 @@ use topology::GbId;
 
 use crate::media::ps::PsFault;
 use crate::media::sdp::{Direction, GbSdp, MediaKind, SessionKind};
-use crate::node::{CallEvent, CallId, CallKind};
+use crate::node::{CallError, CallEvent, CallFailure, CallId, CallKind};
 use crate::runtime::NodeHandle;
 use crate::sip::header::Reason;
 use hub::{Format, Hub, HubState, JoinError, PsCause, Viewer};
-use rtp_io::{LinkMode, MediaSocket, SendTarget};
+use rtp_io::{LinkMode, SendTarget};
 
 /// Settings of the media plane.
 #[derive(Debug, Clone)]
@@ -62,14 +66,31 @@ pub struct StreamSettings {
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum OpenError {
     /// The node could not place the call (unknown channel, offline...).
-    #[error("{0}")]
-    Refused(String),
-    /// The source below refused or did not answer.
+    #[error(transparent)]
+    Refused(#[from] CallError),
+    /// The source below refused the call, or its answer was unusable.
     #[error("the source did not open the stream: {0}")]
-    Failed(String),
-    /// A limit was reached.
-    #[error("{0}")]
-    Busy(String),
+    Failed(#[from] CallFailure),
+    /// The source's answer never came within the opening time.
+    #[error("the source did not open the stream: no answer within {0:?}")]
+    NoAnswer(Duration),
+    /// The answer's `c=` address is not an IP address.
+    #[error(
+        "the source did not open the stream: the answer's c= address {0:?} is not an IP address"
+    )]
+    BadAddress(String),
+    /// This node has its maximum of streams open.
+    #[error("this node has its maximum of {0} streams open")]
+    TooManyStreams(usize),
+    /// No media endpoint could be made.
+    #[error(transparent)]
+    NoSocket(#[from] media_links::MediaLinkError),
+    /// The node or the opening task stopped.
+    #[error("the stream could not be opened: {0}")]
+    Stopped(String),
+    /// The stream ended while it was being opened.
+    #[error("the stream ended while opening")]
+    EndedWhileOpening,
     /// The stream opened but no picture came.
     #[error("{0}")]
     Join(#[from] JoinError),
@@ -79,8 +100,11 @@ impl OpenError {
     /// The status an HTTP viewer or a SIP caller gets.
     pub fn status(&self) -> u16 {
         match self {
-            OpenError::Refused(r) if r.contains("not in this node's catalog") => 404,
-            OpenError::Busy(_) | OpenError::Join(JoinError::Full(_)) => 503,
+            OpenError::Refused(CallError::UnknownChannel(_)) => 404,
+            OpenError::Refused(CallError::TooMany(_))
+            | OpenError::TooManyStreams(_)
+            | OpenError::NoSocket(_)
+            | OpenError::Join(JoinError::Full(_)) => 503,
             _ => 502,
         }
     }
@@ -195,15 +219,15 @@ pub struct StreamManager {
     settings: StreamSettings,
     live: moka::future::Cache<GbId, Arc<Hub>>,
     open_hubs: AtomicUsize,
-    pending: Mutex<HashMap<CallId, oneshot::Sender<Result<GbSdp, String>>>>,
+    pending: Mutex<HashMap<CallId, oneshot::Sender<Result<GbSdp, CallFailure>>>>,
     upstream: Mutex<HashMap<CallId, Upstream>>,
     serving: Mutex<HashMap<CallId, Serving>>,
     playbacks: Mutex<HashMap<u64, PlaybackSession>>,
     /// When each playback session was last controlled (rate limit).
     last_control: Mutex<HashMap<u64, Instant>>,
     ssrc_seq: AtomicU16,
-    /// The node's QUIC links: media to and from QUIC peers rides on them.
-    quic: Option<crate::transport::QuicLinks>,
+    /// Where media comes in and goes out (sockets, QUIC links).
+    links: media_links::MediaLinks,
 }
 
 fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -235,6 +259,7 @@ impl StreamManager {
         settings: StreamSettings,
         quic: Option<crate::transport::QuicLinks>,
     ) -> Arc<StreamManager> {
+        let links = media_links::MediaLinks::new(settings.media_ip, settings.receive_mode, quic);
         Arc::new(StreamManager {
             node,
             // Unbounded: eviction would break single-flight (a second hub,
@@ -247,8 +272,8 @@ impl StreamManager {
             serving: Mutex::default(),
             playbacks: Mutex::default(),
             last_control: Mutex::default(),
+            links,
             ssrc_seq: AtomicU16::new(0),
-            quic,
         })
     }
 
@@ -259,7 +284,7 @@ impl StreamManager {
 
     /// The node's QUIC links, when it runs any.
     pub fn quic(&self) -> Option<&crate::transport::QuicLinks> {
-        self.quic.as_ref()
+        self.links.quic()
     }
 
     /// Hubs open now.
@@ -411,7 +436,7 @@ impl StreamManager {
                             .await
                     })
                     .await
-                    .map_err(|e| OpenError::Failed(format!("opening task failed: {e}")))?
+                    .map_err(|e| OpenError::Stopped(format!("opening task failed: {e}")))?
                 })
                 .await
                 .map_err(|e: Arc<OpenError>| (*e).clone())?;
@@ -422,7 +447,7 @@ impl StreamManager {
             // yet: remove it, unless someone already put a new one there.
             self.forget_live(channel, &hub).await;
         }
-        Err(OpenError::Failed("the stream ended while opening".into()))
+        Err(OpenError::EndedWhileOpening)
     }
 
     async fn forget_live(&self, channel: GbId, hub: &Arc<Hub>) {
@@ -509,7 +534,7 @@ impl StreamManager {
             .await
         })
         .await
-        .map_err(|e| OpenError::Failed(format!("opening task failed: {e}")))??;
+        .map_err(|e| OpenError::Stopped(format!("opening task failed: {e}")))??;
         Ok((session, hub))
     }
 
@@ -569,10 +594,7 @@ impl StreamManager {
         // Reserve the slot now, so concurrent opens cannot overshoot.
         if self.open_hubs.fetch_add(1, Ordering::AcqRel) >= self.settings.max_streams {
             self.open_hubs.fetch_sub(1, Ordering::AcqRel);
-            return Err(OpenError::Busy(format!(
-                "this node has its maximum of {} streams open",
-                self.settings.max_streams
-            )));
+            return Err(OpenError::TooManyStreams(self.settings.max_streams));
         }
         let r = self.open_reserved(key, kind, on_behalf_of).await;
         if r.is_err() {
@@ -595,27 +617,17 @@ impl StreamManager {
         let (ssrc, ssrc_text) =
             crate::media::sdp::ssrc_for(live, self.settings.node_id.domain(), seq);
         // Media from a child on a QUIC link comes on that link.
-        let quic = match &self.quic {
-            Some(q) => self
+        let transport = match self.links.quic() {
+            Some(_) => self
                 .node
                 .query(move |n| n.link_toward(channel))
                 .await
                 .ok()
                 .and_then(Result::ok)
-                .filter(|peer| peer.transport == crate::sip::Transport::Quic)
-                .map(|_| q.expect_media(ssrc)),
+                .map(|peer| peer.transport),
             None => None,
         };
-        let (mode, socket) = match quic {
-            Some(inbox) => (LinkMode::Quic, MediaSocket::Quic(inbox)),
-            None => {
-                let mode = self.settings.receive_mode;
-                let socket = MediaSocket::bind(self.settings.media_ip, mode)
-                    .await
-                    .map_err(|e| OpenError::Busy(format!("cannot bind a media socket: {e}")))?;
-                (mode, socket)
-            }
-        };
+        let (mode, socket) = self.links.receiver(transport, ssrc).await?;
         let offer = self.sdp(
             &kind,
             Some(channel),
@@ -639,31 +651,24 @@ impl StreamManager {
                 r
             })
             .await
-            .map_err(|e| OpenError::Refused(e.to_string()))?
-            .map_err(|e| OpenError::Refused(e.to_string()))?;
+            .map_err(|e| OpenError::Stopped(e.to_string()))??;
         let answer = match tokio::time::timeout(self.settings.open_timeout, rx).await {
             Ok(Ok(Ok(a))) => a,
             Ok(Ok(Err(reason))) => return Err(OpenError::Failed(reason)),
-            Ok(Err(_)) => return Err(OpenError::Failed("the node stopped".into())),
+            Ok(Err(_)) => return Err(OpenError::Stopped("the node stopped".into())),
             Err(_) => {
                 locked(&self.pending).remove(&placed);
                 self.hangup(placed);
-                return Err(OpenError::Failed(format!(
-                    "no answer within {:?}",
-                    self.settings.open_timeout
-                )));
+                return Err(OpenError::NoAnswer(self.settings.open_timeout));
             }
+        };
+        let Ok(peer_ip) = answer.conn_addr.parse::<IpAddr>() else {
+            self.hangup(placed);
+            return Err(OpenError::BadAddress(answer.conn_addr));
         };
         let hub = Hub::new(key.to_string(), self.settings.max_viewers);
         metrics::gauge!("gbgate_streams_open").increment(1.0);
         let stop = CancellationToken::new();
-        let Ok(peer_ip) = answer.conn_addr.parse::<IpAddr>() else {
-            self.hangup(placed);
-            return Err(OpenError::Failed(format!(
-                "the answer's c= address {:?} is not an IP address",
-                answer.conn_addr
-            )));
-        };
         let peer = SocketAddr::new(peer_ip, answer.media_port);
         let expected = answer.ssrc.or(Some(ssrc));
         locked(&self.upstream).insert(placed, Upstream { hub: hub.clone() });
@@ -697,41 +702,46 @@ impl StreamManager {
             // A playback session belongs to one viewer: close when it leaves.
             StreamKey::Playback(..) => Duration::ZERO,
         };
+        let timers = lifecycle::HubTimers {
+            media_timeout: self.settings.media_timeout,
+            linger,
+            open_timeout: self.settings.open_timeout,
+        };
         let mut state = hub.subscribe_state();
         let opened = Instant::now();
-        let tick = Duration::from_millis(250).min(self.settings.media_timeout / 4);
         loop {
-            tokio::select! {
-                _ = tokio::time::sleep(tick) => {}
-                _ = state.changed() => {}
-            }
-            let now = Instant::now();
             if matches!(hub.state(), HubState::Ended(_)) {
                 break;
             }
-            let unreadable = hub
-                .unreadable_for(now)
-                .filter(|(cause, since)| !hub.paused() && gives_up_on(cause, *since));
-            if let Some((cause, _)) = unreadable {
-                hub.end(&JoinError::Unreadable(cause).to_string());
-            } else if !hub.paused() && hub.silent_for(now) >= self.settings.media_timeout {
-                // Packets may well be arriving: say why none became media.
-                let reason = match hub.unreadable() {
-                    Some(fault) => JoinError::Unreadable(fault).to_string(),
-                    None => format!(
-                        "no media from the source for {:?}",
-                        self.settings.media_timeout
-                    ),
-                };
-                hub.end(&reason);
-            } else if hub.idle_for(now).is_some_and(|d| d >= linger) {
-                hub.end(&format!("no viewers for {linger:?}"));
-            } else if hub.viewers() == 0
-                && !hub.ever_joined()
-                && now.duration_since(opened) > self.settings.open_timeout * 2
-            {
-                // The opener never came (its request was cancelled).
-                hub.end("nobody joined the stream it was opened for");
+            let now = Instant::now();
+            let facts = lifecycle::HubFacts {
+                age: now.duration_since(opened),
+                silent_for: hub.silent_for(now),
+                idle_for: hub.idle_for(now),
+                never_joined: !hub.ever_joined(),
+                viewers: hub.viewers(),
+                paused: hub.paused(),
+                unreadable: hub.unreadable_for(now),
+                fault: hub.unreadable(),
+            };
+            match lifecycle::decide(&facts, &timers) {
+                lifecycle::Verdict::End(why) => {
+                    hub.end(&why.to_string());
+                    break;
+                }
+                lifecycle::Verdict::WakeIn(wake) => {
+                    let sleep = async {
+                        match wake {
+                            Some(d) => tokio::time::sleep(d).await,
+                            None => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        _ = sleep => {}
+                        _ = state.changed() => {}
+                        _ = hub.deadlines_changed() => {}
+                    }
+                }
             }
         }
         stop.cancel();
@@ -854,22 +864,9 @@ impl StreamManager {
             return; // CANCELled while opening
         }
         let mode = LinkMode::answering(offer.transport, offer.setup);
-        let socket = if mode == LinkMode::Quic {
-            match self.quic.as_ref().and_then(|q| q.parent_connection()) {
-                Some(conn) => MediaSocket::QuicSend(conn),
-                None => {
-                    return refuse(
-                        488,
-                        "QUIC media offered, but no QUIC link to the parent is up".into(),
-                    )
-                    .await
-                }
-            }
-        } else {
-            match MediaSocket::bind(self.settings.media_ip, mode).await {
-                Ok(s) => s,
-                Err(e) => return refuse(500, format!("cannot bind a media socket: {e}")).await,
-            }
+        let socket = match self.links.sender(mode).await {
+            Ok(s) => s,
+            Err(e) => return refuse(e.sip_status(), e.to_string()).await,
         };
         // GB/T 28181 has the caller choose the SSRC; make one if it did not.
         let (ssrc, ssrc_text) = match (offer.ssrc, offer.ssrc_text.clone()) {

@@ -424,6 +424,22 @@ impl QuicLinks {
         })
     }
 
+    /// Move the endpoint to a new UDP socket on `addr` (the node's address
+    /// changed, as after a DHCP renewal or a NAT rebinding). Open
+    /// connections migrate to it: the parent sees the same connection from
+    /// a new address, so no link or registration is made again.
+    pub fn rebind(&self, addr: SocketAddr) -> std::io::Result<()> {
+        self.inner.endpoint.rebind(bind_udp(addr)?)
+    }
+
+    /// The open links' connections (children's and the parent's).
+    pub fn connections(&self) -> Vec<Connection> {
+        self.locked_links()
+            .values()
+            .map(|l| l.conn.clone())
+            .collect()
+    }
+
     /// The connection to the parent, when it is up.
     pub fn parent_connection(&self) -> Option<Connection> {
         let (_, addr) = self.inner.setup.parent?;
