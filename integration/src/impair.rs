@@ -250,8 +250,10 @@ async fn sleep_until(t: Option<Instant>) {
 mod tests {
     use super::*;
 
-    /// Send `n` numbered datagrams through a proxy with `up`; what arrived,
-    /// in arrival order.
+    /// Send `n` numbered datagrams of 1,000 bytes through a proxy with
+    /// `up`, `spacing` apart (zero: 20 at a time, a millisecond apart, so no
+    /// socket buffer overflows and only the model loses datagrams); what
+    /// arrived, in arrival order.
     async fn through(up: Impairment, n: u32, spacing: Duration) -> Vec<u32> {
         let sink = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let proxy = ImpairProxy::start(
@@ -262,24 +264,35 @@ mod tests {
         )
         .await
         .unwrap();
+        let collector = tokio::spawn(async move {
+            let mut got = Vec::new();
+            let mut buf = [0u8; 2048];
+            while let Ok(Ok(_)) =
+                tokio::time::timeout(Duration::from_millis(500), sink.recv(&mut buf)).await
+            {
+                got.push(u32::from_be_bytes(buf[..4].try_into().unwrap()));
+            }
+            got
+        });
         let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let mut datagram = vec![0u8; 1000];
         for i in 0..n {
             datagram[..4].copy_from_slice(&i.to_be_bytes());
             client.send_to(&datagram, proxy.addr).await.unwrap();
-            tokio::time::sleep(spacing).await;
+            if !spacing.is_zero() {
+                tokio::time::sleep(spacing).await;
+            } else if i % 20 == 19 {
+                // 20 KB a millisecond: bursty, but within what a default
+                // socket buffer holds while the proxy task gets its turn.
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
         }
-        let mut got = Vec::new();
-        let mut buf = [0u8; 2048];
-        while let Ok(Ok(_)) =
-            tokio::time::timeout(Duration::from_millis(300), sink.recv(&mut buf)).await
-        {
-            got.push(u32::from_be_bytes(buf[..4].try_into().unwrap()));
-        }
+        let got = collector.await.unwrap();
+        drop(proxy);
         got
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn loss_is_seeded_and_near_its_rate() {
         let model = Impairment {
             loss: 0.05,
@@ -292,7 +305,7 @@ mod tests {
         assert!((60..=140).contains(&lost), "5 % of 2000 lost: {lost}");
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn jitter_reorders_and_delay_delays() {
         let model = Impairment {
             delay: Duration::from_millis(20),
@@ -306,7 +319,7 @@ mod tests {
         assert!(start.elapsed() >= Duration::from_millis(20));
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_bottleneck_tail_drops_a_burst_beyond_its_queue() {
         // 1 Mbit/s with a 50 ms queue holds about 6 KB: of 100 datagrams
         // of 1,000 bytes sent at once, about 7 pass.

@@ -89,6 +89,21 @@ impl LinkRun {
 
 const SSRC: u32 = 0x0100_0001;
 
+/// The village links the lossy-link test and benchmark run: (loss, one-way
+/// delay in ms).
+pub const VILLAGE_LINKS: [(f64, u64); 2] = [(0.01, 30), (0.05, 100)];
+
+/// Both directions of a lossy village link: `loss` and `delay_ms` each
+/// way, jitter a tenth of the delay, an 8 Mbit/s bottleneck; fixed seeds,
+/// so every run of a setting loses the same datagrams.
+pub fn village_link(loss: f64, delay_ms: u64) -> (Impairment, Impairment) {
+    let delay = Duration::from_millis(delay_ms);
+    (
+        Impairment::lossy(loss, delay, 8_000_000, 7),
+        Impairment::lossy(loss, delay, 8_000_000, 8),
+    )
+}
+
 /// Play `clip` for `duration` across a link of `kind` impaired by `up` and
 /// `down`; `work` holds the certificates and the recording.
 pub async fn run(
@@ -135,15 +150,10 @@ pub async fn run(
             });
         }
         LinkKind::Quic => {
-            let (parent, child) = quic_pair(work)?;
-            let parent_links =
-                start_links(setup(work, parent, None, Some(child), ip), stop.clone())?;
-            let parent_addr = parent_links.local_addr().context("parent address")?;
+            let (parent_links, parent_addr, ids) = parent_up(work, ip, &stop)?;
             proxy = ImpairProxy::start(SocketAddr::new(ip, 0), parent_addr, up, down).await?;
-            let child_links = start_links(
-                setup(work, child, Some((parent, proxy.addr)), None, ip),
-                stop.clone(),
-            )?;
+            let (child_links, conn) =
+                child_up(work, ip, &stop, ids, proxy.addr, Arc::default()).await?;
             let inbox = parent_links.expect_media(SSRC);
             tokio::spawn(rtp_io::receive(
                 top.clone(),
@@ -152,18 +162,6 @@ pub async fn run(
                 Some(SSRC),
                 stop.clone(),
             ));
-            let conn = {
-                let deadline = Instant::now() + Duration::from_secs(10);
-                loop {
-                    if let Some(c) = child_links.parent_connection() {
-                        break c;
-                    }
-                    if Instant::now() > deadline {
-                        bail!("the QUIC link did not come up through the proxy");
-                    }
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            };
             let source = source.clone();
             quic_conn = Some(conn.clone());
             let target = SendTarget {
@@ -352,23 +350,9 @@ pub async fn throughput(
     let mut tops = Vec::new();
     let mut quic = None;
     if kind == LinkKind::Quic {
-        let (parent, child) = quic_pair(work)?;
-        let parent_links = start_links(setup(work, parent, None, Some(child), ip), stop.clone())?;
-        let parent_addr = parent_links.local_addr().context("parent address")?;
-        let child_links = start_links(
-            setup(work, child, Some((parent, parent_addr)), None, ip),
-            stop.clone(),
-        )?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let conn = loop {
-            if let Some(c) = child_links.parent_connection() {
-                break c;
-            }
-            if Instant::now() > deadline {
-                bail!("the QUIC link did not come up");
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        };
+        let (parent_links, parent_addr, ids) = parent_up(work, ip, &stop)?;
+        let (child_links, conn) =
+            child_up(work, ip, &stop, ids, parent_addr, Arc::default()).await?;
         quic = Some((parent_links, child_links, conn, parent_addr));
     }
     for i in 0..sessions {
@@ -473,9 +457,7 @@ pub async fn handshakes(
     std::fs::create_dir_all(work)?;
     let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let stop = CancellationToken::new();
-    let (parent, child) = quic_pair(work)?;
-    let parent_links = start_links(setup(work, parent, None, Some(child), ip), stop.clone())?;
-    let addr = parent_links.local_addr().context("parent address")?;
+    let (_parent_links, addr, (parent, child)) = parent_up(work, ip, &stop)?;
     let pki = work.join("pki");
     let tls = certs::client_config(
         &pki.join(certs::CA_CERT_FILE),
@@ -541,25 +523,9 @@ pub async fn migration(clip: &Clip, half: Duration, work: &Path) -> Result<Migra
     std::fs::create_dir_all(work)?;
     let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let stop = CancellationToken::new();
-    let (parent, child) = quic_pair(work)?;
-    let parent_links = start_links(setup(work, parent, None, Some(child), ip), stop.clone())?;
-    let parent_addr = parent_links.local_addr().context("parent address")?;
+    let (parent_links, parent_addr, ids) = parent_up(work, ip, &stop)?;
     let link_ups = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let child_links = start_counted(
-        setup(work, child, Some((parent, parent_addr)), None, ip),
-        stop.clone(),
-        link_ups.clone(),
-    )?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let conn = loop {
-        if let Some(c) = child_links.parent_connection() {
-            break c;
-        }
-        if Instant::now() > deadline {
-            bail!("the QUIC link did not come up");
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let (child_links, conn) = child_up(work, ip, &stop, ids, parent_addr, link_ups.clone()).await?;
     // A first SIP message opens the link's SIP stream at the parent, which
     // then lists the link.
     child_links.send(
@@ -685,6 +651,46 @@ fn setup(
         key: pki.join(format!("{node}.key")),
         children: child.into_iter().collect(),
         parent,
+    }
+}
+
+/// The parent's end of a QUIC link for the run, with a CA and
+/// certificates in `work`: its links, its address, the two node IDs.
+fn parent_up(
+    work: &Path,
+    ip: IpAddr,
+    stop: &CancellationToken,
+) -> Result<(QuicLinks, SocketAddr, (GbId, GbId))> {
+    let (parent, child) = quic_pair(work)?;
+    let links = start_links(setup(work, parent, None, Some(child), ip), stop.clone())?;
+    let addr = links.local_addr().context("parent address")?;
+    Ok((links, addr, (parent, child)))
+}
+
+/// The child's end, dialling `dial` (the parent, or a proxy before it);
+/// its links and its connection once up. Counts its link-ups in `link_ups`.
+async fn child_up(
+    work: &Path,
+    ip: IpAddr,
+    stop: &CancellationToken,
+    (parent, child): (GbId, GbId),
+    dial: SocketAddr,
+    link_ups: Arc<std::sync::atomic::AtomicU64>,
+) -> Result<(QuicLinks, quinn::Connection)> {
+    let links = start_counted(
+        setup(work, child, Some((parent, dial)), None, ip),
+        stop.clone(),
+        link_ups,
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(c) = links.parent_connection() {
+            return Ok((links, c));
+        }
+        if Instant::now() > deadline {
+            bail!("the QUIC link did not come up");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

@@ -743,17 +743,14 @@ fn camera_4m() -> integration::streamer::Clip {
 #[test]
 #[ignore = "benchmark: make bench"]
 fn lossy_link_rtp_udp_vs_quic() {
-    use integration::impair::Impairment;
-    use integration::link_bench::{run, LinkKind};
+    use integration::link_bench::{run, village_link, LinkKind, VILLAGE_LINKS};
     let rt = link_runtime();
     let clip = camera_4m();
     let dir = log_dir("lossy_link");
-    for (loss, delay_ms) in [(0.01, 30u64), (0.05, 100)] {
-        let delay = Duration::from_millis(delay_ms);
+    for (loss, delay_ms) in VILLAGE_LINKS {
         let mut runs = Vec::new();
         for kind in [LinkKind::RtpUdp, LinkKind::Quic] {
-            let up = Impairment::lossy(loss, delay, 8_000_000, 7);
-            let down = Impairment::lossy(loss, delay, 8_000_000, 8);
+            let (up, down) = village_link(loss, delay_ms);
             let work = dir.join(format!("{kind:?}-{delay_ms}"));
             let r = rt
                 .block_on(run(kind, &clip, up, down, Duration::from_secs(30), &work))

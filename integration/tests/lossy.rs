@@ -13,8 +13,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use integration::impair::Impairment;
-use integration::link_bench::{run, LinkKind};
+use integration::link_bench::{run, village_link, LinkKind, VILLAGE_LINKS};
 use integration::streamer::Clip;
 
 fn clip() -> Clip {
@@ -27,12 +26,10 @@ fn clip() -> Clip {
 async fn quic_delivers_more_intact_frames_than_rtp_over_udp_on_a_lossy_link() {
     let clip = clip();
     let dir = tempfile::tempdir().unwrap();
-    for (loss, delay_ms) in [(0.01, 30u64), (0.05, 100)] {
-        let delay = Duration::from_millis(delay_ms);
+    for (loss, delay_ms) in VILLAGE_LINKS {
         let mut runs = Vec::new();
         for kind in [LinkKind::RtpUdp, LinkKind::Quic] {
-            let up = Impairment::lossy(loss, delay, 8_000_000, 7);
-            let down = Impairment::lossy(loss, delay, 8_000_000, 8);
+            let (up, down) = village_link(loss, delay_ms);
             let work = dir.path().join(format!("{kind:?}-{delay_ms}"));
             let r = run(kind, &clip, up, down, Duration::from_secs(10), &work)
                 .await

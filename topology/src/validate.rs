@@ -323,20 +323,14 @@ impl Checker<'_> {
         let transport_line = raw.transport.as_ref().map_or(line, |t| self.line(t));
         let http = self.optional_address(raw.http.as_ref(), &who, "http", "127.0.0.1:8080");
         let quic = self.optional_address(raw.quic.as_ref(), &who, "quic", "127.0.0.1:5061");
-        let certs = match &raw.certs {
-            None => None,
-            Some(path) if path.get_ref().trim().is_empty() => {
-                self.report(
-                    self.line(path),
-                    format!("{who}: `certs` is empty; give the directory `gbgate cert` wrote the node's certificate to"),
-                );
-                None
-            }
-            Some(path) => {
-                let written = PathBuf::from(path.get_ref());
-                Some((self.base_dir.join(&written), written, self.line(path)))
-            }
-        };
+        let certs = raw.certs.as_ref().and_then(|path| {
+            self.path(
+                path,
+                &who,
+                "certs",
+                "the directory `gbgate cert` wrote the node's certificate to",
+            )
+        });
 
         let credentials = match &raw.credentials {
             None => {
@@ -346,17 +340,12 @@ impl Checker<'_> {
                 );
                 None
             }
-            Some(path) if path.get_ref().trim().is_empty() => {
-                self.report(
-                    self.line(path),
-                    format!("{who}: `credentials` is empty; give the path of the node's credentials file"),
-                );
-                None
-            }
-            Some(path) => {
-                let written = PathBuf::from(path.get_ref());
-                Some((self.base_dir.join(&written), written, self.line(path)))
-            }
+            Some(path) => self.path(
+                path,
+                &who,
+                "credentials",
+                "the path of the node's credentials file",
+            ),
         };
 
         let mut upper = Some(Vec::new());
@@ -394,6 +383,26 @@ impl Checker<'_> {
             credentials,
             upper,
         }
+    }
+
+    /// A path key (`credentials`, `certs`): resolved against the file's
+    /// directory, as written, and its line; `None` when empty (reported).
+    fn path(
+        &mut self,
+        value: &Spanned<String>,
+        who: &str,
+        key: &str,
+        what: &str,
+    ) -> Option<(PathBuf, PathBuf, usize)> {
+        if value.get_ref().trim().is_empty() {
+            self.report(
+                self.line(value),
+                format!("{who}: `{key}` is empty; give {what}"),
+            );
+            return None;
+        }
+        let written = PathBuf::from(value.get_ref());
+        Some((self.base_dir.join(&written), written, self.line(value)))
     }
 
     /// An optional listen address key (`http`, `quic`): `Some(None)` when

@@ -384,6 +384,31 @@ impl Receiver {
     }
 }
 
+/// A chunk of PS as RTP packets (PT 96, the marker on the last),
+/// numbered on from `seq`, which is left after them.
+pub fn rtp_packets(chunk: &Bytes, pts: u64, ssrc: u32, seq: &mut u16) -> Vec<RtpPacket> {
+    let parts = packetize(chunk, RTP_PAYLOAD);
+    let count = parts.len();
+    parts
+        .into_iter()
+        .enumerate()
+        .map(|(i, payload)| {
+            let p = RtpPacket {
+                marker: i + 1 == count,
+                payload_type: 96,
+                sequence: *seq,
+                // RTP timestamps are the 90 kHz clock modulo 2^32.
+                timestamp: pts as u32,
+                ssrc,
+                csrc: Vec::new(),
+                payload,
+            };
+            *seq = seq.wrapping_add(1);
+            p
+        })
+        .collect()
+}
+
 /// Where and how to send RTP to a parent.
 pub struct SendTarget {
     /// The bound socket (UDP, or a listener when passive).
@@ -447,19 +472,7 @@ async fn send_loop(viewer: &mut Viewer, target: SendTarget) -> String {
         };
         let ts = pts.unwrap_or(last_pts);
         last_pts = ts;
-        let parts = packetize(&chunk, RTP_PAYLOAD);
-        let count = parts.len();
-        for (i, payload) in parts.into_iter().enumerate() {
-            let p = RtpPacket {
-                marker: i + 1 == count,
-                payload_type: 96,
-                sequence: seq,
-                timestamp: ts as u32,
-                ssrc: target.ssrc,
-                csrc: Vec::new(),
-                payload,
-            };
-            seq = seq.wrapping_add(1);
+        for p in rtp_packets(&chunk, ts, target.ssrc, &mut seq) {
             out.clear();
             p.write(&mut out);
             let sent = match &mut wire {

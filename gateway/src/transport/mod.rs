@@ -1,10 +1,12 @@
-//! Sockets: the thin async edge under the sans-IO SIP core.
+//! Links: the thin async edge under the sans-IO SIP core.
 //!
-//! One UDP socket and one TCP listener per node, both on the node's SIP
-//! address. Inbound bytes become [`Inbound`] values on one channel; the
-//! core's [`Transmit`]s go out through [`Transports::send`]. TCP replies
-//! reuse the connection a request came in on (RFC 3261 §18.2.2); requests
-//! to a TCP peer with no connection dial one.
+//! Each kind of link is a [`Link`]: one UDP socket and a TCP pool on the
+//! node's SIP address, and QUIC links ([`quic`]) when the topology gives the
+//! node any. Everything that comes in (messages, malformed bytes, links up,
+//! down or refused) becomes an [`Inbound`] on one channel; the core's
+//! [`Transmit`]s go out through [`Transports::send`] on the link of the
+//! peer's transport. TCP replies reuse the connection a request came in on
+//! (RFC 3261 §18.2.2); requests to a TCP peer with no connection dial one.
 
 pub mod groups;
 pub mod quic;
@@ -50,12 +52,46 @@ pub enum BindError {
     Quic(#[from] QuicError),
 }
 
+/// One kind of link under the SIP core (UDP, TCP, QUIC): what the node's
+/// transmits leave by. What comes in, and links coming up and going down,
+/// reach the node on the one `Inbound` channel every link writes to, each
+/// message with the [`crate::sip::Peer`] (and identity) its link vouches for.
+pub trait Link: Send + Sync {
+    /// Put one whole SIP message on the link to `addr`. Never blocks: a
+    /// full buffer or queue drops it (counted; UDP transactions retransmit).
+    fn send(&self, addr: SocketAddr, data: bytes::Bytes);
+}
+
+/// The node's UDP socket as a [`Link`].
+struct UdpLink(Arc<tokio::net::UdpSocket>);
+
+impl Link for UdpLink {
+    fn send(&self, addr: SocketAddr, data: bytes::Bytes) {
+        if let Err(e) = self.0.try_send_to(&data, addr) {
+            metrics::counter!("gbgate_udp_send_errors_total").increment(1);
+            tracing::debug!(%addr, error = %e, "UDP send failed");
+        }
+    }
+}
+
+impl Link for TcpPool {
+    fn send(&self, addr: SocketAddr, data: bytes::Bytes) {
+        TcpPool::send(self, addr, data);
+    }
+}
+
+impl Link for QuicLinks {
+    fn send(&self, addr: SocketAddr, data: bytes::Bytes) {
+        QuicLinks::send(self, addr, data);
+    }
+}
+
 /// The node's links: one UDP socket and a TCP pool on the SIP address, and
 /// QUIC links when the topology gives the node any.
 #[derive(Clone)]
 pub struct Transports {
-    udp: Arc<tokio::net::UdpSocket>,
-    tcp: TcpPool,
+    /// By transport: the link each peer's transmits leave by.
+    links: Vec<(Transport, Arc<dyn Link>)>,
     quic: Option<QuicLinks>,
     local: SocketAddr,
 }
@@ -102,12 +138,14 @@ impl Transports {
         };
         let tcp = TcpPool::new(inbound, limits, shutdown.clone());
         tokio::spawn(tcp.clone().accept_loop(listener));
-        Ok(Transports {
-            udp,
-            tcp,
-            quic,
-            local,
-        })
+        let mut links: Vec<(Transport, Arc<dyn Link>)> = vec![
+            (Transport::Udp, Arc::new(UdpLink(udp))),
+            (Transport::Tcp, Arc::new(tcp)),
+        ];
+        if let Some(q) = &quic {
+            links.push((Transport::Quic, Arc::new(q.clone())));
+        }
+        Ok(Transports { links, quic, local })
     }
 
     /// The node's QUIC links, when it has any.
@@ -121,24 +159,19 @@ impl Transports {
         self.local
     }
 
-    /// Put one message on the wire. Never blocks: a full UDP buffer drops
-    /// the datagram (the transaction layer retransmits) and a full TCP
-    /// queue drops the message with a log line.
+    /// Put one message on the wire, on the link of its peer's transport.
+    /// Never blocks (see [`Link::send`]).
     pub fn send(&self, t: Transmit) {
-        match t.peer.transport {
-            Transport::Udp => {
-                if let Err(e) = self.udp.try_send_to(&t.data, t.peer.addr) {
-                    metrics::counter!("gbgate_udp_send_errors_total").increment(1);
-                    tracing::debug!(peer = %t.peer, error = %e, "UDP send failed");
-                }
+        match self
+            .links
+            .iter()
+            .find(|(kind, _)| *kind == t.peer.transport)
+        {
+            Some((_, link)) => link.send(t.peer.addr, t.data),
+            None => {
+                metrics::counter!("gbgate_send_no_link_total").increment(1);
+                tracing::warn!(peer = %t.peer, "no link of this transport on this node; message dropped");
             }
-            Transport::Tcp => self.tcp.send(t.peer.addr, t.data),
-            Transport::Quic => match &self.quic {
-                Some(q) => q.send(t.peer.addr, t.data),
-                None => {
-                    tracing::warn!(peer = %t.peer, "a QUIC peer, but this node runs no QUIC links");
-                }
-            },
         }
     }
 }

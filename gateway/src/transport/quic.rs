@@ -12,9 +12,10 @@
 //! * **Media**: one unidirectional stream per GOP of each session, opened
 //!   by the sender at a keyframe with a [`GroupHeader`], then RTP packets
 //!   with RFC 4571 length prefixes. Newer groups get higher send priority,
-//!   and a group two behind is reset: under congestion a stale GOP gives
-//!   way and the next keyframe is not held behind it (the way moq relays
-//!   groups). The receiver puts groups back in order ([`Sequencer`]),
+//!   and a group older than max(1 s, 4 RTT) is reset once a newer one is
+//!   out: under congestion a stale GOP gives way and the next keyframe is
+//!   not held behind it (the way moq relays groups). BBR, not CUBIC: random
+//!   loss on a village link is not congestion. The receiver puts groups back in order ([`Sequencer`]),
 //!   waiting a little for the rest of a group before cutting it.
 //! * **Life.** Keep-alive every second; a silent path ends the connection
 //!   after [`IDLE_TIMEOUT`]. The child redials with back-off and its uplink
@@ -914,9 +915,9 @@ pub async fn send_groups(
     conn: Connection,
     ssrc: u32,
 ) -> String {
-    use crate::media::ps::packetize;
-    use crate::media::rtp::{frame_rfc4571, RtpPacket};
+    use crate::media::rtp::frame_rfc4571;
     use crate::streams::hub::Next;
+    use crate::streams::rtp_io::rtp_packets;
     let mut group: u32 = 0;
     let mut current: Option<SendStream> = None;
     // Earlier groups keep sending at lower priority, until they are stale:
@@ -982,20 +983,10 @@ pub async fn send_groups(
         };
         let ts = pts.unwrap_or(last_pts);
         last_pts = ts;
-        let parts = packetize(&chunk, 1400);
-        let count = parts.len();
+        let packets = rtp_packets(&chunk, ts, ssrc, &mut seq);
+        let count = packets.len();
         out.clear();
-        for (i, payload) in parts.into_iter().enumerate() {
-            let p = RtpPacket {
-                marker: i + 1 == count,
-                payload_type: 96,
-                sequence: seq,
-                timestamp: ts as u32,
-                ssrc,
-                csrc: Vec::new(),
-                payload,
-            };
-            seq = seq.wrapping_add(1);
+        for p in packets {
             let raw = p.to_bytes();
             match frame_rfc4571(&raw) {
                 Ok(framed) => out.extend_from_slice(&framed),
