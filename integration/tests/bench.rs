@@ -845,3 +845,71 @@ fn quic_handshakes_per_second() {
         cpu * 1000.0 / n as f64
     );
 }
+
+/// A parent restarts, every link over QUIC (city ← county ← town ←
+/// village): how long from the county's restart until a viewer at the city
+/// that retries every 100 ms gets live video again, five times.
+#[test]
+#[ignore = "benchmark: make bench"]
+fn quic_parent_restart_to_video() {
+    use integration::flv_watch::{first_video, restart_until_video};
+    let spec = TreeSpec {
+        counties: 1,
+        towns: 1,
+        villages: 1,
+        sip_base: 29500,
+        http_base: 29600,
+        keepalive_secs: 2,
+        linger_secs: 2,
+        media_timeout_secs: 3,
+        quic_levels: integration::demo::ALL_LINKS,
+        ..TreeSpec::default()
+    };
+    let fleet = FleetSpec {
+        ipcs: 1,
+        nvrs: 0,
+        channels: 0,
+        media: Some(clip("h264.h264")),
+        ..FleetSpec::default()
+    };
+    let mut c = Cluster::start(&log_dir("quic_restart"), spec, fleet).unwrap();
+    let city = c.tree.root().clone();
+    let county = c.tree.level("county")[0].id;
+    let camera = || {
+        c.catalog(&city.id)
+            .ok()?
+            .into_iter()
+            .find(|e| e.device_id.get(10..13) == Some("131") && e.status == "ON")
+            .map(|e| e.device_id)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let cam = loop {
+        if let Some(cam) = camera() {
+            break cam;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the camera never reached the city"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let url = format!("http://{}/live/{cam}.flv", city.http);
+    let mut took = Vec::new();
+    for round in 0..5 {
+        // Valid only from a playing stream.
+        assert!(
+            first_video(&url, Duration::from_secs(10)).is_some(),
+            "round {round}: no video before the restart"
+        );
+        let t = restart_until_video(&mut c, &county, &url)
+            .unwrap_or_else(|| panic!("round {round}: no video after the restart"));
+        took.push(t);
+    }
+    let max = *took.iter().max().unwrap();
+    println!(
+        "bench: quic_parent_restart rounds=5 video_again_median_ms={} max_ms={} all_ms={:?}",
+        median(took.clone()).as_millis(),
+        max.as_millis(),
+        took.iter().map(Duration::as_millis).collect::<Vec<_>>()
+    );
+}

@@ -11,9 +11,10 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use integration::demo::{TreeSpec, ALL_LINKS, QUIC_PORT_OFFSET};
+use integration::flv_watch::{first_video, longest_gap, restart_until_video};
 use integration::harness::{gbgate, Cluster, FleetSpec};
 use topology::GbId;
 
@@ -304,27 +305,7 @@ fn only_the_topologys_child_with_a_valid_certificate_may_link_and_a_restarted_pa
         first_video(&url, Duration::from_secs(10)).is_some(),
         "video before the restart"
     );
-    c.kill_node(&county.id);
-    let down = Instant::now();
-    c.start_node(&county.id).unwrap();
-    let restarted = Instant::now();
-    eprintln!("county restarted in {:?}", restarted - down);
-    // A viewer at the city retries as a player does, until video comes.
-    let mut got = None;
-    while restarted.elapsed() < Duration::from_secs(20) {
-        let attempt = restarted.elapsed();
-        let seen = first_video(&url, Duration::from_secs(4));
-        eprintln!(
-            "viewer at {attempt:?}: {seen:?}, gave up at {:?}",
-            restarted.elapsed()
-        );
-        if let Some(first) = seen {
-            got = Some(attempt + first);
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let took = got.unwrap_or_else(|| {
+    let took = restart_until_video(&mut c, &county.id, &url).unwrap_or_else(|| {
         panic!(
             "no video at the city after the county restarted\n{}",
             c.log_digest()
@@ -335,87 +316,4 @@ fn only_the_topologys_child_with_a_valid_certificate_may_link_and_a_restarted_pa
         took < Duration::from_secs(5),
         "video at the city again after {took:?}, more than 5 s"
     );
-}
-
-/// Read FLV from `url` for up to `within`, calling `on_video(elapsed,
-/// timestamp_ms)` for each video tag until it returns true. True when it
-/// did; false when the stream ended or time ran out first.
-fn video_tags(
-    url: &str,
-    within: Duration,
-    mut on_video: impl FnMut(Duration, u32) -> bool,
-) -> bool {
-    use std::io::Read;
-    let start = Instant::now();
-    let agent = ureq::Agent::config_builder()
-        .timeout_global(Some(within))
-        .build()
-        .new_agent();
-    let Ok(resp) = agent.get(url).call() else {
-        return false;
-    };
-    let mut body = resp.into_body().into_reader();
-    let mut flv = Vec::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut at = 13; // FLV header (9) + PreviousTagSize0 (4)
-    while start.elapsed() < within {
-        let n = match body.read(&mut buf) {
-            Ok(0) | Err(_) => return false,
-            Ok(n) => n,
-        };
-        flv.extend_from_slice(&buf[..n]);
-        // Tags: type, size (3), timestamp (3 + 1 extended), stream id (3), data, previous size (4).
-        while flv.len() >= at + 11 {
-            let size = u32::from_be_bytes([0, flv[at + 1], flv[at + 2], flv[at + 3]]) as usize;
-            if flv.len() < at + 11 + size + 4 {
-                break;
-            }
-            let ts = u32::from_be_bytes([flv[at + 7], flv[at + 4], flv[at + 5], flv[at + 6]]);
-            if flv[at] == 9 && on_video(start.elapsed(), ts) {
-                return true;
-            }
-            at += 11 + size + 4;
-        }
-    }
-    false
-}
-
-/// Watch `url` for up to `within`: when this one connection carries live
-/// video (tags still arriving after the cached GOP's burst, their
-/// timestamps advancing by 1 s), how long after connecting the first live
-/// tag came. A hub whose source is gone hands out its cache and then
-/// nothing, so it never counts.
-fn first_video(url: &str, within: Duration) -> Option<Duration> {
-    let mut burst_end = None;
-    let mut live: Option<(Duration, u32)> = None;
-    let mut found = None;
-    video_tags(url, within, |now, ts| {
-        let end = *burst_end.get_or_insert(now + Duration::from_millis(300));
-        if now < end {
-            return false;
-        }
-        let (when, ts0) = *live.get_or_insert((now, ts));
-        if ts.saturating_sub(ts0) >= 1000 {
-            eprintln!("live video from {when:?} after connecting, 1 s of it by {now:?}");
-            found = Some(when);
-            return true;
-        }
-        false
-    });
-    found
-}
-
-/// Watch `url` for `span`: the longest wait between two video tags after
-/// the first, or `None` when the stream ended before `span` was up.
-fn longest_gap(url: &str, span: Duration) -> Option<Duration> {
-    let mut last: Option<Duration> = None;
-    let mut gap = Duration::ZERO;
-    video_tags(url, span + Duration::from_secs(5), |now, _| {
-        if let Some(prev) = last {
-            gap = gap.max(now - prev);
-        }
-        last = Some(now);
-        now >= span
-    })
-    .then_some(gap)
 }
