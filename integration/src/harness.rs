@@ -465,3 +465,13 @@ pub fn api_call(
     let status = resp.status().as_u16();
     Ok((status, resp.body_mut().read_to_string().unwrap_or_default()))
 }
+
+/// A test clip `make clips` writes (`target/clips/<name>`). Panics, naming
+/// the command to run, when it is missing: no media test can go on without.
+pub fn test_clip(name: &str) -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/clips")
+        .join(name);
+    assert!(p.exists(), "{} is missing: run `make clips`", p.display());
+    p
+}

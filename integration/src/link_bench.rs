@@ -319,6 +319,17 @@ impl Throughput {
     }
 }
 
+/// Elementary-stream bytes and frames the hubs `tops` received so far.
+fn arrived(tops: &[Arc<Hub>]) -> (u64, u64) {
+    use std::sync::atomic::Ordering::Relaxed;
+    tops.iter().fold((0, 0), |(b, f), t| {
+        (
+            b + t.stats.bytes_in.load(Relaxed),
+            f + t.stats.frames_in.load(Relaxed),
+        )
+    })
+}
+
 /// CPU time this process has used (user + system), from /proc.
 fn process_cpu_seconds() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
@@ -406,14 +417,7 @@ pub async fn throughput(
         let due = start + Duration::from_micros(n as u64 * 1_000_000 / fps);
         tokio::time::sleep_until(due).await;
         if n as u64 == fps {
-            let bytes: u64 = tops
-                .iter()
-                .map(|t| t.stats.bytes_in.load(std::sync::atomic::Ordering::Relaxed))
-                .sum();
-            let frames: u64 = tops
-                .iter()
-                .map(|t| t.stats.frames_in.load(std::sync::atomic::Ordering::Relaxed))
-                .sum();
+            let (bytes, frames) = arrived(&tops);
             measured_from = Some((Instant::now(), process_cpu_seconds(), bytes, frames));
         }
         if measured_from.is_some() {
@@ -423,14 +427,7 @@ pub async fn throughput(
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (t0, cpu0, bytes0, frames0) = measured_from.context("the run was too short")?;
-    let bytes: u64 = tops
-        .iter()
-        .map(|t| t.stats.bytes_in.load(std::sync::atomic::Ordering::Relaxed))
-        .sum();
-    let frames: u64 = tops
-        .iter()
-        .map(|t| t.stats.frames_in.load(std::sync::atomic::Ordering::Relaxed))
-        .sum();
+    let (bytes, frames) = arrived(&tops);
     let out = Throughput {
         kind,
         sessions,

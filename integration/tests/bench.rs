@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use integration::demo::TreeSpec;
-use integration::harness::{bin_dir, Cluster, FleetSpec};
+use integration::harness::{bin_dir, test_clip as clip, Cluster, FleetSpec};
 
 fn bench_spec(sip_base: u16, http_base: u16, counties: usize, transport: &'static str) -> TreeSpec {
     TreeSpec {
@@ -401,14 +401,6 @@ fn propagate_420k_channels_tcp() {
 }
 
 // ------------------------------------------------------------------ media
-
-fn clip(name: &str) -> std::path::PathBuf {
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/clips")
-        .join(name);
-    assert!(p.exists(), "{} is missing: run `make clips`", p.display());
-    p
-}
 
 /// A 4-tier chain with `cameras` IPCs streaming `media` at the village.
 fn media_chain(

@@ -10,16 +10,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use integration::link_bench::{run, village_link, LinkKind, VILLAGE_LINKS};
 use integration::streamer::Clip;
 
 fn clip() -> Clip {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/clips/h264_4m.h264");
-    assert!(p.exists(), "{} is missing: run `make clips`", p.display());
-    Clip::load(&p, None, None).unwrap()
+    Clip::load(&integration::harness::test_clip("h264_4m.h264"), None, None).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,16 +20,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use integration::demo::TreeSpec;
-use integration::harness::{Cluster, FleetSpec};
+use integration::harness::{test_clip as clip, Cluster, FleetSpec};
 use topology::GbId;
-
-fn clip(name: &str) -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/clips")
-        .join(name);
-    assert!(p.exists(), "{} is missing: run `make clips`", p.display());
-    p
-}
 
 /// A 4-tier chain with one camera streaming `media`; short timers.
 fn chain(dir: &Path, base: u16, media: PathBuf, media_transport: &'static str) -> Cluster {

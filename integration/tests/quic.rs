@@ -9,22 +9,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use integration::demo::{TreeSpec, ALL_LINKS, QUIC_PORT_OFFSET};
 use integration::flv_watch::{first_video, longest_gap, restart_until_video};
-use integration::harness::{gbgate, Cluster, FleetSpec};
+use integration::harness::{gbgate, test_clip as clip, Cluster, FleetSpec};
 use topology::GbId;
-
-fn clip(name: &str) -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/clips")
-        .join(name);
-    assert!(p.exists(), "{} is missing: run `make clips`", p.display());
-    p
-}
 
 /// city ← county ← town ← village, every link over QUIC, one camera;
 /// every node keeps an audit.

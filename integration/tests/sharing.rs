@@ -11,7 +11,7 @@
 
 use std::collections::HashSet;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,15 +19,7 @@ use std::time::{Duration, Instant};
 use gbgate::api::auth::new_token;
 use gbgate::api::{ChannelsPage, PlayUrls};
 use integration::demo::TreeSpec;
-use integration::harness::{Cluster, FleetSpec};
-
-fn clip(name: &str) -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/clips")
-        .join(name);
-    assert!(p.exists(), "{} is missing: run `make clips`", p.display());
-    p
-}
+use integration::harness::{test_clip as clip, Cluster, FleetSpec};
 
 fn is_camera(id: &str) -> bool {
     id.len() == 20 && matches!(&id[10..13], "131" | "132")
