@@ -1175,6 +1175,81 @@ fn a_refused_register_does_not_tell_an_unknown_id_from_a_wrong_password() {
     assert!(!format!("{:?}", visible(&known)).contains("password"));
 }
 
+/// One REGISTER for `device` from `peer`, without credentials; the node's
+/// final answer.
+fn register_once(node: &mut Node, now: Instant, peer: Peer, device: &str) -> Response {
+    let dev = Agent {
+        id: GbId::parse(device).unwrap(),
+        addr: peer.addr,
+    };
+    let target = Target {
+        id: VILLAGE,
+        host: "127.0.0.1:2".into(),
+        transport: peer.transport,
+    };
+    let mut req = dev.request(Method::Register, &target, 1, None, None);
+    req.headers.set("Expires", "3600");
+    node.handle_inbound(
+        Inbound::Message {
+            peer,
+            message: Message::Request(req),
+        },
+        now,
+    );
+    let mut out = Vec::new();
+    node.drain_transmits(&mut out);
+    out.into_iter()
+        .rev()
+        .find_map(|t| match Message::parse(&t.data) {
+            Ok(Message::Response(r)) if r.status >= 200 => Some(r),
+            _ => None,
+        })
+        .unwrap()
+}
+
+#[test]
+fn over_a_quic_link_the_certificate_is_the_credential() {
+    let now = Instant::now();
+    // No passwords at all: a plain peer could not register.
+    let creds = Credentials::parse("", "creds.toml").unwrap();
+    let identity = Identity {
+        id: GbId::parse(VILLAGE).unwrap(),
+        name: "Village".into(),
+        level: "village".into(),
+        addr: udp(2).addr,
+        parent: None,
+        upper: Vec::new(),
+        children: HashMap::new(),
+    };
+    let mut node = Node::new(identity, Settings::default(), Arc::new(creds), now);
+    let child = GbId::parse("35010201012000000001").unwrap();
+    let other = GbId::parse("35010201022000000001").unwrap();
+    let quic = |port: u16, id: GbId| Peer {
+        transport: Transport::Quic,
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        identity: Some(id),
+    };
+    // A plain peer gets the digest challenge.
+    assert_eq!(
+        register_once(&mut node, now, udp(5), child.as_str()).status,
+        401
+    );
+    // The link that proved the child's ID registers it at once.
+    assert_eq!(
+        register_once(&mut node, now, quic(6, child), child.as_str()).status,
+        200
+    );
+    assert_eq!(node.registry().get(&child).unwrap().peer, quic(6, child));
+    // A link that proved another node's ID cannot register as the child,
+    // and the answer is the same one a wrong password gets.
+    let refused = register_once(&mut node, now, quic(7, other), child.as_str());
+    assert_eq!(
+        (refused.status, refused.reason.as_str()),
+        (403, "Forbidden")
+    );
+    assert_eq!(node.registry().get(&child).unwrap().peer, quic(6, child));
+}
+
 /// The parent INVITEs the node for `channel` (live); the node's final
 /// answer, or the call it reports to the media plane.
 fn parent_invites(w: &mut World, channel: &str, cseq: u32) -> Result<u64, Response> {
