@@ -72,6 +72,17 @@ impl Default for FleetSpec {
 }
 
 impl FleetSpec {
+    /// One IP camera that streams `media` when asked.
+    pub fn one_camera(media: PathBuf) -> FleetSpec {
+        FleetSpec {
+            ipcs: 1,
+            nvrs: 0,
+            channels: 0,
+            media: Some(media),
+            ..FleetSpec::default()
+        }
+    }
+
     /// Channels one fleet exposes.
     pub fn channels(&self) -> usize {
         self.ipcs + self.nvrs * self.channels

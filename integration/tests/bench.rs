@@ -857,13 +857,7 @@ fn quic_parent_restart_to_video() {
         quic_levels: integration::demo::ALL_LINKS,
         ..TreeSpec::default()
     };
-    let fleet = FleetSpec {
-        ipcs: 1,
-        nvrs: 0,
-        channels: 0,
-        media: Some(clip("h264.h264")),
-        ..FleetSpec::default()
-    };
+    let fleet = FleetSpec::one_camera(clip("h264.h264"));
     let mut c = Cluster::start(&log_dir("quic_restart"), spec, fleet).unwrap();
     let city = c.tree.root().clone();
     let county = c.tree.level("county")[0].id;

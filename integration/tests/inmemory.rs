@@ -1141,14 +1141,8 @@ fn register_with(node: &mut Node, now: Instant, device: &str, password: &str) ->
     answer.unwrap()
 }
 
-#[test]
-fn a_refused_register_does_not_tell_an_unknown_id_from_a_wrong_password() {
-    let now = Instant::now();
-    let creds = Credentials::parse(
-        "[devices]\n\"35010201001320000001\" = \"right\"\n",
-        "creds.toml",
-    )
-    .unwrap();
+/// The village node, with no parent, taking registrations with `creds`.
+fn village_without_parent(creds: Credentials, now: Instant) -> Node {
     let identity = Identity {
         id: GbId::parse(VILLAGE).unwrap(),
         name: "Village".into(),
@@ -1158,7 +1152,18 @@ fn a_refused_register_does_not_tell_an_unknown_id_from_a_wrong_password() {
         upper: Vec::new(),
         children: HashMap::new(),
     };
-    let mut node = Node::new(identity, Settings::default(), Arc::new(creds), now);
+    Node::new(identity, Settings::default(), Arc::new(creds), now)
+}
+
+#[test]
+fn a_refused_register_does_not_tell_an_unknown_id_from_a_wrong_password() {
+    let now = Instant::now();
+    let creds = Credentials::parse(
+        "[devices]\n\"35010201001320000001\" = \"right\"\n",
+        "creds.toml",
+    )
+    .unwrap();
+    let mut node = village_without_parent(creds, now);
     let known = register_with(&mut node, now, "35010201001320000001", "wrong");
     let unknown = register_with(&mut node, now, "35010201001320000002", "anything");
     let ok = register_with(&mut node, now, "35010201001320000001", "right");
@@ -1212,16 +1217,7 @@ fn over_a_quic_link_the_certificate_is_the_credential() {
     let now = Instant::now();
     // No passwords at all: a plain peer could not register.
     let creds = Credentials::parse("", "creds.toml").unwrap();
-    let identity = Identity {
-        id: GbId::parse(VILLAGE).unwrap(),
-        name: "Village".into(),
-        level: "village".into(),
-        addr: udp(2).addr,
-        parent: None,
-        upper: Vec::new(),
-        children: HashMap::new(),
-    };
-    let mut node = Node::new(identity, Settings::default(), Arc::new(creds), now);
+    let mut node = village_without_parent(creds, now);
     let child = GbId::parse("35010201012000000001").unwrap();
     let other = GbId::parse("35010201022000000001").unwrap();
     let quic = |port: u16, id: GbId| Peer {

@@ -25,13 +25,7 @@ use topology::GbId;
 
 /// A 4-tier chain with one camera streaming `media`; short timers.
 fn chain(dir: &Path, base: u16, media: PathBuf, media_transport: &'static str) -> Cluster {
-    let fleet = FleetSpec {
-        ipcs: 1,
-        nvrs: 0,
-        channels: 0,
-        media: Some(media),
-        ..FleetSpec::default()
-    };
+    let fleet = FleetSpec::one_camera(media);
     chain_of(dir, base, fleet, media_transport)
 }
 
@@ -613,11 +607,8 @@ fn a_ps_the_node_cannot_read_is_named_to_the_viewer_and_counted() {
     let dir = tempfile::tempdir().unwrap();
     // GStreamer's PS (with a PSM), every video PES header missing its flags.
     let fleet = FleetSpec {
-        ipcs: 1,
-        nvrs: 0,
-        channels: 0,
-        media: Some(clip("gst.ps")),
         strip_pes_flags: true,
+        ..FleetSpec::one_camera(clip("gst.ps"))
     };
     let c = chain_of(dir.path(), 26200, fleet, "udp");
     let cam = camera(&c);

@@ -33,13 +33,7 @@ fn quic_chain(dir: &Path, base: u16) -> Cluster {
         quic_levels: ALL_LINKS,
         ..TreeSpec::default()
     };
-    let fleet = FleetSpec {
-        ipcs: 1,
-        nvrs: 0,
-        channels: 0,
-        media: Some(clip("h264.h264")),
-        ..FleetSpec::default()
-    };
+    let fleet = FleetSpec::one_camera(clip("h264.h264"));
     let audit_dir = dir.to_path_buf();
     let mut c = Cluster::start_nodes_with(
         dir,
