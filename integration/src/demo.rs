@@ -50,6 +50,24 @@ pub struct TreeSpec {
 }
 
 impl TreeSpec {
+    /// One node per tier (city ← county ← town ← village), SIP from
+    /// `sip_base` and HTTP from `http_base`, with the short media timers the
+    /// end-to-end media tests use: keepalive 2 s, linger 2 s, a source
+    /// silent 3 s ends its stream.
+    pub fn media_chain(sip_base: u16, http_base: u16) -> TreeSpec {
+        TreeSpec {
+            counties: 1,
+            towns: 1,
+            villages: 1,
+            sip_base,
+            http_base,
+            keepalive_secs: 2,
+            linger_secs: 2,
+            media_timeout_secs: 3,
+            ..TreeSpec::default()
+        }
+    }
+
     /// True when `n` is on either end of a QUIC link.
     pub fn on_quic_link(&self, n: &TreeNode) -> bool {
         let child = match n.level {

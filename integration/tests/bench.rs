@@ -846,16 +846,8 @@ fn quic_handshakes_per_second() {
 fn quic_parent_restart_to_video() {
     use integration::flv_watch::{first_video, restart_until_video};
     let spec = TreeSpec {
-        counties: 1,
-        towns: 1,
-        villages: 1,
-        sip_base: 29500,
-        http_base: 29600,
-        keepalive_secs: 2,
-        linger_secs: 2,
-        media_timeout_secs: 3,
         quic_levels: integration::demo::ALL_LINKS,
-        ..TreeSpec::default()
+        ..TreeSpec::media_chain(29500, 29600)
     };
     let fleet = FleetSpec::one_camera(clip("h264.h264"));
     let mut c = Cluster::start(&log_dir("quic_restart"), spec, fleet).unwrap();

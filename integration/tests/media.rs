@@ -32,16 +32,8 @@ fn chain(dir: &Path, base: u16, media: PathBuf, media_transport: &'static str) -
 /// A 4-tier chain with `fleet` at the village; short timers.
 fn chain_of(dir: &Path, base: u16, fleet: FleetSpec, media_transport: &'static str) -> Cluster {
     let spec = TreeSpec {
-        counties: 1,
-        towns: 1,
-        villages: 1,
-        sip_base: base,
-        http_base: base + 3000,
-        keepalive_secs: 2,
-        linger_secs: 2,
-        media_timeout_secs: 3,
         media_transport,
-        ..TreeSpec::default()
+        ..TreeSpec::media_chain(base, base + 3000)
     };
     let c = Cluster::start(dir, spec, fleet).expect("the chain starts");
     let city = c.tree.root().id;

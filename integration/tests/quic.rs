@@ -22,16 +22,8 @@ use topology::GbId;
 /// every node keeps an audit.
 fn quic_chain(dir: &Path, base: u16) -> Cluster {
     let spec = TreeSpec {
-        counties: 1,
-        towns: 1,
-        villages: 1,
-        sip_base: base,
-        http_base: base + 3000,
-        keepalive_secs: 2,
-        linger_secs: 2,
-        media_timeout_secs: 3,
         quic_levels: ALL_LINKS,
-        ..TreeSpec::default()
+        ..TreeSpec::media_chain(base, base + 3000)
     };
     let fleet = FleetSpec::one_camera(clip("h264.h264"));
     let audit_dir = dir.to_path_buf();
