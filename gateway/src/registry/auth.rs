@@ -4,7 +4,7 @@
 //! per-process key), so a REGISTER flood costs no memory before a challenge
 //! is answered. State is kept only for sources that failed (lock-out) and for
 //! nonces that succeeded with `qop=auth` (nonce-count replay). Both tables
-//! are bounded. They are plain maps driven by `now` rather than moka caches
+//! are bounded. They are plain maps driven by `now` rather than caches
 //! so that tests control time exactly.
 
 use std::collections::HashMap;

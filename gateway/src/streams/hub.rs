@@ -198,11 +198,11 @@ pub struct Hub {
     pub name: String,
     inner: Mutex<Inner>,
     state: watch::Sender<HubState>,
-    /// Told when what the hub's deadlines depend on changes: the first
+    /// Called when what the hub's deadlines depend on changes: the first
     /// viewer joins, the last one leaves, playback pauses or resumes, a
-    /// fault in the source's PS is first noted (a stored permit: the
-    /// watchdog cannot miss it between two looks).
-    deadlines_changed: tokio::sync::Notify,
+    /// fault in the source's PS is first noted, the hub ends. Cheap and
+    /// non-blocking (the manager queues the hub for a look).
+    on_change: Box<dyn Fn() + Send + Sync>,
     viewers: AtomicUsize,
     max_viewers: usize,
     created: Instant,
@@ -296,12 +296,22 @@ fn lock(m: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
 impl Hub {
     /// A new hub, in [`HubState::Opening`].
     pub fn new(name: String, max_viewers: usize) -> Arc<Hub> {
+        Hub::watched(name, max_viewers, Box::new(|| {}))
+    }
+
+    /// A new hub that calls `on_change` whenever what decides its end
+    /// changes (see [`Self::facts`]).
+    pub fn watched(
+        name: String,
+        max_viewers: usize,
+        on_change: Box<dyn Fn() + Send + Sync>,
+    ) -> Arc<Hub> {
         let (state, _) = watch::channel(HubState::Opening);
         Arc::new(Hub {
             name,
             inner: Mutex::new(Inner::default()),
             state,
-            deadlines_changed: tokio::sync::Notify::new(),
+            on_change,
             viewers: AtomicUsize::new(0),
             max_viewers,
             created: Instant::now(),
@@ -318,10 +328,21 @@ impl Hub {
         u64::try_from(at.saturating_duration_since(self.created).as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// Resolves when the hub got its first viewer, lost its last one,
-    /// paused or resumed, or noted a fault since the previous call.
-    pub async fn deadlines_changed(&self) {
-        self.deadlines_changed.notified().await;
+    /// What decides when the hub ends, at `now`; `None` once it has ended.
+    pub fn facts(&self, now: Instant) -> Option<super::lifecycle::HubFacts> {
+        if matches!(*self.state.borrow(), HubState::Ended(_)) {
+            return None;
+        }
+        Some(super::lifecycle::HubFacts {
+            age: now.saturating_duration_since(self.created),
+            silent_for: self.silent_for(now),
+            idle_for: self.idle_for(now),
+            never_joined: !self.ever_joined(),
+            viewers: self.viewers(),
+            paused: self.paused(),
+            unreadable: self.unreadable_for(now),
+            fault: self.unreadable(),
+        })
     }
 
     /// The hub's state now.
@@ -347,7 +368,7 @@ impl Hub {
             self.last_media_ms
                 .store(self.ms(Instant::now()), Ordering::Release);
         }
-        self.deadlines_changed.notify_one();
+        (self.on_change)();
     }
 
     /// True once any viewer has joined.
@@ -362,7 +383,7 @@ impl Hub {
         let first = self.fault.set((cause.into(), at)).is_ok();
         if first {
             // The hub may now end sooner than its silence deadline.
-            self.deadlines_changed.notify_one();
+            (self.on_change)();
         }
         first
     }
@@ -423,6 +444,8 @@ impl Hub {
             inner.outputs.clear();
             inner.gop.clear();
             inner.gop_bytes = 0;
+            drop(inner);
+            (self.on_change)();
         }
     }
 
@@ -531,7 +554,7 @@ impl Hub {
         let prev = self.viewers.fetch_add(1, Ordering::AcqRel);
         self.joined.store(true, Ordering::Release);
         if prev == 0 {
-            self.deadlines_changed.notify_one();
+            (self.on_change)();
         }
         let guard = ViewerGuard { hub: self.clone() };
         if prev >= self.max_viewers {
@@ -607,7 +630,7 @@ impl Drop for ViewerGuard {
         if hub.viewers.fetch_sub(1, Ordering::AcqRel) == 1 {
             hub.idle_since_ms
                 .store(hub.ms(Instant::now()), Ordering::Release);
-            hub.deadlines_changed.notify_one();
+            (hub.on_change)();
         }
     }
 }

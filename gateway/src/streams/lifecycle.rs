@@ -1,9 +1,9 @@
 //! When a hub ends, sans-IO: the facts about a hub at `now` in, either the
 //! reason it ends now or the next instant anything could change that out.
-//! The stream manager's watchdog sleeps until that instant (or until a
-//! viewer comes or goes, or the hub's state changes) instead of polling:
-//! an idle hub costs one wake-up per media timeout or linger, not four a
-//! second.
+//! The stream table ([`super::table`]) keeps that instant in its deadline
+//! heap and looks again then, or sooner when the hub says a viewer came or
+//! went or its state changed: an idle hub costs one wake-up per media
+//! timeout or linger, not four a second.
 //!
 //! The rules, first match wins:
 //! 1. the source's PS could not be read and the fault is one that does not
@@ -69,7 +69,7 @@ pub enum HubEnd {
     NeverJoined,
 }
 
-/// What the watchdog does next.
+/// What to do about a hub next.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     /// End the hub now.
@@ -142,7 +142,7 @@ mod tests {
     }
 
     /// Step a hub through virtual time: each step the facts at `now` and
-    /// when the watchdog would look again.
+    /// when the table would look again.
     fn run(mut facts_at: impl FnMut(Duration) -> HubFacts) -> (Duration, HubEnd) {
         let mut now = Duration::ZERO;
         for _ in 0..1000 {

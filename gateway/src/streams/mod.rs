@@ -2,28 +2,29 @@
 //! channel however many viewers and parents watch it, and closes them when
 //! nobody does.
 //!
-//! * **Single-flight open.** Live hubs live in a moka cache keyed by
-//!   channel; `try_get_with` makes concurrent openers of one channel share
-//!   one INVITE. The opening itself runs in its own task so a viewer that
-//!   hangs up mid-INVITE does not make the next one INVITE again (moka
-//!   re-runs an init whose caller was cancelled).
-//! * **Linger.** A per-hub watchdog ends a hub that has had no viewers for
-//!   `linger`, or no media for `media_timeout`; ending sends BYE below.
-//!   It sleeps until the next deadline [`lifecycle::decide`] gives, or until
-//!   a viewer comes or goes or playback pauses, rather than polling.
-//!   (moka's own expiry fires only when the cache is touched, so an idle
-//!   stream would never be closed by it.)
-//! * **Calls from the parent** are one more viewer of the hub, in PS,
-//!   sent as RTP to where the parent's SDP says.
+//! What to do is decided by [`table::StreamTable`], sans-IO and tested in
+//! virtual time: single-flight opening, viewers and parents leaving
+//! mid-open, openings that time out, and when each hub ends
+//! ([`lifecycle::decide`]: silence, linger, an unreadable source) from one
+//! deadline heap. This module is its I/O: one driver loop
+//! ([`StreamManager::run_events`]) feeds it the node's call events, the
+//! hubs whose facts changed, and its own deadlines, and carries out its
+//! commands (place or hang up a call, hand a hub to a waiter, end a hub).
+//! Media endpoints come from [`media_links::MediaLinks`]; the media itself
+//! flows through [`hub::Hub`]s, never through the table.
+//!
+//! Calls from the parent are one more waiter (and then viewer) of a hub,
+//! in PS, sent as RTP to where the parent's SDP says.
 
 pub mod hub;
 pub mod lifecycle;
 pub mod media_links;
 pub mod rtp_io;
+pub mod table;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -40,6 +41,7 @@ use crate::runtime::NodeHandle;
 use crate::sip::header::Reason;
 use hub::{Format, Hub, HubState, JoinError, PsCause, Viewer};
 use rtp_io::{LinkMode, SendTarget};
+use table::{Command, StreamTable, Waiter, Want};
 
 /// Settings of the media plane.
 #[derive(Debug, Clone)]
@@ -115,7 +117,7 @@ const END_OF_RECORDING: &str = "end of the recording";
 
 /// How long a stream whose source's PS could not be read waits for a first
 /// frame after the fault before it ends. Far below any sane media timeout:
-/// every tier above runs its own silence watchdog, started no later than
+/// every tier above runs its own silence deadline, started no later than
 /// this one, and the BYE naming the cause has to reach them first.
 pub const UNREADABLE_GRACE: Duration = Duration::from_secs(1);
 
@@ -161,12 +163,21 @@ pub enum ControlOutcome {
 }
 
 /// What identifies a hub.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum StreamKey {
     /// Live video of a channel: shared by everyone.
     Live(GbId),
     /// One playback session: never shared.
     Playback(GbId, u64),
+}
+
+impl StreamKey {
+    /// The channel it carries.
+    pub fn channel(&self) -> GbId {
+        match self {
+            StreamKey::Live(c) | StreamKey::Playback(c, _) => *c,
+        }
+    }
 }
 
 impl std::fmt::Display for StreamKey {
@@ -198,33 +209,41 @@ pub struct StreamInfo {
     pub viewer_skips: u64,
 }
 
-/// A call taken from the parent and the task serving it.
-struct Serving {
-    stop: CancellationToken,
-    /// The call below that feeds it (for INFO forwarding).
-    upstream: Option<CallId>,
-}
-
-/// A hub's upstream side: the call below that feeds it.
-struct Upstream {
+/// A hub as the table holds it: the hub, and the token that stops the
+/// task feeding it from below.
+#[derive(Clone)]
+struct OpenHub {
     hub: Arc<Hub>,
+    stop: CancellationToken,
 }
 
-/// An open playback session: the call below, its hub, the channel.
-type PlaybackSession = (CallId, Arc<Hub>, GbId);
+impl table::HubView for OpenHub {
+    fn facts(&self, now: Instant) -> Option<lifecycle::HubFacts> {
+        self.hub.facts(now)
+    }
+}
 
-/// The media plane of one node.
+type Answer = oneshot::Sender<Result<OpenHub, OpenError>>;
+
+/// The media plane of one node: the I/O around a [`StreamTable`].
 pub struct StreamManager {
     node: NodeHandle,
     settings: StreamSettings,
-    live: moka::future::Cache<GbId, Arc<Hub>>,
-    open_hubs: AtomicUsize,
-    pending: Mutex<HashMap<CallId, oneshot::Sender<Result<GbSdp, CallFailure>>>>,
-    upstream: Mutex<HashMap<CallId, Upstream>>,
-    serving: Mutex<HashMap<CallId, Serving>>,
-    playbacks: Mutex<HashMap<u64, PlaybackSession>>,
+    table: Mutex<StreamTable<OpenHub>>,
+    /// Wakes the driver loop when the table's next deadline may be sooner.
+    rearm: tokio::sync::Notify,
+    /// Hubs whose facts changed, for the driver loop to look at.
+    changed: mpsc::UnboundedSender<StreamKey>,
+    changed_rx: Mutex<Option<mpsc::UnboundedReceiver<StreamKey>>>,
+    /// Who waits for a stream, and where its hub (or refusal) goes.
+    waiters: Mutex<HashMap<Waiter, Answer>>,
+    /// Calls below waiting for their answer, and where it goes.
+    answers: Mutex<HashMap<CallId, oneshot::Sender<GbSdp>>>,
+    /// Calls from the parent being served, and what stops their task.
+    serving: Mutex<HashMap<CallId, CancellationToken>>,
     /// When each playback session was last controlled (rate limit).
     last_control: Mutex<HashMap<u64, Instant>>,
+    next_viewer: AtomicU64,
     ssrc_seq: AtomicU16,
     /// Where media comes in and goes out (sockets, QUIC links).
     links: media_links::MediaLinks,
@@ -251,6 +270,22 @@ impl StreamSettings {
     }
 }
 
+/// Takes a waiter off the table if it goes away before its answer (a
+/// viewer's request dropped mid-open).
+struct LeaveOnDrop<'a> {
+    streams: &'a Arc<StreamManager>,
+    waiter: Waiter,
+}
+
+impl Drop for LeaveOnDrop<'_> {
+    fn drop(&mut self) {
+        if locked(&self.streams.waiters).remove(&self.waiter).is_some() {
+            let w = self.waiter;
+            self.streams.apply(|t, _| t.leave(w));
+        }
+    }
+}
+
 impl StreamManager {
     /// A manager driving calls through `node`. Start [`Self::run_events`] with
     /// the receiver of the node's call events.
@@ -260,18 +295,24 @@ impl StreamManager {
         quic: Option<crate::transport::QuicLinks>,
     ) -> Arc<StreamManager> {
         let links = media_links::MediaLinks::new(settings.media_ip, settings.receive_mode, quic);
+        let timers = lifecycle::HubTimers {
+            media_timeout: settings.media_timeout,
+            linger: settings.linger,
+            open_timeout: settings.open_timeout,
+        };
+        let (changed, changed_rx) = mpsc::unbounded_channel();
         Arc::new(StreamManager {
             node,
-            // Unbounded: eviction would break single-flight (a second hub,
-            // a second INVITE); `max_streams` bounds hubs instead.
-            live: moka::future::Cache::builder().build(),
+            table: Mutex::new(StreamTable::new(timers, settings.max_streams)),
             settings,
-            open_hubs: AtomicUsize::new(0),
-            pending: Mutex::default(),
-            upstream: Mutex::default(),
+            rearm: tokio::sync::Notify::new(),
+            changed,
+            changed_rx: Mutex::new(Some(changed_rx)),
+            waiters: Mutex::default(),
+            answers: Mutex::default(),
             serving: Mutex::default(),
-            playbacks: Mutex::default(),
             last_control: Mutex::default(),
+            next_viewer: AtomicU64::new(1),
             links,
             ssrc_seq: AtomicU16::new(0),
         })
@@ -287,20 +328,20 @@ impl StreamManager {
         self.links.quic()
     }
 
-    /// Hubs open now.
+    /// Streams opening or open now.
     pub fn open_streams(&self) -> usize {
-        self.open_hubs.load(Ordering::Acquire)
+        locked(&self.table).len()
     }
 
     /// The streams open now, for the API.
     pub fn list(&self) -> Vec<StreamInfo> {
-        let mut out: Vec<StreamInfo> = locked(&self.upstream)
-            .iter()
-            .map(|(call, up)| {
-                let h = &up.hub;
+        let mut out: Vec<StreamInfo> = locked(&self.table)
+            .open_hubs()
+            .map(|(_, call, open)| {
+                let h = &open.hub;
                 StreamInfo {
                     stream: h.name.clone(),
-                    call: *call,
+                    call,
                     viewers: h.viewers(),
                     state: match h.state() {
                         HubState::Opening => "opening".into(),
@@ -317,50 +358,135 @@ impl StreamManager {
         out
     }
 
-    /// Handle call events from the node until the node stops.
+    /// Drive the table until the node stops: the node's call events, the
+    /// hubs whose facts changed, and the table's deadlines.
     pub async fn run_events(self: Arc<Self>, mut events: mpsc::UnboundedReceiver<CallEvent>) {
-        while let Some(ev) = events.recv().await {
-            self.on_event(ev);
+        let Some(mut changed) = locked(&self.changed_rx).take() else {
+            tracing::error!("the stream manager's events are already being run");
+            return;
+        };
+        loop {
+            let next = locked(&self.table).next_wake();
+            let deadline = async {
+                match next {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                ev = events.recv() => match ev {
+                    Some(ev) => self.on_event(ev),
+                    None => break,
+                },
+                Some(key) = changed.recv() => self.apply(|t, now| t.touch(&key, now)),
+                _ = deadline => self.apply(|t, now| t.poll(now)),
+                _ = self.rearm.notified() => {}
+            }
+        }
+    }
+
+    /// Feed the table one input and carry out what it says.
+    fn apply<R>(
+        self: &Arc<Self>,
+        input: impl FnOnce(&mut StreamTable<OpenHub>, Instant) -> R,
+    ) -> R {
+        let (r, commands) = {
+            let mut t = locked(&self.table);
+            let r = input(&mut t, Instant::now());
+            (r, t.drain())
+        };
+        self.execute(commands);
+        self.rearm.notify_one();
+        r
+    }
+
+    fn execute(self: &Arc<Self>, commands: Vec<Command<OpenHub>>) {
+        for c in commands {
+            match c {
+                Command::Open {
+                    open,
+                    key,
+                    kind,
+                    on_behalf_of,
+                } => {
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = me.open_below(open, key, kind, on_behalf_of).await {
+                            me.apply(|t, _| t.open_failed(open, e));
+                        }
+                    });
+                }
+                Command::Ready { waiter, hub } => {
+                    if let Some(tx) = locked(&self.waiters).remove(&waiter) {
+                        let _ = tx.send(Ok(hub));
+                    }
+                }
+                Command::Refuse { waiter, error } => {
+                    if let Some(tx) = locked(&self.waiters).remove(&waiter) {
+                        let _ = tx.send(Err(error));
+                    }
+                }
+                Command::Hangup(call) => {
+                    locked(&self.answers).remove(&call);
+                    self.hangup(call);
+                }
+                Command::Close { key, hub, why } => {
+                    if let Some(why) = why {
+                        hub.hub.end(&why);
+                    }
+                    hub.stop.cancel();
+                    if let StreamKey::Playback(_, session) = key {
+                        locked(&self.last_control).remove(&session);
+                    }
+                    metrics::gauge!("gbgate_streams_open").decrement(1.0);
+                }
+                Command::Discard(hub) => {
+                    hub.hub.end("the stream was given up while opening");
+                    hub.stop.cancel();
+                    metrics::gauge!("gbgate_streams_open").decrement(1.0);
+                }
+            }
         }
     }
 
     fn on_event(self: &Arc<Self>, ev: CallEvent) {
         match ev {
             CallEvent::Answered { call, answer } => {
-                let delivered = locked(&self.pending)
+                let delivered = locked(&self.answers)
                     .remove(&call)
-                    .is_some_and(|tx| tx.send(Ok(answer)).is_ok());
+                    .is_some_and(|tx| tx.send(answer).is_ok());
                 if !delivered {
-                    // The opener gave up (its viewer left): take it down.
+                    // Given up meanwhile (timed out, its viewer left).
                     self.hangup(call);
                 }
             }
             CallEvent::Failed { call, reason } => {
-                if let Some(tx) = locked(&self.pending).remove(&call) {
-                    let _ = tx.send(Err(reason));
-                }
+                locked(&self.answers).remove(&call);
+                self.apply(|t, _| t.call_failed(call, reason));
+                self.stop_serving(call);
             }
             CallEvent::Ended { call, reason, said } => {
-                if let Some(up) = locked(&self.upstream).remove(&call) {
-                    // A tier below could not read the source's PS: noted
-                    // before the end, so this hub's viewers and parents
-                    // are told the cause, not that the stream ended.
-                    let cause = said
-                        .as_ref()
-                        .and_then(|r| r.text.as_deref())
-                        .and_then(PsCause::from_reason_text);
-                    if let Some(cause) = cause {
-                        up.hub.note_fault(cause);
+                locked(&self.answers).remove(&call);
+                // A tier below could not read the source's PS: noted
+                // before the end, so this hub's viewers and parents are
+                // told the cause, not that the stream ended.
+                let cause = said
+                    .as_ref()
+                    .and_then(|r| r.text.as_deref())
+                    .and_then(PsCause::from_reason_text);
+                if let Some(cause) = cause {
+                    if let Some(open) = locked(&self.table).hub_of_call(call) {
+                        open.hub.note_fault(cause);
                     }
-                    up.hub.end(&reason);
                 }
-                if let Some(s) = locked(&self.serving).remove(&call) {
-                    s.stop.cancel();
-                }
+                self.apply(|t, _| t.call_ended(call, &reason));
+                self.stop_serving(call);
             }
             CallEvent::MediaEnded { call } => {
-                if let Some(up) = locked(&self.upstream).get(&call) {
-                    up.hub.end(END_OF_RECORDING);
+                // The hub's end brings the table to hang up and close.
+                let hub = locked(&self.table).hub_of_call(call).map(|o| o.hub.clone());
+                if let Some(hub) = hub {
+                    hub.end(END_OF_RECORDING);
                 }
             }
             CallEvent::Invited {
@@ -373,13 +499,8 @@ impl StreamManager {
                 // Registered before the task starts, so a CANCEL or BYE
                 // handled right after finds it.
                 let stop = CancellationToken::new();
-                locked(&self.serving).insert(
-                    call,
-                    Serving {
-                        stop: stop.clone(),
-                        upstream: None,
-                    },
-                );
+                locked(&self.serving).insert(call, stop.clone());
+                self.apply(|t, _| t.invited(call));
                 let me = self.clone();
                 tokio::spawn(async move {
                     me.clone()
@@ -389,12 +510,21 @@ impl StreamManager {
                 });
             }
             CallEvent::Info { call, body } => {
-                let upstream = locked(&self.serving).get(&call).and_then(|s| s.upstream);
-                if let Some(up) = upstream {
-                    self.forward_control(up, body);
+                let below = locked(&self.table).parent_below(call);
+                if let Some(below) = below {
+                    self.forward_control(below, body);
                 }
             }
         }
+    }
+
+    /// A parent's call ended: its task stops, and if it still waited for
+    /// its stream, its wait ends too.
+    fn stop_serving(&self, call: CallId) {
+        if let Some(stop) = locked(&self.serving).remove(&call) {
+            stop.cancel();
+        }
+        locked(&self.waiters).remove(&Waiter::Parent(call));
     }
 
     fn hangup(&self, call: CallId) {
@@ -415,55 +545,39 @@ impl StreamManager {
 
     // ------------------------------------------------------------- opening
 
-    /// The live hub of `channel`, opening it below if nobody watches it yet.
-    /// `on_behalf_of` names the department the INVITE below is for (the
-    /// first opener's: later viewers share the stream).
-    pub async fn open_live(
+    /// Wait for the stream `want` names (given the table, so a new
+    /// playback session's number is chosen under its lock), as `waiter`.
+    /// Returns the hub and what was asked for.
+    async fn wait_for(
         self: &Arc<Self>,
-        channel: GbId,
+        waiter: Waiter,
+        want: impl FnOnce(&StreamTable<OpenHub>) -> Want,
         on_behalf_of: Option<Subject>,
-    ) -> Result<Arc<Hub>, OpenError> {
-        for _ in 0..3 {
-            let me = self.clone();
-            let behalf = on_behalf_of.clone();
-            let hub = self
-                .live
-                .try_get_with(channel, async move {
-                    // Its own task: a cancelled first caller must not make
-                    // the next caller INVITE again.
-                    tokio::spawn(async move {
-                        me.open_upstream_kind(StreamKey::Live(channel), CallKind::Live, behalf)
-                            .await
-                    })
-                    .await
-                    .map_err(|e| OpenError::Stopped(format!("opening task failed: {e}")))?
-                })
-                .await
-                .map_err(|e: Arc<OpenError>| (*e).clone())?;
-            if !matches!(hub.state(), HubState::Ended(_)) {
-                return Ok(hub);
-            }
-            // It ended (linger ran out) and the watchdog has not removed it
-            // yet: remove it, unless someone already put a new one there.
-            self.forget_live(channel, &hub).await;
-        }
-        Err(OpenError::EndedWhileOpening)
+    ) -> Result<(OpenHub, Want), OpenError> {
+        let (tx, rx) = oneshot::channel();
+        locked(&self.waiters).insert(waiter, tx);
+        let _leave = LeaveOnDrop {
+            streams: self,
+            waiter,
+        };
+        let wanted = self.apply(|t, now| {
+            let want = want(t);
+            t.join(waiter, want.clone(), on_behalf_of, now);
+            want
+        });
+        let hub = rx
+            .await
+            .map_err(|_| OpenError::Stopped("the request was withdrawn".into()))??;
+        Ok((hub, wanted))
     }
 
-    async fn forget_live(&self, channel: GbId, hub: &Arc<Hub>) {
-        self.live
-            .entry(channel)
-            .and_compute_with(|e| {
-                let op = match e {
-                    Some(e) if Arc::ptr_eq(e.value(), hub) => moka::ops::compute::Op::Remove,
-                    _ => moka::ops::compute::Op::Nop,
-                };
-                std::future::ready(op)
-            })
-            .await;
+    fn new_viewer(&self) -> Waiter {
+        Waiter::Viewer(self.next_viewer.fetch_add(1, Ordering::Relaxed))
     }
 
     /// Join the live stream of `channel` as a viewer of `format`.
+    /// `on_behalf_of` names the department the INVITE below is for if this
+    /// viewer opens it (later viewers share the stream).
     pub async fn watch_live(
         self: &Arc<Self>,
         channel: GbId,
@@ -472,13 +586,20 @@ impl StreamManager {
     ) -> Result<Viewer, OpenError> {
         let mut last = None;
         for _ in 0..2 {
-            let hub = self.open_live(channel, on_behalf_of.clone()).await?;
+            let (open, _) = self
+                .wait_for(
+                    self.new_viewer(),
+                    |_| Want::Live(channel),
+                    on_behalf_of.clone(),
+                )
+                .await?;
+            let hub = &open.hub;
             match hub.join(format, self.settings.open_timeout).await {
                 Ok(v) => return Ok(v),
                 // A working stream whose linger ran out just as we came:
-                // open it again. One that never delivered media failed.
+                // the next join finds it ended and opens it again. One
+                // that never delivered media failed.
                 Err(JoinError::Ended(r)) if hub.stats.frames_in.load(Ordering::Relaxed) > 0 => {
-                    self.forget_live(channel, &hub).await;
                     last = Some(JoinError::Ended(r));
                 }
                 Err(e) => return Err(e.into()),
@@ -500,47 +621,48 @@ impl StreamManager {
         format: Format,
         on_behalf_of: Option<Subject>,
     ) -> Result<(u64, Viewer), OpenError> {
-        let (session, hub) = self
-            .open_playback(channel, start, end, on_behalf_of)
+        let (open, session) = self
+            .open_playback(self.new_viewer(), channel, start, end, on_behalf_of)
             .await?;
-        let viewer = hub.join(format, self.settings.open_timeout).await?;
+        let viewer = open.hub.join(format, self.settings.open_timeout).await?;
         Ok((session, viewer))
     }
 
-    /// Open a playback session's hub (never shared). Returns its session
-    /// number and the hub.
+    /// Open a new playback session for `waiter` (a hub never shared).
     async fn open_playback(
         self: &Arc<Self>,
+        waiter: Waiter,
         channel: GbId,
         start: u64,
         end: u64,
         on_behalf_of: Option<Subject>,
-    ) -> Result<(u64, Arc<Hub>), OpenError> {
-        // Random, so one viewer cannot guess another's session to control it.
-        let session = loop {
-            let s: u64 = rand::random::<u64>() >> 11; // exact as a JSON number
-            if s != 0 && !locked(&self.playbacks).contains_key(&s) {
-                break s;
+    ) -> Result<(OpenHub, u64), OpenError> {
+        let choose = |t: &StreamTable<OpenHub>| {
+            // Random, so one viewer cannot guess another's session to
+            // control it.
+            let session = loop {
+                let s: u64 = rand::random::<u64>() >> 11; // exact as a JSON number
+                if s != 0 && t.session_free(s) {
+                    break s;
+                }
+            };
+            Want::Playback {
+                channel,
+                session,
+                start,
+                end,
             }
         };
-        let me = self.clone();
-        // Its own task: a viewer leaving mid-INVITE must not strand the call.
-        let hub = tokio::spawn(async move {
-            me.open_upstream_kind(
-                StreamKey::Playback(channel, session),
-                CallKind::Playback { start, end },
-                on_behalf_of,
-            )
-            .await
-        })
-        .await
-        .map_err(|e| OpenError::Stopped(format!("opening task failed: {e}")))??;
-        Ok((session, hub))
+        let (open, want) = self.wait_for(waiter, choose, on_behalf_of).await?;
+        let Want::Playback { session, .. } = want else {
+            unreachable!("a playback session was asked for");
+        };
+        Ok((open, session))
     }
 
     /// The channel a playback session replays, if the session is open.
     pub fn playback_channel(&self, session: u64) -> Option<GbId> {
-        locked(&self.playbacks).get(&session).map(|(_, _, ch)| *ch)
+        locked(&self.table).session_channel(session)
     }
 
     /// Send MANSRTSP (PLAY/PAUSE/Scale/Range) to the source of a playback
@@ -548,7 +670,7 @@ impl StreamManager {
     /// session: each is an INFO transaction, and a client hammering it must
     /// not use up the node's transaction budget.
     pub fn control_playback(&self, session: u64, body: Bytes) -> ControlOutcome {
-        let Some(call) = locked(&self.playbacks).get(&session).map(|(c, _, _)| *c) else {
+        let Some(call) = locked(&self.table).session_call(session) else {
             return ControlOutcome::NoSession;
         };
         let now = Instant::now();
@@ -570,7 +692,7 @@ impl StreamManager {
     /// hub so the silence that follows does not end the stream.
     fn forward_control(&self, call: CallId, body: Bytes) {
         use crate::gb::mansrtsp::{parse, MansRtspCommand};
-        let hub = locked(&self.upstream).get(&call).map(|u| u.hub.clone());
+        let hub = locked(&self.table).hub_of_call(call).map(|o| o.hub.clone());
         match (parse(&body), hub) {
             (Ok(m), Some(hub)) => match m.command {
                 MansRtspCommand::Pause { .. } => hub.set_paused(true),
@@ -585,33 +707,18 @@ impl StreamManager {
         self.send_info(call, body);
     }
 
-    async fn open_upstream_kind(
+    /// Carry out [`Command::Open`]: a receiver, the call below, and once it
+    /// is answered the hub and the task feeding it. An error is the
+    /// opening's failure; an opening the table gave up meanwhile ends
+    /// quietly (the table hung its call up).
+    async fn open_below(
         self: &Arc<Self>,
+        open: table::OpenId,
         key: StreamKey,
         kind: CallKind,
         on_behalf_of: Option<Subject>,
-    ) -> Result<Arc<Hub>, OpenError> {
-        // Reserve the slot now, so concurrent opens cannot overshoot.
-        if self.open_hubs.fetch_add(1, Ordering::AcqRel) >= self.settings.max_streams {
-            self.open_hubs.fetch_sub(1, Ordering::AcqRel);
-            return Err(OpenError::TooManyStreams(self.settings.max_streams));
-        }
-        let r = self.open_reserved(key, kind, on_behalf_of).await;
-        if r.is_err() {
-            self.open_hubs.fetch_sub(1, Ordering::AcqRel);
-        }
-        r
-    }
-
-    async fn open_reserved(
-        self: &Arc<Self>,
-        key: StreamKey,
-        kind: CallKind,
-        on_behalf_of: Option<Subject>,
-    ) -> Result<Arc<Hub>, OpenError> {
-        let channel = match &key {
-            StreamKey::Live(c) | StreamKey::Playback(c, _) => *c,
-        };
+    ) -> Result<(), OpenError> {
+        let channel = key.channel();
         let live = kind == CallKind::Live;
         let seq = self.ssrc_seq.fetch_add(1, Ordering::Relaxed);
         let (ssrc, ssrc_text) =
@@ -639,42 +746,40 @@ impl StreamManager {
         );
         let (tx, rx) = oneshot::channel();
         let me = self.clone();
-        let placed = self
+        let (call, commands) = self
             .node
             .command(move |n, now| {
-                let r = n.place_call(channel, kind, &offer, on_behalf_of.as_ref(), now);
-                if let Ok(call) = r {
-                    // Registered inside the node's loop, so the answer
-                    // cannot overtake it.
-                    locked(&me.pending).insert(call, tx);
-                }
-                r
+                let call = n.place_call(channel, kind, &offer, on_behalf_of.as_ref(), now)?;
+                // Both inside the node's loop, so the answer (or failure)
+                // cannot overtake them.
+                locked(&me.answers).insert(call, tx);
+                let mut t = locked(&me.table);
+                t.placed(open, call);
+                Ok::<_, CallError>((call, t.drain()))
             })
             .await
             .map_err(|e| OpenError::Stopped(e.to_string()))??;
-        let answer = match tokio::time::timeout(self.settings.open_timeout, rx).await {
-            Ok(Ok(Ok(a))) => a,
-            Ok(Ok(Err(reason))) => return Err(OpenError::Failed(reason)),
-            Ok(Err(_)) => return Err(OpenError::Stopped("the node stopped".into())),
-            Err(_) => {
-                locked(&self.pending).remove(&placed);
-                self.hangup(placed);
-                return Err(OpenError::NoAnswer(self.settings.open_timeout));
-            }
+        self.execute(commands);
+        // No answer: the call failed, or the table gave the opening up
+        // (its deadline, or its only viewer left) and hung it up.
+        let Ok(answer) = rx.await else {
+            return Ok(());
         };
         let Ok(peer_ip) = answer.conn_addr.parse::<IpAddr>() else {
-            self.hangup(placed);
             return Err(OpenError::BadAddress(answer.conn_addr));
         };
-        let hub = Hub::new(key.to_string(), self.settings.max_viewers);
+        let changed = self.changed.clone();
+        let hub = Hub::watched(
+            key.to_string(),
+            self.settings.max_viewers,
+            Box::new(move || {
+                let _ = changed.send(key);
+            }),
+        );
         metrics::gauge!("gbgate_streams_open").increment(1.0);
         let stop = CancellationToken::new();
         let peer = SocketAddr::new(peer_ip, answer.media_port);
         let expected = answer.ssrc.or(Some(ssrc));
-        locked(&self.upstream).insert(placed, Upstream { hub: hub.clone() });
-        if let StreamKey::Playback(_, session) = key {
-            locked(&self.playbacks).insert(session, (placed, hub.clone(), channel));
-        }
         {
             let hub = hub.clone();
             let stop = stop.clone();
@@ -683,80 +788,9 @@ impl StreamManager {
                 hub.end(&why);
             });
         }
-        tokio::spawn(self.clone().watchdog(hub.clone(), key, placed, stop));
-        tracing::info!(stream = %hub.name, call = placed, "stream open");
-        Ok(hub)
-    }
-
-    /// Ends the hub on silence or after the linger, then cleans up: BYE
-    /// below, socket closed, cache entry gone.
-    async fn watchdog(
-        self: Arc<Self>,
-        hub: Arc<Hub>,
-        key: StreamKey,
-        call: CallId,
-        stop: CancellationToken,
-    ) {
-        let linger = match key {
-            StreamKey::Live(_) => self.settings.linger,
-            // A playback session belongs to one viewer: close when it leaves.
-            StreamKey::Playback(..) => Duration::ZERO,
-        };
-        let timers = lifecycle::HubTimers {
-            media_timeout: self.settings.media_timeout,
-            linger,
-            open_timeout: self.settings.open_timeout,
-        };
-        let mut state = hub.subscribe_state();
-        let opened = Instant::now();
-        loop {
-            if matches!(hub.state(), HubState::Ended(_)) {
-                break;
-            }
-            let now = Instant::now();
-            let facts = lifecycle::HubFacts {
-                age: now.duration_since(opened),
-                silent_for: hub.silent_for(now),
-                idle_for: hub.idle_for(now),
-                never_joined: !hub.ever_joined(),
-                viewers: hub.viewers(),
-                paused: hub.paused(),
-                unreadable: hub.unreadable_for(now),
-                fault: hub.unreadable(),
-            };
-            match lifecycle::decide(&facts, &timers) {
-                lifecycle::Verdict::End(why) => {
-                    hub.end(&why.to_string());
-                    break;
-                }
-                lifecycle::Verdict::WakeIn(wake) => {
-                    let sleep = async {
-                        match wake {
-                            Some(d) => tokio::time::sleep(d).await,
-                            None => std::future::pending().await,
-                        }
-                    };
-                    tokio::select! {
-                        _ = sleep => {}
-                        _ = state.changed() => {}
-                        _ = hub.deadlines_changed() => {}
-                    }
-                }
-            }
-        }
-        stop.cancel();
-        if locked(&self.upstream).remove(&call).is_some() {
-            self.hangup(call);
-        }
-        match key {
-            StreamKey::Live(channel) => self.forget_live(channel, &hub).await,
-            StreamKey::Playback(_, session) => {
-                locked(&self.playbacks).remove(&session);
-                locked(&self.last_control).remove(&session);
-            }
-        }
-        self.open_hubs.fetch_sub(1, Ordering::AcqRel);
-        metrics::gauge!("gbgate_streams_open").decrement(1.0);
+        tracing::info!(stream = %hub.name, call, "stream open");
+        self.apply(|t, now| t.opened(open, call, OpenHub { hub, stop }, now));
+        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -833,21 +867,22 @@ impl StreamManager {
         // Open (or find) the stream below. The 200 goes up as soon as the
         // source below has answered, not after its first keyframe, so each
         // tier's INVITE timeout covers signalling only, not GOP waits.
+        let waiter = Waiter::Parent(call);
         let opened = match &kind {
             CallKind::Live => self
-                .open_live(channel, on_behalf_of)
+                .wait_for(waiter, |_| Want::Live(channel), on_behalf_of)
                 .await
-                .map(|h| (h, None)),
+                .map(|(open, _)| open),
             CallKind::Playback { start, end } => self
-                .open_playback(channel, *start, *end, on_behalf_of)
+                .open_playback(waiter, channel, *start, *end, on_behalf_of)
                 .await
-                .map(|(session, h)| {
-                    let below = locked(&self.playbacks).get(&session).map(|(c, _, _)| *c);
-                    (h, below)
-                }),
+                .map(|(open, _)| open),
         };
-        let (hub, below) = match opened {
-            Ok(x) => x,
+        if stop.is_cancelled() {
+            return; // CANCELled or hung up while opening
+        }
+        let hub = match opened {
+            Ok(open) => open.hub,
             Err(e) => {
                 let status = match e.status() {
                     404 => 404,
@@ -857,12 +892,6 @@ impl StreamManager {
                 return refuse(status, e.to_string()).await;
             }
         };
-        if let Some(s) = locked(&self.serving).get_mut(&call) {
-            s.upstream = below;
-        }
-        if stop.is_cancelled() {
-            return; // CANCELled while opening
-        }
         let mode = LinkMode::answering(offer.transport, offer.setup);
         let socket = match self.links.sender(mode).await {
             Ok(s) => s,
