@@ -507,6 +507,8 @@ impl StreamManager {
                         .serve_parent(call, channel, kind, offer, on_behalf_of, stop)
                         .await;
                     locked(&me.serving).remove(&call);
+                    // Refused or served to its end: nothing more for it.
+                    me.apply(|t, _| t.forget_parent(call));
                 });
             }
             CallEvent::Info { call, body } => {

@@ -445,6 +445,12 @@ impl<H: HubView> StreamTable<H> {
         }
     }
 
+    /// The parent's call `call` is over (ended, refused, or its service
+    /// stopped): forget it, and its wait if it still waited.
+    pub fn forget_parent(&mut self, call: CallId) {
+        self.parent_gone(call);
+    }
+
     fn parent_gone(&mut self, call: CallId) {
         if self.parents.remove(&call).is_some() {
             self.leave(Waiter::Parent(call));
@@ -1331,7 +1337,15 @@ mod tests {
                     }
                     w.check(t.drain())?;
                 }
-                // Everyone leaves and the sources fall silent: time runs out.
+                // Every parent's call ends, everyone leaves and the sources
+                // fall silent: time runs out.
+                for call in std::mem::take(&mut w.parents) {
+                    if w.waiting.contains(&Waiter::Parent(call)) {
+                        w.waiting.retain(|x| *x != Waiter::Parent(call));
+                        w.left.insert(Waiter::Parent(call));
+                    }
+                    t.forget_parent(call);
+                }
                 for (hub, key) in w.hubs.clone() {
                     while hub.0.lock().unwrap().viewers > 0 {
                         hub.leave(now);
@@ -1345,6 +1359,11 @@ mod tests {
                     w.check(t.drain())?;
                 }
                 prop_assert!(t.is_empty(), "{} streams left open", t.len());
+                prop_assert!(
+                    t.parents.is_empty() && t.waiting.is_empty() && t.calls.is_empty()
+                        && t.by_open.is_empty() && t.sessions.is_empty(),
+                    "bookkeeping left behind"
+                );
                 prop_assert!(w.waiting.is_empty(), "never heard: {:?}", w.waiting);
                 for (open, _, call) in &w.opens {
                     if let Some(c) = call {
