@@ -2,7 +2,7 @@
 CARGO ?= cargo
 SHELL := /bin/bash
 
-.PHONY: all deps clips build demo test bench lint fmt fuzz clean
+.PHONY: all deps bench-deps clips build demo test bench lint fmt fuzz clean
 
 all: build
 
@@ -84,8 +84,15 @@ test: deps clips
 	GBGATE_TEST_LINKS=quic $(CARGO) test -p integration --test media --test tree --test sharing --test audit_heads -- --test-threads=2
 	GBGATE_TEST_LINKS=mixed $(CARGO) test -p integration --test media --test tree --test sharing --test audit_heads -- --test-threads=2
 
+# What only the benchmarks need: Kamailio, the trusted registrar the
+# REGISTER storm is measured against (integration/kamailio/registrar.cfg).
+bench-deps: deps
+	@command -v kamailio >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq kamailio; }
+
 # Benchmarks print figures; BENCHMARKS.md records the latest with these commands.
-bench: deps clips
+bench: bench-deps clips
 	$(CARGO) build --release --workspace --bins
 	$(CARGO) test --release -p integration --test bench -- --ignored --nocapture --test-threads=1
 	$(CARGO) test --release -p policy --test audit_bench -- --ignored --nocapture --test-threads=1

@@ -68,6 +68,7 @@ pub fn settings_from(topology: &Topology) -> Settings {
         out.media_timeout = m;
     }
     out.media_transport = s.media_transport;
+    out.query_new_registrants = s.query_new_registrants;
     out
 }
 

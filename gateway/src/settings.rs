@@ -72,6 +72,9 @@ pub struct Settings {
     pub max_viewers_per_stream: usize,
     /// How sources below are asked to send media.
     pub media_transport: topology::MediaTransport,
+    /// Query each newly registered device or child for its catalog (and a
+    /// device for its DeviceInfo).
+    pub query_new_registrants: bool,
     /// How long a device query asked over HTTP (info, status, records) waits
     /// for the device's answer before 504: the SIP transaction timeout
     /// (64 × T1, 32 s by default).
@@ -109,6 +112,7 @@ impl Default for Settings {
             max_streams: 10_000,
             max_viewers_per_stream: 1_000,
             media_transport: topology::MediaTransport::Udp,
+            query_new_registrants: true,
             query_timeout: Timers::default().transaction_timeout(),
         }
     }

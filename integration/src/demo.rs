@@ -47,6 +47,8 @@ pub struct TreeSpec {
     /// The certificate directory of the QUIC links (`gbgate cert` layout);
     /// `None`: `pki/` beside the topology. Missing certificates are made.
     pub pki: Option<PathBuf>,
+    /// Nodes query newly registered devices and children (the default).
+    pub query_new_registrants: bool,
 }
 
 impl TreeSpec {
@@ -105,6 +107,7 @@ impl Default for TreeSpec {
             quic_levels: &[],
             tcp_levels: &[],
             pki: None,
+            query_new_registrants: true,
         }
     }
 }
@@ -279,14 +282,15 @@ pub fn write_tree(dir: &Path, spec: &TreeSpec) -> std::io::Result<Tree> {
     let mut toml = String::new();
     toml.push_str("# gbgate demo topology (generated).\n[defaults]\n");
     toml.push_str(&format!(
-        "transport = \"{}\"\nkeepalive_interval_secs = {}\nkeepalive_timeout_count = 3\nregister_expires_secs = 3600\nregister_retry_secs = {}\nsip_t1_ms = {}\nlinger_secs = {}\nmedia_timeout_secs = {}\nmedia_transport = \"{}\"\n\n",
+        "transport = \"{}\"\nkeepalive_interval_secs = {}\nkeepalive_timeout_count = 3\nregister_expires_secs = 3600\nregister_retry_secs = {}\nsip_t1_ms = {}\nlinger_secs = {}\nmedia_timeout_secs = {}\nmedia_transport = \"{}\"\nquery_new_registrants = {}\n\n",
         spec.transport,
         spec.keepalive_secs,
         spec.register_retry_secs,
         spec.t1_ms,
         spec.linger_secs,
         spec.media_timeout_secs,
-        spec.media_transport
+        spec.media_transport,
+        spec.query_new_registrants
     ));
     for n in &nodes {
         toml.push_str("[[node]]\n");

@@ -154,6 +154,11 @@ impl Cluster {
         Ok(c)
     }
 
+    /// A node's process ID.
+    pub fn pid(&self, id: &GbId) -> Option<u32> {
+        self.nodes.get(id).map(Child::id)
+    }
+
     /// Resident memory of a node's process, in KiB (Linux /proc).
     pub fn rss_kib(&self, id: &GbId) -> Option<u64> {
         let pid = self.nodes.get(id)?.id();

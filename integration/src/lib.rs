@@ -10,6 +10,7 @@
 //! | [`harness`] | start a topology as one `gbgate` process per node and wait for it |
 //! | [`impair`] | a userspace UDP impairment proxy (loss, delay, jitter, reordering, bandwidth cap) |
 //! | [`link_bench`] | experiments on one link between tiers: a camera over an impaired link (RTP/UDP vs QUIC), link throughput and CPU |
+//! | [`storm`] | the REGISTER storm: sipp against a registrar pinned to one core (gbgate or Kamailio) |
 //! | [`demo`] | the demo tree (city ← 2 counties ← 2 towns ← 2 villages) as a topology file |
 
 pub mod demo;
@@ -18,4 +19,5 @@ pub mod harness;
 pub mod impair;
 pub mod link_bench;
 pub mod sim;
+pub mod storm;
 pub mod streamer;

@@ -891,3 +891,185 @@ fn quic_parent_restart_to_video() {
         took.iter().map(Duration::as_millis).collect::<Vec<_>>()
     );
 }
+
+/// The REGISTER storm, gbgate next to Kamailio in the same run: sipp
+/// offers digest REGISTERs from distinct devices at rising rates, over UDP
+/// and over TCP, to a registrar pinned to core 0 with sipp on core 1. Per
+/// registrar and transport: the highest rate held clean (no failure, no
+/// retransmission, p99 of each leg ≤ 10 ms), CPU per 1,000 registrations
+/// a second, memory at the end. gbgate runs twice: without the per-device
+/// Catalog/DeviceInfo queries (like for like with Kamailio, which sends
+/// none) and with them (answered by sipp as devices do).
+///
+/// `GBGATE_STORM_SECS` (default 120) sets each step's length and
+/// `GBGATE_STORM_RATES` (default 1000,2000,3000,4000,6000,8000,12000,16000) the
+/// steps; a registrar's run stops at its first unclean step.
+#[test]
+#[ignore = "benchmark: make bench"]
+fn register_storm_vs_kamailio() {
+    use integration::storm::StormTransport;
+    let secs: u64 = std::env::var("GBGATE_STORM_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(120);
+    let rates: Vec<u32> = std::env::var("GBGATE_STORM_RATES")
+        .unwrap_or_else(|_| "1000,2000,3000,4000,6000,8000,12000,16000".into())
+        .split(',')
+        .filter_map(|r| r.trim().parse().ok())
+        .collect();
+    let logs = log_dir("register_storm");
+    let mut summary = Vec::new();
+    for transport in [StormTransport::Udp, StormTransport::Tcp] {
+        for who in ["kamailio", "gbgate", "gbgate+queries"] {
+            let dir = logs.join(format!("{who}-{}", transport.name()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let (registrar, spec) = Registrar::start(who, &dir, transport, secs);
+            summary.push(run_storm(&spec, &rates, who, || registrar.pss_kib()));
+        }
+    }
+    println!("bench: register storm, {secs} s per step, rates {rates:?}");
+    for line in &summary {
+        println!("bench: {line}");
+    }
+    let clean = |who: &str, t: &str| -> u32 {
+        summary
+            .iter()
+            .find(|l| l.starts_with(&format!("storm {who} {t} ")))
+            .and_then(|l| l.split("clean_rate=").nth(1))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    for t in ["udp", "tcp"] {
+        let k = clean("kamailio", t);
+        let g = clean("gbgate", t);
+        println!(
+            "bench: storm ratio {t}: gbgate clean {g}/s vs kamailio {k}/s = {:.2}x",
+            f64::from(g) / f64::from(k.max(1))
+        );
+    }
+}
+
+/// A registrar under the storm, pinned to core 0.
+enum Registrar {
+    Kamailio(integration::storm::Kamailio),
+    Gbgate { _cluster: Box<Cluster>, pid: u32 },
+}
+
+impl Registrar {
+    /// Start `who` ("kamailio", "gbgate", "gbgate+queries") and the storm
+    /// spec aimed at it (rate filled in per step).
+    fn start(
+        who: &str,
+        dir: &std::path::Path,
+        transport: integration::storm::StormTransport,
+        secs: u64,
+    ) -> (Registrar, integration::storm::StormSpec) {
+        use integration::storm::{self, Kamailio, StormSpec};
+        // Fewer than the node's registration limit (100,000): a long storm
+        // cycles through them, as devices re-registering after a cut do.
+        let devices = 90_000;
+        let base = |target, node: String, domain: String, pids, queries| StormSpec {
+            target,
+            first_device: format!("{domain}1310000000").parse().unwrap(),
+            node,
+            domain,
+            transport,
+            rate: 0,
+            duration: Duration::from_secs(secs),
+            devices,
+            answer_queries: queries,
+            server_pids: pids,
+            sipp_cpu: 1,
+            dir: dir.to_path_buf(),
+        };
+        if who == "kamailio" {
+            let domain = "3402000000".to_string();
+            let k = Kamailio::start(dir, 29860, &domain, 0, 4).unwrap();
+            let spec = base(
+                "127.0.0.1:29860".parse().unwrap(),
+                format!("{domain}2000000001"),
+                domain,
+                k.pids.clone(),
+                false,
+            );
+            return (Registrar::Kamailio(k), spec);
+        }
+        let queries = who == "gbgate+queries";
+        let tree = TreeSpec {
+            counties: 0,
+            sip_base: 29870,
+            http_base: 29970,
+            keepalive_secs: 60,
+            password: storm::STORM_PASSWORD.into(),
+            query_new_registrants: queries,
+            ..TreeSpec::default()
+        };
+        let cluster = Cluster::start_nodes(dir, tree, FleetSpec::default()).unwrap();
+        let city = cluster.tree.root().clone();
+        let pid = cluster.pid(&city.id).unwrap();
+        storm::pin(pid, 0).unwrap();
+        let spec = base(
+            city.sip,
+            city.id.to_string(),
+            city.id.domain().to_string(),
+            vec![pid],
+            queries,
+        );
+        (
+            Registrar::Gbgate {
+                _cluster: Box::new(cluster),
+                pid,
+            },
+            spec,
+        )
+    }
+
+    fn pss_kib(&self) -> u64 {
+        match self {
+            Registrar::Kamailio(k) => k.pss_kib(),
+            Registrar::Gbgate { pid, .. } => integration::storm::pss_kib(*pid).unwrap_or(0),
+        }
+    }
+}
+
+/// Rising rates against one registrar until a step is not clean; the
+/// summary line names the highest clean rate.
+fn run_storm(
+    base: &integration::storm::StormSpec,
+    rates: &[u32],
+    who: &str,
+    memory_kib: impl Fn() -> u64,
+) -> String {
+    let mut best = None;
+    let mut cpu = f64::NAN;
+    for (i, &rate) in rates.iter().enumerate() {
+        let spec = integration::storm::StormSpec {
+            rate,
+            dir: base.dir.join(format!("rate-{rate}")),
+            // Each step starts where the last left off in the device pool.
+            first_device: base.first_device + (i as u128 * 7_919) % base.devices as u128,
+            ..base.clone()
+        };
+        let r = integration::storm::run(&spec).unwrap();
+        println!("bench: storm {who} {} {}", base.transport.name(), r.line());
+        // The run is valid only if sipp offered what was asked.
+        assert!(
+            r.offered >= u64::from(rate) * spec.duration.as_secs() * 9 / 10,
+            "sipp offered {} of {} registrations: the generator, not the registrar, was the limit",
+            r.offered,
+            u64::from(rate) * spec.duration.as_secs()
+        );
+        if !r.clean() {
+            break;
+        }
+        best = Some(rate);
+        cpu = r.cpu_per_1000();
+    }
+    format!(
+        "storm {who} {} clean_rate={} cpu_per_1000_at_clean={cpu:.3} pss_kib_end={}",
+        base.transport.name(),
+        best.unwrap_or(0),
+        memory_kib()
+    )
+}

@@ -45,6 +45,7 @@ pub(crate) struct RawDefaults {
     pub(crate) linger_secs: Option<Spanned<u64>>,
     pub(crate) media_timeout_secs: Option<Spanned<u64>>,
     pub(crate) media_transport: Option<Spanned<String>>,
+    pub(crate) query_new_registrants: Option<Spanned<bool>>,
 }
 
 /// One `[[node]]` table as written. Required keys are `Option` too, so a
@@ -228,6 +229,7 @@ impl Topology {
             media_timeout_secs: s.media_timeout.map(|d| d.as_secs()),
             media_transport: (s.media_transport != MediaTransport::Udp)
                 .then(|| s.media_transport.as_str().to_owned()),
+            query_new_registrants: (!s.query_new_registrants).then_some(false),
         };
         let nodes = self
             .nodes

@@ -65,6 +65,7 @@
 //! sip_t1_ms = 500                 # SIP timer T1 (unset: RFC 3261's 500 ms)
 //! linger_secs = 30                # a stream without viewers stays open this long
 //! media_timeout_secs = 10         # a stream whose source is silent this long ends
+//! query_new_registrants = true    # ask each new device/child for its catalog (and DeviceInfo)
 //! media_transport = "udp"         # how sources below send media: udp, tcp-passive, tcp-active
 //!
 //! [[node]]

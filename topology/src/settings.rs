@@ -39,6 +39,11 @@ pub struct Settings {
     /// How a node asks the devices and child nodes below it to send media
     /// (`media_transport`: udp, tcp-passive = we listen, tcp-active = we connect).
     pub media_transport: MediaTransport,
+    /// Ask each newly registered device or child for its catalog (and a
+    /// device for its DeviceInfo) (`query_new_registrants`, default true).
+    /// Off where devices push their catalogs themselves, and in the
+    /// REGISTER benchmark's like-for-like run.
+    pub query_new_registrants: bool,
 }
 
 /// RTP transport a node asks its sources for.
@@ -86,6 +91,7 @@ impl Default for Settings {
             linger: None,
             media_timeout: None,
             media_transport: MediaTransport::Udp,
+            query_new_registrants: true,
         }
     }
 }

@@ -56,6 +56,9 @@ pub struct DefaultsSpec {
     /// How nodes ask their sources to send media: udp, tcp-passive, tcp-active.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub media_transport: Option<String>,
+    /// Whether nodes query newly registered devices and children (default true).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub query_new_registrants: Option<bool>,
 }
 
 impl DefaultsSpec {

@@ -225,6 +225,9 @@ impl Checker<'_> {
                 n => settings.media_timeout = Some(Duration::from_secs(n)),
             }
         }
+        if let Some(q) = &raw.query_new_registrants {
+            settings.query_new_registrants = *q.get_ref();
+        }
         if let Some(t) = &raw.media_transport {
             match crate::settings::MediaTransport::parse(t.get_ref()) {
                 Some(m) => settings.media_transport = m,
@@ -1481,6 +1484,41 @@ credentials = "/abs/village.toml"
             &replace("keepalive_interval_secs = 30", "media_transport = \"rtsp\""),
             4,
             "use \"udp\", \"tcp-passive\" or \"tcp-active\"",
+        );
+    }
+
+    #[test]
+    fn new_registrants_are_queried_unless_turned_off() {
+        let t = Topology::parse(
+            &replace(
+                "keepalive_interval_secs = 30",
+                "keepalive_interval_secs = 30",
+            ),
+            "t.toml",
+        )
+        .unwrap();
+        assert!(t.settings().query_new_registrants);
+        let t = Topology::parse(
+            &replace(
+                "keepalive_interval_secs = 30",
+                "query_new_registrants = false",
+            ),
+            "t.toml",
+        )
+        .unwrap();
+        assert!(!t.settings().query_new_registrants);
+        let e = Topology::parse(
+            &replace(
+                "keepalive_interval_secs = 30",
+                "query_new_registrants = \"no\"",
+            ),
+            "t.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("t.toml:4") && e.contains("expected a boolean"),
+            "{e}"
         );
     }
 

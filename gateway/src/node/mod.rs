@@ -732,10 +732,12 @@ impl Node {
             };
             let ev = self.catalog.upsert_registrant(id, item);
             self.emit(ev, now);
-            self.query_registrant(id, "Catalog", now);
-            if kind == RegistrantKind::Device {
-                // Its name, maker and model for the catalog.
-                self.query_registrant(id, "DeviceInfo", now);
+            if self.settings.query_new_registrants {
+                self.query_registrant(id, "Catalog", now);
+                if kind == RegistrantKind::Device {
+                    // Its name, maker and model for the catalog.
+                    self.query_registrant(id, "DeviceInfo", now);
+                }
             }
         }
     }
