@@ -10,6 +10,7 @@ use gbgate::api::{CatalogEntry, CatalogPage, TopologyView};
 use gbgate::node::Node;
 use gbgate::runtime::Running;
 use gbgate::streams::{StreamManager, StreamSettings};
+use gbgate::transport::QuicSetup;
 use tokio_util::sync::CancellationToken;
 use topology::{GbId, Topology};
 
@@ -488,10 +489,13 @@ async fn run(path: PathBuf, node: String, mut sharing: Sharing) -> Result<()> {
         }
         None => None,
     };
-    let (mut running, handle) = Running::bind(node, cfg.quic, shutdown.clone()).await?;
-    if let Some(writer) = audit {
-        running.set_audit(writer);
-    }
+    let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
+    let quic = cfg.quic.map(|q| QuicSetup {
+        runtime: Some(tokio::runtime::Handle::current()),
+        ..q
+    });
+    let (sip, handle, quic_links) =
+        spawn_sip_loop(node, quic, audit, events_tx, shutdown.clone()).await?;
     if let Some(status) = &status {
         let (files, h, st, sd) = (
             sharing.policy.clone(),
@@ -505,9 +509,7 @@ async fn run(path: PathBuf, node: String, mut sharing: Sharing) -> Result<()> {
             }
         });
     }
-    let streams = StreamManager::new(handle.clone(), media, running.quic_links());
-    let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
-    running.set_call_events(events_tx);
+    let streams = StreamManager::new(handle.clone(), media, quic_links);
     tokio::spawn(streams.clone().run_events(events_rx));
     let access = match (&sharing.grants, &status) {
         (Some(grants), Some(status)) => {
@@ -576,8 +578,66 @@ async fn run(path: PathBuf, node: String, mut sharing: Sharing) -> Result<()> {
         tracing::info!("shutting down");
         sd.cancel();
     });
-    running.run(Duration::from_secs(2)).await;
+    tokio::task::spawn_blocking(move || sip.join())
+        .await
+        .context("waiting for the SIP loop")?
+        .map_err(|_| anyhow::anyhow!("the SIP loop panicked"))?;
     Ok(())
+}
+
+/// Start the node's SIP loop on a thread of its own, with a single-threaded
+/// runtime that also runs its UDP and TCP sockets: a message goes from the
+/// socket to the node and its answer back to the socket without crossing
+/// threads (a thread hand-off per message cost more CPU than parsing it,
+/// and most of a REGISTER storm's context switches). HTTP, media and QUIC
+/// stay on the multi-threaded runtime and reach the node through its
+/// handle. Returns when the sockets are bound (or could not be).
+async fn spawn_sip_loop(
+    node: Node,
+    quic: Option<QuicSetup>,
+    audit: Option<policy::audit::AuditWriter>,
+    events: tokio::sync::mpsc::UnboundedSender<gbgate::node::CallEvent>,
+    shutdown: CancellationToken,
+) -> Result<(
+    std::thread::JoinHandle<()>,
+    gbgate::runtime::NodeHandle,
+    Option<gbgate::transport::QuicLinks>,
+)> {
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let thread = std::thread::Builder::new()
+        .name("gbgate-sip".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(anyhow::Error::from(e)));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let (mut running, handle) = match Running::bind(node, quic, shutdown).await {
+                    Ok(x) => x,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.into()));
+                        return;
+                    }
+                };
+                if let Some(writer) = audit {
+                    running.set_audit(writer);
+                }
+                running.set_call_events(events);
+                let _ = ready_tx.send(Ok((handle, running.quic_links())));
+                running.run(Duration::from_secs(2)).await;
+            });
+        })
+        .context("starting the SIP thread")?;
+    let (handle, quic_links) = ready_rx
+        .await
+        .context("the SIP thread stopped while binding")??;
+    Ok((thread, handle, quic_links))
 }
 
 fn policy_command(cmd: PolicyCommand) -> Result<()> {

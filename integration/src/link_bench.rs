@@ -648,6 +648,7 @@ fn setup(
         key: pki.join(format!("{node}.key")),
         children: child.into_iter().collect(),
         parent,
+        runtime: None,
     }
 }
 

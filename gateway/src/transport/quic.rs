@@ -86,6 +86,10 @@ pub struct QuicSetup {
     pub children: HashSet<GbId>,
     /// The parent to dial, with its QUIC address, when the link up is QUIC.
     pub parent: Option<(GbId, SocketAddr)>,
+    /// The runtime the links run on; `None`: the caller's. The node's SIP
+    /// loop has a thread of its own, and QUIC links carry media too, which
+    /// belongs on the multi-threaded runtime with the hubs.
+    pub runtime: Option<tokio::runtime::Handle>,
 }
 
 impl QuicSetup {
@@ -115,6 +119,7 @@ impl QuicSetup {
             key: dir.join(format!("{id}.key")),
             children,
             parent,
+            runtime: None,
         })
     }
 }
@@ -333,6 +338,8 @@ impl QuicLinks {
         limits: Limits,
         shutdown: CancellationToken,
     ) -> Result<QuicLinks, QuicError> {
+        let runtime = setup.runtime.clone();
+        let _on = runtime.as_ref().map(tokio::runtime::Handle::enter);
         let client = client_config(&setup)?;
         let server = match setup.listen {
             Some(_) => Some(server_config(&setup)?),
