@@ -1180,6 +1180,83 @@ fn a_refused_register_does_not_tell_an_unknown_id_from_a_wrong_password() {
     assert!(!format!("{:?}", visible(&known)).contains("password"));
 }
 
+/// Send `req` from `peer`; the node's final answer.
+fn answer_to(node: &mut Node, now: Instant, peer: Peer, req: &Request) -> Response {
+    node.handle_inbound(
+        Inbound::Message {
+            peer,
+            message: Message::Request(req.clone()),
+        },
+        now,
+    );
+    let mut out = Vec::new();
+    node.drain_transmits(&mut out);
+    out.into_iter()
+        .rev()
+        .find_map(|t| match Message::parse(&t.data) {
+            Ok(Message::Response(r)) if r.status >= 200 => Some(r),
+            _ => None,
+        })
+        .expect("a final answer")
+}
+
+#[test]
+fn a_retransmitted_register_is_answered_again_and_a_replay_is_challenged() {
+    // REGISTER is answered without a transaction: the node must still give
+    // a retransmission (its 200 was lost) the same answer, and refuse the
+    // same credentials in any other request.
+    let now = Instant::now();
+    let creds = Credentials::parse(
+        "[devices]\n\"35010201001320000001\" = \"right\"\n",
+        "creds.toml",
+    )
+    .unwrap();
+    let mut node = village_without_parent(creds, now);
+    let device = "35010201001320000001";
+    let dev = Agent {
+        id: GbId::parse(device).unwrap(),
+        addr: udp(3).addr,
+    };
+    let target = Target {
+        id: VILLAGE,
+        host: "127.0.0.1:2".into(),
+        transport: Transport::Udp,
+    };
+    let request = |cseq: u32, auth: Option<&str>| {
+        let mut req = dev.request(Method::Register, &target, cseq, Some("reg-r"), None);
+        req.headers.set("Expires", "3600");
+        if let Some(a) = auth {
+            req.headers.set("Authorization", a);
+        }
+        req
+    };
+    let first = answer_to(&mut node, now, udp(3), &request(1, None));
+    assert_eq!(first.status, 401);
+    let challenge =
+        gbgate::sip::auth::Challenge::parse(first.headers.get("WWW-Authenticate").unwrap())
+            .unwrap();
+    let uri = format!("sip:{VILLAGE}@3501020100");
+    let auth =
+        gbgate::sip::auth::answer(&challenge, "REGISTER", &uri, device, "right", 1, "c0ffee")
+            .to_header_value();
+    let authed = request(2, Some(&auth));
+    assert_eq!(answer_to(&mut node, now, udp(3), &authed).status, 200);
+    // The same request again: the same answer, twice.
+    for _ in 0..2 {
+        assert_eq!(answer_to(&mut node, now, udp(3), &authed).status, 200);
+    }
+    // The same credentials in a new request, or from another port: replay.
+    let replay = answer_to(&mut node, now, udp(3), &request(3, Some(&auth)));
+    assert_eq!(replay.status, 401);
+    assert!(replay
+        .headers
+        .get("WWW-Authenticate")
+        .unwrap()
+        .contains("stale=true"));
+    let elsewhere = answer_to(&mut node, now, udp(9), &authed);
+    assert_eq!(elsewhere.status, 401);
+}
+
 /// One REGISTER for `device` from `peer`, without credentials; the node's
 /// final answer.
 fn register_once(node: &mut Node, now: Instant, peer: Peer, device: &str) -> Response {

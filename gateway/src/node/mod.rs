@@ -149,6 +149,9 @@ pub struct Node {
     credentials: Arc<Credentials>,
     tx: TransactionLayer<Token>,
     registrar: Registrar,
+    /// Keys the REGISTER fingerprints (random per process, so nobody can
+    /// make one request's fingerprint match another's).
+    fingerprint_key: std::collections::hash_map::RandomState,
     registry: Registry,
     catalog: Catalog,
     /// The topology's parent first (if any), then each upper platform.
@@ -360,6 +363,7 @@ impl Node {
             agent,
             tx: TransactionLayer::new(settings.sip_timers, settings.max_transactions),
             registrar,
+            fingerprint_key: std::collections::hash_map::RandomState::new(),
             registry: Registry::default(),
             uplinks,
             catalog_queries: HashMap::new(),
@@ -546,6 +550,23 @@ impl Node {
         }
     }
 
+    /// Answer a request that has no server transaction (REGISTER).
+    fn respond_stateless(&mut self, req: &Request, peer: Peer, mut resp: Response) {
+        metrics::counter!("gbgate_sip_responses_sent_total",
+            "method" => method_label(&req.method), "code" => resp.status.to_string())
+        .increment(1);
+        resp.headers.push("User-Agent", USER_AGENT);
+        self.transmits.push(Transmit {
+            peer,
+            data: resp.to_bytes(),
+        });
+    }
+
+    fn reply_stateless(&mut self, req: &Request, peer: Peer, status: u16) {
+        let resp = Response::to_request(req, status, Some(&crate::sip::header::new_tag()));
+        self.respond_stateless(req, peer, resp);
+    }
+
     fn reply(&mut self, req: &Request, status: u16, now: Instant) {
         let resp = Response::to_request(req, status, Some(&crate::sip::header::new_tag()));
         self.respond(req, resp, now);
@@ -557,6 +578,18 @@ impl Node {
             .increment(1);
         if req.method == Method::Ack {
             return self.on_ack(&req, now);
+        }
+        if req.method == Method::Register {
+            // Answered statelessly (RFC 3261 §8.2.7), as registrars under
+            // storm load do: no transaction per REGISTER to keep for 64·T1.
+            // A retransmission is judged again, and the replay ledger tells
+            // it from a replay (registry::replay).
+            if let Some(accept) = unsupported_body(&req) {
+                let mut r = Response::to_request(&req, 415, Some(&crate::sip::header::new_tag()));
+                r.headers.push("Accept", accept);
+                return self.respond_stateless(&req, peer, r);
+            }
+            return self.handle_register(&req, peer, now);
         }
         match self.tx.handle_request(&req, peer, now) {
             Ok(Incoming::New) => {}
@@ -602,26 +635,26 @@ impl Node {
                 // for it (the challenge does not depend on who asks).
                 let decision =
                     self.registrar
-                        .decide(peer.addr.ip(), "", None, None, now, unix_time());
+                        .decide(peer.addr.ip(), "", None, None, 0, now, unix_time());
                 if let AuthDecision::Challenge(c) = decision {
                     let mut r =
                         Response::to_request(req, 401, Some(&crate::sip::header::new_tag()));
                     r.headers.push("WWW-Authenticate", c.to_header_value());
-                    return self.respond(req, r, now);
+                    return self.respond_stateless(req, peer, r);
                 }
-                return self.reply(req, 403, now);
+                return self.reply_stateless(req, peer, 403);
             }
             Err(RegistrantId::None) => {
                 let mut r = Response::to_request(req, 400, None);
                 r.reason = "No 20-digit GB/T 28181 ID in To, From or the digest username".into();
-                return self.respond(req, r, now);
+                return self.respond_stateless(req, peer, r);
             }
         };
         if self.registry.get(&id).is_none()
             && self.registry.len() >= self.settings.max_registrations
         {
             tracing::warn!(%id, limit = self.settings.max_registrations, "registration limit reached");
-            return self.reply(req, 503, now);
+            return self.reply_stateless(req, peer, 503);
         }
         let decision = match peer.proves(&id) {
             // The QUIC link proved who this is by its certificate: no
@@ -630,11 +663,13 @@ impl Node {
             Some(false) => AuthDecision::Forbidden("the link's certificate names another node"),
             None => {
                 let password = self.credentials.password_for(&id);
+                let fingerprint = self.request_fingerprint(req, peer);
                 self.registrar.decide(
                     peer.addr.ip(),
                     id.as_str(),
                     req.headers.get("Authorization"),
                     password,
+                    fingerprint,
                     now,
                     unix_time(),
                 )
@@ -644,7 +679,7 @@ impl Node {
             AuthDecision::Challenge(c) => {
                 let mut r = Response::to_request(req, 401, Some(&crate::sip::header::new_tag()));
                 r.headers.push("WWW-Authenticate", c.to_header_value());
-                self.respond(req, r, now);
+                self.respond_stateless(req, peer, r);
             }
             AuthDecision::Forbidden(reason) => {
                 metrics::counter!("gbgate_register_rejected_total").increment(1);
@@ -656,10 +691,21 @@ impl Node {
                 r.reason = "Forbidden".into();
                 r.headers
                     .push("Warning", "399 gbgate \"authentication failed\"");
-                self.respond(req, r, now);
+                self.respond_stateless(req, peer, r);
             }
             AuthDecision::Accept => self.accept_register(req, id, peer, now),
         }
+    }
+
+    /// What identifies one REGISTER request across its retransmissions:
+    /// its Call-ID, CSeq number and source, under the process's key.
+    fn request_fingerprint(&self, req: &Request, peer: Peer) -> u64 {
+        use std::hash::BuildHasher as _;
+        self.fingerprint_key.hash_one((
+            req.call_id().unwrap_or_default(),
+            req.cseq().map(|c| c.seq),
+            peer.addr,
+        ))
     }
 
     fn accept_register(&mut self, req: &Request, id: GbId, peer: Peer, now: Instant) {
@@ -680,7 +726,7 @@ impl Node {
         }
         r.headers.push("Expires", granted.to_string());
         r.headers.push("Date", gb_date());
-        self.respond(req, r, now);
+        self.respond_stateless(req, peer, r);
         if granted == 0 {
             if self.registry.unregister(&id).is_some() {
                 tracing::info!(%id, "unregistered");
@@ -1486,6 +1532,7 @@ impl Node {
         self.forwards.retain(|_, f| now.duration_since(f.at) <= ttl);
         self.sweep_queries(now);
         self.registrar.prune(now);
+        self.registrar.expire_nonces(unix_time());
         self.sweep_calls(now, self.settings.invite_timeout);
         let (c, s) = self.tx.open();
         metrics::gauge!("gbgate_sip_transactions_open").set((c + s) as f64);

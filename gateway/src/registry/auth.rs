@@ -1,21 +1,27 @@
 //! Digest authentication of REGISTER, as a registrar.
 //!
-//! Nonces are stateless (an HMAC of issue time and source IP under a
-//! per-process key), so a REGISTER flood costs no memory before a challenge
-//! is answered. State is kept only for sources that failed (lock-out) and for
-//! nonces that succeeded with `qop=auth` (nonce-count replay). Both tables
-//! are bounded. They are plain maps driven by `now` rather than caches
-//! so that tests control time exactly.
+//! Nonces are stateless (an HMAC of issue time, serial and source IP under
+//! a per-process key). State is kept for sources that failed (lock-out, a
+//! bounded map) and, per nonce minted within its lifetime, how it was used
+//! ([`super::replay::ReplayLedger`]: 8 bytes a nonce, no pause to prune).
+//! Both are driven by `now` rather than caches so that tests control time
+//! exactly.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use super::replay::{NonceUse, ReplayLedger};
 use crate::settings::Settings;
 use crate::sip::auth::{Challenge, DigestCredentials, NonceError, NonceMinter};
 
-/// Bound on each of the failure and nonce-count tables.
+/// Bound on the failure table.
 const MAX_TRACKED: usize = 100_000;
+
+/// Most nonces the replay ledger holds: 13,000 challenges a second over the
+/// default 300 s lifetime, 32 MiB at most. Beyond it the oldest are
+/// forgotten and their users challenged again.
+const MAX_NONCES: usize = 4_000_000;
 
 /// The registrar's verdict on one REGISTER.
 #[derive(Debug, PartialEq, Eq)]
@@ -44,7 +50,7 @@ pub struct Registrar {
     lockout_window: Duration,
     lockout_duration: Duration,
     failures: HashMap<(IpAddr, String), Failures>,
-    nonce_counts: HashMap<String, (u32, Instant)>,
+    nonces: ReplayLedger,
     /// A password no device has, checked for unknown IDs.
     decoy: String,
 }
@@ -60,7 +66,7 @@ impl Registrar {
             lockout_window: settings.lockout_window,
             lockout_duration: settings.lockout_duration,
             failures: HashMap::new(),
-            nonce_counts: HashMap::new(),
+            nonces: ReplayLedger::new(settings.nonce_lifetime.as_secs(), MAX_NONCES),
             decoy: format!("{:032x}", rand::random::<u128>()),
         }
     }
@@ -70,10 +76,12 @@ impl Registrar {
         &self.realm
     }
 
-    fn challenge(&self, source: IpAddr, unix_now: u64, stale: bool) -> Challenge {
+    fn challenge(&mut self, source: IpAddr, unix_now: u64, stale: bool) -> Challenge {
+        let (nonce, serial) = self.minter.mint_serial(unix_now, source);
+        self.nonces.minted(serial, unix_now);
         Challenge {
             realm: self.realm.clone(),
-            nonce: self.minter.mint(unix_now, source),
+            nonce,
             opaque: None,
             algorithm: Some("MD5".into()),
             // Offered, not required: devices that ignore qop answer in the
@@ -93,12 +101,18 @@ impl Registrar {
 
     /// Judge a REGISTER from `source` claiming `user`, given its Authorization
     /// header (if any) and the password on file (None: unknown user).
+    /// `fingerprint` identifies the request (a keyed hash of its Call-ID,
+    /// CSeq and source address): REGISTER is answered statelessly, and the
+    /// same request seen again is a retransmission, answered again, not a
+    /// replay.
+    #[allow(clippy::too_many_arguments)]
     pub fn decide(
         &mut self,
         source: IpAddr,
         user: &str,
         authorization: Option<&str>,
         password: Option<&str>,
+        fingerprint: u64,
         now: Instant,
         unix_now: u64,
     ) -> AuthDecision {
@@ -113,20 +127,20 @@ impl Registrar {
             // nothing: a fresh challenge.
             return AuthDecision::Challenge(self.challenge(source, unix_now, false));
         };
-        match self.minter.validate(
+        let serial = match self.minter.validate_serial(
             &creds.nonce,
             unix_now,
             source,
             self.nonce_lifetime.as_secs(),
         ) {
-            Ok(_) => {}
+            Ok((_, serial)) => serial,
             Err(NonceError::Expired { .. }) | Err(NonceError::FromTheFuture) => {
                 return AuthDecision::Challenge(self.challenge(source, unix_now, true));
             }
             // A nonce we did not issue to this source (or from before a restart):
             // challenge afresh rather than count it as a wrong password.
             Err(_) => return AuthDecision::Challenge(self.challenge(source, unix_now, false)),
-        }
+        };
         if creds.realm != self.realm || creds.username != user {
             self.fail(source, user, now);
             return AuthDecision::Forbidden("username or realm does not match the registrant");
@@ -154,21 +168,23 @@ impl Registrar {
             },
             None => 0,
         };
-        let fresh = self
-            .nonce_counts
-            .get(&creds.nonce)
-            .is_none_or(|(last, _)| creds.qop.is_some() && nc > *last);
-        if !fresh {
-            // A replayed request: force a new nonce rather than trust it.
-            return AuthDecision::Challenge(self.challenge(source, unix_now, true));
+        match self
+            .nonces
+            .use_nonce(serial, nc, creds.qop.is_some(), fingerprint)
+        {
+            NonceUse::Fresh => {}
+            NonceUse::Retransmission => {
+                metrics::counter!("gbgate_register_retransmissions_total").increment(1);
+            }
+            // A replayed request, or a nonce no longer tracked: force a new
+            // nonce rather than trust it.
+            NonceUse::Replay | NonceUse::Unknown => {
+                return AuthDecision::Challenge(self.challenge(source, unix_now, true));
+            }
         }
-        if self.nonce_counts.len() >= MAX_TRACKED {
-            self.prune(now);
+        if !self.failures.is_empty() {
+            self.failures.remove(&(source, user.to_owned()));
         }
-        if self.nonce_counts.len() < MAX_TRACKED {
-            self.nonce_counts.insert(creds.nonce.clone(), (nc, now));
-        }
-        self.failures.remove(&(source, user.to_owned()));
         AuthDecision::Accept
     }
 
@@ -206,9 +222,12 @@ impl Registrar {
             Some(until) => now < until,
             None => now.duration_since(f.window_start) <= window,
         });
-        let life = self.nonce_lifetime;
-        self.nonce_counts
-            .retain(|_, (_, at)| now.duration_since(*at) <= life);
+    }
+
+    /// Forget nonces issued before the nonce lifetime ended (they fail
+    /// validation anyway).
+    pub fn expire_nonces(&mut self, unix_now: u64) {
+        self.nonces.expire(unix_now);
     }
 }
 
@@ -218,6 +237,8 @@ mod tests {
     use crate::sip::auth::answer;
 
     const USER: &str = "35010201001320000001";
+    /// The fingerprint of "the request" in tests that send one.
+    const FP: u64 = 0x5eed;
 
     fn registrar() -> Registrar {
         Registrar::new(
@@ -242,17 +263,17 @@ mod tests {
     fn challenge_then_accept_then_wrong_password() {
         let mut r = registrar();
         let now = Instant::now();
-        let c = challenge_of(r.decide(ip(1), USER, None, Some("pw"), now, 1000));
+        let c = challenge_of(r.decide(ip(1), USER, None, Some("pw"), FP, now, 1000));
         assert_eq!(c.realm, "3501020100");
         let uri = "sip:35010201002000000001@3501020100";
         let good = answer(&c, "REGISTER", uri, USER, "pw", 1, "abc").to_header_value();
         assert_eq!(
-            r.decide(ip(1), USER, Some(&good), Some("pw"), now, 1001),
+            r.decide(ip(1), USER, Some(&good), Some("pw"), FP, now, 1001),
             AuthDecision::Accept
         );
         let bad = answer(&c, "REGISTER", uri, USER, "nope", 1, "abc").to_header_value();
         assert!(matches!(
-            r.decide(ip(1), USER, Some(&bad), Some("pw"), now, 1001),
+            r.decide(ip(1), USER, Some(&bad), Some("pw"), FP, now, 1001),
             AuthDecision::Forbidden("wrong password")
         ));
     }
@@ -261,11 +282,11 @@ mod tests {
     fn expired_nonce_is_stale_and_other_source_rechallenged() {
         let mut r = registrar();
         let now = Instant::now();
-        let c = challenge_of(r.decide(ip(1), USER, None, Some("pw"), now, 1000));
+        let c = challenge_of(r.decide(ip(1), USER, None, Some("pw"), FP, now, 1000));
         let a = answer(&c, "REGISTER", "sip:x@y", USER, "pw", 1, "abc").to_header_value();
-        let stale = challenge_of(r.decide(ip(1), USER, Some(&a), Some("pw"), now, 1000 + 301));
+        let stale = challenge_of(r.decide(ip(1), USER, Some(&a), Some("pw"), FP, now, 1000 + 301));
         assert!(stale.stale);
-        let other = challenge_of(r.decide(ip(2), USER, Some(&a), Some("pw"), now, 1001));
+        let other = challenge_of(r.decide(ip(2), USER, Some(&a), Some("pw"), FP, now, 1001));
         assert!(!other.stale);
     }
 
@@ -273,36 +294,36 @@ mod tests {
     fn lockout_after_repeated_failures_and_release() {
         let mut r = registrar();
         let now = Instant::now();
-        let c = challenge_of(r.decide(ip(3), USER, None, Some("pw"), now, 1000));
+        let c = challenge_of(r.decide(ip(3), USER, None, Some("pw"), FP, now, 1000));
         let bad = answer(&c, "REGISTER", "sip:x@y", USER, "bad", 1, "abc").to_header_value();
         for _ in 0..5 {
             assert!(matches!(
-                r.decide(ip(3), USER, Some(&bad), Some("pw"), now, 1000),
+                r.decide(ip(3), USER, Some(&bad), Some("pw"), FP, now, 1000),
                 AuthDecision::Forbidden(_)
             ));
         }
         let good = answer(&c, "REGISTER", "sip:x@y", USER, "pw", 1, "abc").to_header_value();
         assert!(matches!(
-            r.decide(ip(3), USER, Some(&good), Some("pw"), now, 1000),
+            r.decide(ip(3), USER, Some(&good), Some("pw"), FP, now, 1000),
             AuthDecision::Forbidden("source locked out after repeated failures")
         ));
         // Another source, or another device at the same source, is unaffected.
         assert!(matches!(
-            r.decide(ip(4), USER, None, Some("pw"), now, 1000),
+            r.decide(ip(4), USER, None, Some("pw"), FP, now, 1000),
             AuthDecision::Challenge(_)
         ));
         let other = "35010201001320000002";
-        let c3 = challenge_of(r.decide(ip(3), other, None, Some("pw"), now, 1000));
+        let c3 = challenge_of(r.decide(ip(3), other, None, Some("pw"), FP, now, 1000));
         let good3 = answer(&c3, "REGISTER", "sip:x@y", other, "pw", 1, "abc").to_header_value();
         assert_eq!(
-            r.decide(ip(3), other, Some(&good3), Some("pw"), now, 1000),
+            r.decide(ip(3), other, Some(&good3), Some("pw"), FP, now, 1000),
             AuthDecision::Accept
         );
         let later = now + Duration::from_secs(301);
-        let c2 = challenge_of(r.decide(ip(3), USER, None, Some("pw"), later, 1301));
+        let c2 = challenge_of(r.decide(ip(3), USER, None, Some("pw"), FP, later, 1301));
         let good2 = answer(&c2, "REGISTER", "sip:x@y", USER, "pw", 1, "abc").to_header_value();
         assert_eq!(
-            r.decide(ip(3), USER, Some(&good2), Some("pw"), later, 1301),
+            r.decide(ip(3), USER, Some(&good2), Some("pw"), FP, later, 1301),
             AuthDecision::Accept
         );
     }
@@ -311,21 +332,26 @@ mod tests {
     fn nonce_count_replay_is_refused() {
         let mut r = registrar();
         let now = Instant::now();
-        let mut c = challenge_of(r.decide(ip(5), USER, None, Some("pw"), now, 1000));
+        let mut c = challenge_of(r.decide(ip(5), USER, None, Some("pw"), FP, now, 1000));
         c.qop = Some("auth".into());
         let first = answer(&c, "REGISTER", "sip:x@y", USER, "pw", 1, "abc").to_header_value();
         assert_eq!(
-            r.decide(ip(5), USER, Some(&first), Some("pw"), now, 1000),
+            r.decide(ip(5), USER, Some(&first), Some("pw"), FP, now, 1000),
             AuthDecision::Accept
         );
-        // The very same header again: replay.
+        // The very same request again (its 200 was lost): answered again.
+        assert_eq!(
+            r.decide(ip(5), USER, Some(&first), Some("pw"), FP, now, 1000),
+            AuthDecision::Accept
+        );
+        // The same header in another request: replay.
         assert!(matches!(
-            r.decide(ip(5), USER, Some(&first), Some("pw"), now, 1000),
+            r.decide(ip(5), USER, Some(&first), Some("pw"), FP + 1, now, 1000),
             AuthDecision::Challenge(_)
         ));
         let second = answer(&c, "REGISTER", "sip:x@y", USER, "pw", 2, "abd").to_header_value();
         assert_eq!(
-            r.decide(ip(5), USER, Some(&second), Some("pw"), now, 1000),
+            r.decide(ip(5), USER, Some(&second), Some("pw"), FP, now, 1000),
             AuthDecision::Accept
         );
     }
@@ -334,15 +360,15 @@ mod tests {
     fn without_qop_a_nonce_serves_once() {
         let mut r = registrar();
         let now = Instant::now();
-        let mut c = challenge_of(r.decide(ip(7), USER, None, Some("pw"), now, 1000));
+        let mut c = challenge_of(r.decide(ip(7), USER, None, Some("pw"), FP, now, 1000));
         assert_eq!(c.qop.as_deref(), Some("auth"), "qop is offered");
         c.qop = None; // an RFC 2069 device ignores it
         let a = answer(&c, "REGISTER", "sip:x@y", USER, "pw", 1, "abc").to_header_value();
         assert_eq!(
-            r.decide(ip(7), USER, Some(&a), Some("pw"), now, 1000),
+            r.decide(ip(7), USER, Some(&a), Some("pw"), FP, now, 1000),
             AuthDecision::Accept
         );
-        let again = challenge_of(r.decide(ip(7), USER, Some(&a), Some("pw"), now, 1001));
+        let again = challenge_of(r.decide(ip(7), USER, Some(&a), Some("pw"), FP + 1, now, 1001));
         assert!(again.stale);
     }
 
@@ -352,7 +378,15 @@ mod tests {
         let now = Instant::now();
         for _ in 0..10 {
             assert!(matches!(
-                r.decide(ip(8), USER, Some("Digest garbage"), Some("pw"), now, 1000),
+                r.decide(
+                    ip(8),
+                    USER,
+                    Some("Digest garbage"),
+                    Some("pw"),
+                    FP,
+                    now,
+                    1000
+                ),
                 AuthDecision::Challenge(_)
             ));
         }
@@ -363,10 +397,10 @@ mod tests {
     fn unknown_user_is_forbidden() {
         let mut r = registrar();
         let now = Instant::now();
-        let c = challenge_of(r.decide(ip(6), USER, None, None, now, 1000));
+        let c = challenge_of(r.decide(ip(6), USER, None, None, FP, now, 1000));
         let a = answer(&c, "REGISTER", "sip:x@y", USER, "pw", 1, "abc").to_header_value();
         assert!(matches!(
-            r.decide(ip(6), USER, Some(&a), None, now, 1000),
+            r.decide(ip(6), USER, Some(&a), None, FP, now, 1000),
             AuthDecision::Forbidden(_)
         ));
     }

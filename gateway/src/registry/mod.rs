@@ -4,6 +4,7 @@
 //! process's own clock being monotonic only).
 
 mod auth;
+pub mod replay;
 
 pub use auth::{AuthDecision, Registrar};
 

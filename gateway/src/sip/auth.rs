@@ -624,13 +624,20 @@ impl NonceMinter {
 
     /// Mint a nonce for a challenge sent to `source` at `now_unix`.
     pub fn mint(&self, now_unix: u64, source: IpAddr) -> String {
+        self.mint_serial(now_unix, source).0
+    }
+
+    /// [`Self::mint`], with the nonce's serial: serials count up from 0 in
+    /// minting order, so a replay ledger can index nonces by them.
+    pub fn mint_serial(&self, now_unix: u64, source: IpAddr) -> (String, u32) {
         let serial = self
             .serial
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        format!(
+        let nonce = format!(
             "{now_unix:x}.{serial:x}.{}",
             to_hex(&self.mac(now_unix, serial, source))
-        )
+        );
+        (nonce, serial)
     }
 
     /// Check a nonce echoed by `source`: well-formed, minted by us for that
@@ -643,6 +650,18 @@ impl NonceMinter {
         source: IpAddr,
         max_age_secs: u64,
     ) -> Result<u64, NonceError> {
+        self.validate_serial(nonce, now_unix, source, max_age_secs)
+            .map(|(issued, _)| issued)
+    }
+
+    /// [`Self::validate`], with the nonce's serial.
+    pub fn validate_serial(
+        &self,
+        nonce: &str,
+        now_unix: u64,
+        source: IpAddr,
+        max_age_secs: u64,
+    ) -> Result<(u64, u32), NonceError> {
         let (time_hex, rest) = nonce.split_once('.').ok_or(NonceError::Malformed)?;
         let (serial_hex, mac_hex) = rest.split_once('.').ok_or(NonceError::Malformed)?;
         if serial_hex.is_empty()
@@ -683,7 +702,7 @@ impl NonceMinter {
         if age_secs > max_age_secs {
             return Err(NonceError::Expired { age_secs });
         }
-        Ok(issued)
+        Ok((issued, serial))
     }
 }
 
