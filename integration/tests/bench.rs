@@ -978,6 +978,7 @@ impl Registrar {
             rate: 0,
             duration: Duration::from_secs(secs),
             devices,
+            offset: 0,
             answer_queries: queries,
             server_pids: pids,
             sipp_cpu: 1,
@@ -1043,14 +1044,15 @@ fn run_storm(
 ) -> String {
     let mut best = None;
     let mut cpu = f64::NAN;
-    for (i, &rate) in rates.iter().enumerate() {
+    let mut offset = 0;
+    for &rate in rates {
         let spec = integration::storm::StormSpec {
             rate,
             dir: base.dir.join(format!("rate-{rate}")),
-            // Each step starts where the last left off in the device pool.
-            first_device: base.first_device + (i as u128 * 7_919) % base.devices as u128,
+            offset,
             ..base.clone()
         };
+        offset = (offset + rate as usize * spec.duration.as_secs() as usize) % base.devices;
         let r = integration::storm::run(&spec).unwrap();
         println!("bench: storm {who} {} {}", base.transport.name(), r.line());
         // The run is valid only if sipp offered what was asked.
