@@ -321,6 +321,7 @@ impl Running {
                 m = self.inbound.recv() => {
                     let Some(m) = m else { break };
                     let now = Instant::now();
+                    self.node.set_backlog(self.inbound.len());
                     self.node.handle_inbound(m, now);
                     // Drain what else is queued, in a bounded batch so timers
                     // (retransmissions, keepalives) still run under load.

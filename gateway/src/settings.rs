@@ -29,6 +29,12 @@ pub struct Settings {
     pub lockout_window: Duration,
     /// How long a locked-out source is refused.
     pub lockout_duration: Duration,
+    /// Messages waiting for the node beyond which it is overloaded: a new
+    /// REGISTER (one without credentials) is then answered 503 with a
+    /// Retry-After at once, so the registrations already under way finish
+    /// and the device comes back later, instead of every request waiting
+    /// until its sender retransmits.
+    pub overload_backlog: usize,
     /// Most devices and child nodes registered at once.
     pub max_registrations: usize,
     /// Most open SIP transactions at once.
@@ -103,6 +109,7 @@ impl Default for Settings {
             catalog_window: 16,
             catalog_flush_delay: Duration::from_millis(100),
             max_event_backlog: 500_000,
+            overload_backlog: 2_000,
             catalog_resync_min: Duration::from_secs(30),
             sip_timers: Timers::default(),
             max_calls: 20_000,

@@ -1257,6 +1257,72 @@ fn a_retransmitted_register_is_answered_again_and_a_replay_is_challenged() {
     assert_eq!(elsewhere.status, 401);
 }
 
+#[test]
+fn an_overloaded_node_defers_new_registrations_and_finishes_those_under_way() {
+    let now = Instant::now();
+    let creds = Credentials::parse(
+        "[devices]\n\"35010201001320000001\" = \"right\"\n",
+        "creds.toml",
+    )
+    .unwrap();
+    let mut node = village_without_parent(creds, now);
+    let device = "35010201001320000001";
+    let dev = Agent {
+        id: GbId::parse(device).unwrap(),
+        addr: udp(3).addr,
+    };
+    let target = Target {
+        id: VILLAGE,
+        host: "127.0.0.1:2".into(),
+        transport: Transport::Udp,
+    };
+    let request = |cseq: u32, call: &str, auth: Option<&str>| {
+        let mut req = dev.request(Method::Register, &target, cseq, Some(call), None);
+        req.headers.set("Expires", "3600");
+        if let Some(a) = auth {
+            req.headers.set("Authorization", a);
+        }
+        req
+    };
+    // A registration under way: challenged before the storm.
+    let first = answer_to(&mut node, now, udp(3), &request(1, "a", None));
+    assert_eq!(first.status, 401);
+    let challenge =
+        gbgate::sip::auth::Challenge::parse(first.headers.get("WWW-Authenticate").unwrap())
+            .unwrap();
+    let uri = format!("sip:{VILLAGE}@3501020100");
+    let auth =
+        gbgate::sip::auth::answer(&challenge, "REGISTER", &uri, device, "right", 1, "c0ffee")
+            .to_header_value();
+    node.set_backlog(Settings::default().overload_backlog + 1);
+    // New attempts: 503 with a Retry-After of 10-40 s, spread by request.
+    let mut waits = HashSet::new();
+    for i in 0..50 {
+        let r = answer_to(
+            &mut node,
+            now,
+            udp(3),
+            &request(1, &format!("new-{i}"), None),
+        );
+        assert_eq!(r.status, 503);
+        let wait: u64 = r.headers.get("Retry-After").unwrap().parse().unwrap();
+        assert!((10..=40).contains(&wait), "{wait}");
+        waits.insert(wait);
+    }
+    assert!(waits.len() > 10, "spread: {waits:?}");
+    // The one whose second leg arrives is finished.
+    assert_eq!(
+        answer_to(&mut node, now, udp(3), &request(2, "a", Some(&auth))).status,
+        200
+    );
+    // Backlog cleared: new attempts are challenged again.
+    node.set_backlog(0);
+    assert_eq!(
+        answer_to(&mut node, now, udp(3), &request(1, "b", None)).status,
+        401
+    );
+}
+
 /// One REGISTER for `device` from `peer`, without credentials; the node's
 /// final answer.
 fn register_once(node: &mut Node, now: Instant, peer: Peer, device: &str) -> Response {

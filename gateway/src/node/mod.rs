@@ -168,6 +168,10 @@ pub struct Node {
     next_sweep: Instant,
     transmits: Vec<Transmit>,
     shutting_down: bool,
+    /// Messages waiting behind the one being handled (the runtime's inbound
+    /// queue), and whether that is more than the node keeps up with.
+    backlog: usize,
+    overloaded: bool,
     calls: call::Calls,
     queries: query::Queries,
     /// The sharing policy every request that crosses the node passes.
@@ -376,6 +380,8 @@ impl Node {
             next_sweep: now,
             transmits: Vec::new(),
             shutting_down: false,
+            backlog: 0,
+            overloaded: false,
             calls: call::Calls::default(),
             queries: query::Queries::default(),
             gate: crate::gate::Gate::default(),
@@ -628,6 +634,12 @@ impl Node {
     // ----------------------------------------------------------- REGISTER
 
     fn handle_register(&mut self, req: &Request, peer: Peer, now: Instant) {
+        // Overloaded: turn new attempts away cheaply (no digest work, no
+        // nonce) and finish the ones whose second leg is already here.
+        if self.overloaded && req.headers.get("Authorization").is_none() && peer.identity.is_none()
+        {
+            return self.defer_register(req, peer);
+        }
         let id = match registrant_id(req) {
             Ok(id) => id,
             Err(RegistrantId::AskDigest) => {
@@ -695,6 +707,33 @@ impl Node {
             }
             AuthDecision::Accept => self.accept_register(req, id, peer, now),
         }
+    }
+
+    /// How many messages wait behind the ones being handled now; the
+    /// runtime tells the node before each batch. Above
+    /// [`Settings::overload_backlog`] new registrations are deferred.
+    pub fn set_backlog(&mut self, queued: usize) {
+        self.backlog = queued;
+        let over = queued > self.settings.overload_backlog;
+        if over != self.overloaded {
+            self.overloaded = over;
+            if over {
+                tracing::warn!(queued, "overloaded: new registrations are answered 503 with Retry-After until the backlog clears");
+            } else {
+                tracing::info!(queued, "backlog cleared: taking new registrations again");
+            }
+        }
+    }
+
+    /// Answer a new REGISTER 503 with a Retry-After of 10–40 s, spread by
+    /// the request's fingerprint so deferred devices do not all return in
+    /// the same second.
+    fn defer_register(&mut self, req: &Request, peer: Peer) {
+        metrics::counter!("gbgate_register_deferred_total").increment(1);
+        let spread = self.request_fingerprint(req, peer) % 31;
+        let mut r = Response::to_request(req, 503, Some(&crate::sip::header::new_tag()));
+        r.headers.push("Retry-After", (10 + spread).to_string());
+        self.respond_stateless(req, peer, r);
     }
 
     /// What identifies one REGISTER request across its retransmissions:
