@@ -329,6 +329,10 @@ pub fn run(spec: &StormSpec) -> Result<StormResult> {
         .args(["-l", &(spec.rate * 5).max(100).to_string()])
         .args(["-timeout", &format!("{}s", spec.duration.as_secs() + 60)])
         .args(["-recv_timeout", "5000", "-max_retrans", "5"])
+        // One socket stands for 90,000 devices, each of which would have
+        // its own buffer: sipp's default 64 KiB would drop a burst of
+        // answers and blame the registrar with a retransmission.
+        .args(["-buff_size", "4194304"])
         .args(["-trace_stat", "-stf", "stat.csv", "-fd", "1"])
         .args(["-trace_rtt", "-rtt_freq", "1"])
         .args(["-nostdin", "-trace_err"]);

@@ -901,6 +901,7 @@ fn quic_parent_restart_to_video() {
 /// Catalog/DeviceInfo queries (like for like with Kamailio, which sends
 /// none) and with them (answered by sipp as devices do).
 ///
+/// `GBGATE_STORM_ONLY` (e.g. `gbgate-udp,kamailio-udp`) picks runs,
 /// `GBGATE_STORM_SECS` (default 120) sets each step's length and
 /// `GBGATE_STORM_RATES` (default 1000,2000,3000,4000,6000,8000,12000,16000) the
 /// steps; a registrar's run stops at its first unclean step.
@@ -917,10 +918,18 @@ fn register_storm_vs_kamailio() {
         .split(',')
         .filter_map(|r| r.trim().parse().ok())
         .collect();
+    // GBGATE_STORM_ONLY=gbgate-udp,kamailio-udp runs only those.
+    let only: Option<Vec<String>> = std::env::var("GBGATE_STORM_ONLY")
+        .ok()
+        .map(|s| s.split(',').map(|x| x.trim().to_owned()).collect());
     let logs = log_dir("register_storm");
     let mut summary = Vec::new();
     for transport in [StormTransport::Udp, StormTransport::Tcp] {
         for who in ["kamailio", "gbgate", "gbgate+queries"] {
+            let name = format!("{who}-{}", transport.name());
+            if only.as_ref().is_some_and(|o| !o.contains(&name)) {
+                continue;
+            }
             let dir = logs.join(format!("{who}-{}", transport.name()));
             std::fs::create_dir_all(&dir).unwrap();
             let (registrar, spec) = Registrar::start(who, &dir, transport, secs);
