@@ -172,14 +172,7 @@ impl Cluster {
     /// CPU time (user + system) a node's process has used so far (Linux
     /// /proc, in clock ticks of 1/100 s).
     pub fn cpu_seconds(&self, id: &GbId) -> Option<f64> {
-        let pid = self.nodes.get(id)?.id();
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // Fields after the parenthesised command name; utime and stime are
-        // fields 14 and 15 of the whole line.
-        let rest = stat.rsplit_once(')')?.1;
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-        Some(ticks / 100.0)
+        crate::storm::cpu_seconds(self.nodes.get(id)?.id())
     }
 
     /// True when every node with a parent is registered to it.

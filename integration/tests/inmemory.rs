@@ -1098,47 +1098,55 @@ fn a_stray_invite_2xx_is_acked_and_hung_up() {
 
 /// REGISTER from `device` with `password`: the node's final answer.
 fn register_with(node: &mut Node, now: Instant, device: &str, password: &str) -> Response {
+    let first = answer_to(
+        node,
+        now,
+        udp(3),
+        &register_request(device, udp(3), 1, Some("reg-1"), None),
+    );
+    let auth = digest_for(&first, device, password);
+    answer_to(
+        node,
+        now,
+        udp(3),
+        &register_request(device, udp(3), 2, Some("reg-1"), Some(&auth)),
+    )
+}
+
+/// A REGISTER (Expires 3600) from `device` at `from` to the village, with
+/// Call-ID `call` (a fresh one if `None`) and `auth` as its Authorization.
+fn register_request(
+    device: &str,
+    from: Peer,
+    cseq: u32,
+    call: Option<&str>,
+    auth: Option<&str>,
+) -> Request {
     let dev = Agent {
         id: GbId::parse(device).unwrap(),
-        addr: udp(3).addr,
+        addr: from.addr,
     };
     let target = Target {
         id: VILLAGE,
         host: "127.0.0.1:2".into(),
-        transport: Transport::Udp,
+        transport: from.transport,
     };
-    let mut answer = None;
-    for cseq in 1..=2 {
-        let mut req = dev.request(Method::Register, &target, cseq, Some("reg-1"), None);
-        req.headers.set("Expires", "3600");
-        if let Some(Response { headers, .. }) = &answer {
-            let challenge =
-                gbgate::sip::auth::Challenge::parse(headers.get("WWW-Authenticate").unwrap())
-                    .unwrap();
-            let uri = format!("sip:{VILLAGE}@3501020100");
-            let creds = gbgate::sip::auth::answer(
-                &challenge, "REGISTER", &uri, device, password, 1, "c0ffee",
-            );
-            req.headers.set("Authorization", creds.to_header_value());
-        }
-        node.handle_inbound(
-            Inbound::Message {
-                peer: udp(3),
-                message: Message::Request(req),
-            },
-            now,
-        );
-        let mut out = Vec::new();
-        node.drain_transmits(&mut out);
-        answer = out
-            .into_iter()
-            .rev()
-            .find_map(|t| match Message::parse(&t.data) {
-                Ok(Message::Response(r)) if r.status >= 200 => Some(r),
-                _ => None,
-            });
+    let mut req = dev.request(Method::Register, &target, cseq, call, None);
+    req.headers.set("Expires", "3600");
+    if let Some(a) = auth {
+        req.headers.set("Authorization", a);
     }
-    answer.unwrap()
+    req
+}
+
+/// The Authorization answering the 401 `challenged` for `device`.
+fn digest_for(challenged: &Response, device: &str, password: &str) -> String {
+    let challenge =
+        gbgate::sip::auth::Challenge::parse(challenged.headers.get("WWW-Authenticate").unwrap())
+            .unwrap();
+    let uri = format!("sip:{VILLAGE}@3501020100");
+    gbgate::sip::auth::answer(&challenge, "REGISTER", &uri, device, password, 1, "c0ffee")
+        .to_header_value()
 }
 
 /// The village node, with no parent, taking registrations with `creds`.
@@ -1213,32 +1221,11 @@ fn a_retransmitted_register_is_answered_again_and_a_replay_is_challenged() {
     .unwrap();
     let mut node = village_without_parent(creds, now);
     let device = "35010201001320000001";
-    let dev = Agent {
-        id: GbId::parse(device).unwrap(),
-        addr: udp(3).addr,
-    };
-    let target = Target {
-        id: VILLAGE,
-        host: "127.0.0.1:2".into(),
-        transport: Transport::Udp,
-    };
-    let request = |cseq: u32, auth: Option<&str>| {
-        let mut req = dev.request(Method::Register, &target, cseq, Some("reg-r"), None);
-        req.headers.set("Expires", "3600");
-        if let Some(a) = auth {
-            req.headers.set("Authorization", a);
-        }
-        req
-    };
+    let request =
+        |cseq: u32, auth: Option<&str>| register_request(device, udp(3), cseq, Some("reg-r"), auth);
     let first = answer_to(&mut node, now, udp(3), &request(1, None));
     assert_eq!(first.status, 401);
-    let challenge =
-        gbgate::sip::auth::Challenge::parse(first.headers.get("WWW-Authenticate").unwrap())
-            .unwrap();
-    let uri = format!("sip:{VILLAGE}@3501020100");
-    let auth =
-        gbgate::sip::auth::answer(&challenge, "REGISTER", &uri, device, "right", 1, "c0ffee")
-            .to_header_value();
+    let auth = digest_for(&first, device, "right");
     let authed = request(2, Some(&auth));
     assert_eq!(answer_to(&mut node, now, udp(3), &authed).status, 200);
     // The same request again: the same answer, twice.
@@ -1267,33 +1254,13 @@ fn an_overloaded_node_defers_new_registrations_and_finishes_those_under_way() {
     .unwrap();
     let mut node = village_without_parent(creds, now);
     let device = "35010201001320000001";
-    let dev = Agent {
-        id: GbId::parse(device).unwrap(),
-        addr: udp(3).addr,
-    };
-    let target = Target {
-        id: VILLAGE,
-        host: "127.0.0.1:2".into(),
-        transport: Transport::Udp,
-    };
     let request = |cseq: u32, call: &str, auth: Option<&str>| {
-        let mut req = dev.request(Method::Register, &target, cseq, Some(call), None);
-        req.headers.set("Expires", "3600");
-        if let Some(a) = auth {
-            req.headers.set("Authorization", a);
-        }
-        req
+        register_request(device, udp(3), cseq, Some(call), auth)
     };
     // A registration under way: challenged before the storm.
     let first = answer_to(&mut node, now, udp(3), &request(1, "a", None));
     assert_eq!(first.status, 401);
-    let challenge =
-        gbgate::sip::auth::Challenge::parse(first.headers.get("WWW-Authenticate").unwrap())
-            .unwrap();
-    let uri = format!("sip:{VILLAGE}@3501020100");
-    let auth =
-        gbgate::sip::auth::answer(&challenge, "REGISTER", &uri, device, "right", 1, "c0ffee")
-            .to_header_value();
+    let auth = digest_for(&first, device, "right");
     node.set_backlog(Settings::default().overload_backlog + 1);
     // New attempts: 503 with a Retry-After of 10-40 s, spread by request.
     let mut waits = HashSet::new();
@@ -1326,33 +1293,12 @@ fn an_overloaded_node_defers_new_registrations_and_finishes_those_under_way() {
 /// One REGISTER for `device` from `peer`, without credentials; the node's
 /// final answer.
 fn register_once(node: &mut Node, now: Instant, peer: Peer, device: &str) -> Response {
-    let dev = Agent {
-        id: GbId::parse(device).unwrap(),
-        addr: peer.addr,
-    };
-    let target = Target {
-        id: VILLAGE,
-        host: "127.0.0.1:2".into(),
-        transport: peer.transport,
-    };
-    let mut req = dev.request(Method::Register, &target, 1, None, None);
-    req.headers.set("Expires", "3600");
-    node.handle_inbound(
-        Inbound::Message {
-            peer,
-            message: Message::Request(req),
-        },
+    answer_to(
+        node,
         now,
-    );
-    let mut out = Vec::new();
-    node.drain_transmits(&mut out);
-    out.into_iter()
-        .rev()
-        .find_map(|t| match Message::parse(&t.data) {
-            Ok(Message::Response(r)) if r.status >= 200 => Some(r),
-            _ => None,
-        })
-        .unwrap()
+        peer,
+        &register_request(device, peer, 1, None, None),
+    )
 }
 
 #[test]

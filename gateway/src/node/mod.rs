@@ -546,11 +546,16 @@ impl Node {
         }
     }
 
-    fn respond(&mut self, req: &Request, mut resp: Response, now: Instant) {
+    /// Count a response to `req` and sign it, however it is sent.
+    fn finish_response(req: &Request, resp: &mut Response) {
         metrics::counter!("gbgate_sip_responses_sent_total",
             "method" => method_label(&req.method), "code" => resp.status.to_string())
         .increment(1);
         resp.headers.push("User-Agent", USER_AGENT);
+    }
+
+    fn respond(&mut self, req: &Request, mut resp: Response, now: Instant) {
+        Self::finish_response(req, &mut resp);
         if let Err(e) = self.tx.send_response(req, resp, now) {
             tracing::debug!(error = %e, "response outside a transaction dropped");
         }
@@ -558,10 +563,7 @@ impl Node {
 
     /// Answer a request that has no server transaction (REGISTER).
     fn respond_stateless(&mut self, req: &Request, peer: Peer, mut resp: Response) {
-        metrics::counter!("gbgate_sip_responses_sent_total",
-            "method" => method_label(&req.method), "code" => resp.status.to_string())
-        .increment(1);
-        resp.headers.push("User-Agent", USER_AGENT);
+        Self::finish_response(req, &mut resp);
         self.transmits.push(Transmit {
             peer,
             data: resp.to_bytes(),
@@ -585,19 +587,17 @@ impl Node {
         if req.method == Method::Ack {
             return self.on_ack(&req, now);
         }
-        if req.method == Method::Register {
-            // Answered statelessly (RFC 3261 §8.2.7), as registrars under
-            // storm load do: no transaction per REGISTER to keep for 64·T1.
-            // A retransmission is judged again, and the replay ledger tells
-            // it from a replay (registry::replay).
-            if let Some(accept) = unsupported_body(&req) {
-                let mut r = Response::to_request(&req, 415, Some(&crate::sip::header::new_tag()));
-                r.headers.push("Accept", accept);
-                return self.respond_stateless(&req, peer, r);
-            }
-            return self.handle_register(&req, peer, now);
-        }
-        match self.tx.handle_request(&req, peer, now) {
+        // REGISTER is answered statelessly (RFC 3261 §8.2.7), as
+        // registrars under storm load do: no transaction per REGISTER to
+        // keep for 64·T1. A retransmission is judged again, and the replay
+        // ledger tells it from a replay (registry::replay).
+        let stateless = req.method == Method::Register;
+        let admitted = if stateless {
+            Ok(Incoming::New)
+        } else {
+            self.tx.handle_request(&req, peer, now)
+        };
+        match admitted {
             Ok(Incoming::New) => {}
             Ok(Incoming::Retransmission) => return,
             Err(e) => {
@@ -619,7 +619,11 @@ impl Node {
         if let Some(accept) = unsupported_body(&req) {
             let mut r = Response::to_request(&req, 415, Some(&crate::sip::header::new_tag()));
             r.headers.push("Accept", accept);
-            return self.respond(&req, r, now);
+            return if stateless {
+                self.respond_stateless(&req, peer, r)
+            } else {
+                self.respond(&req, r, now)
+            };
         }
         match req.method {
             Method::Register => self.handle_register(&req, peer, now),

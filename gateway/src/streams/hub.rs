@@ -333,6 +333,7 @@ impl Hub {
         if matches!(*self.state.borrow(), HubState::Ended(_)) {
             return None;
         }
+        let unreadable = self.unreadable_for(now);
         Some(super::lifecycle::HubFacts {
             age: now.saturating_duration_since(self.created),
             silent_for: self.silent_for(now),
@@ -340,8 +341,8 @@ impl Hub {
             never_joined: !self.ever_joined(),
             viewers: self.viewers(),
             paused: self.paused(),
-            unreadable: self.unreadable_for(now),
-            fault: self.unreadable(),
+            fault: unreadable.as_ref().map(|(cause, _)| cause.clone()),
+            unreadable,
         })
     }
 

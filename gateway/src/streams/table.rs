@@ -737,6 +737,14 @@ mod tests {
             self.t.placed(opens[0], call);
             (opens[0], call)
         }
+        /// Viewer `w` opens the camera's live stream, answered at once:
+        /// its hub and the opening's id and call.
+        fn open_live(&mut self, w: u64) -> (FakeHub, (OpenId, CallId)) {
+            let first = self.live(w);
+            let placed = self.place(&first);
+            let (hub, _) = self.answer(placed);
+            (hub, placed)
+        }
         fn answer(&mut self, (open, call): (OpenId, CallId)) -> (FakeHub, Vec<Command<FakeHub>>) {
             self.hubs += 1;
             let hub = FakeHub::new(self.hubs, self.now);
@@ -941,9 +949,7 @@ mod tests {
     fn linger_keeps_an_idle_stream_for_its_time_and_a_returning_viewer_keeps_it() {
         let mut s = Sim::new(10);
         let key = StreamKey::Live(cam(CAM));
-        let first = s.live(1);
-        let placed = s.place(&first);
-        let (hub, _) = s.answer(placed);
+        let (hub, placed) = s.open_live(1);
         hub.join();
         s.t.touch(&key, s.now);
         s.run_until(s.after(secs(5)), Some(&hub));
@@ -1039,9 +1045,7 @@ mod tests {
         assert!(s.t.is_empty());
         // Open, then a BYE from below: the hub closes with its reason, no
         // BYE back.
-        let first = s.live(3);
-        let placed = s.place(&first);
-        let (hub, _) = s.answer(placed);
+        let (hub, placed) = s.open_live(3);
         s.t.call_ended(placed.1, "the camera went away");
         assert_eq!(
             s.out(),
@@ -1056,9 +1060,7 @@ mod tests {
     #[test]
     fn a_hub_that_ended_by_itself_is_replaced_by_the_next_join() {
         let mut s = Sim::new(10);
-        let first = s.live(1);
-        let placed = s.place(&first);
-        let (hub, _) = s.answer(placed);
+        let (hub, placed) = s.open_live(1);
         hub.end();
         let out = s.live(2);
         assert!(out.contains(&Command::Hangup(placed.1)));
@@ -1070,9 +1072,7 @@ mod tests {
         assert_eq!(count(&out, |c| matches!(c, Command::Open { .. })), 1);
         // Noticed by a touch instead: the same clean-up, once.
         let mut s = Sim::new(10);
-        let first = s.live(1);
-        let placed = s.place(&first);
-        let (hub, _) = s.answer(placed);
+        let (hub, _) = s.open_live(1);
         hub.end();
         s.t.touch(&StreamKey::Live(cam(CAM)), s.now);
         s.t.touch(&StreamKey::Live(cam(CAM)), s.now);
@@ -1102,9 +1102,7 @@ mod tests {
     #[test]
     fn the_heap_stays_small_however_often_viewers_come_and_go() {
         let mut s = Sim::new(10);
-        let first = s.live(1);
-        let placed = s.place(&first);
-        let (hub, _) = s.answer(placed);
+        let (hub, _) = s.open_live(1);
         let key = StreamKey::Live(cam(CAM));
         for i in 0..10_000u64 {
             s.now += Duration::from_millis(1);
