@@ -380,8 +380,9 @@ impl Cluster {
         )
     }
 
-    /// The last warnings of every log in the directory: a failed wait in CI
-    /// shows why without the files (a temporary directory is gone by then).
+    /// The last warnings of every log in the directory (its last lines when it
+    /// has none): a failed wait in CI shows why without the files (a
+    /// temporary directory is gone by then).
     pub fn log_digest(&self) -> String {
         let mut out = String::new();
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
@@ -405,7 +406,13 @@ impl Cluster {
                 text.lines().count(),
                 warns.len()
             ));
-            for l in warns.iter().rev().take(3).rev() {
+            // Without warnings, the last lines say how far the process got.
+            let tail: Vec<&str> = if warns.is_empty() {
+                text.lines().collect()
+            } else {
+                warns
+            };
+            for l in tail.iter().rev().take(4).rev() {
                 out.push_str(l);
                 out.push('\n');
             }

@@ -70,6 +70,11 @@ struct Parent {
     refused: usize,
     /// Responses the node sent to the parent's requests (INVITE answers).
     responses: Vec<Response>,
+    /// Query the catalog when a REGISTER arrives and keep the 200 back
+    /// until released: the query overtakes the answer to the REGISTER.
+    query_before_ok: bool,
+    /// The 200 kept back.
+    held_ok: Option<Vec<u8>>,
 }
 
 impl Parent {
@@ -79,6 +84,15 @@ impl Parent {
                 let mut r = Response::to_request(&req, 200, Some("p"));
                 if req.method == Method::Register {
                     r.headers.push("Expires", "3600");
+                    if self.query_before_ok {
+                        let first = self.held_ok.is_none();
+                        self.held_ok = Some(r.to_bytes().to_vec());
+                        if !first {
+                            return Vec::new();
+                        }
+                        let q = self.query(Manscdp::CatalogQuery(SimpleQuery::new(5, VILLAGE)), 5);
+                        return vec![q.to_bytes().to_vec()];
+                    }
                     self.registered = true;
                     let call_id = req.call_id().unwrap_or_default().to_owned();
                     if self.register_call_ids.last() != Some(&call_id) {
@@ -206,6 +220,8 @@ impl World {
             refuse_notifies: false,
             refused: 0,
             responses: Vec::new(),
+            query_before_ok: false,
+            held_ok: None,
         };
         World {
             now,
@@ -646,6 +662,35 @@ fn a_parent_that_cannot_keep_up_gets_the_whole_catalog_instead() {
     }
     assert_eq!(w.parent.register_call_ids.len(), 2);
     assert!(w.node.uplink().unwrap().is_registered());
+}
+
+#[test]
+fn changes_after_answering_a_query_that_overtook_the_200_reach_the_parent() {
+    let mut w = World::new(u64::MAX, u64::MAX);
+    w.parent.query_before_ok = true;
+    let expected: HashSet<String> = w.fleet.channel_ids().into_iter().collect();
+    // The parent's query arrives before its 200: the node answers with
+    // what it has (the fleet is still registering), then the fleet's
+    // catalog arrives while the node still waits for its 200.
+    w.run_until(Duration::from_secs(60), |w| w.node.catalog().len() == 43);
+    assert!(!w.node.uplink().unwrap().is_registered());
+    let ok = w.parent.held_ok.clone().unwrap();
+    w.parent.query_before_ok = false;
+    w.parent.registered = true;
+    w.queue.push(Transmit {
+        peer: udp(2),
+        data: ok.into(),
+    });
+    // What the answer lacked is pushed as changes once it is registered.
+    w.run_until(Duration::from_secs(60), |w| {
+        let mut seen = notified_ids(&w.parent);
+        for b in &w.parent.bodies {
+            if let Manscdp::CatalogResponse(l) = b {
+                seen.extend(l.items.iter().map(|i| i.device_id.clone()));
+            }
+        }
+        w.node.uplink().unwrap().is_registered() && expected.is_subset(&seen)
+    });
 }
 
 /// The parent queries the node's whole catalog (SN `sn`) and gets its IDs.
@@ -1186,6 +1231,45 @@ fn a_refused_register_does_not_tell_an_unknown_id_from_a_wrong_password() {
     assert_eq!(known.status, 403);
     assert_eq!(visible(&known), visible(&unknown));
     assert!(!format!("{:?}", visible(&known)).contains("password"));
+}
+
+#[test]
+fn a_new_device_hears_its_200_before_the_queries_it_causes() {
+    // Cameras that get a Catalog query before the 200 to their REGISTER
+    // drop it, or think themselves unregistered.
+    let now = Instant::now();
+    let creds = Credentials::parse("default_password = \"dev\"\n", "creds.toml").unwrap();
+    let mut node = village_without_parent(creds, now);
+    let device = "35010201001320000001";
+    let challenged = answer_to(
+        &mut node,
+        now,
+        udp(3),
+        &register_request(device, udp(3), 1, Some("reg-o"), None),
+    );
+    let auth = digest_for(&challenged, device, "dev");
+    let req = register_request(device, udp(3), 2, Some("reg-o"), Some(&auth));
+    node.handle_inbound(
+        Inbound::Message {
+            peer: udp(3),
+            message: Message::Request(req),
+        },
+        now,
+    );
+    let mut out = Vec::new();
+    node.drain_transmits(&mut out);
+    let sent: Vec<String> = out
+        .iter()
+        .map(|t| match Message::parse(&t.data).unwrap() {
+            Message::Response(r) => r.status.to_string(),
+            Message::Request(r) => r.method.to_string(),
+        })
+        .collect();
+    assert_eq!(
+        sent,
+        ["200", "MESSAGE", "MESSAGE"],
+        "Catalog and DeviceInfo after the 200"
+    );
 }
 
 /// Send `req` from `peer`; the node's final answer.

@@ -454,8 +454,12 @@ impl Node {
 
     /// Move every message to send into `out`.
     pub fn drain_transmits(&mut self, out: &mut Vec<Transmit>) {
-        self.tx.drain_transmits(out);
+        // Stateless answers and ACKs first: they answer what just came in,
+        // while the transaction layer's sends are requests it caused (the
+        // Catalog query after a REGISTER's 200, the BYE after an ACK), and a
+        // device must not see the query before its 200.
         out.append(&mut self.transmits);
+        self.tx.drain_transmits(out);
     }
 
     /// When [`Self::handle_timeout`] must next run.
@@ -1103,6 +1107,9 @@ impl Node {
         };
         match body {
             Manscdp::CatalogQuery(q) => {
+                if let Some(u) = self.uplink_to_mut(parent) {
+                    u.note_catalog_query();
+                }
                 let all = self.catalog.export();
                 let total = all.len();
                 let items = self.shared_with(parent, all, now);
@@ -1205,7 +1212,7 @@ impl Node {
         if events.is_empty() {
             return;
         }
-        if !self.uplinks.iter().any(Uplink::is_registered) {
+        if !self.uplinks.iter().any(Uplink::takes_changes) {
             // A parent re-queries the whole catalog when we register.
             return;
         }
@@ -1224,7 +1231,7 @@ impl Node {
         let targets: Vec<GbId> = self
             .uplinks
             .iter()
-            .filter(|u| u.is_registered())
+            .filter(|u| u.takes_changes())
             .map(Uplink::parent)
             .collect();
         for parent in targets {

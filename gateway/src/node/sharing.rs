@@ -500,7 +500,7 @@ impl Node {
         let parents: Vec<GbId> = self
             .uplinks
             .iter()
-            .filter(|u| u.is_registered())
+            .filter(|u| u.takes_changes())
             .map(|u| u.parent())
             .collect();
         for parent in parents {

@@ -241,6 +241,10 @@ pub struct Uplink {
     since: Option<std::time::SystemTime>,
     /// This node's audit head, reported with each keepalive once known.
     audit_head: Option<Head>,
+    /// The parent asked for our catalog during the current registration.
+    /// Its query may overtake the 200 to our REGISTER, and what changes
+    /// after our answer is owed to it from then on.
+    queried: bool,
 }
 
 impl Uplink {
@@ -294,6 +298,7 @@ impl Uplink {
             charset: charset.unwrap_or(Charset::Gb2312),
             since: None,
             audit_head: None,
+            queried: false,
         }
     }
 
@@ -366,6 +371,18 @@ impl Uplink {
     /// True while the parent holds a registration from us.
     pub fn is_registered(&self) -> bool {
         self.state() == LinkState::Registered
+    }
+
+    /// The parent queried our catalog during the current registration.
+    pub fn note_catalog_query(&mut self) {
+        self.queried = true;
+    }
+
+    /// True when catalog changes must be pushed to this parent: it holds
+    /// our registration, or it already has our answer to its query while
+    /// the 200 to our REGISTER is still on its way.
+    pub fn takes_changes(&self) -> bool {
+        self.is_registered() || (self.queried && self.state() == LinkState::Registering)
     }
 
     /// Since when the current registration holds.
@@ -493,6 +510,7 @@ impl Uplink {
                 self.call_id = new_call_id(&agent.addr.ip().to_string());
                 self.from_tag = new_tag();
                 self.nc = 0;
+                self.queried = false;
                 self.state = State::Registering {
                     authed: 0,
                     refresh: false,
