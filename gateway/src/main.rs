@@ -1075,18 +1075,20 @@ fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> Result<T> {
 
 fn catalog(http: &str, status: Option<&str>, summary: bool) -> Result<()> {
     let mut all: Vec<CatalogEntry> = Vec::new();
-    let mut offset = 0;
+    let mut after: Option<String> = None;
     loop {
-        let mut url = format!("http://{http}/api/v1/catalog?limit=10000&offset={offset}");
+        let mut url = format!("http://{http}/api/v1/catalog?limit=10000");
         if let Some(s) = status {
             url.push_str(&format!("&status={s}"));
         }
+        if let Some(a) = &after {
+            url.push_str(&format!("&after={a}"));
+        }
         let page: CatalogPage = get_json(&url)?;
-        let n = page.items.len();
         all.extend(page.items);
-        offset += n;
-        if n == 0 || offset >= page.total {
-            break;
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
         }
     }
     let topo: TopologyView = get_json(&format!("http://{http}/api/v1/topology"))?;

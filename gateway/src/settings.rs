@@ -53,6 +53,9 @@ pub struct Settings {
     pub catalog_window: usize,
     /// Catalog changes are gathered this long before being pushed upward.
     pub catalog_flush_delay: Duration,
+    /// Catalog entries one registrant may report: a device its channels,
+    /// a platform (a child node, a third-party platform) its subtree.
+    pub catalog_limits: crate::catalog::SourceLimits,
     /// Changes waiting for the parent beyond which the node stops sending
     /// them one by one and re-registers, so the parent re-queries everything.
     pub max_event_backlog: usize,
@@ -108,6 +111,7 @@ impl Default for Settings {
             catalog_tcp_budget: 60_000,
             catalog_window: 16,
             catalog_flush_delay: Duration::from_millis(100),
+            catalog_limits: crate::catalog::SourceLimits::default(),
             max_event_backlog: 500_000,
             overload_backlog: 2_000,
             catalog_resync_min: Duration::from_secs(30),

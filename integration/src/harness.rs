@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use gbgate::api::{CatalogEntry, CatalogPage, TopologyView};
+use gbgate::gb::manscdp::CatalogItem;
 use topology::GbId;
 
 use crate::demo::{write_tree, Tree, TreeNode, TreeSpec};
@@ -269,6 +270,32 @@ impl Cluster {
         Ok(())
     }
 
+    /// The channels the fleet [`Self::start_fleet`] starts at `village`
+    /// lists, built the way `gbsim` builds them: what a catalog at any tier
+    /// must hold for them.
+    pub fn expected_channels(&self, village: &GbId) -> Result<Vec<CatalogItem>> {
+        let n = self.node(village)?;
+        let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        let cfg = crate::sim::FleetConfig {
+            server: gbgate::sip::Peer::plain(gbgate::sip::Transport::Udp, n.sip),
+            server_id: n.id,
+            id_prefix: crate::sim::default_prefix(n.id),
+            serial_base: n.device_serial_base,
+            ipcs: self.fleet.ipcs,
+            nvrs: self.fleet.nvrs,
+            channels_per_nvr: self.fleet.channels,
+            password: self.spec.password.clone(),
+            keepalive: Duration::from_secs(60),
+            expires: Duration::from_secs(3600),
+            local: any,
+            catalog_budget: 1300,
+            register_window: 1,
+            answer_window: 1,
+        };
+        let fleet = crate::sim::Fleet::new(cfg, Instant::now()).map_err(anyhow::Error::msg)?;
+        Ok(fleet.channels().cloned().collect())
+    }
+
     fn wait_http(&self, id: &GbId, timeout: Duration) -> Result<()> {
         let n = self.node(id)?;
         let url = format!("http://{}/healthz", n.http);
@@ -289,17 +316,15 @@ impl Cluster {
     pub fn catalog(&self, id: &GbId) -> Result<Vec<CatalogEntry>> {
         let n = self.node(id)?;
         let mut all = Vec::new();
+        let mut url = format!("http://{}/api/v1/catalog?limit=10000", n.http);
         loop {
-            let url = format!(
-                "http://{}/api/v1/catalog?limit=10000&offset={}",
-                n.http,
-                all.len()
-            );
             let page: CatalogPage = self.get(&url).call()?.body_mut().read_json()?;
-            let got = page.items.len();
             all.extend(page.items);
-            if got == 0 || all.len() >= page.total {
-                return Ok(all);
+            match page.next {
+                Some(next) => {
+                    url = format!("http://{}/api/v1/catalog?limit=10000&after={next}", n.http)
+                }
+                None => return Ok(all),
             }
         }
     }

@@ -71,7 +71,15 @@ pub struct FleetConfig {
     pub catalog_budget: usize,
     /// Most REGISTER transactions in flight at once (registration storms).
     pub register_window: usize,
+    /// Answer MESSAGEs (catalog parts, record lists) each device keeps in
+    /// flight: like a real NVR, each paces its own answer, independently
+    /// of the rest of the fleet.
+    pub answer_window: usize,
 }
+
+/// What [`FleetConfig::answer_window`] is unless told: a 1000-channel NVR
+/// answering in hundreds of UDP datagrams keeps a few in flight.
+pub const ANSWER_WINDOW: usize = 4;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -94,13 +102,16 @@ struct Device {
     next_keepalive: Instant,
     keepalive_sn: u32,
     granted: Duration,
+    /// Answer bodies waiting for a place in the device's window.
+    answers: std::collections::VecDeque<Bytes>,
+    answers_in_flight: usize,
 }
 
 #[derive(Debug, Clone, Copy)]
 enum Token {
     Register(usize),
     Keepalive(usize),
-    Answer,
+    Answer(usize),
     /// MediaStatus and other one-off notifications.
     Notify,
 }
@@ -172,8 +183,6 @@ pub struct Fleet {
     by_id: HashMap<GbId, usize>,
     tx: TransactionLayer<Token>,
     registering: usize,
-    answers: std::collections::VecDeque<(usize, Bytes)>,
-    answers_in_flight: usize,
     transmits: Vec<Transmit>,
     stats: FleetStats,
     started: Instant,
@@ -182,11 +191,14 @@ pub struct Fleet {
     media_events: std::collections::VecDeque<MediaEvent>,
 }
 
-/// Catalog answer MESSAGEs in flight at once across the fleet.
-const ANSWER_WINDOW: usize = 32;
-
 fn id_for(prefix: &str, type_code: &str, serial: u32) -> Option<GbId> {
     GbId::parse(&format!("{prefix}{type_code}0{serial:06}")).ok()
+}
+
+/// The ID prefix `gbsim` gives a fleet registering to `server` unless
+/// told otherwise: the server's civil code and industry `00`.
+pub fn default_prefix(server: GbId) -> String {
+    format!("{}00", &server.as_str()[..8])
 }
 
 impl Fleet {
@@ -228,6 +240,8 @@ impl Fleet {
                 next_keepalive: now,
                 keepalive_sn: 0,
                 granted: cfg.expires,
+                answers: std::collections::VecDeque::new(),
+                answers_in_flight: 0,
             });
         }
         let by_id = devices.iter().enumerate().map(|(i, d)| (d.id, i)).collect();
@@ -247,8 +261,6 @@ impl Fleet {
             devices,
             by_id,
             registering: 0,
-            answers: std::collections::VecDeque::new(),
-            answers_in_flight: 0,
             transmits: Vec::new(),
             stats: FleetStats::default(),
             started: now,
@@ -279,6 +291,12 @@ impl Fleet {
     }
 
     /// Every channel the fleet exposes.
+    /// Every channel item, as the devices list them in catalog answers.
+    pub fn channels(&self) -> impl Iterator<Item = &CatalogItem> {
+        self.devices.iter().flat_map(|d| d.channels.iter())
+    }
+
+    /// Every channel's ID.
     pub fn channel_ids(&self) -> Vec<String> {
         self.devices
             .iter()
@@ -447,8 +465,8 @@ impl Fleet {
             }
             _ => Vec::new(),
         };
-        self.answers.extend(answers.into_iter().map(|b| (i, b)));
-        self.pump_answers(now);
+        self.devices[i].answers.extend(answers);
+        self.pump_answers(i, now);
     }
 
     fn respond(&mut self, req: &Request, status: u16, tag: &str, now: Instant) {
@@ -600,11 +618,13 @@ impl Fleet {
         self.send(r, Token::Notify, now);
     }
 
-    /// Send queued answers, at most `ANSWER_WINDOW` in flight: a 1000-channel
-    /// NVR answers in hundreds of datagrams, and real devices pace them too.
-    fn pump_answers(&mut self, now: Instant) {
-        while self.answers_in_flight < ANSWER_WINDOW {
-            let Some((i, body)) = self.answers.pop_front() else {
+    /// Send device `i`'s queued answers, at most the answer window in
+    /// flight: a 1000-channel NVR answers in hundreds of datagrams, and
+    /// real devices pace them too.
+    fn pump_answers(&mut self, i: usize, now: Instant) {
+        let window = self.cfg.answer_window.max(1);
+        while self.devices[i].answers_in_flight < window {
+            let Some(body) = self.devices[i].answers.pop_front() else {
                 break;
             };
             let agent = self.agent(i);
@@ -618,8 +638,8 @@ impl Fleet {
                 None,
                 Some((MANSCDP, body)),
             );
-            if self.send(r, Token::Answer, now) {
-                self.answers_in_flight += 1;
+            if self.send(r, Token::Answer(i), now) {
+                self.devices[i].answers_in_flight += 1;
             }
         }
     }
@@ -638,10 +658,7 @@ impl Fleet {
                         };
                     }
                     Token::Keepalive(_) | Token::Notify => {}
-                    Token::Answer => {
-                        self.answers_in_flight = self.answers_in_flight.saturating_sub(1);
-                        self.pump_answers(now);
-                    }
+                    Token::Answer(i) => self.answer_done(i, now),
                 },
             }
         }
@@ -706,12 +723,15 @@ impl Fleet {
                     self.retry_at(i, now);
                 }
             }
-            Token::Answer => {
-                self.answers_in_flight = self.answers_in_flight.saturating_sub(1);
-                self.pump_answers(now);
-            }
+            Token::Answer(i) => self.answer_done(i, now),
             Token::Notify => {}
         }
+    }
+
+    fn answer_done(&mut self, i: usize, now: Instant) {
+        let d = &mut self.devices[i];
+        d.answers_in_flight = d.answers_in_flight.saturating_sub(1);
+        self.pump_answers(i, now);
     }
 
     fn retry_later(&mut self, i: usize, now: Instant) {

@@ -258,6 +258,7 @@ fn propagate_with(
     // Let allocator and maps settle before reading memory.
     std::thread::sleep(Duration::from_millis(500));
     let rss_after = cluster.rss_kib(&city).unwrap_or(0);
+    check_channels_at(&cluster, &city, &village);
     let topo = cluster.topology(&city).unwrap();
     let per_channel =
         (rss_after.saturating_sub(rss_before) as f64 * 1024.0) / topo.catalog.entries as f64;
@@ -275,6 +276,41 @@ fn propagate_with(
         println!("bench:   city {l}");
     }
     (took, cluster, bench_sharing)
+}
+
+/// Every channel the village's fleet lists is at `node`, ON, under its own
+/// NVR, with the name its NVR gave it; and every NVR has all its channels
+/// there. Checked entry by entry, not inferred from counts.
+fn check_channels_at(cluster: &Cluster, node: &topology::GbId, village: &topology::GbId) {
+    let expected = cluster.expected_channels(village).unwrap();
+    let got: std::collections::HashMap<String, gbgate::api::CatalogEntry> = cluster
+        .catalog(node)
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.device_id.clone(), e))
+        .collect();
+    let mut per_parent: std::collections::HashMap<String, (usize, usize)> =
+        std::collections::HashMap::new();
+    let mut wrong = Vec::new();
+    for want in &expected {
+        let parent = want.parent_id.clone().unwrap_or_default();
+        let slot = per_parent.entry(parent.clone()).or_default();
+        slot.0 += 1;
+        match got.get(&want.device_id) {
+            Some(e) if e.status == "ON" && e.parent_id.as_deref() == Some(parent.as_str()) && e.name == want.name => {
+                slot.1 += 1;
+            }
+            other => wrong.push((want.device_id.clone(), other.cloned())),
+        }
+    }
+    let incomplete = per_parent.values().filter(|(n, ok)| n != ok).count();
+    println!(
+        "bench:   check at {node}: {} channels of {} NVRs compared entry by entry; {} wrong or missing, {incomplete} NVRs incomplete",
+        expected.len(),
+        per_parent.len(),
+        wrong.len()
+    );
+    assert!(wrong.is_empty(), "first wrong: {:?}", &wrong[..wrong.len().min(3)]);
 }
 
 fn percentile(mut v: Vec<Duration>, p: f64) -> Duration {

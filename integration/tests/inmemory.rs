@@ -203,6 +203,7 @@ impl World {
                 local: udp(3).addr,
                 catalog_budget: 1300,
                 register_window: 10,
+                answer_window: integration::sim::ANSWER_WINDOW,
             },
             now,
         )
@@ -753,11 +754,10 @@ fn a_parent_that_refuses_pushed_changes_is_made_to_query_again() {
     let nvr = w
         .node
         .catalog()
-        .export()
-        .into_iter()
-        .map(|i| i.device_id)
+        .ids_after(None)
         .find(|id| &id[10..13] == "118")
-        .unwrap();
+        .unwrap()
+        .to_owned();
     let added = "35010201001310009999".to_owned();
     let notify = Manscdp::CatalogNotify(manscdp::CatalogList {
         sn: 31,

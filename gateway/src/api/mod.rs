@@ -150,9 +150,9 @@ pub struct CatalogParams {
     pub status: Option<String>,
     /// Only entries reported through this device or child node.
     pub source: Option<String>,
-    /// Skip this many (entries are sorted by ID).
-    #[serde(default)]
-    pub offset: usize,
+    /// Only entries after this ID (entries are sorted by ID): the `next`
+    /// of the previous page.
+    pub after: Option<String>,
     /// At most this many (default 1000, at most 10,000).
     pub limit: Option<usize>,
 }
@@ -183,12 +183,10 @@ pub struct CatalogEntry {
 /// `GET /api/v1/catalog` answer.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CatalogPage {
-    /// Matches in total.
-    pub total: usize,
-    /// Offset of the first entry returned.
-    pub offset: usize,
     /// The entries.
     pub items: Vec<CatalogEntry>,
+    /// Where the next page starts (pass it as `after`); absent on the last.
+    pub next: Option<String>,
 }
 
 /// `GET /api/v1/catalog` (admin): the federated catalog, a page at a time.
@@ -224,13 +222,15 @@ async fn get_catalog(
                 parent: p.parent.as_deref(),
                 status: status.as_deref(),
                 source: p.source.as_deref(),
-                offset: p.offset,
+                after: p.after.as_deref(),
                 limit,
             };
-            let (total, entries) = node.catalog().query(&q);
+            let (entries, more) = node.catalog().query(&q);
+            let next = more
+                .then(|| entries.last().map(|e| e.item.device_id.clone()))
+                .flatten();
             CatalogPage {
-                total,
-                offset: p.offset,
+                next,
                 items: entries
                     .into_iter()
                     .map(|e| CatalogEntry {

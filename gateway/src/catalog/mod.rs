@@ -3,16 +3,17 @@
 //! the registrant that reported it. Every change yields catalog events
 //! (ADD, DEL, ON, OFF, UPDATE) for the parent. Sans-IO and synchronous.
 //!
-//! Scale: the city holds ~420,000 entries. Entries live in one B-tree map
-//! keyed by ID, so pages of the API and catalog answers come out sorted
-//! without sorting; each entry is stored packed ([`packed`]), a few hundred
-//! bytes instead of a kilobyte; per-source operations (a child going
-//! offline) scan the map, which costs milliseconds at that size and happens
-//! rarely, so no second index is kept.
+//! Scale: the city holds ~420,000 entries and runs on the node loop, so no
+//! operation that happens per message or per poll may scan them all.
+//! Entries live in one B-tree map keyed by ID, so pages of the API and
+//! catalog answers come out sorted and resume from a key; each entry is
+//! stored packed ([`packed`]). A per-source index answers "what did this
+//! registrant report" (a finished catalog answer, a child going offline)
+//! and running counters answer the topology API's counts.
 
 pub mod packed;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use topology::GbId;
 
@@ -70,18 +71,32 @@ impl Stored {
         }
     }
 
-    fn item(&self, id: &str) -> CatalogItem {
-        let mut item = packed::unpack(id, &self.fields, self.on);
+    fn item(&self, id: GbId) -> CatalogItem {
+        let mut item = packed::unpack(id.as_str(), &self.fields, self.on);
         item.parent_id = self.parent.as_deref().map(str::to_owned);
         item
     }
 
-    fn entry(&self, id: &str) -> Entry {
+    fn entry(&self, id: GbId) -> Entry {
         Entry {
             item: self.item(id),
             source: self.source,
         }
     }
+
+    /// The parent, when it is a camera: an IPC registered as itself (132)
+    /// with its channel listed under it.
+    fn camera_parent(&self) -> Option<GbId> {
+        self.parent
+            .as_deref()
+            .and_then(|p| GbId::parse(p).ok())
+            .filter(|p| is_camera(*p))
+    }
+}
+
+/// A camera entry (type 131 or 132).
+fn is_camera(id: GbId) -> bool {
+    matches!(id.type_code(), 131 | 132)
 }
 
 /// Filter for [`Catalog::query`].
@@ -93,17 +108,122 @@ pub struct Query<'a> {
     pub status: Option<&'a str>,
     /// Only entries reported through this registrant.
     pub source: Option<&'a str>,
-    /// Skip this many matches (entries are ordered by ID).
-    pub offset: usize,
+    /// Only entries whose ID sorts after this one (keyset paging).
+    pub after: Option<&'a str>,
     /// Return at most this many.
     pub limit: usize,
+}
+
+/// How many entries one registrant may report: a device lists its own
+/// channels (an NVR has a few hundred), a platform its whole subtree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceLimits {
+    /// For a device (any type but a platform's 200).
+    pub device: usize,
+    /// For a platform: a child node or a third-party platform below.
+    pub platform: usize,
+}
+
+impl Default for SourceLimits {
+    fn default() -> Self {
+        SourceLimits {
+            device: 10_000,
+            platform: 2_000_000,
+        }
+    }
+}
+
+impl SourceLimits {
+    fn of(&self, source: GbId) -> usize {
+        if source.is_platform() {
+            self.platform
+        } else {
+            self.device
+        }
+    }
+}
+
+/// Entries a source reported beyond its limit, refused since last asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refused {
+    /// The registrant.
+    pub source: GbId,
+    /// Entries refused.
+    pub entries: usize,
+    /// Its limit.
+    pub limit: usize,
+}
+
+/// The per-source index and the running counters, kept in step with the
+/// entries: every change removes an entry's old contribution and adds its
+/// new one, so they cannot drift.
+#[derive(Debug, Default)]
+struct Index {
+    by_source: HashMap<GbId, HashSet<GbId>>,
+    online: usize,
+    cameras: usize,
+    /// Camera entries that have cameras listed under them, by parent ID,
+    /// with how many: they are devices, not channels.
+    camera_parents: HashMap<GbId, u32>,
+}
+
+impl Index {
+    fn add(&mut self, id: GbId, e: &Stored) {
+        self.by_source.entry(e.source).or_default().insert(id);
+        self.online += usize::from(e.on);
+        if is_camera(id) {
+            self.cameras += 1;
+            if let Some(p) = e.camera_parent() {
+                *self.camera_parents.entry(p).or_default() += 1;
+            }
+        }
+    }
+
+    fn remove(&mut self, id: GbId, e: &Stored) {
+        if let Some(set) = self.by_source.get_mut(&e.source) {
+            set.remove(&id);
+            if set.is_empty() {
+                self.by_source.remove(&e.source);
+            }
+        }
+        self.online -= usize::from(e.on);
+        if is_camera(id) {
+            self.cameras -= 1;
+            if let Some(p) = e.camera_parent() {
+                if let Some(n) = self.camera_parents.get_mut(&p) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.camera_parents.remove(&p);
+                    }
+                }
+            }
+        }
+    }
+
+    fn set_on(&mut self, e: &mut Stored, on: bool) {
+        if e.on != on {
+            e.on = on;
+            if on {
+                self.online += 1;
+            } else {
+                self.online -= 1;
+            }
+        }
+    }
+
+    fn count_of(&self, source: GbId) -> usize {
+        self.by_source.get(&source).map_or(0, HashSet::len)
+    }
 }
 
 /// The federated catalog.
 #[derive(Debug)]
 pub struct Catalog {
     node: GbId,
-    entries: BTreeMap<Box<str>, Stored>,
+    entries: BTreeMap<GbId, Stored>,
+    index: Index,
+    limits: SourceLimits,
+    refused: HashMap<GbId, usize>,
 }
 
 /// Map the many status spellings devices use onto ON / OFF.
@@ -115,9 +235,9 @@ pub fn normalise_status(status: Option<&str>) -> &'static str {
     }
 }
 
-fn id_only(id: &str, ev: &str) -> CatalogItem {
+fn id_only(id: GbId, ev: &str) -> CatalogItem {
     CatalogItem {
-        device_id: id.to_owned(),
+        device_id: id.to_string(),
         event: Some(ev.to_owned()),
         ..CatalogItem::default()
     }
@@ -138,11 +258,19 @@ fn status_event(on: bool) -> &'static str {
 }
 
 impl Catalog {
-    /// An empty catalog for `node`.
+    /// An empty catalog for `node`, with the default per-source limits.
     pub fn new(node: GbId) -> Self {
+        Catalog::with_limits(node, SourceLimits::default())
+    }
+
+    /// An empty catalog for `node`.
+    pub fn with_limits(node: GbId, limits: SourceLimits) -> Self {
         Catalog {
             node,
             entries: BTreeMap::new(),
+            index: Index::default(),
+            limits,
+            refused: HashMap::new(),
         }
     }
 
@@ -158,49 +286,82 @@ impl Catalog {
 
     /// Entries whose type code is a channel (131/132) and that have no
     /// channels below them: an IPC that registers as itself (132) with its
-    /// channel listed under it is a device, not a second channel. Two scans,
-    /// milliseconds at 420,000 entries.
+    /// channel listed under it is a device, not a second channel.
     pub fn channel_count(&self) -> usize {
-        let is_cam = |k: &str| k.len() == 20 && matches!(k.get(10..13), Some("131" | "132"));
-        let parents: std::collections::HashSet<&str> = self
-            .entries
-            .iter()
-            .filter(|(k, _)| is_cam(k))
-            .filter_map(|(_, e)| e.parent.as_deref())
-            .collect();
-        self.entries
+        let devices = self
+            .index
+            .camera_parents
             .keys()
-            .filter(|k| is_cam(k) && !parents.contains(&k.as_ref()))
-            .count()
+            .filter(|p| self.entries.contains_key(p))
+            .count();
+        self.index.cameras - devices
     }
 
     /// Entries with status ON.
     pub fn online_count(&self) -> usize {
-        self.entries.values().filter(|e| e.on).count()
+        self.index.online
+    }
+
+    /// Entries reported through `source`.
+    pub fn source_len(&self, source: GbId) -> usize {
+        self.index.count_of(source)
+    }
+
+    /// Entries refused since the last call because their source was at its
+    /// limit, per source (for a warning and a counter).
+    pub fn take_refused(&mut self) -> Vec<Refused> {
+        self.refused
+            .drain()
+            .map(|(source, entries)| Refused {
+                source,
+                entries,
+                limit: self.limits.of(source),
+            })
+            .collect()
     }
 
     /// One entry.
     pub fn get(&self, id: &str) -> Option<Entry> {
-        self.entries.get(id).map(|e| e.entry(id))
+        let id = GbId::parse(id).ok()?;
+        self.entries.get(&id).map(|e| e.entry(id))
     }
 
     /// Entry IDs in order, after `after` (keyset paging).
     pub fn ids_after<'a>(&'a self, after: Option<&'a str>) -> impl Iterator<Item = &'a str> + 'a {
+        self.range_after(after).map(|(k, _)| k.as_str())
+    }
+
+    fn range_after<'a>(
+        &'a self,
+        after: Option<&'a str>,
+    ) -> impl Iterator<Item = (&'a GbId, &'a Stored)> + 'a {
         use std::ops::Bound;
-        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        // IDs are digits, so their order is the order of the strings; a
+        // key that is not an ID starts where it would sort.
+        let parsed = after.map(GbId::parse);
+        let start = match parsed {
+            Some(Ok(id)) => Bound::Excluded(id),
+            _ => Bound::Unbounded,
+        };
+        let odd = match parsed {
+            Some(Err(_)) => after,
+            _ => None,
+        };
         self.entries
-            .range::<str, _>((start, Bound::Unbounded))
-            .map(|(k, _)| k.as_ref())
+            .range((start, Bound::Unbounded))
+            .skip_while(move |(k, _)| odd.is_some_and(|a| k.as_str() <= a))
     }
 
     /// `id`'s parent in the tree, as its entry names it.
     pub fn parent_of(&self, id: &str) -> Option<&str> {
-        self.entries.get(id).and_then(|e| e.parent.as_deref())
+        let id = GbId::parse(id).ok()?;
+        self.entries.get(&id).and_then(|e| e.parent.as_deref())
     }
 
     /// The registrant through which `id` is reached.
     pub fn source_of(&self, id: &str) -> Option<GbId> {
-        self.entries.get(id).map(|e| e.source)
+        let id = GbId::parse(id).ok()?;
+        self.entries.get(&id).map(|e| e.source)
     }
 
     /// Insert or refresh a registrant's own item (a device or child node
@@ -211,15 +372,15 @@ impl Catalog {
         item.parent_id = Some(self.node.to_string());
         item.status = Some("ON".into());
         item.event = None;
-        if let Some(old) = self.entries.get(id.as_str()) {
-            let o = old.item(id.as_str());
+        if let Some(old) = self.entries.get(&id) {
+            let o = old.item(id);
             item.name = item.name.or(o.name);
             item.manufacturer = item.manufacturer.or(o.manufacturer);
             item.model = item.model.or(o.model);
             item.address = item.address.or(o.address);
         }
         // An authenticated registration owns its own item, whoever listed it before.
-        self.upsert_from(id, item, true)
+        self.upsert_from(id, id, item, true)
     }
 
     /// Fill a registrant's own item from its DeviceInfo answer.
@@ -230,27 +391,25 @@ impl Catalog {
         manufacturer: Option<String>,
         model: Option<String>,
     ) -> Vec<CatalogItem> {
-        let Some(e) = self.entries.get(id.as_str()) else {
+        let Some(e) = self.entries.get(&id) else {
             return Vec::new();
         };
-        let mut item = e.item(id.as_str());
+        let mut item = e.item(id);
         item.name = name.or(item.name);
         item.manufacturer = manufacturer.or(item.manufacturer);
         item.model = model.or(item.model);
-        self.upsert(id, item)
+        self.upsert_from(id, id, item, false)
     }
 
-    fn upsert(&mut self, source: GbId, item: CatalogItem) -> Vec<CatalogItem> {
-        self.upsert_from(source, item, false)
-    }
-
-    /// Insert or update from `source`. An entry owned by another source is
-    /// taken over only when `force`, or when it is OFF (a device that moved
-    /// while its old path is down); a live entry is never stolen, and a
-    /// registrant's own item never moves to someone else's report.
+    /// Insert or update `id` from `source`. An entry owned by another
+    /// source is taken over only when `force`, or when it is OFF (a device
+    /// that moved while its old path is down); a live entry is never
+    /// stolen, and a registrant's own item never moves to someone else's
+    /// report. A new entry beyond the source's limit is refused.
     fn upsert_from(
         &mut self,
         source: GbId,
+        id: GbId,
         mut item: CatalogItem,
         force: bool,
     ) -> Vec<CatalogItem> {
@@ -260,7 +419,7 @@ impl Catalog {
             .parent_id
             .as_deref()
             .is_none_or(|p| p.trim().is_empty())
-            && item.device_id != source.as_str()
+            && id != source
         {
             // Many cameras and NVRs leave ParentID out (it is optional in
             // 2016): the item belongs under the device that reported it,
@@ -268,31 +427,61 @@ impl Catalog {
             item.parent_id = Some(source.to_string());
         }
         let new = Stored::new(source, &item);
-        match self.entries.get_mut(item.device_id.as_str()) {
-            None => {
-                let ev = with_event(&item, event::ADD);
-                self.entries.insert(item.device_id.into_boxed_str(), new);
-                vec![ev]
+        // New to this source (a new entry, or one taken over from another).
+        let gains = self.entries.get(&id).is_none_or(|e| e.source != source);
+        if gains && id != source && self.index.count_of(source) >= self.limits.of(source) {
+            *self.refused.entry(source).or_default() += 1;
+            return Vec::new();
+        }
+        let Some(e) = self.entries.get_mut(&id) else {
+            let ev = with_event(&item, event::ADD);
+            self.index.add(id, &new);
+            self.entries.insert(id, new);
+            return vec![ev];
+        };
+        if e.source != source {
+            let own_item = e.source == id;
+            if !force && (own_item || e.on) {
+                tracing::debug!(%id, owner = %e.source, from = %source, "ignoring a report of an entry another source owns");
+                return Vec::new();
             }
+            // A moved device or a loop in the tree: say so.
+            tracing::warn!(%id, old = %e.source, new = %source, "catalog entry changed source");
+        }
+        let mut out = Vec::new();
+        if e.fields != new.fields || e.parent != new.parent {
+            out.push(with_event(&item, event::UPDATE));
+        } else if e.on != new.on {
+            out.push(id_only(id, status_event(new.on)));
+        }
+        self.index.remove(id, e);
+        self.index.add(id, &new);
+        *e = new;
+        out
+    }
+
+    fn remove(&mut self, id: GbId) -> bool {
+        match self.entries.remove(&id) {
             Some(e) => {
-                let key = item.device_id.as_str();
-                if e.source != source {
-                    let own_item = e.source.as_str() == key;
-                    if !force && (own_item || e.on) {
-                        tracing::debug!(id = %key, owner = %e.source, from = %source, "ignoring a report of an entry another source owns");
-                        return Vec::new();
-                    }
-                    // A moved device or a loop in the tree: say so.
-                    tracing::warn!(id = %key, old = %e.source, new = %source, "catalog entry changed source");
+                self.index.remove(id, &e);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// An item's ID, or `None` (logged) for one that is not a GB/T 28181
+    /// ID: nothing could address it (INVITE, queries and policy all take
+    /// IDs), so it is not kept.
+    fn item_id(&self, source: GbId, item: &CatalogItem) -> Option<GbId> {
+        match GbId::parse(item.device_id.trim()) {
+            Ok(id) if id != self.node => Some(id),
+            Ok(_) => None,
+            Err(e) => {
+                if !item.device_id.is_empty() {
+                    tracing::debug!(%source, id = %item.device_id, error = %e, "catalog item without a valid ID ignored");
                 }
-                let mut out = Vec::new();
-                if e.fields != new.fields || e.parent != new.parent {
-                    out.push(with_event(&item, event::UPDATE));
-                } else if e.on != new.on {
-                    out.push(id_only(key, status_event(new.on)));
-                }
-                *e = new;
-                out
+                None
             }
         }
     }
@@ -306,38 +495,40 @@ impl Catalog {
         items: Vec<CatalogItem>,
         complete: bool,
     ) -> Vec<CatalogItem> {
-        let own = source.to_string();
-        let mut seen = std::collections::HashSet::with_capacity(items.len());
+        let mut seen = HashSet::with_capacity(items.len());
         let mut out = Vec::new();
         for item in items {
-            if item.device_id.is_empty() || item.device_id == self.node.as_str() {
+            let Some(id) = self.item_id(source, &item) else {
                 continue;
-            }
-            if item.device_id == own {
+            };
+            if id == source {
                 // The registrant's own item as it describes itself: keep our
                 // parent link and its status, take its descriptive fields.
-                if let Some(e) = self.entries.get(own.as_str()) {
-                    let mut merged = item.clone();
+                if let Some(e) = self.entries.get(&id) {
+                    let mut merged = item;
                     merged.parent_id = e.parent.as_deref().map(str::to_owned);
                     merged.status = Some(if e.on { "ON" } else { "OFF" }.to_owned());
-                    seen.insert(own.clone());
-                    out.extend(self.upsert(source, merged));
+                    seen.insert(id);
+                    out.extend(self.upsert_from(source, id, merged, false));
                 }
                 continue;
             }
-            seen.insert(item.device_id.clone());
-            out.extend(self.upsert(source, item));
+            seen.insert(id);
+            out.extend(self.upsert_from(source, id, item, false));
         }
         if complete {
-            let gone: Vec<Box<str>> = self
-                .entries
-                .iter()
-                .filter(|(k, e)| e.source == source && ***k != *own && !seen.contains(&***k))
-                .map(|(k, _)| k.clone())
+            let gone: Vec<GbId> = self
+                .index
+                .by_source
+                .get(&source)
+                .into_iter()
+                .flatten()
+                .filter(|k| **k != source && !seen.contains(*k))
+                .copied()
                 .collect();
             for k in gone {
-                self.entries.remove(&k);
-                out.push(id_only(&k, event::DEL));
+                self.remove(k);
+                out.push(id_only(k, event::DEL));
             }
         }
         out
@@ -348,15 +539,15 @@ impl Catalog {
     pub fn apply_events(&mut self, source: GbId, items: Vec<CatalogItem>) -> Vec<CatalogItem> {
         let mut out = Vec::new();
         for item in items {
-            if item.device_id.is_empty() || item.device_id == self.node.as_str() {
+            let Some(id) = self.item_id(source, &item) else {
                 continue;
-            }
+            };
             let ev = item
                 .event
                 .as_deref()
                 .map(|e| e.trim().to_ascii_uppercase())
                 .unwrap_or_else(|| event::ADD.to_owned());
-            let existing = self.entries.get(item.device_id.as_str());
+            let existing = self.entries.get(&id);
             if existing.is_some_and(|e| e.source != source) {
                 continue;
             }
@@ -366,24 +557,24 @@ impl Catalog {
                     if item.status.is_none() {
                         item.status = existing.map(|e| if e.on { "ON" } else { "OFF" }.to_owned());
                     }
-                    out.extend(self.upsert(source, item));
+                    out.extend(self.upsert_from(source, id, item, false));
                 }
                 event::DEL => {
-                    if self.entries.remove(item.device_id.as_str()).is_some() {
-                        out.push(id_only(&item.device_id, event::DEL));
+                    if self.remove(id) {
+                        out.push(id_only(id, event::DEL));
                     }
                 }
                 event::ON | event::OFF | "VLOST" | "DEFECT" => {
                     let on = ev == event::ON;
-                    if let Some(e) = self.entries.get_mut(item.device_id.as_str()) {
+                    if let Some(e) = self.entries.get_mut(&id) {
                         if e.on != on {
-                            e.on = on;
-                            out.push(id_only(&item.device_id, status_event(on)));
+                            self.index.set_on(e, on);
+                            out.push(id_only(id, status_event(on)));
                         }
                     }
                 }
                 other => {
-                    tracing::debug!(event = other, id = %item.device_id, "ignoring unknown catalog event");
+                    tracing::debug!(event = other, %id, "ignoring unknown catalog event");
                 }
             }
         }
@@ -393,48 +584,90 @@ impl Catalog {
     /// Set every entry from `source` (its own item included) OFF, or only its
     /// own item ON (its channels' real state comes with the next catalog).
     pub fn set_source_online(&mut self, source: GbId, online: bool) -> Vec<CatalogItem> {
-        let own = source.as_str();
         let mut out = Vec::new();
         if online {
-            if let Some(e) = self.entries.get_mut(own) {
+            if let Some(e) = self.entries.get_mut(&source) {
                 if !e.on {
-                    e.on = true;
-                    out.push(id_only(own, event::ON));
+                    self.index.set_on(e, true);
+                    out.push(id_only(source, event::ON));
                 }
             }
             return out;
         }
-        for (k, e) in self.entries.iter_mut() {
-            if e.source == source && e.on {
-                e.on = false;
-                out.push(id_only(k, event::OFF));
+        let Some(ids) = self.index.by_source.get(&source) else {
+            return out;
+        };
+        let mut ids: Vec<GbId> = ids.iter().copied().collect();
+        // Sorted, as the events of a whole-catalog scan were.
+        ids.sort_unstable();
+        for id in ids {
+            if let Some(e) = self.entries.get_mut(&id) {
+                if e.on {
+                    self.index.set_on(e, false);
+                    out.push(id_only(id, event::OFF));
+                }
             }
         }
         out
     }
 
-    /// Every item, for answering the parent's Catalog query, sorted by ID.
-    pub fn export(&self) -> Vec<CatalogItem> {
-        self.entries.iter().map(|(k, e)| e.item(k)).collect()
-    }
-
-    /// Entries matching `q`, sorted by ID, and the total number of matches.
-    pub fn query(&self, q: &Query<'_>) -> (usize, Vec<Entry>) {
-        let source = q.source.and_then(|s| GbId::parse(s).ok());
+    /// Entries matching `q` after `q.after`, sorted by ID, at most
+    /// `q.limit`, and whether more match. A query for a small source reads
+    /// only that source's entries.
+    pub fn query(&self, q: &Query<'_>) -> (Vec<Entry>, bool) {
         let want_on = q.status.map(|s| s.eq_ignore_ascii_case("ON"));
-        let mut total = 0;
-        let mut page = Vec::new();
-        for (k, e) in self.entries.iter().filter(|(_, e)| {
+        let source = match q.source.map(GbId::parse) {
+            Some(Ok(s)) => Some(s),
+            Some(Err(_)) => return (Vec::new(), false),
+            None => None,
+        };
+        let keep = |e: &Stored| {
             q.parent.is_none_or(|p| e.parent.as_deref() == Some(p))
                 && want_on.is_none_or(|on| e.on == on)
-                && (q.source.is_none() || source == Some(e.source))
-        }) {
-            if total >= q.offset && page.len() < q.limit {
-                page.push(e.entry(k));
+                && source.is_none_or(|s| e.source == s)
+        };
+        let mut page = Vec::new();
+        let mut more = false;
+        let mut take = |id: GbId, e: &Stored| {
+            if page.len() == q.limit {
+                more = true;
+                return false;
             }
-            total += 1;
+            page.push(e.entry(id));
+            true
+        };
+        let small = source
+            .map(|s| self.index.count_of(s))
+            .filter(|n| n.saturating_mul(8) < self.entries.len());
+        if let (Some(source), Some(_)) = (source, small) {
+            // A device's few hundred entries: sorting them beats walking
+            // the whole map for them.
+            let after = q.after.map(GbId::parse);
+            let mut ids: Vec<GbId> = self.index.by_source[&source]
+                .iter()
+                .filter(|id| match &after {
+                    Some(Ok(a)) => **id > *a,
+                    Some(Err(_)) => q.after.is_none_or(|a| id.as_str() > a),
+                    None => true,
+                })
+                .copied()
+                .collect();
+            ids.sort_unstable();
+            for id in ids {
+                if let Some(e) = self.entries.get(&id).filter(|e| keep(e)) {
+                    if !take(id, e) {
+                        break;
+                    }
+                }
+            }
+        } else {
+            for (k, e) in self.range_after(q.after).filter(|(_, e)| keep(e)) {
+                if !take(*k, e) {
+                    break;
+                }
+            }
         }
-        (total, page)
+        (page, more)
     }
 }
 
@@ -526,9 +759,11 @@ mod tests {
                 limit: 100,
                 ..Query::default()
             })
-            .0,
+            .0
+            .len(),
             21
         );
+        assert_eq!(c.online_count(), 21);
     }
 
     #[test]
@@ -587,16 +822,180 @@ mod tests {
                 .collect(),
             true,
         );
-        let (total, page) = c.query(&Query {
+        // Another source's entries: the device's are few enough to be read
+        // from the index, so both ways of answering run.
+        c.replace_from(
+            gid(CHILD),
+            (100..200).map(|n| ch(n, CHILD, "OFF")).collect(),
+            true,
+        );
+        let off = |after: Option<&'static str>, source: Option<&'static str>| Query {
             parent: Some(DEV),
             status: Some("OFF"),
-            offset: 1,
+            source,
+            after,
             limit: 2,
+        };
+        for source in [None, Some(DEV)] {
+            let (page, more) = c.query(&off(None, source));
+            assert!(more);
+            assert_eq!(page[1].item.device_id, "35010201001310000003");
+            let (page, more) = c.query(&off(Some("35010201001310000003"), source));
+            assert!(more);
+            assert_eq!(page[0].item.device_id, "35010201001310000005");
+            let (page, more) = c.query(&off(Some("35010201001310000007"), source));
+            assert!(!more);
+            assert_eq!(page.len(), 1);
+        }
+        // A key that is no ID resumes where it would sort.
+        let (page, _) = c.query(&Query {
+            after: Some("35010201001310000004x"),
+            limit: 1,
             ..Query::default()
         });
-        assert_eq!(total, 5);
-        assert_eq!(page.len(), 2);
-        assert_eq!(page[0].item.device_id, "35010201001310000003");
+        assert_eq!(page[0].item.device_id, "35010201001310000005");
+    }
+
+    #[test]
+    fn a_source_is_held_to_its_limit() {
+        let limits = SourceLimits {
+            device: 5,
+            platform: 8,
+        };
+        let mut c = Catalog::with_limits(gid(NODE), limits);
+        c.upsert_registrant(gid(DEV), CatalogItem::default());
+        let ev = c.replace_from(gid(DEV), (0..9).map(|n| ch(n, DEV, "ON")).collect(), true);
+        assert_eq!(ev.len(), 4, "its own item and 4 channels");
+        assert_eq!(c.source_len(gid(DEV)), 5);
+        assert_eq!(
+            c.take_refused(),
+            vec![Refused {
+                source: gid(DEV),
+                entries: 5,
+                limit: 5
+            }]
+        );
+        assert!(c.take_refused().is_empty());
+        // Changes to what it has are still taken; a platform has more room.
+        let ev = c.replace_from(gid(DEV), (0..4).map(|n| ch(n, DEV, "OFF")).collect(), true);
+        assert_eq!(ev.len(), 4);
+        let ev = c.replace_from(
+            gid(CHILD),
+            (10..30).map(|n| ch(n, CHILD, "ON")).collect(),
+            true,
+        );
+        assert_eq!(ev.len(), 8);
+    }
+
+    #[test]
+    fn items_without_a_valid_id_are_not_kept() {
+        let mut c = Catalog::new(gid(NODE));
+        let mut odd = ch(1, DEV, "ON");
+        odd.device_id = "cam-1".into();
+        let mut short = ch(2, DEV, "ON");
+        short.device_id = "3501020100131".into();
+        assert_eq!(
+            c.replace_from(gid(DEV), vec![odd, short, ch(3, DEV, "ON")], true)
+                .len(),
+            1
+        );
+        assert_eq!(c.len(), 1);
+    }
+
+    /// Counters and the per-source index recomputed from the entries.
+    fn recount(c: &Catalog) -> (usize, usize, Vec<(GbId, usize)>) {
+        let parents: HashSet<GbId> = c
+            .entries
+            .iter()
+            .filter(|(k, _)| is_camera(**k))
+            .filter_map(|(_, e)| e.camera_parent())
+            .collect();
+        let channels = c
+            .entries
+            .keys()
+            .filter(|k| is_camera(**k) && !parents.contains(k))
+            .count();
+        let online = c.entries.values().filter(|e| e.on).count();
+        let mut by: HashMap<GbId, usize> = HashMap::new();
+        for e in c.entries.values() {
+            *by.entry(e.source).or_default() += 1;
+        }
+        let mut by: Vec<_> = by.into_iter().collect();
+        by.sort();
+        (channels, online, by)
+    }
+
+    fn indexed(c: &Catalog) -> (usize, usize, Vec<(GbId, usize)>) {
+        let mut by: Vec<_> = c
+            .index
+            .by_source
+            .iter()
+            .map(|(s, ids)| (*s, ids.len()))
+            .collect();
+        by.sort();
+        (c.channel_count(), c.online_count(), by)
+    }
+
+    mod prop {
+        use super::*;
+        use proptest::prelude::*;
+
+        const SOURCES: [&str; 3] = [DEV, CHILD, "35010201001320000007"];
+
+        /// One catalog operation on a small ID space, so entries collide,
+        /// move between sources and nest (an IPC, 132, over a channel).
+        fn op() -> impl Strategy<Value = (u8, usize, Vec<(u8, u8, u8)>, bool)> {
+            (
+                0u8..6,
+                0usize..3,
+                proptest::collection::vec((0u8..12, 0u8..4, 0u8..7), 0..8),
+                any::<bool>(),
+            )
+        }
+
+        fn item(n: u8, parent: u8, ev: u8, source: &str) -> CatalogItem {
+            // Even numbers are channels (131), odd ones IPCs (132).
+            let code = if n % 2 == 0 { 131 } else { 132 };
+            let parent = match parent {
+                0 => None,
+                1 => Some(source.to_owned()),
+                k => Some(format!("3501020100132{:07}", ((n + k) % 12) | 1)),
+            };
+            CatalogItem {
+                device_id: format!("3501020100{code}{n:07}"),
+                parent_id: parent,
+                status: Some(if ev % 2 == 0 { "ON" } else { "OFF" }.into()),
+                event: Some(
+                    ["ADD", "DEL", "ON", "OFF", "UPDATE", "ADD", "VLOST"][ev as usize].into(),
+                ),
+                ..CatalogItem::default()
+            }
+        }
+
+        proptest! {
+            #[test]
+            fn counters_and_index_match_the_entries(ops in proptest::collection::vec(op(), 1..40)) {
+                let mut c = Catalog::with_limits(gid(NODE), SourceLimits { device: 6, platform: 9 });
+                for (kind, s, items, flag) in ops {
+                    let source = gid(SOURCES[s]);
+                    let items: Vec<CatalogItem> = items
+                        .into_iter()
+                        .map(|(n, p, e)| item(n, p, e, SOURCES[s]))
+                        .collect();
+                    match kind {
+                        0 => { c.upsert_registrant(source, CatalogItem::default()); }
+                        1 | 2 => { c.replace_from(source, items, flag); }
+                        3 => { c.apply_events(source, items); }
+                        4 => { c.set_source_online(source, flag); }
+                        _ => { c.describe_registrant(source, Some("x".into()), None, None); }
+                    }
+                    prop_assert_eq!(indexed(&c), recount(&c));
+                    for (s, n) in recount(&c).2 {
+                        prop_assert!(n <= c.limits.of(s) + 1, "{} holds {}", s, n);
+                    }
+                }
+            }
+        }
     }
 
     #[test]

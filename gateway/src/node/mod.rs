@@ -363,7 +363,7 @@ impl Node {
             &settings,
         );
         Node {
-            catalog: Catalog::new(identity.id),
+            catalog: Catalog::with_limits(identity.id, settings.catalog_limits),
             agent,
             tx: TransactionLayer::new(settings.sip_timers, settings.max_transactions),
             registrar,
@@ -1110,11 +1110,10 @@ impl Node {
                 if let Some(u) = self.uplink_to_mut(parent) {
                     u.note_catalog_query();
                 }
-                let all = self.catalog.export();
-                let total = all.len();
-                let items = self.shared_with(parent, all, now);
-                tracing::info!(%parent, sn = q.sn, items = items.len(), total, "answering the parent's catalog query");
-                self.audit_catalog_answer(parent, items.len(), total, now);
+                let total = self.catalog.len();
+                let ids = self.shared_ids(parent, now);
+                tracing::info!(%parent, sn = q.sn, items = ids.len(), total, "answering the parent's catalog query");
+                self.audit_catalog_answer(parent, ids.len(), total, now);
                 let charset = self
                     .uplink_to(parent)
                     .map_or(Charset::Gb2312, Uplink::charset);
@@ -1122,7 +1121,7 @@ impl Node {
                 let ob = self.outbox_for(parent, peer);
                 // A repeated query supersedes the answer still queued.
                 ob.drop_catalog_answers();
-                ob.push_catalog(false, q.sn, q.device_id, items, budget, charset);
+                ob.push_answer(q.sn, q.device_id, ids, budget, charset);
                 self.pump(parent, now);
             }
             // What the parent may not see does not exist for it: answered
@@ -1209,6 +1208,10 @@ impl Node {
 
     /// Catalog changes to push to the parents (batched).
     fn emit(&mut self, events: Vec<CatalogItem>, now: Instant) {
+        for r in self.catalog.take_refused() {
+            metrics::counter!("gbgate_catalog_entries_refused_total").increment(r.entries as u64);
+            tracing::warn!(source = %r.source, refused = r.entries, limit = r.limit, "catalog entries beyond the source's limit refused");
+        }
         if events.is_empty() {
             return;
         }
@@ -1274,7 +1277,7 @@ impl Node {
         let id = self.identity.id.to_string();
         let limit = self.settings.max_event_backlog;
         let ob = self.outbox_for(parent, peer);
-        ob.push_catalog(true, sn, id, items, budget, charset);
+        ob.push_changes(sn, id, items, budget, charset);
         if ob.backlog() > limit {
             // The parent cannot keep up with our changes: rather than queue
             // without bound, hand it the whole catalog once.
@@ -1342,7 +1345,19 @@ impl Node {
             return;
         };
         let peer = ob.peer();
-        let ready = ob.take_ready();
+        let catalog = &self.catalog;
+        let ready = ob.take_ready(|id| {
+            catalog.get(id.as_str()).map_or_else(
+                // Gone since the answer was planned: listed as OFF, its DEL
+                // follows among the changes.
+                || crate::gb::manscdp::CatalogItem {
+                    device_id: id.to_string(),
+                    status: Some("OFF".into()),
+                    ..Default::default()
+                },
+                |e| e.item,
+            )
+        });
         for outbox::Ready {
             body,
             attempt,

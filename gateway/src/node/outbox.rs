@@ -1,6 +1,8 @@
 //! Paced MESSAGEs toward one peer: at most `window` in flight, the rest
 //! waiting. Catalog answers are split lazily, a slice at a time, so a
-//! 420,000-item answer never sits in memory as 100,000 encoded bodies.
+//! 420,000-item answer never sits in memory as 100,000 encoded bodies, nor
+//! as 420,000 unpacked items: an answer holds the IDs it lists and reads
+//! each slice's items from the catalog when the slice is due.
 
 use std::collections::VecDeque;
 
@@ -10,15 +12,33 @@ use crate::gb::catalog::split;
 use crate::gb::charset::Charset;
 use crate::gb::manscdp::CatalogItem;
 use crate::sip::Peer;
+use topology::GbId;
 
 /// Items encoded per refill of a pending catalog answer.
 const SLICE: usize = 256;
+
+/// What a pending catalog job lists.
+enum Listing {
+    /// Change events, as they were when they happened.
+    Items(Vec<CatalogItem>),
+    /// A whole-catalog answer: the IDs, read when due.
+    Ids(Vec<GbId>),
+}
+
+impl Listing {
+    fn len(&self) -> usize {
+        match self {
+            Listing::Items(v) => v.len(),
+            Listing::Ids(v) => v.len(),
+        }
+    }
+}
 
 struct PendingCatalog {
     notify: bool,
     sn: u32,
     device_id: String,
-    items: Vec<CatalogItem>,
+    items: Listing,
     pos: usize,
     budget: usize,
     charset: Charset,
@@ -82,17 +102,41 @@ impl Outbox {
         });
     }
 
-    /// Queue a whole catalog answer (or a batch of change events).
-    pub(super) fn push_catalog(
+    /// Queue a batch of change events.
+    pub(super) fn push_changes(
         &mut self,
-        notify: bool,
         sn: u32,
         device_id: String,
         items: Vec<CatalogItem>,
         budget: usize,
         charset: Charset,
     ) {
-        if items.is_empty() {
+        self.push_listing(true, sn, device_id, Listing::Items(items), budget, charset);
+    }
+
+    /// Queue a whole catalog answer listing `ids`; each slice's items are
+    /// read with the `lookup` given to [`Self::take_ready`] when it is due.
+    pub(super) fn push_answer(
+        &mut self,
+        sn: u32,
+        device_id: String,
+        ids: Vec<GbId>,
+        budget: usize,
+        charset: Charset,
+    ) {
+        self.push_listing(false, sn, device_id, Listing::Ids(ids), budget, charset);
+    }
+
+    fn push_listing(
+        &mut self,
+        notify: bool,
+        sn: u32,
+        device_id: String,
+        items: Listing,
+        budget: usize,
+        charset: Charset,
+    ) {
+        if items.len() == 0 {
             // SumNum 0 still needs one (empty) answer.
             let bodies = split(notify, sn, &device_id, 0, &[], budget, charset);
             for body in bodies {
@@ -117,8 +161,9 @@ impl Outbox {
     }
 
     /// Bodies (with their attempt number) that may be sent now; each must
-    /// later be matched by [`Self::done`].
-    pub(super) fn take_ready(&mut self) -> Vec<Ready> {
+    /// later be matched by [`Self::done`]. `lookup` reads an answer's item
+    /// by ID.
+    pub(super) fn take_ready(&mut self, lookup: impl Fn(GbId) -> CatalogItem) -> Vec<Ready> {
         let mut out = Vec::new();
         while self.in_flight < self.window {
             let Some(job) = self.jobs.front_mut() else {
@@ -144,12 +189,23 @@ impl Outbox {
                 Job::Catalog(p) => {
                     let end = (p.pos + SLICE).min(p.items.len());
                     let sum = p.items.len() as u32;
+                    let read;
+                    let slice = match &p.items {
+                        Listing::Items(v) => &v[p.pos..end],
+                        Listing::Ids(ids) => {
+                            read = ids[p.pos..end]
+                                .iter()
+                                .map(|id| lookup(*id))
+                                .collect::<Vec<_>>();
+                            &read[..]
+                        }
+                    };
                     let bodies = split(
                         p.notify,
                         p.sn,
                         &p.device_id,
                         sum,
-                        &p.items[p.pos..end],
+                        slice,
                         p.budget,
                         p.charset,
                     );
@@ -226,40 +282,43 @@ mod tests {
     use crate::gb::manscdp::{parse, Manscdp};
     use crate::sip::Transport;
 
+    fn camera(n: u32) -> CatalogItem {
+        CatalogItem {
+            device_id: format!("3501020100131{n:07}"),
+            name: Some(format!("camera {n}")),
+            status: Some("ON".into()),
+            ..CatalogItem::default()
+        }
+    }
+
     #[test]
-    fn window_paces_and_catalog_splits_lazily_in_order() {
+    fn window_paces_and_an_answer_reads_its_items_a_slice_at_a_time_in_order() {
         let peer = Peer::plain(Transport::Udp, "127.0.0.1:1".parse().unwrap());
         let mut ob = Outbox::new(peer, 4);
-        let items: Vec<CatalogItem> = (0..1000)
-            .map(|n| CatalogItem {
-                device_id: format!("3501020100131{n:07}"),
-                name: Some(format!("camera {n}")),
-                status: Some("ON".into()),
-                ..CatalogItem::default()
-            })
+        let ids: Vec<GbId> = (0..1000)
+            .map(|n| GbId::parse(&camera(n).device_id).unwrap())
             .collect();
-        ob.push_catalog(
-            false,
-            9,
-            "35010201002000000001".into(),
-            items,
-            1000,
-            Charset::Gb2312,
-        );
+        ob.push_answer(9, "35010201002000000001".into(), ids, 1000, Charset::Gb2312);
+        let read = std::cell::Cell::new(0);
         let mut got = Vec::new();
         loop {
-            let ready = ob.take_ready();
+            let before = read.get();
+            let ready = ob.take_ready(|id| {
+                read.set(read.get() + 1);
+                camera(id.serial())
+            });
             if ready.is_empty() {
                 break;
             }
             assert!(ready.len() <= 4);
+            assert!(read.get() - before <= SLICE, "one slice read at a time");
             for r in ready {
                 assert!(r.body.len() <= 1000 && !r.notify);
                 match parse(&r.body).unwrap().0 {
                     Manscdp::CatalogResponse(l) => {
                         assert_eq!(l.sum_num, 1000);
                         assert_eq!(l.sn, 9);
-                        got.extend(l.items.into_iter().map(|i| i.device_id));
+                        got.extend(l.items.into_iter().map(|i| (i.device_id, i.name)));
                     }
                     other => panic!("unexpected {other:?}"),
                 }
@@ -267,6 +326,36 @@ mod tests {
             }
         }
         assert_eq!(got.len(), 1000);
-        assert!(got.windows(2).all(|w| w[0] < w[1]), "parts stay in order");
+        assert_eq!(read.get(), 1000, "each item read once");
+        assert!(
+            got.windows(2).all(|w| w[0].0 < w[1].0),
+            "parts stay in order"
+        );
+        assert_eq!(got[7].1.as_deref(), Some("camera 7"));
+    }
+
+    #[test]
+    fn changes_are_sent_as_they_were() {
+        let peer = Peer::plain(Transport::Udp, "127.0.0.1:1".parse().unwrap());
+        let mut ob = Outbox::new(peer, 64);
+        let items: Vec<CatalogItem> = (0..10).map(camera).collect();
+        ob.push_changes(
+            3,
+            "35010201002000000001".into(),
+            items,
+            1300,
+            Charset::Gb2312,
+        );
+        assert_eq!(ob.backlog(), 10);
+        let ready = ob.take_ready(|_| panic!("changes are not looked up"));
+        let mut n = 0;
+        for r in ready {
+            assert!(r.notify);
+            match parse(&r.body).unwrap().0 {
+                Manscdp::CatalogNotify(l) => n += l.items.len(),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(n, 10);
     }
 }

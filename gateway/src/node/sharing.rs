@@ -384,6 +384,43 @@ impl Node {
         self.with_paths(&who, shown, wall)
     }
 
+    /// The IDs of the whole catalog that `parent` may see, in order, with
+    /// the ancestors a shared entry needs listed before it (as
+    /// [`Self::with_paths`] does for items): what a catalog answer lists.
+    pub(super) fn shared_ids(&self, parent: GbId, now: Instant) -> Vec<GbId> {
+        let all = self
+            .catalog
+            .ids_after(None)
+            .filter_map(|id| GbId::parse(id).ok());
+        if !self.gate.enforcing() {
+            return all.collect();
+        }
+        let who = node_subject(parent);
+        let wall = self.wall(now);
+        // Ancestors listed for the entries below them (never shown by
+        // themselves, so never listed in their own turn).
+        let mut listed: std::collections::HashSet<GbId> = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for id in all {
+            let ancestors = self.ancestors(&id);
+            if !self.gate.shows(&who, &id, &ancestors, wall) {
+                continue;
+            }
+            for (k, a) in ancestors.iter().enumerate().rev() {
+                if crate::gate::in_catalog_policy(a)
+                    && !listed.contains(a)
+                    && !self.gate.shows(&who, a, &ancestors[k + 1..], wall)
+                    && self.catalog.get(a.as_str()).is_some()
+                {
+                    listed.insert(*a);
+                    out.push(*a);
+                }
+            }
+            out.push(id);
+        }
+        out
+    }
+
     /// `items` with the governed ancestors they need that the policy does
     /// not share by themselves (an IPC, 132, above its shared channel):
     /// those are listed because something below them is. They come first,
@@ -506,8 +543,8 @@ impl Node {
         for parent in parents {
             let who = node_subject(parent);
             let mut changes = Vec::new();
-            for mut item in self.catalog.export() {
-                let Ok(id) = GbId::parse(&item.device_id) else {
+            for id in self.catalog.ids_after(None) {
+                let Ok(id) = GbId::parse(id) else {
                     continue;
                 };
                 if !crate::gate::in_catalog_policy(&id) {
@@ -518,13 +555,17 @@ impl Node {
                 let after = self.gate.shows(&who, &id, &ancestors, new_wall);
                 if before && !after {
                     changes.push(CatalogItem {
-                        device_id: item.device_id,
+                        device_id: id.to_string(),
                         event: Some(event::DEL.into()),
                         ..CatalogItem::default()
                     });
                 } else if after && !before {
-                    item.event = Some(event::ADD.into());
-                    changes.push(item);
+                    // Unpacked only when it is news to the parent.
+                    if let Some(e) = self.catalog.get(id.as_str()) {
+                        let mut item = e.item;
+                        item.event = Some(event::ADD.into());
+                        changes.push(item);
+                    }
                 }
             }
             let changes = self.with_paths(&who, changes, new_wall);

@@ -51,6 +51,10 @@ struct Args {
     /// Most REGISTERs in flight at once.
     #[arg(long, default_value_t = 200)]
     window: usize,
+    /// Answer MESSAGEs each device keeps in flight (a catalog answer of
+    /// 1,000 channels is hundreds of them over UDP).
+    #[arg(long, default_value_t = integration::sim::ANSWER_WINDOW)]
+    answer_window: usize,
     /// Benchmark: register every device once, print the rate, exit.
     #[arg(long)]
     bench_register: bool,
@@ -86,7 +90,7 @@ fn main() -> Result<()> {
         server_id,
         id_prefix: a
             .prefix
-            .unwrap_or_else(|| format!("{}00", &server_id.as_str()[..8])),
+            .unwrap_or_else(|| integration::sim::default_prefix(server_id)),
         serial_base: a.serial_base,
         ipcs: a.ipcs,
         nvrs: a.nvrs,
@@ -102,6 +106,7 @@ fn main() -> Result<()> {
             1300
         },
         register_window: a.window,
+        answer_window: a.answer_window,
     };
     let media = match &a.media {
         Some(path) => {
