@@ -68,6 +68,8 @@ struct Parent {
     refuse_notifies: bool,
     /// Catalog change MESSAGEs it refused.
     refused: usize,
+    /// Answer this many catalog change MESSAGEs 503 with Retry-After 2.
+    busy_notifies: usize,
     /// Responses the node sent to the parent's requests (INVITE answers).
     responses: Vec<Response>,
     /// Query the catalog when a REGISTER arrives and keep the 200 back
@@ -106,6 +108,17 @@ impl Parent {
                         )
                     {
                         return Vec::new();
+                    }
+                    if self.busy_notifies > 0
+                        && matches!(
+                            manscdp::parse(&req.body),
+                            Ok((Manscdp::CatalogNotify(_), _))
+                        )
+                    {
+                        self.busy_notifies -= 1;
+                        let mut r = Response::to_request(&req, 503, Some("p"));
+                        r.headers.push("Retry-After", "2");
+                        return vec![r.to_bytes().to_vec()];
                     }
                     if self.refuse_notifies
                         && matches!(
@@ -220,6 +233,7 @@ impl World {
             ignore_notifies: false,
             refuse_notifies: false,
             refused: 0,
+            busy_notifies: 0,
             responses: Vec::new(),
             query_before_ok: false,
             held_ok: None,
@@ -663,6 +677,23 @@ fn a_parent_that_cannot_keep_up_gets_the_whole_catalog_instead() {
     }
     assert_eq!(w.parent.register_call_ids.len(), 2);
     assert!(w.node.uplink().unwrap().is_registered());
+}
+
+#[test]
+fn a_busy_parent_gets_what_it_could_not_take_after_its_retry_after() {
+    let mut w = World::new(u64::MAX, u64::MAX);
+    w.parent.busy_notifies = 3;
+    let expected: HashSet<String> = w.fleet.channel_ids().into_iter().collect();
+    let took = w.run_until(Duration::from_secs(60), |w| {
+        w.parent.registered && expected.is_subset(&notified_ids(&w.parent))
+    });
+    assert_eq!(w.parent.busy_notifies, 0);
+    assert!(took >= Duration::from_secs(2), "waited as told: {took:?}");
+    assert_eq!(w.parent.refused, 0);
+    assert!(
+        !w.node.uplink().unwrap().refuses_pushes(),
+        "busy is not refusing"
+    );
 }
 
 #[test]

@@ -43,6 +43,10 @@ pub use sharing::Output;
 /// Times an unanswered catalog MESSAGE is sent again (each after its own
 /// Timer F) before it is dropped; by then keepalives have found the link dead.
 const OUTBOX_RETRIES: u8 = 3;
+/// How long a queue toward a busy peer waits unless told (Retry-After).
+const BUSY_PAUSE: Duration = Duration::from_secs(1);
+/// The longest a busy peer's Retry-After holds its queue.
+const MAX_BUSY_PAUSE: Duration = Duration::from_secs(60);
 
 /// Forwarded DeviceInfo/DeviceStatus queries awaiting answers, at most.
 const MAX_FORWARDS: usize = 10_000;
@@ -162,6 +166,8 @@ pub struct Node {
     pending_up: Vec<CatalogItem>,
     flush_at: Option<Instant>,
     outboxes: HashMap<GbId, Outbox>,
+    /// The earliest end of a busy peer's pause: its queue goes on then.
+    outbox_wake: Option<Instant>,
     forwards: HashMap<(GbId, u32), Forward>,
     sn: u32,
     cseq: u32,
@@ -374,6 +380,7 @@ impl Node {
             pending_up: Vec::new(),
             flush_at: None,
             outboxes: HashMap::new(),
+            outbox_wake: None,
             forwards: HashMap::new(),
             sn: 0,
             cseq: 0,
@@ -472,6 +479,7 @@ impl Node {
         };
         min(self.tx.poll_timeout());
         min(self.flush_at);
+        min(self.outbox_wake);
         min(self.policy_expiry);
         if !self.shutting_down {
             for u in &self.uplinks {
@@ -1346,7 +1354,7 @@ impl Node {
         };
         let peer = ob.peer();
         let catalog = &self.catalog;
-        let ready = ob.take_ready(|id| {
+        let ready = ob.take_ready(now, |id| {
             catalog.get(id.as_str()).map_or_else(
                 // Gone since the answer was planned: listed as OFF, its DEL
                 // follows among the changes.
@@ -1422,9 +1430,29 @@ impl Node {
                     .and_then(|u| u.on_keepalive_response(response.status, now));
                 self.on_uplink_event(parent, ev, now);
             }
-            Token::Outbox(id, _, _, notify) => {
+            Token::Outbox(id, body, attempt, notify) => {
                 if let Some(ob) = self.outboxes.get_mut(&id) {
                     ob.done();
+                }
+                if matches!(response.status, 408 | 480 | 503) {
+                    // Busy, not refusing: what it could not take now is
+                    // sent again, after it said to or a second, and
+                    // nothing else goes to it meanwhile.
+                    let wait = response
+                        .headers
+                        .get("Retry-After")
+                        .and_then(|v| v.split(';').next()?.trim().parse::<u64>().ok())
+                        .map_or(BUSY_PAUSE, Duration::from_secs)
+                        .clamp(BUSY_PAUSE, MAX_BUSY_PAUSE);
+                    tracing::debug!(%id, status = response.status, ?wait, "peer busy; pausing its queue");
+                    metrics::counter!("gbgate_outbox_busy_total").increment(1);
+                    if let Some(ob) = self.outboxes.get_mut(&id) {
+                        ob.retry(body, attempt, notify);
+                        ob.pause(now + wait);
+                    }
+                    let at = now + wait;
+                    self.outbox_wake = Some(self.outbox_wake.map_or(at, |t| t.min(at)));
+                    return;
                 }
                 if response.status >= 300 {
                     tracing::debug!(%id, status = response.status, "queued MESSAGE refused");
@@ -1433,7 +1461,7 @@ impl Node {
                     // What it refused is lost to it, and what is queued
                     // would be refused too: it queries the whole catalog
                     // again instead.
-                    if notify && !matches!(response.status, 408 | 480 | 503) {
+                    if notify {
                         let first = self
                             .uplink_to_mut(id)
                             .is_some_and(Uplink::set_refuses_pushes);
@@ -1539,6 +1567,9 @@ impl Node {
         if self.flush_at.is_some_and(|t| now >= t) {
             self.flush_up(now);
         }
+        if self.outbox_wake.is_some_and(|t| now >= t) {
+            self.resume_outboxes(now);
+        }
         if !self.shutting_down {
             for i in 0..self.uplinks.len() {
                 let Some(u) = self.uplinks.get_mut(i) else {
@@ -1559,6 +1590,22 @@ impl Node {
         }
         if now >= self.next_sweep {
             self.sweep(now);
+        }
+    }
+
+    /// Pump the queues whose busy pause ended; remember the next end.
+    fn resume_outboxes(&mut self, now: Instant) {
+        self.outbox_wake = None;
+        let mut due = Vec::new();
+        for (id, ob) in &self.outboxes {
+            match ob.paused_until() {
+                Some(t) if t <= now => due.push(*id),
+                Some(t) => self.outbox_wake = Some(self.outbox_wake.map_or(t, |w| w.min(t))),
+                None => {}
+            }
+        }
+        for id in due {
+            self.pump(id, now);
         }
     }
 
@@ -1602,6 +1649,7 @@ impl Node {
         let (c, s) = self.tx.open();
         metrics::gauge!("gbgate_sip_transactions_open").set((c + s) as f64);
         metrics::counter!("gbgate_sip_retransmissions_total").absolute(self.tx.retransmissions());
+        metrics::counter!("gbgate_sip_transactions_evicted_total").absolute(self.tx.evicted());
         self.update_gauges();
     }
 

@@ -5,6 +5,7 @@
 //! each slice's items from the catalog when the slice is due.
 
 use std::collections::VecDeque;
+use std::time::Instant;
 
 use bytes::Bytes;
 
@@ -72,6 +73,8 @@ pub(super) struct Outbox {
     window: usize,
     in_flight: usize,
     jobs: VecDeque<Job>,
+    /// The peer said it is busy (503, 480, 408): nothing goes until then.
+    paused_until: Option<Instant>,
 }
 
 impl Outbox {
@@ -81,7 +84,19 @@ impl Outbox {
             window: window.max(1),
             in_flight: 0,
             jobs: VecDeque::new(),
+            paused_until: None,
         }
+    }
+
+    /// Send nothing before `until` (the peer is busy); what it refused is
+    /// queued again first with [`Self::retry`].
+    pub(super) fn pause(&mut self, until: Instant) {
+        self.paused_until = Some(self.paused_until.map_or(until, |t| t.max(until)));
+    }
+
+    /// When a pause ends, if one holds the queue.
+    pub(super) fn paused_until(&self) -> Option<Instant> {
+        self.paused_until
     }
 
     pub(super) fn peer(&self) -> Peer {
@@ -163,8 +178,18 @@ impl Outbox {
     /// Bodies (with their attempt number) that may be sent now; each must
     /// later be matched by [`Self::done`]. `lookup` reads an answer's item
     /// by ID.
-    pub(super) fn take_ready(&mut self, lookup: impl Fn(GbId) -> CatalogItem) -> Vec<Ready> {
+    pub(super) fn take_ready(
+        &mut self,
+        now: Instant,
+        lookup: impl Fn(GbId) -> CatalogItem,
+    ) -> Vec<Ready> {
         let mut out = Vec::new();
+        if let Some(until) = self.paused_until {
+            if now < until {
+                return out;
+            }
+            self.paused_until = None;
+        }
         while self.in_flight < self.window {
             let Some(job) = self.jobs.front_mut() else {
                 break;
@@ -301,9 +326,10 @@ mod tests {
         ob.push_answer(9, "35010201002000000001".into(), ids, 1000, Charset::Gb2312);
         let read = std::cell::Cell::new(0);
         let mut got = Vec::new();
+        let now = Instant::now();
         loop {
             let before = read.get();
-            let ready = ob.take_ready(|id| {
+            let ready = ob.take_ready(now, |id| {
                 read.set(read.get() + 1);
                 camera(id.serial())
             });
@@ -347,7 +373,12 @@ mod tests {
             Charset::Gb2312,
         );
         assert_eq!(ob.backlog(), 10);
-        let ready = ob.take_ready(|_| panic!("changes are not looked up"));
+        let now = Instant::now();
+        ob.pause(now + std::time::Duration::from_secs(1));
+        assert!(ob.take_ready(now, |_| unreachable!()).is_empty(), "paused");
+        let later = now + std::time::Duration::from_secs(1);
+        let ready = ob.take_ready(later, |_| panic!("changes are not looked up"));
+        assert_eq!(ob.paused_until(), None);
         let mut n = 0;
         for r in ready {
             assert!(r.notify);

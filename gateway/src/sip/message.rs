@@ -315,6 +315,18 @@ impl Headers {
         }
     }
 
+    /// The header lines from `at` on, removed from this list.
+    pub fn split_off(&mut self, at: usize) -> Headers {
+        Headers {
+            entries: self.entries.split_off(at.min(self.entries.len())),
+        }
+    }
+
+    /// Append every line of `other`, in order.
+    pub fn extend_from(&mut self, other: &Headers) {
+        self.entries.extend(other.entries.iter().cloned());
+    }
+
     /// The first value of header `name` (case-insensitive; compact forms are
     /// equivalent to full names).
     pub fn get(&self, name: &str) -> Option<&str> {

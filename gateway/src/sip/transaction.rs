@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::header::{NameAddr, Via};
-use super::message::{Method, Request, Response};
+use super::message::{Headers, Method, Request, Response};
 use super::{Peer, Transmit};
 
 /// RFC 3261 timer values. Defaults are the RFC's; tests shorten them.
@@ -154,6 +154,78 @@ struct ServerTx {
     next_retransmit: Option<Instant>,
 }
 
+/// The final answer of a finished non-INVITE server transaction, kept
+/// through Timer J to resend when the request comes again. Most answers
+/// are rebuilt from the retransmission itself (it carries the same Via,
+/// From, To, Call-ID and CSeq) plus what the answer added, so a record
+/// holds some tens of bytes, not the whole message: at 10,000 catalog
+/// MESSAGEs a second, J's 32 s would otherwise hold 320,000 copies. An
+/// answer the request does not rebuild byte for byte is kept whole.
+enum Answered {
+    Rebuilt {
+        status: u16,
+        reason: Box<str>,
+        to_tag: Option<Box<str>>,
+        /// Header lines after the ones copied from the request.
+        extra: Headers,
+        body: Bytes,
+    },
+    Whole(Bytes),
+}
+
+impl Answered {
+    fn new(request: &Request, response: &Response, data: &Bytes) -> Answered {
+        let copied = Response::to_request(request, response.status, None)
+            .headers
+            .len();
+        let mut rest = response.headers.clone();
+        let extra = rest.split_off(copied);
+        let to_tag = response
+            .headers
+            .get("To")
+            .and_then(|to| NameAddr::parse(to).ok())
+            .and_then(|na| na.tag().map(Box::from));
+        let rebuilt = Answered::Rebuilt {
+            status: response.status,
+            reason: response.reason.as_str().into(),
+            to_tag,
+            extra,
+            body: response.body.clone(),
+        };
+        if rebuilt.render(request) == *data {
+            rebuilt
+        } else {
+            Answered::Whole(data.clone())
+        }
+    }
+
+    fn render(&self, request: &Request) -> Bytes {
+        match self {
+            Answered::Whole(b) => b.clone(),
+            Answered::Rebuilt {
+                status,
+                reason,
+                to_tag,
+                extra,
+                body,
+            } => {
+                let mut r = Response::to_request(request, *status, to_tag.as_deref());
+                r.reason = reason.to_string();
+                r.headers.extend_from(extra);
+                r.body = body.clone();
+                r.to_bytes()
+            }
+        }
+    }
+}
+
+/// An answered request's record: its answer and where it goes.
+struct AnsweredTx {
+    answer: Answered,
+    peer: Peer,
+    until: Instant,
+}
+
 /// What an incoming ACK meant.
 #[derive(Debug, PartialEq, Eq)]
 pub enum AckMatch {
@@ -200,6 +272,16 @@ pub struct TransactionLayer<T> {
     /// (Call-ID, CSeq number) of INVITE server transactions → their key.
     invites: HashMap<(String, u32), ServerKey>,
     wheel: BinaryHeap<Reverse<(Instant, TimerRef)>>,
+    /// Non-INVITE server transactions that answered over UDP, waiting out
+    /// Timer J to absorb retransmissions, by a keyed hash of their key.
+    answered: HashMap<u64, AnsweredTx>,
+    answered_key: std::collections::hash_map::RandomState,
+    /// The same, in the order they end (J is one span for all, so a queue,
+    /// not the heap). At the cap the oldest of them makes room: a late
+    /// retransmission of its request is then handled again, which beats
+    /// refusing new requests with 503.
+    completed: VecDeque<(Instant, u64)>,
+    evicted: u64,
     next_id: u64,
     transmits: VecDeque<Transmit>,
     events: VecDeque<ClientEvent<T>>,
@@ -219,6 +301,10 @@ impl<T> TransactionLayer<T> {
             server_ids: HashMap::new(),
             invites: HashMap::new(),
             wheel: BinaryHeap::new(),
+            answered: HashMap::new(),
+            answered_key: std::collections::hash_map::RandomState::new(),
+            completed: VecDeque::new(),
+            evicted: 0,
             next_id: 0,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -231,14 +317,26 @@ impl<T> TransactionLayer<T> {
         self.timers
     }
 
-    /// Open client and server transactions.
+    /// Open client and server transactions (answered ones waiting out
+    /// Timer J included).
     pub fn open(&self) -> (usize, usize) {
-        (self.clients.len(), self.servers.len())
+        (self.clients.len(), self.servers.len() + self.answered.len())
+    }
+
+    fn answered_id(&self, key: &ServerKey) -> u64 {
+        use std::hash::BuildHasher as _;
+        self.answered_key.hash_one(key)
     }
 
     /// Total retransmissions sent so far (requests and responses).
     pub fn retransmissions(&self) -> u64 {
         self.retransmissions
+    }
+
+    /// Answered server transactions ended before Timer J to make room for
+    /// new requests, so far.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
     }
 
     fn schedule(&mut self, at: Instant, r: TimerRef) {
@@ -445,6 +543,14 @@ impl<T> TransactionLayer<T> {
         now: Instant,
     ) -> Result<Incoming, TransactionError> {
         let key = server_key(request)?;
+        if let Some(done) = self.answered.get(&self.answered_id(&key)) {
+            self.retransmissions += 1;
+            self.transmits.push_back(Transmit {
+                peer: done.peer,
+                data: done.answer.render(request),
+            });
+            return Ok(Incoming::Retransmission);
+        }
         if let Some(tx) = self.servers.get(&key) {
             self.retransmissions += 1;
             if let Some(last) = &tx.last_response {
@@ -455,8 +561,13 @@ impl<T> TransactionLayer<T> {
             }
             return Ok(Incoming::Retransmission);
         }
-        if self.servers.len() >= self.max_open {
-            return Err(TransactionError::TooMany(self.max_open));
+        while self.servers.len() + self.answered.len() >= self.max_open {
+            let Some((_, old)) = self.completed.pop_front() else {
+                return Err(TransactionError::TooMany(self.max_open));
+            };
+            if self.answered.remove(&old).is_some() {
+                self.evicted += 1;
+            }
         }
         let id = self.next_id;
         self.next_id += 1;
@@ -516,7 +627,7 @@ impl<T> TransactionLayer<T> {
             peer: tx.peer,
             data: data.clone(),
         });
-        tx.last_response = Some(data);
+        tx.last_response = Some(data.clone());
         if response.status < 200 {
             tx.state = ServerState::Proceeding;
             return Ok(());
@@ -543,18 +654,41 @@ impl<T> TransactionLayer<T> {
             }
             return Ok(());
         }
-        if tx.state != ServerState::Completed {
-            tx.state = ServerState::Completed;
-            let j = if tx.peer.transport.is_reliable() {
-                Duration::ZERO
-            } else {
-                timers.transaction_timeout()
-            };
-            tx.deadline = now + j;
-            let id = tx.generation;
-            self.schedule(now + j, TimerRef::Server(id));
+        let (id, peer) = (tx.generation, tx.peer);
+        // Over TCP Timer J is zero: nothing is retransmitted to absorb.
+        self.remove_server(id);
+        if !peer.transport.is_reliable() {
+            let until = now + timers.transaction_timeout();
+            let hash = self.answered_id(&key);
+            let answer = Answered::new(request, &response, &data);
+            self.answered.insert(
+                hash,
+                AnsweredTx {
+                    answer,
+                    peer,
+                    until,
+                },
+            );
+            self.completed.push_back((until, hash));
         }
         Ok(())
+    }
+
+    /// End server transaction `id`; false if it had ended already.
+    fn remove_server(&mut self, id: u64) -> bool {
+        let Some(key) = self.server_ids.remove(&id) else {
+            return false;
+        };
+        if let Some(tx) = self.servers.remove(&key) {
+            if let Some(dk) = tx.dialog_key {
+                // Only if it is still ours: an INVITE reusing the
+                // Call-ID and CSeq on another branch may hold it now.
+                if self.invites.get(&dk) == Some(&key) {
+                    self.invites.remove(&dk);
+                }
+            }
+        }
+        true
     }
 
     /// The transport could not reach `peer` (TCP connect refused, write
@@ -585,6 +719,15 @@ impl<T> TransactionLayer<T> {
     /// Run every timer due at `now`: retransmissions, Timer F timeouts,
     /// and the ends of completed transactions.
     pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&(at, hash)) = self.completed.front() {
+            if at > now {
+                break;
+            }
+            self.completed.pop_front();
+            if self.answered.get(&hash).is_some_and(|a| a.until <= now) {
+                self.answered.remove(&hash);
+            }
+        }
         while let Some(Reverse((at, _))) = self.wheel.peek() {
             if *at > now {
                 break;
@@ -646,16 +789,7 @@ impl<T> TransactionLayer<T> {
         };
         let done = self.servers.get(&key).is_none_or(|tx| now >= tx.deadline);
         if done {
-            if let Some(tx) = self.servers.remove(&key) {
-                if let Some(dk) = tx.dialog_key {
-                    // Only if it is still ours: an INVITE reusing the
-                    // Call-ID and CSeq on another branch may hold it now.
-                    if self.invites.get(&dk) == Some(&key) {
-                        self.invites.remove(&dk);
-                    }
-                }
-            }
-            self.server_ids.remove(&id);
+            self.remove_server(id);
             return;
         }
         let t2 = self.timers.t2;
@@ -698,7 +832,12 @@ impl<T> TransactionLayer<T> {
 
     /// When [`Self::handle_timeout`] must next run.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.wheel.peek().map(|Reverse((at, _))| *at)
+        let wheel = self.wheel.peek().map(|Reverse((at, _))| *at);
+        let completed = self.completed.front().map(|(at, _)| *at);
+        match (wheel, completed) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 }
 
@@ -976,6 +1115,77 @@ mod tests {
             l.send_request(request("z9hG4bK3"), p, 3, now),
             Err(TransactionError::TooMany(1))
         );
+    }
+
+    #[test]
+    fn at_the_cap_the_oldest_answered_transaction_makes_room() {
+        let mut l = TransactionLayer::<u32>::new(Timers::default(), 2);
+        let mut now = Instant::now();
+        let p = peer(Transport::Udp);
+        let (a, b) = (request("z9hG4bKa"), request("z9hG4bKb"));
+        l.handle_request(&a, p, now).unwrap();
+        l.handle_request(&b, p, now).unwrap();
+        // Both still being handled: a third request is refused.
+        assert_eq!(
+            l.handle_request(&request("z9hG4bKc"), p, now),
+            Err(TransactionError::TooMany(2))
+        );
+        l.send_response(&a, Response::to_request(&a, 200, Some("t")), now)
+            .unwrap();
+        now += Duration::from_millis(1);
+        assert_eq!(
+            l.handle_request(&request("z9hG4bKc"), p, now),
+            Ok(Incoming::New)
+        );
+        assert_eq!(l.evicted(), 1);
+        assert_eq!(l.open(), (0, 2));
+        // The evicted one's retransmission is new again; the answered one
+        // still within Timer J is absorbed.
+        l.send_response(&b, Response::to_request(&b, 200, Some("t")), now)
+            .unwrap();
+        drain(&mut l);
+        assert_eq!(l.handle_request(&b, p, now), Ok(Incoming::Retransmission));
+        assert_eq!(drain(&mut l).len(), 1, "its 200 again");
+        // Timer J ends the answered ones without the timer heap.
+        let j = l.timers().transaction_timeout();
+        assert!(l.poll_timeout().unwrap() <= now + j);
+        l.handle_timeout(now + j - Duration::from_millis(1));
+        assert_eq!(l.open(), (0, 2));
+        // b's Timer J, and c's end unanswered (created at the same time).
+        l.handle_timeout(now + j);
+        assert_eq!(l.open(), (0, 0));
+    }
+
+    #[test]
+    fn an_answer_is_kept_small_and_resent_byte_for_byte() {
+        let mut l = TransactionLayer::<u32>::new(Timers::default(), 8);
+        let now = Instant::now();
+        let p = peer(Transport::Udp);
+        let (a, b) = (request("z9hG4bKa"), request("z9hG4bKb"));
+        let mut typical = Response::to_request(&a, 200, Some("t1"));
+        typical.headers.push("User-Agent", "gbgate/test");
+        // An answer that does not follow the request's headers is kept whole.
+        let mut odd = Response::to_request(&b, 403, Some("t2"));
+        odd.headers.set("From", "<sip:someone@else>;tag=x");
+        odd.reason = "Nope".into();
+        for (req, resp) in [(&a, typical), (&b, odd)] {
+            let sent = resp.to_bytes();
+            l.handle_request(req, p, now).unwrap();
+            l.send_response(req, resp, now).unwrap();
+            drain(&mut l);
+            assert_eq!(l.handle_request(req, p, now), Ok(Incoming::Retransmission));
+            let again = drain(&mut l);
+            assert_eq!(again.len(), 1);
+            assert_eq!(again[0].data, sent, "the same bytes again");
+        }
+        let kinds: Vec<bool> = [&a, &b]
+            .iter()
+            .map(|r| {
+                let id = l.answered_id(&server_key(r).unwrap());
+                matches!(l.answered[&id].answer, Answered::Rebuilt { .. })
+            })
+            .collect();
+        assert_eq!(kinds, [true, false]);
     }
 
     #[test]
