@@ -297,7 +297,11 @@ fn check_channels_at(cluster: &Cluster, node: &topology::GbId, village: &topolog
         let slot = per_parent.entry(parent.clone()).or_default();
         slot.0 += 1;
         match got.get(&want.device_id) {
-            Some(e) if e.status == "ON" && e.parent_id.as_deref() == Some(parent.as_str()) && e.name == want.name => {
+            Some(e)
+                if e.status == "ON"
+                    && e.parent_id.as_deref() == Some(parent.as_str())
+                    && e.name == want.name =>
+            {
                 slot.1 += 1;
             }
             other => wrong.push((want.device_id.clone(), other.cloned())),
@@ -310,7 +314,11 @@ fn check_channels_at(cluster: &Cluster, node: &topology::GbId, village: &topolog
         per_parent.len(),
         wrong.len()
     );
-    assert!(wrong.is_empty(), "first wrong: {:?}", &wrong[..wrong.len().min(3)]);
+    assert!(
+        wrong.is_empty(),
+        "first wrong: {:?}",
+        &wrong[..wrong.len().min(3)]
+    );
 }
 
 fn percentile(mut v: Vec<Duration>, p: f64) -> Duration {

@@ -49,20 +49,44 @@ impl Entry {
     }
 }
 
+/// An entry's parent as stored: nearly always an ID, held inline (no
+/// allocation per entry); anything else (a region code) as text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Parent {
+    Id(GbId),
+    Text(Box<str>),
+}
+
+impl Parent {
+    fn new(p: String) -> Parent {
+        match GbId::parse(&p) {
+            Ok(id) => Parent::Id(id),
+            Err(_) => Parent::Text(p.into_boxed_str()),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            Parent::Id(id) => id.as_str(),
+            Parent::Text(t) => t,
+        }
+    }
+}
+
 /// An entry as stored: parent and status apart (filters read them), the
 /// other fields packed.
 #[derive(Debug)]
 struct Stored {
     source: GbId,
     on: bool,
-    parent: Option<Box<str>>,
+    parent: Option<Parent>,
     fields: Box<[u8]>,
 }
 
 impl Stored {
     fn new(source: GbId, item: &CatalogItem) -> Stored {
         let mut fields = item.clone();
-        let parent = fields.parent_id.take().map(String::into_boxed_str);
+        let parent = fields.parent_id.take().map(Parent::new);
         Stored {
             source,
             on: normalise_status(item.status.as_deref()) == "ON",
@@ -73,7 +97,7 @@ impl Stored {
 
     fn item(&self, id: GbId) -> CatalogItem {
         let mut item = packed::unpack(id.as_str(), &self.fields, self.on);
-        item.parent_id = self.parent.as_deref().map(str::to_owned);
+        item.parent_id = self.parent_str().map(str::to_owned);
         item
     }
 
@@ -87,10 +111,14 @@ impl Stored {
     /// The parent, when it is a camera: an IPC registered as itself (132)
     /// with its channel listed under it.
     fn camera_parent(&self) -> Option<GbId> {
-        self.parent
-            .as_deref()
-            .and_then(|p| GbId::parse(p).ok())
-            .filter(|p| is_camera(*p))
+        match self.parent {
+            Some(Parent::Id(p)) if is_camera(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    fn parent_str(&self) -> Option<&str> {
+        self.parent.as_ref().map(Parent::as_str)
     }
 }
 
@@ -355,7 +383,7 @@ impl Catalog {
     /// `id`'s parent in the tree, as its entry names it.
     pub fn parent_of(&self, id: &str) -> Option<&str> {
         let id = GbId::parse(id).ok()?;
-        self.entries.get(&id).and_then(|e| e.parent.as_deref())
+        self.entries.get(&id).and_then(Stored::parent_str)
     }
 
     /// The registrant through which `id` is reached.
@@ -506,7 +534,7 @@ impl Catalog {
                 // parent link and its status, take its descriptive fields.
                 if let Some(e) = self.entries.get(&id) {
                     let mut merged = item;
-                    merged.parent_id = e.parent.as_deref().map(str::to_owned);
+                    merged.parent_id = e.parent_str().map(str::to_owned);
                     merged.status = Some(if e.on { "ON" } else { "OFF" }.to_owned());
                     seen.insert(id);
                     out.extend(self.upsert_from(source, id, merged, false));
@@ -622,7 +650,7 @@ impl Catalog {
             None => None,
         };
         let keep = |e: &Stored| {
-            q.parent.is_none_or(|p| e.parent.as_deref() == Some(p))
+            q.parent.is_none_or(|p| e.parent_str() == Some(p))
                 && want_on.is_none_or(|on| e.on == on)
                 && source.is_none_or(|s| e.source == s)
         };
