@@ -269,6 +269,25 @@ fn propagate_with(
         took.as_secs_f64(),
         topo.catalog.entries,
     );
+    if transport == "udp" {
+        // Answered MESSAGEs are remembered for Timer J (32 s) to absorb
+        // retransmissions; what the catalog itself holds shows once they
+        // are gone.
+        let open = |c: &Cluster| {
+            c.metric(&city, "gbgate_sip_transactions_open", "")
+                .unwrap_or(0.0)
+        };
+        let waited = cluster.wait_for("Timer J to pass", Duration::from_secs(60), |c| {
+            open(c) < 100.0
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        let settled = cluster.rss_kib(&city).unwrap_or(0);
+        println!(
+            "bench:   city after Timer J (waited {:.0} s): rss_kib={settled} bytes_per_entry={:.0}",
+            waited.map_or(f64::NAN, |d| d.as_secs_f64()),
+            (settled.saturating_sub(rss_before) as f64 * 1024.0) / topo.catalog.entries as f64
+        );
+    }
     let m = cluster.metrics(&city).unwrap();
     for l in m.lines().filter(|l| {
         l.starts_with("gbgate_sip_retransmissions_total") || l.starts_with("gbgate_catalog_entries")

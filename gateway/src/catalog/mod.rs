@@ -77,14 +77,15 @@ impl Parent {
 /// other fields packed.
 #[derive(Debug)]
 struct Stored {
-    source: GbId,
+    /// The registrant, by its number in [`Index`]: 4 bytes, not 20.
+    source: u32,
     on: bool,
     parent: Option<Parent>,
     fields: Box<[u8]>,
 }
 
 impl Stored {
-    fn new(source: GbId, item: &CatalogItem) -> Stored {
+    fn new(source: u32, item: &CatalogItem) -> Stored {
         let mut fields = item.clone();
         let parent = fields.parent_id.take().map(Parent::new);
         Stored {
@@ -101,10 +102,10 @@ impl Stored {
         item
     }
 
-    fn entry(&self, id: GbId) -> Entry {
+    fn entry(&self, id: GbId, source: GbId) -> Entry {
         Entry {
             item: self.item(id),
-            source: self.source,
+            source,
         }
     }
 
@@ -187,6 +188,9 @@ pub struct Refused {
 /// new one, so they cannot drift.
 #[derive(Debug, Default)]
 struct Index {
+    /// Registrants that reported entries, numbered in order of arrival.
+    sources: Vec<GbId>,
+    numbers: HashMap<GbId, u32>,
     by_source: HashMap<GbId, HashSet<GbId>>,
     online: usize,
     cameras: usize,
@@ -196,8 +200,29 @@ struct Index {
 }
 
 impl Index {
+    /// `source`'s number, given one now if it has none.
+    fn number(&mut self, source: GbId) -> u32 {
+        if let Some(n) = self.numbers.get(&source) {
+            return *n;
+        }
+        let n = u32::try_from(self.sources.len()).unwrap_or(u32::MAX);
+        self.sources.push(source);
+        self.numbers.insert(source, n);
+        n
+    }
+
+    fn lookup(&self, source: GbId) -> Option<u32> {
+        self.numbers.get(&source).copied()
+    }
+
+    /// The registrant numbered `n`.
+    fn source(&self, n: u32) -> GbId {
+        self.sources[n as usize]
+    }
+
     fn add(&mut self, id: GbId, e: &Stored) {
-        self.by_source.entry(e.source).or_default().insert(id);
+        let source = self.source(e.source);
+        self.by_source.entry(source).or_default().insert(id);
         self.online += usize::from(e.on);
         if is_camera(id) {
             self.cameras += 1;
@@ -208,10 +233,11 @@ impl Index {
     }
 
     fn remove(&mut self, id: GbId, e: &Stored) {
-        if let Some(set) = self.by_source.get_mut(&e.source) {
+        let source = self.source(e.source);
+        if let Some(set) = self.by_source.get_mut(&source) {
             set.remove(&id);
             if set.is_empty() {
-                self.by_source.remove(&e.source);
+                self.by_source.remove(&source);
             }
         }
         self.online -= usize::from(e.on);
@@ -351,7 +377,9 @@ impl Catalog {
     /// One entry.
     pub fn get(&self, id: &str) -> Option<Entry> {
         let id = GbId::parse(id).ok()?;
-        self.entries.get(&id).map(|e| e.entry(id))
+        self.entries
+            .get(&id)
+            .map(|e| e.entry(id, self.index.source(e.source)))
     }
 
     /// Entry IDs in order, after `after` (keyset paging).
@@ -389,7 +417,7 @@ impl Catalog {
     /// The registrant through which `id` is reached.
     pub fn source_of(&self, id: &str) -> Option<GbId> {
         let id = GbId::parse(id).ok()?;
-        self.entries.get(&id).map(|e| e.source)
+        self.entries.get(&id).map(|e| self.index.source(e.source))
     }
 
     /// Insert or refresh a registrant's own item (a device or child node
@@ -454,9 +482,10 @@ impl Catalog {
             // never at the root as an orphan.
             item.parent_id = Some(source.to_string());
         }
-        let new = Stored::new(source, &item);
+        let number = self.index.number(source);
+        let new = Stored::new(number, &item);
         // New to this source (a new entry, or one taken over from another).
-        let gains = self.entries.get(&id).is_none_or(|e| e.source != source);
+        let gains = self.entries.get(&id).is_none_or(|e| e.source != number);
         if gains && id != source && self.index.count_of(source) >= self.limits.of(source) {
             *self.refused.entry(source).or_default() += 1;
             return Vec::new();
@@ -467,14 +496,14 @@ impl Catalog {
             self.entries.insert(id, new);
             return vec![ev];
         };
-        if e.source != source {
-            let own_item = e.source == id;
-            if !force && (own_item || e.on) {
-                tracing::debug!(%id, owner = %e.source, from = %source, "ignoring a report of an entry another source owns");
+        if e.source != number {
+            let owner = self.index.source(e.source);
+            if !force && (owner == id || e.on) {
+                tracing::debug!(%id, %owner, from = %source, "ignoring a report of an entry another source owns");
                 return Vec::new();
             }
             // A moved device or a loop in the tree: say so.
-            tracing::warn!(%id, old = %e.source, new = %source, "catalog entry changed source");
+            tracing::warn!(%id, old = %owner, new = %source, "catalog entry changed source");
         }
         let mut out = Vec::new();
         if e.fields != new.fields || e.parent != new.parent {
@@ -576,7 +605,8 @@ impl Catalog {
                 .map(|e| e.trim().to_ascii_uppercase())
                 .unwrap_or_else(|| event::ADD.to_owned());
             let existing = self.entries.get(&id);
-            if existing.is_some_and(|e| e.source != source) {
+            let number = self.index.lookup(source);
+            if existing.is_some_and(|e| Some(e.source) != number) {
                 continue;
             }
             match ev.as_str() {
@@ -649,10 +679,17 @@ impl Catalog {
             Some(Err(_)) => return (Vec::new(), false),
             None => None,
         };
+        let number = match source {
+            Some(s) => match self.index.lookup(s) {
+                Some(n) => Some(n),
+                None => return (Vec::new(), false),
+            },
+            None => None,
+        };
         let keep = |e: &Stored| {
             q.parent.is_none_or(|p| e.parent_str() == Some(p))
                 && want_on.is_none_or(|on| e.on == on)
-                && source.is_none_or(|s| e.source == s)
+                && number.is_none_or(|n| e.source == n)
         };
         let mut page = Vec::new();
         let mut more = false;
@@ -661,7 +698,7 @@ impl Catalog {
                 more = true;
                 return false;
             }
-            page.push(e.entry(id));
+            page.push(e.entry(id, self.index.source(e.source)));
             true
         };
         let small = source
@@ -946,7 +983,7 @@ mod tests {
         let online = c.entries.values().filter(|e| e.on).count();
         let mut by: HashMap<GbId, usize> = HashMap::new();
         for e in c.entries.values() {
-            *by.entry(e.source).or_default() += 1;
+            *by.entry(c.index.source(e.source)).or_default() += 1;
         }
         let mut by: Vec<_> = by.into_iter().collect();
         by.sort();
