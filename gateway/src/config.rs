@@ -69,6 +69,9 @@ pub fn settings_from(topology: &Topology) -> Settings {
     }
     out.media_transport = s.media_transport;
     out.query_new_registrants = s.query_new_registrants;
+    if let Some(n) = s.max_viewers_per_stream {
+        out.max_viewers_per_stream = n;
+    }
     out
 }
 

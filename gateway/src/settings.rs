@@ -121,12 +121,19 @@ impl Default for Settings {
             linger: Duration::from_secs(30),
             media_timeout: Duration::from_secs(10),
             max_streams: 10_000,
-            max_viewers_per_stream: 1_000,
+            max_viewers_per_stream: viewers_for_this_machine(),
             media_transport: topology::MediaTransport::Udp,
             query_new_registrants: true,
             query_timeout: Timers::default().transaction_timeout(),
         }
     }
+}
+
+/// Viewers of one stream a node takes by default: 1,000 per CPU core. One
+/// core delivers about 4.3 Gbit/s of HTTP-FLV (0.23 CPU-seconds per Gbit,
+/// BENCHMARKS.md), a thousand viewers of a 4 Mbit/s camera.
+pub fn viewers_for_this_machine() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get) * 1_000
 }
 
 impl Settings {

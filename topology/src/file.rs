@@ -46,6 +46,7 @@ pub(crate) struct RawDefaults {
     pub(crate) media_timeout_secs: Option<Spanned<u64>>,
     pub(crate) media_transport: Option<Spanned<String>>,
     pub(crate) query_new_registrants: Option<Spanned<bool>>,
+    pub(crate) max_viewers_per_stream: Option<Spanned<u64>>,
 }
 
 /// One `[[node]]` table as written. Required keys are `Option` too, so a
@@ -230,6 +231,7 @@ impl Topology {
             media_transport: (s.media_transport != MediaTransport::Udp)
                 .then(|| s.media_transport.as_str().to_owned()),
             query_new_registrants: (!s.query_new_registrants).then_some(false),
+            max_viewers_per_stream: s.max_viewers_per_stream.map(|n| n as u64),
         };
         let nodes = self
             .nodes

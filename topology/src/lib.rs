@@ -66,6 +66,7 @@
 //! linger_secs = 30                # a stream without viewers stays open this long
 //! media_timeout_secs = 10         # a stream whose source is silent this long ends
 //! query_new_registrants = true    # ask each new device/child for its catalog (and DeviceInfo)
+//! max_viewers_per_stream = 2000   # viewers of one stream at one node (default: 1,000 per CPU core)
 //! media_transport = "udp"         # how sources below send media: udp, tcp-passive, tcp-active
 //!
 //! [[node]]

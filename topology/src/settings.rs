@@ -44,6 +44,9 @@ pub struct Settings {
     /// Off where devices push their catalogs themselves, and in the
     /// REGISTER benchmark's like-for-like run.
     pub query_new_registrants: bool,
+    /// Viewers one stream may have at one node (`max_viewers_per_stream`);
+    /// `None` leaves the node's default, sized for its machine.
+    pub max_viewers_per_stream: Option<usize>,
 }
 
 /// RTP transport a node asks its sources for.
@@ -92,6 +95,7 @@ impl Default for Settings {
             media_timeout: None,
             media_transport: MediaTransport::Udp,
             query_new_registrants: true,
+            max_viewers_per_stream: None,
         }
     }
 }

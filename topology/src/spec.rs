@@ -59,6 +59,10 @@ pub struct DefaultsSpec {
     /// Whether nodes query newly registered devices and children (default true).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub query_new_registrants: Option<bool>,
+    /// Viewers one stream may have at one node (default: sized for the
+    /// machine, 1,000 per core).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_viewers_per_stream: Option<u64>,
 }
 
 impl DefaultsSpec {

@@ -228,6 +228,15 @@ impl Checker<'_> {
         if let Some(q) = &raw.query_new_registrants {
             settings.query_new_registrants = *q.get_ref();
         }
+        if let Some(n) = &raw.max_viewers_per_stream {
+            match usize::try_from(*n.get_ref()) {
+                Ok(0) | Err(_) => self.report(
+                    self.line(n),
+                    "max_viewers_per_stream must be at least 1 (default: 1,000 per CPU core)",
+                ),
+                Ok(n) => settings.max_viewers_per_stream = Some(n),
+            }
+        }
         if let Some(t) = &raw.media_transport {
             match crate::settings::MediaTransport::parse(t.get_ref()) {
                 Some(m) => settings.media_transport = m,
@@ -1520,6 +1529,28 @@ credentials = "/abs/village.toml"
             e.contains("t.toml:4") && e.contains("expected a boolean"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_viewer_limit_is_read_and_zero_refused() {
+        let with =
+            |line: &str| Topology::parse(&replace("keepalive_interval_secs = 30", line), "t.toml");
+        assert_eq!(
+            with("keepalive_interval_secs = 30")
+                .unwrap()
+                .settings()
+                .max_viewers_per_stream,
+            None
+        );
+        assert_eq!(
+            with("max_viewers_per_stream = 5000")
+                .unwrap()
+                .settings()
+                .max_viewers_per_stream,
+            Some(5000)
+        );
+        let e = with("max_viewers_per_stream = 0").unwrap_err().to_string();
+        assert!(e.contains("t.toml:4") && e.contains("at least 1"), "{e}");
     }
 
     #[test]

@@ -190,7 +190,12 @@ pub struct HubStats {
     pub bytes_in: AtomicU64,
     /// Times a viewer fell behind and skipped to a keyframe.
     pub viewer_skips: AtomicU64,
+    /// Viewers refused because the stream was at its viewer limit.
+    pub refused: AtomicU64,
 }
+
+/// How often a stream at its viewer limit says so in the log.
+pub const REFUSAL_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The fan-out point of one stream at this node.
 pub struct Hub {
@@ -205,6 +210,11 @@ pub struct Hub {
     on_change: Box<dyn Fn() + Send + Sync>,
     viewers: AtomicUsize,
     max_viewers: usize,
+    /// Viewers refused at the limit since the last line saying so, and
+    /// when that line was written (ms since `created`; `u64::MAX`: never):
+    /// a crowd at the door writes one line per interval, not one each.
+    refused: AtomicU64,
+    refused_logged_ms: AtomicU64,
     created: Instant,
     /// Milliseconds since `created` of the last frame, and of the moment the
     /// viewer count last fell to zero (`u64::MAX`: it has viewers).
@@ -314,6 +324,8 @@ impl Hub {
             on_change,
             viewers: AtomicUsize::new(0),
             max_viewers,
+            refused: AtomicU64::new(0),
+            refused_logged_ms: AtomicU64::new(u64::MAX),
             created: Instant::now(),
             last_media_ms: AtomicU64::new(0),
             idle_since_ms: AtomicU64::new(0),
@@ -322,6 +334,32 @@ impl Hub {
             fault: std::sync::OnceLock::new(),
             stats: HubStats::default(),
         })
+    }
+
+    /// Count a viewer refused at the limit; say so in the log at most
+    /// every [`REFUSAL_LOG_INTERVAL`], with how many were refused since.
+    fn refuse_viewer(&self) {
+        metrics::counter!("gbgate_viewers_refused_total", "reason" => "stream_full").increment(1);
+        self.stats.refused.fetch_add(1, Ordering::Relaxed);
+        self.refused.fetch_add(1, Ordering::AcqRel);
+        let now = self.ms(Instant::now());
+        let last = self.refused_logged_ms.load(Ordering::Acquire);
+        let interval = u64::try_from(REFUSAL_LOG_INTERVAL.as_millis()).unwrap_or(u64::MAX);
+        let due = last == u64::MAX || now.saturating_sub(last) >= interval;
+        if due
+            && self
+                .refused_logged_ms
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            let refused = self.refused.swap(0, Ordering::AcqRel);
+            tracing::warn!(
+                stream = %self.name,
+                limit = self.max_viewers,
+                refused,
+                "viewers refused: the stream is at its viewer limit (max_viewers_per_stream)"
+            );
+        }
     }
 
     fn ms(&self, at: Instant) -> u64 {
@@ -559,6 +597,7 @@ impl Hub {
         }
         let guard = ViewerGuard { hub: self.clone() };
         if prev >= self.max_viewers {
+            self.refuse_viewer();
             return Err(JoinError::Full(self.max_viewers));
         }
         let mut inner = lock(&self.inner);
@@ -853,11 +892,18 @@ mod tests {
         hub.push(frame(0, true));
         let mut v = hub.join(Format::Flv, Duration::from_secs(1)).await.unwrap();
         assert_eq!(hub.viewers(), 1);
-        assert!(matches!(
-            hub.join(Format::Flv, Duration::from_secs(1)).await,
-            Err(JoinError::Full(1))
-        ));
+        for _ in 0..3 {
+            assert!(matches!(
+                hub.join(Format::Flv, Duration::from_secs(1)).await,
+                Err(JoinError::Full(1))
+            ));
+        }
         assert_eq!(hub.viewers(), 1);
+        // Counted each time; logged once for the interval (the count of
+        // refusals since the line restarts then).
+        assert_eq!(hub.stats.refused.load(Ordering::Relaxed), 3);
+        assert_eq!(hub.refused.load(Ordering::Relaxed), 2);
+        assert_ne!(hub.refused_logged_ms.load(Ordering::Relaxed), u64::MAX);
         hub.end("device stopped sending");
         // Preamble and GOP first, then the end.
         loop {

@@ -207,6 +207,9 @@ pub struct StreamInfo {
     pub bytes_in: u64,
     /// Times a slow viewer skipped ahead.
     pub viewer_skips: u64,
+    /// Viewers refused because the stream was at its viewer limit.
+    #[serde(default)]
+    pub viewers_refused: u64,
 }
 
 /// A hub as the table holds it: the hub, and the token that stops the
@@ -351,6 +354,7 @@ impl StreamManager {
                     frames_in: h.stats.frames_in.load(Ordering::Relaxed),
                     bytes_in: h.stats.bytes_in.load(Ordering::Relaxed),
                     viewer_skips: h.stats.viewer_skips.load(Ordering::Relaxed),
+                    viewers_refused: h.stats.refused.load(Ordering::Relaxed),
                 }
             })
             .collect();
