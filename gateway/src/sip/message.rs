@@ -315,11 +315,17 @@ impl Headers {
         }
     }
 
-    /// The header lines from `at` on, removed from this list.
-    pub fn split_off(&mut self, at: usize) -> Headers {
+    /// A copy of the header lines from `at` on.
+    pub fn tail_from(&self, at: usize) -> Headers {
         Headers {
-            entries: self.entries.split_off(at.min(self.entries.len())),
+            entries: self.entries.get(at..).unwrap_or_default().to_vec(),
         }
+    }
+
+    /// True when this list begins with `prefix`'s lines, names and values
+    /// alike.
+    pub fn starts_with(&self, prefix: &Headers) -> bool {
+        self.entries.starts_with(&prefix.entries)
     }
 
     /// Append every line of `other`, in order.

@@ -175,27 +175,24 @@ enum Answered {
 
 impl Answered {
     fn new(request: &Request, response: &Response, data: &Bytes) -> Answered {
-        let copied = Response::to_request(request, response.status, None)
-            .headers
-            .len();
-        let mut rest = response.headers.clone();
-        let extra = rest.split_off(copied);
-        let to_tag = response
+        let to_tag: Option<Box<str>> = response
             .headers
             .get("To")
             .and_then(|to| NameAddr::parse(to).ok())
             .and_then(|na| na.tag().map(Box::from));
-        let rebuilt = Answered::Rebuilt {
+        // What `Response::to_request` puts first, compared line by line
+        // with what the answer has there: equal, and the rest is kept as it
+        // is, so the rebuilt answer is the same bytes.
+        let template = Response::to_request(request, response.status, to_tag.as_deref()).headers;
+        if !response.headers.starts_with(&template) {
+            return Answered::Whole(data.clone());
+        }
+        Answered::Rebuilt {
             status: response.status,
             reason: response.reason.as_str().into(),
             to_tag,
-            extra,
+            extra: response.headers.tail_from(template.len()),
             body: response.body.clone(),
-        };
-        if rebuilt.render(request) == *data {
-            rebuilt
-        } else {
-            Answered::Whole(data.clone())
         }
     }
 
@@ -379,10 +376,10 @@ impl<T> TransactionLayer<T> {
         } else {
             Some(now + self.timers.t1)
         };
-        if let Some(at) = next_retransmit {
-            self.schedule(at, TimerRef::Client(id));
-        }
-        self.schedule(deadline, TimerRef::Client(id));
+        // One timer at a time: Timer E/A until the deadline (F/B) is
+        // nearer, so a transaction answered at once leaves one stale entry
+        // in the heap, not two.
+        self.schedule(next_retransmit.unwrap_or(deadline), TimerRef::Client(id));
         self.clients.insert(
             key.clone(),
             ClientTx {
@@ -426,6 +423,20 @@ impl<T> TransactionLayer<T> {
                         .push(Reverse((tx.deadline, TimerRef::Client(id))));
                 }
             }
+            return true;
+        }
+        if !is_invite {
+            // A non-INVITE transaction ends with its final response. Timer
+            // K would only absorb the response's retransmissions, and one
+            // that comes later is dropped as stray, which is what absorbing
+            // it means; keeping 5 s of state per MESSAGE is not worth that.
+            let id = tx.generation;
+            if let Some(token) = tx.token.take() {
+                self.events
+                    .push_back(ClientEvent::Response { token, response });
+            }
+            self.clients.remove(&key);
+            self.client_ids.remove(&id);
             return true;
         }
         if matches!(tx.state, ClientState::Completed | ClientState::Accepted) {
@@ -778,8 +789,18 @@ impl<T> TransactionLayer<T> {
                 };
                 let next = now + tx.interval;
                 tx.next_retransmit = Some(next);
-                self.wheel.push(Reverse((next, TimerRef::Client(id))));
+                let at = next.min(tx.deadline);
+                self.wheel.push(Reverse((at, TimerRef::Client(id))));
+                return;
             }
+        }
+        // Not due yet (a retransmission time moved): look again at the
+        // nearer of it and the deadline.
+        let at = tx
+            .next_retransmit
+            .map_or(tx.deadline, |r| r.min(tx.deadline));
+        if at > now {
+            self.wheel.push(Reverse((at, TimerRef::Client(id))));
         }
     }
 
@@ -1002,9 +1023,11 @@ mod tests {
             }
             other => panic!("expected a response event, got {other:?}"),
         }
-        // Duplicate final response: matched, no second event.
-        assert!(l.handle_response(resp, t0 + Duration::from_millis(20)));
+        // Duplicate final response: the transaction has ended, so it is
+        // stray (the caller drops it), and no second event.
+        assert!(!l.handle_response(resp, t0 + Duration::from_millis(20)));
         assert!(l.poll_event().is_none());
+        assert_eq!(l.open(), (0, 0));
         l.handle_timeout(t0 + Duration::from_secs(2));
         assert!(
             drain(&mut l).is_empty(),
