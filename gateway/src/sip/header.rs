@@ -1316,10 +1316,10 @@ mod tests {
 /// from in its top Via (`received`, and `rport` when the sender asked for
 /// it), so every response carries the address it is sent to.
 pub fn stamp_source(headers: &mut Headers, source: std::net::SocketAddr) {
-    let Some(first) = headers.get("Via").map(str::to_owned) else {
+    let Some(first) = headers.get("Via") else {
         return;
     };
-    let values = split_comma_values(&first);
+    let values = split_comma_values(first);
     let Some((top, rest)) = values.split_first() else {
         return;
     };
@@ -1335,16 +1335,8 @@ pub fn stamp_source(headers: &mut Headers, source: std::net::SocketAddr) {
         value.push_str(", ");
         value.push_str(v);
     }
-    // Replace only the first Via header line; later ones stay as they were.
-    let all: Vec<String> = headers.get_all("Via").map(str::to_owned).collect();
-    headers.remove("Via");
-    let mut vias = all.into_iter();
-    let _ = vias.next();
-    let mut rebuilt = vec![value];
-    rebuilt.extend(vias);
-    for v in rebuilt.into_iter().rev() {
-        headers.insert_first("Via", v);
-    }
+    // Only the first Via line changes, where it stands.
+    headers.replace_first("Via", value);
 }
 
 #[cfg(test)]

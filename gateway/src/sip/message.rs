@@ -397,6 +397,23 @@ impl Headers {
             .insert(0, (canonical_name(name), sanitize_value(value.into())));
     }
 
+    /// Replace the value of the first `name` line in place; false if there
+    /// is none.
+    pub fn replace_first(&mut self, name: &str, value: impl Into<String>) -> bool {
+        let key = expand_compact(name);
+        match self
+            .entries
+            .iter_mut()
+            .find(|(n, _)| n.eq_ignore_ascii_case(key))
+        {
+            Some((_, v)) => {
+                *v = sanitize_value(value.into());
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Remove every occurrence of `name`.
     pub fn remove(&mut self, name: &str) {
         let key = expand_compact(name);
