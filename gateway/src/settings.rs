@@ -53,6 +53,9 @@ pub struct Settings {
     pub catalog_window: usize,
     /// Catalog changes are gathered this long before being pushed upward.
     pub catalog_flush_delay: Duration,
+    /// Catalog/DeviceInfo questions to new registrants in flight at once,
+    /// for the whole node (see `node::newcomers`).
+    pub newcomer_query_window: usize,
     /// Catalog entries one registrant may report: a device its channels,
     /// a platform (a child node, a third-party platform) its subtree.
     pub catalog_limits: crate::catalog::SourceLimits,
@@ -112,6 +115,7 @@ impl Default for Settings {
             catalog_window: 16,
             catalog_flush_delay: Duration::from_millis(100),
             catalog_limits: crate::catalog::SourceLimits::default(),
+            newcomer_query_window: 64,
             max_event_backlog: 500_000,
             overload_backlog: 2_000,
             catalog_resync_min: Duration::from_secs(30),

@@ -786,9 +786,9 @@ fn a_parent_that_refuses_pushed_changes_is_made_to_query_again() {
         .node
         .catalog()
         .ids_after(None)
-        .find(|id| &id[10..13] == "118")
+        .find(|id| id.type_code() == 118)
         .unwrap()
-        .to_owned();
+        .to_string();
     let added = "35010201001310009999".to_owned();
     let notify = Manscdp::CatalogNotify(manscdp::CatalogList {
         sn: 31,
@@ -1301,6 +1301,38 @@ fn a_new_device_hears_its_200_before_the_queries_it_causes() {
         ["200", "MESSAGE", "MESSAGE"],
         "Catalog and DeviceInfo after the 200"
     );
+}
+
+#[test]
+fn a_busy_node_asks_new_devices_later() {
+    // A storm of registrations comes first; the Catalog and DeviceInfo
+    // questions wait until the node has read its backlog.
+    let now = Instant::now();
+    let creds = Credentials::parse("default_password = \"dev\"\n", "creds.toml").unwrap();
+    let mut node = village_without_parent(creds, now);
+    node.set_backlog(1_000);
+    let device = "35010201001320000001";
+    let ok = register_with(&mut node, now, device, "dev");
+    assert_eq!(ok.status, 200);
+    let mut out = Vec::new();
+    node.handle_timeout(now);
+    node.drain_transmits(&mut out);
+    assert!(
+        out.is_empty(),
+        "nothing asked while busy: {} sent",
+        out.len()
+    );
+    node.set_backlog(0);
+    node.handle_timeout(now + Duration::from_millis(10));
+    node.drain_transmits(&mut out);
+    let asked: Vec<String> = out
+        .iter()
+        .filter_map(|t| match Message::parse(&t.data).unwrap() {
+            Message::Request(r) => Some(manscdp::parse(&r.body).unwrap().0.cmd_type().to_owned()),
+            Message::Response(_) => None,
+        })
+        .collect();
+    assert_eq!(asked, ["Catalog", "DeviceInfo"]);
 }
 
 /// Send `req` from `peer`; the node's final answer.

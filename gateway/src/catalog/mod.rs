@@ -383,8 +383,8 @@ impl Catalog {
     }
 
     /// Entry IDs in order, after `after` (keyset paging).
-    pub fn ids_after<'a>(&'a self, after: Option<&'a str>) -> impl Iterator<Item = &'a str> + 'a {
-        self.range_after(after).map(|(k, _)| k.as_str())
+    pub fn ids_after<'a>(&'a self, after: Option<&'a str>) -> impl Iterator<Item = GbId> + 'a {
+        self.range_after(after).map(|(k, _)| *k)
     }
 
     fn range_after<'a>(

@@ -4,6 +4,7 @@
 //! it from sockets and timers.
 
 mod call;
+mod newcomers;
 mod outbox;
 mod query;
 mod sharing;
@@ -43,6 +44,9 @@ pub use sharing::Output;
 /// Times an unanswered catalog MESSAGE is sent again (each after its own
 /// Timer F) before it is dropped; by then keepalives have found the link dead.
 const OUTBOX_RETRIES: u8 = 3;
+/// New registrants' questions wait while more messages than this are
+/// queued for the node: registrations under way come first.
+const NEWCOMER_QUIET_BACKLOG: usize = 64;
 /// How long a queue toward a busy peer waits unless told (Retry-After).
 const BUSY_PAUSE: Duration = Duration::from_secs(1);
 /// The longest a busy peer's Retry-After holds its queue.
@@ -105,6 +109,8 @@ pub enum Token {
     Outbox(GbId, Bytes, u8, bool),
     /// A query we sent to a registrant.
     Query(GbId),
+    /// A question to a new registrant, sent through the paced queue.
+    Newcomer(GbId),
     /// The INVITE of a call we placed.
     Call(CallId),
     /// A request inside a call's dialog (BYE, INFO, CANCEL) or about it.
@@ -163,6 +169,8 @@ pub struct Node {
     /// The catalog query outstanding per source (one at a time: a newer
     /// one supersedes) and the answer assembled so far.
     catalog_queries: HashMap<GbId, CatalogQuery>,
+    /// Catalog and DeviceInfo questions for new registrants, paced.
+    newcomers: newcomers::NewcomerQueries,
     pending_up: Vec<CatalogItem>,
     flush_at: Option<Instant>,
     outboxes: HashMap<GbId, Outbox>,
@@ -377,6 +385,7 @@ impl Node {
             registry: Registry::default(),
             uplinks,
             catalog_queries: HashMap::new(),
+            newcomers: newcomers::NewcomerQueries::new(settings.newcomer_query_window),
             pending_up: Vec::new(),
             flush_at: None,
             outboxes: HashMap::new(),
@@ -834,11 +843,12 @@ impl Node {
             let ev = self.catalog.upsert_registrant(id, item);
             self.emit(ev, now);
             if self.settings.query_new_registrants {
-                self.query_registrant(id, "Catalog", now);
+                self.newcomers.push(id, newcomers::Ask::Catalog);
                 if kind == RegistrantKind::Device {
                     // Its name, maker and model for the catalog.
-                    self.query_registrant(id, "DeviceInfo", now);
+                    self.newcomers.push(id, newcomers::Ask::DeviceInfo);
                 }
+                self.ask_newcomers(now);
             }
         }
     }
@@ -895,7 +905,21 @@ impl Node {
     }
 
     /// Send a MANSCDP query (Catalog, DeviceInfo, DeviceStatus) to a registrant.
-    fn query_registrant(&mut self, id: GbId, cmd: &str, now: Instant) -> Option<u32> {
+    /// Send the new registrants' questions the window and the load allow.
+    fn ask_newcomers(&mut self, now: Instant) {
+        let quiet = self.backlog <= NEWCOMER_QUIET_BACKLOG;
+        while let Some((id, ask)) = self.newcomers.next(quiet) {
+            if self.registry.get(&id).is_none()
+                || self
+                    .query_registrant(id, ask.cmd(), Token::Newcomer(id), now)
+                    .is_none()
+            {
+                self.newcomers.done();
+            }
+        }
+    }
+
+    fn query_registrant(&mut self, id: GbId, cmd: &str, token: Token, now: Instant) -> Option<u32> {
         let sn = self.next_sn();
         let q = SimpleQuery::new(sn, id.to_string());
         let msg = match cmd {
@@ -907,8 +931,7 @@ impl Node {
             self.catalog_queries
                 .insert(id, CatalogQuery { sn, answer: None });
         }
-        self.send_to_registrant(id, &msg, Token::Query(id), now)
-            .then_some(sn)
+        self.send_to_registrant(id, &msg, token, now).then_some(sn)
     }
 
     fn send_to_registrant(&mut self, id: GbId, msg: &Manscdp, token: Token, now: Instant) -> bool {
@@ -1010,7 +1033,8 @@ impl Node {
                     tracing::info!(id = %sender, "back online");
                     let ev = self.catalog.set_source_online(sender, true);
                     self.emit(ev, now);
-                    self.query_registrant(sender, "Catalog", now);
+                    self.newcomers.push(sender, newcomers::Ask::Catalog);
+                    self.ask_newcomers(now);
                 }
             }
         }
@@ -1481,6 +1505,13 @@ impl Node {
                     tracing::warn!(%id, status = response.status, "query refused");
                 }
             }
+            Token::Newcomer(id) => {
+                if response.status >= 300 {
+                    tracing::warn!(%id, status = response.status, "query refused");
+                }
+                self.newcomers.done();
+                self.ask_newcomers(now);
+            }
             Token::Call(call) => self.on_invite_response(call, response, now),
             Token::InDialog(call) => {
                 if response.status >= 300 {
@@ -1512,6 +1543,11 @@ impl Node {
                 self.pump(id, now);
             }
             Token::Query(id) => tracing::warn!(%id, "query timed out"),
+            Token::Newcomer(id) => {
+                tracing::warn!(%id, "query timed out");
+                self.newcomers.done();
+                self.ask_newcomers(now);
+            }
             Token::Call(call) => self.on_invite_timeout(call),
             Token::InDialog(call) => tracing::debug!(call, %method, "in-dialog request timed out"),
         }
@@ -1569,6 +1605,9 @@ impl Node {
         }
         if self.outbox_wake.is_some_and(|t| now >= t) {
             self.resume_outboxes(now);
+        }
+        if self.newcomers.waiting() > 0 {
+            self.ask_newcomers(now);
         }
         if !self.shutting_down {
             for i in 0..self.uplinks.len() {

@@ -282,8 +282,7 @@ impl Node {
         let wall = self.wall(now);
         let mut ids: Vec<String> = Vec::new();
         let mut more = false;
-        for id in self.catalog.ids_after(after) {
-            let Ok(gid) = GbId::parse(id) else { continue };
+        for gid in self.catalog.ids_after(after) {
             // What people watch: channels (an IPC lists its own under it).
             if gid.type_code() != topology::type_code::CAMERA {
                 continue;
@@ -299,7 +298,7 @@ impl Node {
                 more = true;
                 break;
             }
-            ids.push(id.to_owned());
+            ids.push(gid.to_string());
         }
         let next = if more { ids.last().cloned() } else { None };
         if let Some((subject, person)) = who {
@@ -388,10 +387,7 @@ impl Node {
     /// the ancestors a shared entry needs listed before it (as
     /// [`Self::with_paths`] does for items): what a catalog answer lists.
     pub(super) fn shared_ids(&self, parent: GbId, now: Instant) -> Vec<GbId> {
-        let all = self
-            .catalog
-            .ids_after(None)
-            .filter_map(|id| GbId::parse(id).ok());
+        let all = self.catalog.ids_after(None);
         if !self.gate.enforcing() {
             return all.collect();
         }
@@ -544,9 +540,6 @@ impl Node {
             let who = node_subject(parent);
             let mut changes = Vec::new();
             for id in self.catalog.ids_after(None) {
-                let Ok(id) = GbId::parse(id) else {
-                    continue;
-                };
                 if !crate::gate::in_catalog_policy(&id) {
                     continue;
                 }
