@@ -1174,6 +1174,12 @@ fn a_stray_invite_2xx_is_acked_and_hung_up() {
 
 /// REGISTER from `device` with `password`: the node's final answer.
 fn register_with(node: &mut Node, now: Instant, device: &str, password: &str) -> Response {
+    final_answer(register_sending(node, now, device, password))
+}
+
+/// REGISTER from `device` with `password`: everything the node sends once
+/// the challenge is answered (the answer, and what it then asks).
+fn register_sending(node: &mut Node, now: Instant, device: &str, password: &str) -> Vec<Transmit> {
     let first = answer_to(
         node,
         now,
@@ -1181,7 +1187,7 @@ fn register_with(node: &mut Node, now: Instant, device: &str, password: &str) ->
         &register_request(device, udp(3), 1, Some("reg-1"), None),
     );
     let auth = digest_for(&first, device, password);
-    answer_to(
+    send(
         node,
         now,
         udp(3),
@@ -1225,6 +1231,19 @@ fn digest_for(challenged: &Response, device: &str, password: &str) -> String {
         .to_header_value()
 }
 
+/// The device [`village_with_device`] knows, with password "right".
+const DEVICE: &str = "35010201001320000001";
+
+/// The village node, with no parent, knowing [`DEVICE`].
+fn village_with_device(now: Instant) -> Node {
+    let creds = Credentials::parse(
+        &format!("[devices]\n\"{DEVICE}\" = \"right\"\n"),
+        "creds.toml",
+    )
+    .unwrap();
+    village_without_parent(creds, now)
+}
+
 /// The village node, with no parent, taking registrations with `creds`.
 fn village_without_parent(creds: Credentials, now: Instant) -> Node {
     let identity = Identity {
@@ -1242,15 +1261,10 @@ fn village_without_parent(creds: Credentials, now: Instant) -> Node {
 #[test]
 fn a_refused_register_does_not_tell_an_unknown_id_from_a_wrong_password() {
     let now = Instant::now();
-    let creds = Credentials::parse(
-        "[devices]\n\"35010201001320000001\" = \"right\"\n",
-        "creds.toml",
-    )
-    .unwrap();
-    let mut node = village_without_parent(creds, now);
-    let known = register_with(&mut node, now, "35010201001320000001", "wrong");
+    let mut node = village_with_device(now);
+    let known = register_with(&mut node, now, DEVICE, "wrong");
     let unknown = register_with(&mut node, now, "35010201001320000002", "anything");
-    let ok = register_with(&mut node, now, "35010201001320000001", "right");
+    let ok = register_with(&mut node, now, DEVICE, "right");
     assert_eq!(ok.status, 200);
     let visible = |r: &Response| {
         (
@@ -1269,27 +1283,8 @@ fn a_new_device_hears_its_200_before_the_queries_it_causes() {
     // Cameras that get a Catalog query before the 200 to their REGISTER
     // drop it, or think themselves unregistered.
     let now = Instant::now();
-    let creds = Credentials::parse("default_password = \"dev\"\n", "creds.toml").unwrap();
-    let mut node = village_without_parent(creds, now);
-    let device = "35010201001320000001";
-    let challenged = answer_to(
-        &mut node,
-        now,
-        udp(3),
-        &register_request(device, udp(3), 1, Some("reg-o"), None),
-    );
-    let auth = digest_for(&challenged, device, "dev");
-    let req = register_request(device, udp(3), 2, Some("reg-o"), Some(&auth));
-    node.handle_inbound(
-        Inbound::Message {
-            peer: udp(3),
-            message: Message::Request(req),
-        },
-        now,
-    );
-    let mut out = Vec::new();
-    node.drain_transmits(&mut out);
-    let sent: Vec<String> = out
+    let mut node = village_with_device(now);
+    let sent: Vec<String> = register_sending(&mut node, now, DEVICE, "right")
         .iter()
         .map(|t| match Message::parse(&t.data).unwrap() {
             Message::Response(r) => r.status.to_string(),
@@ -1308,11 +1303,9 @@ fn a_busy_node_asks_new_devices_later() {
     // A storm of registrations comes first; the Catalog and DeviceInfo
     // questions wait until the node has read its backlog.
     let now = Instant::now();
-    let creds = Credentials::parse("default_password = \"dev\"\n", "creds.toml").unwrap();
-    let mut node = village_without_parent(creds, now);
+    let mut node = village_with_device(now);
     node.set_backlog(1_000);
-    let device = "35010201001320000001";
-    let ok = register_with(&mut node, now, device, "dev");
+    let ok = register_with(&mut node, now, DEVICE, "right");
     assert_eq!(ok.status, 200);
     let mut out = Vec::new();
     node.handle_timeout(now);
@@ -1337,6 +1330,11 @@ fn a_busy_node_asks_new_devices_later() {
 
 /// Send `req` from `peer`; the node's final answer.
 fn answer_to(node: &mut Node, now: Instant, peer: Peer, req: &Request) -> Response {
+    final_answer(send(node, now, peer, req))
+}
+
+/// Send `req` from `peer`; everything the node sends then.
+fn send(node: &mut Node, now: Instant, peer: Peer, req: &Request) -> Vec<Transmit> {
     node.handle_inbound(
         Inbound::Message {
             peer,
@@ -1346,7 +1344,12 @@ fn answer_to(node: &mut Node, now: Instant, peer: Peer, req: &Request) -> Respon
     );
     let mut out = Vec::new();
     node.drain_transmits(&mut out);
-    out.into_iter()
+    out
+}
+
+/// The last final response among `sent`.
+fn final_answer(sent: Vec<Transmit>) -> Response {
+    sent.into_iter()
         .rev()
         .find_map(|t| match Message::parse(&t.data) {
             Ok(Message::Response(r)) if r.status >= 200 => Some(r),
@@ -1361,13 +1364,8 @@ fn a_retransmitted_register_is_answered_again_and_a_replay_is_challenged() {
     // a retransmission (its 200 was lost) the same answer, and refuse the
     // same credentials in any other request.
     let now = Instant::now();
-    let creds = Credentials::parse(
-        "[devices]\n\"35010201001320000001\" = \"right\"\n",
-        "creds.toml",
-    )
-    .unwrap();
-    let mut node = village_without_parent(creds, now);
-    let device = "35010201001320000001";
+    let mut node = village_with_device(now);
+    let device = DEVICE;
     let request =
         |cseq: u32, auth: Option<&str>| register_request(device, udp(3), cseq, Some("reg-r"), auth);
     let first = answer_to(&mut node, now, udp(3), &request(1, None));
@@ -1394,13 +1392,8 @@ fn a_retransmitted_register_is_answered_again_and_a_replay_is_challenged() {
 #[test]
 fn an_overloaded_node_defers_new_registrations_and_finishes_those_under_way() {
     let now = Instant::now();
-    let creds = Credentials::parse(
-        "[devices]\n\"35010201001320000001\" = \"right\"\n",
-        "creds.toml",
-    )
-    .unwrap();
-    let mut node = village_without_parent(creds, now);
-    let device = "35010201001320000001";
+    let mut node = village_with_device(now);
+    let device = DEVICE;
     let request = |cseq: u32, call: &str, auth: Option<&str>| {
         register_request(device, udp(3), cseq, Some(call), auth)
     };
