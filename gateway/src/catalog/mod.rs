@@ -374,6 +374,16 @@ impl Catalog {
             .collect()
     }
 
+    /// True when `id` is in the catalog.
+    pub fn contains(&self, id: GbId) -> bool {
+        self.entries.contains_key(&id)
+    }
+
+    /// `id`'s item, unpacked.
+    pub fn item(&self, id: GbId) -> Option<CatalogItem> {
+        self.entries.get(&id).map(|e| e.item(id))
+    }
+
     /// One entry.
     pub fn get(&self, id: &str) -> Option<Entry> {
         let id = GbId::parse(id).ok()?;
@@ -483,13 +493,13 @@ impl Catalog {
             item.parent_id = Some(source.to_string());
         }
         let number = self.index.number(source);
-        let new = Stored::new(number, &item);
         // New to this source (a new entry, or one taken over from another).
         let gains = self.entries.get(&id).is_none_or(|e| e.source != number);
         if gains && id != source && self.index.count_of(source) >= self.limits.of(source) {
             *self.refused.entry(source).or_default() += 1;
             return Vec::new();
         }
+        let new = Stored::new(number, &item);
         let Some(e) = self.entries.get_mut(&id) else {
             let ev = with_event(&item, event::ADD);
             self.index.add(id, &new);

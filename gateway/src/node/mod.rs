@@ -904,7 +904,6 @@ impl Node {
         metrics::gauge!("gbgate_catalog_entries").set(self.catalog.len() as f64);
     }
 
-    /// Send a MANSCDP query (Catalog, DeviceInfo, DeviceStatus) to a registrant.
     /// Send the new registrants' questions the window and the load allow.
     fn ask_newcomers(&mut self, now: Instant) {
         let quiet = self.backlog <= NEWCOMER_QUIET_BACKLOG;
@@ -919,6 +918,7 @@ impl Node {
         }
     }
 
+    /// Send a MANSCDP query (Catalog, DeviceInfo, DeviceStatus) to a registrant.
     fn query_registrant(&mut self, id: GbId, cmd: &str, token: Token, now: Instant) -> Option<u32> {
         let sn = self.next_sn();
         let q = SimpleQuery::new(sn, id.to_string());
@@ -1379,16 +1379,15 @@ impl Node {
         let peer = ob.peer();
         let catalog = &self.catalog;
         let ready = ob.take_ready(now, |id| {
-            catalog.get(id.as_str()).map_or_else(
-                // Gone since the answer was planned: listed as OFF, its DEL
-                // follows among the changes.
-                || crate::gb::manscdp::CatalogItem {
+            // Gone since the answer was planned: listed as OFF, its DEL
+            // follows among the changes.
+            catalog
+                .item(id)
+                .unwrap_or_else(|| crate::gb::manscdp::CatalogItem {
                     device_id: id.to_string(),
                     status: Some("OFF".into()),
                     ..Default::default()
-                },
-                |e| e.item,
-            )
+                })
         });
         for outbox::Ready {
             body,

@@ -402,19 +402,35 @@ impl Node {
             if !self.gate.shows(&who, &id, &ancestors, wall) {
                 continue;
             }
-            for (k, a) in ancestors.iter().enumerate().rev() {
-                if crate::gate::in_catalog_policy(a)
-                    && !listed.contains(a)
-                    && !self.gate.shows(&who, a, &ancestors[k + 1..], wall)
-                    && self.catalog.get(a.as_str()).is_some()
-                {
-                    listed.insert(*a);
-                    out.push(*a);
+            for a in self.hidden_path(&who, &ancestors, wall) {
+                if !listed.contains(&a) && self.catalog.contains(a) {
+                    listed.insert(a);
+                    out.push(a);
                 }
             }
             out.push(id);
         }
         out
+    }
+
+    /// Of `ancestors` (nearest first, as [`Self::ancestors`] gives them),
+    /// those the policy governs but does not show `who` by themselves,
+    /// farthest first: the path an entry shown below them needs listed.
+    fn hidden_path<'a>(
+        &'a self,
+        who: &'a Subject,
+        ancestors: &'a [GbId],
+        wall: SystemTime,
+    ) -> impl Iterator<Item = GbId> + 'a {
+        ancestors
+            .iter()
+            .enumerate()
+            .rev()
+            .filter(move |(k, a)| {
+                crate::gate::in_catalog_policy(a)
+                    && !self.gate.shows(who, a, &ancestors[k + 1..], wall)
+            })
+            .map(|(_, a)| *a)
     }
 
     /// `items` with the governed ancestors they need that the policy does
@@ -438,15 +454,11 @@ impl Node {
                 continue;
             };
             let ancestors = self.ancestors(&id);
-            for (k, a) in ancestors.iter().enumerate().rev() {
-                if !crate::gate::in_catalog_policy(a)
-                    || present.contains(a.as_str())
-                    || self.gate.shows(who, a, &ancestors[k + 1..], wall)
-                {
+            for a in self.hidden_path(who, &ancestors, wall) {
+                if present.contains(a.as_str()) {
                     continue;
                 }
-                if let Some(e) = self.catalog.get(a.as_str()) {
-                    let mut item = e.item;
+                if let Some(mut item) = self.catalog.item(a) {
                     item.event.clone_from(&i.event);
                     present.insert(item.device_id.clone());
                     extra.push(item);
@@ -554,8 +566,7 @@ impl Node {
                     });
                 } else if after && !before {
                     // Unpacked only when it is news to the parent.
-                    if let Some(e) = self.catalog.get(id.as_str()) {
-                        let mut item = e.item;
+                    if let Some(mut item) = self.catalog.item(id) {
                         item.event = Some(event::ADD.into());
                         changes.push(item);
                     }
