@@ -34,17 +34,27 @@ deps:
 # keyframe a second, no B-frames, as cameras send. Also PS files written by
 # other muxers (GStreamer mpegpsmux with a PSM, ffmpeg -f vob without one).
 CLIPS := target/clips
-clips: $(CLIPS)/h264.h264 $(CLIPS)/h265.h265 $(CLIPS)/gst.ps $(CLIPS)/ffmpeg.vob $(CLIPS)/h264_4m.h264
+clips: $(CLIPS)/h264.h264 $(CLIPS)/h265.h265 $(CLIPS)/gst.ps $(CLIPS)/ffmpeg.vob $(CLIPS)/h264_4m.h264 \
+  $(CLIPS)/h264_4m_g25.h264 $(CLIPS)/h264_4m_g50.h264
 $(CLIPS)/h264.h264: | deps
 	mkdir -p $(CLIPS)
 	ffmpeg -v error -y -f lavfi -i testsrc2=size=640x360:rate=25 -t 4 -pix_fmt yuv420p \
 	  -c:v libx264 -profile:v main -g 25 -bf 0 -x264-params aud=1 -f h264 $@
 # 4 Mbps 720p (noise keeps the encoder from compressing it away): the
-# fan-out benchmark's camera, and the slow-viewer test's.
+# slow-viewer and lossy-link tests' camera. x264's scene-cut fires on the
+# noise, so nearly every other frame is an IDR: a worst case for caches,
+# not a camera.
 $(CLIPS)/h264_4m.h264: | deps
 	mkdir -p $(CLIPS)
 	ffmpeg -v error -y -f lavfi -i "testsrc2=size=1280x720:rate=25,noise=alls=20:allf=t" -t 4 -pix_fmt yuv420p \
 	  -c:v libx264 -preset veryfast -profile:v main -g 25 -bf 0 -b:v 4M -maxrate 4M -bufsize 2M -x264-params aud=1 -f h264 $@
+# The same picture as a camera encodes it: scene-cut off, a fixed GOP of 25
+# (one IDR a second) or 50 (one every two seconds); the benchmarks' cameras.
+$(CLIPS)/h264_4m_g%.h264: | deps
+	mkdir -p $(CLIPS)
+	ffmpeg -v error -y -f lavfi -i "testsrc2=size=1280x720:rate=25,noise=alls=20:allf=t" -t 8 -pix_fmt yuv420p \
+	  -c:v libx264 -preset veryfast -profile:v main -g $* -keyint_min $* -sc_threshold 0 -bf 0 -b:v 4M -maxrate 4M -bufsize 2M \
+	  -x264-params aud=1 -f h264 $@
 $(CLIPS)/h265.h265: | deps
 	mkdir -p $(CLIPS)
 	ffmpeg -v error -y -f lavfi -i testsrc2=size=640x360:rate=25 -t 4 -pix_fmt yuv420p \

@@ -49,6 +49,9 @@ pub struct TreeSpec {
     pub pki: Option<PathBuf>,
     /// Nodes query newly registered devices and children (the default).
     pub query_new_registrants: bool,
+    /// Viewers one stream may have; `None`: the node's default (sized for
+    /// its machine).
+    pub max_viewers_per_stream: Option<u64>,
 }
 
 impl TreeSpec {
@@ -108,6 +111,7 @@ impl Default for TreeSpec {
             tcp_levels: &[],
             pki: None,
             query_new_registrants: true,
+            max_viewers_per_stream: None,
         }
     }
 }
@@ -292,6 +296,9 @@ pub fn write_tree(dir: &Path, spec: &TreeSpec) -> std::io::Result<Tree> {
         spec.media_transport,
         spec.query_new_registrants
     ));
+    if let Some(n) = spec.max_viewers_per_stream {
+        toml.push_str(&format!("max_viewers_per_stream = {n}\n\n"));
+    }
     for n in &nodes {
         toml.push_str("[[node]]\n");
         toml.push_str(&format!(

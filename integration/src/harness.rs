@@ -57,6 +57,9 @@ pub struct FleetSpec {
     /// Send `media` (a PS file) with its video PES flag bytes removed
     /// (`gbsim --strip-pes-flags`).
     pub strip_pes_flags: bool,
+    /// Live clips start mid-GOP, where a camera's running encoder would be
+    /// (`gbsim --free-running`).
+    pub free_running: bool,
 }
 
 impl Default for FleetSpec {
@@ -68,6 +71,7 @@ impl Default for FleetSpec {
             channels: 8,
             media: None,
             strip_pes_flags: false,
+            free_running: false,
         }
     }
 }
@@ -162,12 +166,12 @@ impl Cluster {
 
     /// Resident memory of a node's process, in KiB (Linux /proc).
     pub fn rss_kib(&self, id: &GbId) -> Option<u64> {
-        let pid = self.nodes.get(id)?.id();
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        crate::storm::rss_kib(self.nodes.get(id)?.id())
+    }
+
+    /// The process ID of a village's device fleet (`gbsim`).
+    pub fn sim_pid(&self, village: &GbId) -> Option<u32> {
+        self.sims.get(village).map(Child::id)
     }
 
     /// CPU time (user + system) a node's process has used so far (Linux
@@ -262,6 +266,7 @@ impl Cluster {
                     .flat_map(|m| [std::ffi::OsStr::new("--media"), m.as_os_str()]),
             )
             .args(self.fleet.strip_pes_flags.then_some("--strip-pes-flags"))
+            .args(self.fleet.free_running.then_some("--free-running"))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -6,6 +6,7 @@
 //! |---|---|
 //! | [`sim`] | `gbsim`: a fleet of simulated IPCs and NVRs |
 //! | [`streamer`] | `gbsim`'s media sender: clips and PS files as paced RTP/PS |
+//! | [`fanout`] | the fan-out benchmark: a recording of served FLV, the bare-writer floor, viewers that count frames and gaps |
 //! | [`flv_watch`] | watching HTTP-FLV as a player: live video or a stale cache, stalls, time to video after a restart |
 //! | [`harness`] | start a topology as one `gbgate` process per node and wait for it |
 //! | [`impair`] | a userspace UDP impairment proxy (loss, delay, jitter, reordering, bandwidth cap) |
@@ -14,6 +15,7 @@
 //! | [`demo`] | the demo tree (city ← 2 counties ← 2 towns ← 2 villages) as a topology file |
 
 pub mod demo;
+pub mod fanout;
 pub mod flv_watch;
 pub mod harness;
 pub mod impair;

@@ -917,11 +917,17 @@ pub struct MediaSources {
     pub live: crate::streamer::Source,
     /// "Recordings" served for playback (looped to fill the range).
     pub playback: crate::streamer::Source,
+    /// Live streams start where a camera's encoder, running since the
+    /// fleet started, would be: mid-GOP, as real cameras do. Otherwise at
+    /// the clip's first keyframe (the best case for time to first frame).
+    pub free_running: bool,
 }
 
 /// The driver's side of the calls: sockets and streaming tasks.
 struct MediaDriver {
     sources: Option<MediaSources>,
+    /// When the fleet's "encoders" started (see [`MediaSources::free_running`]).
+    started: std::time::Instant,
     ip: std::net::IpAddr,
     controls: HashMap<String, tokio::sync::watch::Sender<crate::streamer::StreamControl>>,
     /// Playback speed per call, kept across PAUSE.
@@ -1012,6 +1018,11 @@ impl MediaDriver {
                 if playback {
                     let secs = offer.time.1.saturating_sub(offer.time.0).max(1);
                     opts = opts.with_limit(Limit::Duration(Duration::from_secs(secs)));
+                } else if sources.free_running {
+                    if let crate::streamer::Source::Clip(c) = &source {
+                        let frames = self.started.elapsed().as_secs_f64() * f64::from(c.fps());
+                        opts.first_frame = frames as u64;
+                    }
                 }
                 let (ctl, ctl_rx) = tokio::sync::watch::channel(StreamControl::default());
                 self.controls.insert(call.clone(), ctl);
@@ -1078,6 +1089,7 @@ pub async fn run(
     let (ended_tx, mut ended_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut driver = MediaDriver {
         sources: media,
+        started: std::time::Instant::now(),
         ip: cfg.local.ip(),
         controls: HashMap::new(),
         scales: HashMap::new(),

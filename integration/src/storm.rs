@@ -147,6 +147,15 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     Some(ticks / 100.0)
 }
 
+/// Resident set size of `pid` in KiB (Linux /proc).
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
 /// Proportional set size of `pid` in KiB: shared pages counted once across
 /// a multi-process server like Kamailio (Linux smaps_rollup).
 pub fn pss_kib(pid: u32) -> Option<u64> {

@@ -1096,6 +1096,10 @@ pub struct StreamOptions {
     pub payload_type: u8,
     /// Largest RTP payload ([`MAX_RTP_PAYLOAD`]).
     pub max_payload: usize,
+    /// The frame (counted over all loops) a [`Clip`] starts at; 0 is the
+    /// clip's first keyframe. A camera's encoder runs before anyone asks,
+    /// so its live stream starts wherever its GOP happens to be.
+    pub first_frame: u64,
 }
 
 impl StreamOptions {
@@ -1106,6 +1110,7 @@ impl StreamOptions {
             limit: None,
             payload_type: PAYLOAD_TYPE,
             max_payload: MAX_RTP_PAYLOAD,
+            first_frame: 0,
         }
     }
 
@@ -1195,6 +1200,18 @@ impl Units {
 
     /// Moves to the unit to play media time `media` from (see
     /// [`Clip::seek_frame`] and [`PsFile`]); returns that unit's media time.
+    /// Start a [`Clip`] at frame `n`, keyframe or not; its media time.
+    /// `None` for a [`PsFile`] (it starts at its first unit).
+    fn start_at(&mut self, n: u64) -> Option<u64> {
+        match &self.source {
+            Source::Clip(c) => {
+                self.next = n;
+                Some(c.pts_of(n))
+            }
+            Source::Ps(_) => None,
+        }
+    }
+
     fn seek(&mut self, media: u64) -> u64 {
         self.next = match &self.source {
             Source::Clip(c) => c.seek_frame(media),
@@ -1539,6 +1556,11 @@ pub async fn stream(
         _ => None,
     };
     let mut units = Units::new(source);
+    if opts.first_frame > 0 {
+        if let Some(at) = units.start_at(opts.first_frame) {
+            pacer.seeked(at);
+        }
+    }
     let mut seq: u16 = 0;
     tracing::debug!(ssrc = opts.ssrc, limit = ?opts.limit, "stream started");
     loop {

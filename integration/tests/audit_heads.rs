@@ -282,7 +282,7 @@ fn a_cut_history_below_is_caught_against_the_head_its_parent_recorded() {
         nvrs: 0,
         channels: 0,
         media: None,
-        strip_pes_flags: false,
+        ..FleetSpec::default()
     };
     let (admin, admin_entry) = new_token("ops", "ops", true);
     let (police, police_entry) = new_token("wang", "police", false);

@@ -473,8 +473,20 @@ fn media_chain(
     media: &str,
     linger: u64,
 ) -> (Cluster, Vec<String>) {
-    let (c, cams, _) = media_chain_with(name, base, cameras, media, linger, false);
+    let (c, cams, _) = media_chain_with(name, base, cameras_playing(cameras, media), linger, false);
     (c, cams)
+}
+
+/// `cameras` IP cameras per village streaming the clip `media`, each from
+/// the clip's first keyframe when INVITEd.
+fn cameras_playing(cameras: usize, media: &str) -> FleetSpec {
+    FleetSpec {
+        ipcs: cameras,
+        nvrs: 0,
+        channels: 0,
+        media: Some(clip(media)),
+        ..FleetSpec::default()
+    }
 }
 
 /// [`media_chain`]; with `gated`, every tier runs with a policy (each
@@ -483,23 +495,16 @@ fn media_chain(
 fn media_chain_with(
     name: &str,
     base: u16,
-    cameras: usize,
-    media: &str,
+    fleet: FleetSpec,
     linger: u64,
     gated: bool,
 ) -> (Cluster, Vec<String>, Option<String>) {
+    let cameras = fleet.ipcs;
     let dir = log_dir(name);
     let spec = TreeSpec {
         linger_secs: linger,
         media_timeout_secs: 5,
         ..bench_spec(base, base + 3000, 1, "udp")
-    };
-    let fleet = FleetSpec {
-        ipcs: cameras,
-        nvrs: 0,
-        channels: 0,
-        media: Some(clip(media)),
-        ..FleetSpec::default()
     };
     let mut tokens = None;
     if gated {
@@ -587,15 +592,34 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 /// Time to first frame at the city through four tiers: cold (no hub at any
 /// tier: INVITE travels down, media comes up) and warm (a hub at the city
-/// already).
+/// already). The camera either starts at a keyframe when INVITEd (the best
+/// case) or, as real cameras do, wherever its running encoder is in its
+/// GOP, so a cold start waits for the next keyframe: with a GOP of 25 and
+/// of 50 frames.
 #[test]
 #[ignore = "benchmark: make bench"]
 fn media_time_to_first_frame() {
-    // linger 0: the last viewer leaving closes every tier, so each cold run is cold.
-    let (c, cams) = media_chain("media-ttff", 56000, 1, "h264.h264", 0);
-    let url = format!("http://{}/live/{}.flv", c.tree.root().http, cams[0]);
+    let runs = [
+        ("keyframe-aligned", "h264_4m_g25.h264", false, 56000),
+        ("mid-GOP", "h264_4m_g25.h264", true, 56500),
+        ("keyframe-aligned", "h264_4m_g50.h264", false, 56600),
+        ("mid-GOP", "h264_4m_g50.h264", true, 56700),
+    ];
+    for (start, clip_name, free_running, base) in runs {
+        let fleet = FleetSpec {
+            free_running,
+            ..cameras_playing(1, clip_name)
+        };
+        // linger 0: the last viewer leaving closes every tier, so each cold run is cold.
+        let (c, cams, _) = media_chain_with("media-ttff", base, fleet, 0, false);
+        ttff_runs(&c, &cams[0], start, clip_name);
+    }
+}
+
+fn ttff_runs(c: &Cluster, cam: &str, start: &str, clip_name: &str) {
+    let url = format!("http://{}/live/{cam}.flv", c.tree.root().http);
     let mut cold = Vec::new();
-    for _ in 0..7 {
+    for _ in 0..9 {
         c.wait_for("no stream at any tier", Duration::from_secs(20), |c| {
             c.tree
                 .nodes
@@ -603,13 +627,15 @@ fn media_time_to_first_frame() {
                 .all(|n| c.streams(&n.id).map(|s| s.is_empty()).unwrap_or(false))
         })
         .unwrap();
+        // Land anywhere in the camera's GOP (it runs on its own clock).
+        std::thread::sleep(Duration::from_millis(rand::random_range(0..2000)));
         let (t, r) = time_to_first_frame(&url);
         cold.push(t);
         drop(r);
     }
     let (_, holder) = time_to_first_frame(&url);
     let mut warm = Vec::new();
-    for _ in 0..7 {
+    for _ in 0..9 {
         let (t, r) = time_to_first_frame(&url);
         warm.push(t);
         drop(r);
@@ -617,14 +643,13 @@ fn media_time_to_first_frame() {
     drop(holder);
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!(
-        "bench: ttff tiers=4 cold_median_ms={:.1} cold_min_ms={:.1} cold_max_ms={:.1} warm_median_ms={:.1} warm_min_ms={:.1} warm_max_ms={:.1} ratio={:.0}x",
+        "bench: ttff tiers=4 clip={clip_name} camera_start={start} cold_median_ms={:.1} cold_min_ms={:.1} cold_max_ms={:.1} warm_median_ms={:.1} warm_min_ms={:.1} warm_max_ms={:.1}",
         ms(median(cold.clone())),
         ms(*cold.iter().min().unwrap()),
         ms(*cold.iter().max().unwrap()),
         ms(median(warm.clone())),
         ms(*warm.iter().min().unwrap()),
         ms(*warm.iter().max().unwrap()),
-        ms(median(cold)) / ms(median(warm)).max(0.001)
     );
 }
 
@@ -655,7 +680,8 @@ fn media_fanout_cpu_with_and_without_gate() {
 fn fanout(name: &str, base: u16, gated: bool) -> f64 {
     let cameras = 4;
     let per_camera = 25;
-    let (c, cams, police) = media_chain_with(name, base, cameras, "h264_4m.h264", 30, gated);
+    let fleet = cameras_playing(cameras, "h264_4m_g25.h264");
+    let (c, cams, police) = media_chain_with(name, base, fleet, 30, gated);
     let city = c.tree.root().id;
     let http = c.tree.root().http;
     let bytes = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -730,6 +756,247 @@ fn fanout(name: &str, base: u16, gated: bool) -> f64 {
     );
     drop(readers);
     cpu / gbits
+}
+
+/// Kernel memory held by every TCP socket on the machine, KiB
+/// (/proc/net/sockstat `TCP: ... mem N`, in pages).
+fn tcp_socket_kib() -> u64 {
+    let s = std::fs::read_to_string("/proc/net/sockstat").unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix("TCP:"))
+        .and_then(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.iter()
+                .position(|k| *k == "mem")
+                .and_then(|i| f.get(i + 1)?.parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+        * 4
+}
+
+/// One side of a fan-out step: a server process and its viewers.
+struct FanoutServer<'a> {
+    /// "gbgate" or "floor".
+    name: &'static str,
+    pid: u32,
+    addr: std::net::SocketAddr,
+    path: String,
+    /// RSS before any viewer, KiB.
+    rss_base: u64,
+    /// Viewers the server dropped behind or refused so far (gbgate's
+    /// counters; the floor never drops).
+    losses: &'a dyn Fn() -> f64,
+}
+
+/// What one step measured, once it was found valid.
+struct FanoutFigures {
+    mbps: f64,
+    cpu_cores: f64,
+    cpu_per_gbit: f64,
+    rss_kib_per_viewer: f64,
+    kernel_kib_per_viewer: f64,
+    p99_gap_ms: f64,
+    max_gap_ms: f64,
+}
+
+/// `n` viewers of `server` for `window` after they all play: validity first
+/// (every viewer played, got every frame of the window, none was dropped),
+/// then the figures. Err says what made the run invalid.
+fn fanout_step(
+    server: &FanoutServer,
+    n: usize,
+    fps: f64,
+    window: Duration,
+) -> Result<FanoutFigures, String> {
+    use integration::fanout::Watch;
+    use integration::storm;
+    let kernel0 = tcp_socket_kib();
+    let losses0 = (server.losses)();
+    let watch = Watch::start(server.addr, &server.path, n, None);
+    let t = Instant::now();
+    while watch.playing.load(std::sync::atomic::Ordering::Relaxed) < n {
+        if t.elapsed() > Duration::from_secs(60) {
+            let playing = watch.playing.load(std::sync::atomic::Ordering::Relaxed);
+            watch.finish();
+            return Err(format!("{playing} of {n} viewers played within 60 s"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let cpu0 = storm::cpu_seconds(server.pid).unwrap();
+    let t0 = Instant::now();
+    watch.open_window();
+    std::thread::sleep(window);
+    let cpu1 = storm::cpu_seconds(server.pid).unwrap();
+    let bytes = watch.bytes.load(std::sync::atomic::Ordering::Relaxed);
+    let (rss, kernel) = (storm::rss_kib(server.pid).unwrap(), tcp_socket_kib());
+    let stats = watch.finish();
+    let secs = t0.elapsed().as_secs_f64();
+    let expected = (secs * fps) as u64 - 3;
+    let short = stats.iter().filter(|s| s.frames < expected).count();
+    let ended = stats.iter().filter(|s| s.ended).count();
+    let lost = (server.losses)() - losses0;
+    if short > 0 || ended > 0 || lost > 0.0 {
+        let least = stats.iter().map(|s| s.frames).min().unwrap_or(0);
+        return Err(format!(
+            "{short} of {n} viewers got fewer than {expected} frames (least {least}), {ended} ended early, {lost} skips or refusals"
+        ));
+    }
+    let mut gaps: Vec<u32> = stats
+        .iter()
+        .flat_map(|s| s.gaps_us.iter().copied())
+        .collect();
+    gaps.sort_unstable();
+    let at = |p: f64| f64::from(gaps[((gaps.len() - 1) as f64 * p) as usize]) / 1000.0;
+    let gbits = bytes as f64 * 8.0 / 1e9;
+    let cpu = cpu1 - cpu0;
+    Ok(FanoutFigures {
+        mbps: gbits * 1000.0 / secs,
+        cpu_cores: cpu / secs,
+        cpu_per_gbit: cpu / gbits,
+        rss_kib_per_viewer: rss.saturating_sub(server.rss_base) as f64 / n as f64,
+        kernel_kib_per_viewer: kernel.saturating_sub(kernel0) as f64 / n as f64,
+        p99_gap_ms: at(0.99),
+        max_gap_ms: at(1.0),
+    })
+}
+
+/// Fan-out at the floor: one 4 Mbit/s camera with a camera's GOP, watched
+/// at the city by 100, 1,000 and 5,000 HTTP-FLV viewers; then the same
+/// viewers of the floor, a bare writer serving the bytes the city served
+/// (recorded first), one write per frame per viewer. Both servers on core
+/// 0, the viewers (one thread) and the other tiers on core 1.
+#[test]
+#[ignore = "benchmark: make bench"]
+fn media_fanout_vs_floor() {
+    // GBGATE_FANOUT_VIEWERS=1000 runs one step (to profile it).
+    let steps: Vec<usize> = std::env::var("GBGATE_FANOUT_VIEWERS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![100, 1000, 5000]);
+    fanout_vs_floor("media-fanout-floor", 56300, "h264_4m_g25.h264", &steps);
+}
+
+fn fanout_vs_floor(name: &str, base: u16, clip_name: &str, steps: &[usize]) {
+    use integration::storm;
+    let dir = log_dir(name);
+    let spec = TreeSpec {
+        linger_secs: 600,
+        media_timeout_secs: 5,
+        max_viewers_per_stream: Some(20_000),
+        ..bench_spec(base, base + 3000, 1, "udp")
+    };
+    let fleet = FleetSpec {
+        ipcs: 1,
+        nvrs: 0,
+        channels: 0,
+        media: Some(clip(clip_name)),
+        ..FleetSpec::default()
+    };
+    let c = Cluster::start(&dir, spec, fleet).unwrap();
+    let city = c.tree.root().id;
+    let village = c.tree.level("village")[0].id;
+    let mut cam = String::new();
+    c.wait_for("the camera at the city", Duration::from_secs(60), |c| {
+        cam = c
+            .catalog(&city)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|e| e.device_id.get(10..13) == Some("131") && e.status == "ON")
+            .map(|e| e.device_id)
+            .unwrap_or_default();
+        !cam.is_empty()
+    })
+    .unwrap();
+    let path = format!("/live/{cam}.flv");
+    let city_http = c.tree.root().http;
+    let rec = integration::fanout::Recording::capture(
+        &format!("http://{city_http}{path}"),
+        Duration::from_secs(12),
+    )
+    .unwrap();
+    let fps = rec.fps();
+    let flv = dir.join("floor.flv");
+    std::fs::write(&flv, rec.to_flv()).unwrap();
+    let floor_addr: std::net::SocketAddr = ([127, 0, 0, 1], base + 3100).into();
+    let mut floor = Command::new(bin_dir().join("fanout-floor"))
+        .args(["--listen", &floor_addr.to_string()])
+        .arg("--flv")
+        .arg(&flv)
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let city_pid = c.pid(&city).unwrap();
+    storm::pin(city_pid, 0).unwrap();
+    storm::pin(floor.id(), 0).unwrap();
+    for n in c.tree.nodes.iter().filter(|n| n.id != city) {
+        storm::pin(c.pid(&n.id).unwrap(), 1).unwrap();
+    }
+    storm::pin(c.sim_pid(&village).unwrap(), 1).unwrap();
+    storm::pin(std::process::id(), 1).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let city_losses = || {
+        c.metric(&city, "gbgate_viewer_skips_total", "")
+            .unwrap_or(0.0)
+            + c.metric(&city, "gbgate_viewers_refused_total", "")
+                .unwrap_or(0.0)
+    };
+    let none = || 0.0;
+    let gbgate = FanoutServer {
+        name: "gbgate",
+        pid: city_pid,
+        addr: city_http,
+        path: path.clone(),
+        rss_base: c.rss_kib(&city).unwrap(),
+        losses: &city_losses,
+    };
+    let bare = FanoutServer {
+        name: "floor",
+        pid: floor.id(),
+        addr: floor_addr,
+        path,
+        rss_base: storm::rss_kib(floor.id()).unwrap(),
+        losses: &none,
+    };
+    println!(
+        "bench: fanout_floor clip={clip_name} mbps={:.2} fps={fps:.0} recorded_frames={}",
+        rec.bits_per_second() / 1e6,
+        rec.frames.len()
+    );
+    let window = Duration::from_secs(15);
+    let mut invalid = Vec::new();
+    for &n in steps {
+        let mut cpu = [0.0; 2];
+        for (i, server) in [&gbgate, &bare].into_iter().enumerate() {
+            match fanout_step(server, n, fps, window) {
+                Ok(f) => {
+                    cpu[i] = f.cpu_per_gbit;
+                    println!(
+                        "bench: fanout_floor server={} viewers={n} delivered_mbps={:.0} cpu_cores={:.3} cpu_seconds_per_gbit={:.3} rss_kib_per_viewer={:.1} kernel_kib_per_viewer={:.1} p99_gap_ms={:.1} max_gap_ms={:.1}",
+                        server.name, f.mbps, f.cpu_cores, f.cpu_per_gbit, f.rss_kib_per_viewer, f.kernel_kib_per_viewer, f.p99_gap_ms, f.max_gap_ms
+                    );
+                }
+                Err(e) => {
+                    println!(
+                        "bench: fanout_floor server={} viewers={n} INVALID: {e}",
+                        server.name
+                    );
+                    invalid.push(format!("{} at {n}: {e}", server.name));
+                }
+            }
+            // Let the last step's sockets close before the next one counts.
+            std::thread::sleep(Duration::from_secs(3));
+        }
+        if cpu[0] > 0.0 && cpu[1] > 0.0 {
+            println!(
+                "bench: fanout_floor viewers={n} cpu_ratio_gbgate_to_floor={:.2}",
+                cpu[0] / cpu[1]
+            );
+        }
+    }
+    let _ = floor.kill();
+    let _ = floor.wait();
+    assert!(invalid.is_empty(), "invalid steps: {invalid:?}");
 }
 
 /// Memory per hub: 100 cameras opened at the city with one viewer each;

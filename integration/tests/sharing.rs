@@ -59,7 +59,7 @@ fn policy_through_four_tiers_departments_revocation_and_audit() {
         nvrs: 1,
         channels: 8,
         media: Some(clip("h264.h264")),
-        strip_pes_flags: false,
+        ..FleetSpec::default()
     };
     let (admin, admin_entry) = new_token("ops", "ops", true);
     let (police, police_entry) = new_token("wang", "police", false);

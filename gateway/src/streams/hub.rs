@@ -220,6 +220,8 @@ pub struct Hub {
     /// viewer count last fell to zero (`u64::MAX`: it has viewers).
     last_media_ms: AtomicU64,
     idle_since_ms: AtomicU64,
+    /// Callers on their way to join (see [`Hub::hold`]).
+    holds: AtomicUsize,
     /// Some viewer has joined at least once.
     joined: std::sync::atomic::AtomicBool,
     /// A paused playback: silence from below is expected, not an end.
@@ -329,6 +331,7 @@ impl Hub {
             created: Instant::now(),
             last_media_ms: AtomicU64::new(0),
             idle_since_ms: AtomicU64::new(0),
+            holds: AtomicUsize::new(0),
             paused: std::sync::atomic::AtomicBool::new(false),
             joined: std::sync::atomic::AtomicBool::new(false),
             fault: std::sync::OnceLock::new(),
@@ -460,11 +463,24 @@ impl Hub {
     /// How long the hub has had no viewers (`None` while it has some, and
     /// before its first viewer joined: the opener is on its way).
     pub fn idle_for(&self, now: Instant) -> Option<Duration> {
-        if self.viewers() > 0 || !self.joined.load(Ordering::Acquire) {
+        if self.viewers() > 0
+            || self.holds.load(Ordering::Acquire) > 0
+            || !self.joined.load(Ordering::Acquire)
+        {
             return None;
         }
         let since = self.idle_since_ms.load(Ordering::Acquire);
         Some(Duration::from_millis(self.ms(now).saturating_sub(since)))
+    }
+
+    /// Keep the hub from ending as idle while a caller that found it is on
+    /// its way to [`join`](Hub::join) (a parent's INVITE waits for its ACK
+    /// first): without it a hub whose linger runs out meanwhile ends under
+    /// the newcomer. When the last hold goes without a viewer, the linger
+    /// starts again.
+    pub fn hold(self: &Arc<Self>) -> Hold {
+        self.holds.fetch_add(1, Ordering::AcqRel);
+        Hold { hub: self.clone() }
     }
 
     /// End the hub: every viewer's stream finishes with `reason`.
@@ -668,6 +684,22 @@ impl Drop for ViewerGuard {
     fn drop(&mut self) {
         let hub = &self.hub;
         if hub.viewers.fetch_sub(1, Ordering::AcqRel) == 1 {
+            hub.idle_since_ms
+                .store(hub.ms(Instant::now()), Ordering::Release);
+            (hub.on_change)();
+        }
+    }
+}
+
+/// A caller on its way to join: see [`Hub::hold`].
+pub struct Hold {
+    hub: Arc<Hub>,
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        let hub = &self.hub;
+        if hub.holds.fetch_sub(1, Ordering::AcqRel) == 1 && hub.viewers() == 0 {
             hub.idle_since_ms
                 .store(hub.ms(Instant::now()), Ordering::Release);
             (hub.on_change)();
@@ -918,6 +950,24 @@ mod tests {
         drop(v);
         assert_eq!(hub.viewers(), 0);
         assert!(hub.idle_for(Instant::now()).is_some());
+    }
+
+    #[tokio::test]
+    async fn a_hold_keeps_an_idle_hub_from_ending_until_it_goes() {
+        let hub = Hub::new("t".into(), 10);
+        hub.push(frame(0, true));
+        drop(hub.join(Format::Flv, Duration::from_secs(1)).await.unwrap());
+        assert!(hub.idle_for(Instant::now()).is_some());
+        let hold = hub.hold();
+        assert_eq!(hub.idle_for(Instant::now()), None, "a caller is on its way");
+        let v = hub.join(Format::Flv, Duration::from_secs(1)).await.unwrap();
+        drop(hold);
+        assert_eq!(hub.idle_for(Instant::now()), None, "it joined");
+        drop(v);
+        let hold = hub.hold();
+        assert_eq!(hub.idle_for(Instant::now()), None);
+        drop(hold);
+        assert!(hub.idle_for(Instant::now()).is_some(), "idle again");
     }
 
     #[tokio::test]

@@ -898,6 +898,8 @@ impl StreamManager {
                 return refuse(status, e.to_string()).await;
             }
         };
+        // The answer and its ACK take a round trip before the join.
+        let hold = hub.hold();
         let mode = LinkMode::answering(offer.transport, offer.setup);
         let socket = match self.links.sender(mode).await {
             Ok(s) => s,
@@ -933,7 +935,9 @@ impl StreamManager {
         if !accepted {
             return; // cancelled or timed out meanwhile
         }
-        let viewer = match hub.join(Format::Ps, self.settings.open_timeout).await {
+        let joined = hub.join(Format::Ps, self.settings.open_timeout).await;
+        drop(hold);
+        let viewer = match joined {
             Ok(v) => v,
             Err(e) => {
                 tracing::warn!(call, %channel, reason = %e, "no media for the parent's call");

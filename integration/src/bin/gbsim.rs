@@ -68,6 +68,10 @@ struct Args {
     /// Frame rate of Annex-B clips.
     #[arg(long, default_value_t = 25)]
     fps: u32,
+    /// Live clips start where an encoder running since gbsim started would
+    /// be (mid-GOP, as real cameras do), not at the clip's first keyframe.
+    #[arg(long)]
+    free_running: bool,
     /// Test aid: send the PS file of --media with the flag bytes of every
     /// video PES header removed, as a broken device would.
     #[arg(long)]
@@ -123,7 +127,11 @@ fn main() -> Result<()> {
                 Some(p) => load(p)?,
                 None => live.clone(),
             };
-            Some(MediaSources { live, playback })
+            Some(MediaSources {
+                live,
+                playback,
+                free_running: a.free_running,
+            })
         }
         None => None,
     };
