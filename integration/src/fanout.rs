@@ -298,19 +298,15 @@ pub struct Watch {
 }
 
 impl Watch {
-    /// Open `n` viewers of `http://{addr}{path}` from a thread pinned to `cpu`.
-    pub fn start(addr: SocketAddr, path: &str, n: usize, cpu: Option<usize>) -> Watch {
+    /// Open one viewer of `http://{addr}{path}` for each of `paths`.
+    pub fn start(addr: SocketAddr, paths: Vec<String>) -> Watch {
+        let n = paths.len();
         let playing = Arc::new(AtomicUsize::new(0));
         let bytes = Arc::new(AtomicU64::new(0));
         let window = Arc::new(AtomicBool::new(false));
         let stop = tokio_util::sync::CancellationToken::new();
         let (p, b, w, s) = (playing.clone(), bytes.clone(), window.clone(), stop.clone());
-        let request =
-            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: gbgate-bench\r\n\r\n");
         let thread = std::thread::spawn(move || {
-            if let Some(cpu) = cpu {
-                pin_this_thread(cpu);
-            }
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -319,14 +315,17 @@ impl Watch {
                 let buf = std::rc::Rc::new(std::cell::RefCell::new(vec![0u8; 256 * 1024]));
                 let local = tokio::task::LocalSet::new();
                 let mut tasks = Vec::with_capacity(n);
-                for _ in 0..n {
+                for path in paths {
                     let v = Viewer {
                         playing: p.clone(),
                         bytes: b.clone(),
                         window: w.clone(),
                         buf: buf.clone(),
                     };
-                    let (req, stop) = (request.clone(), s.clone());
+                    let req = format!(
+                        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: gbgate-bench\r\n\r\n"
+                    );
+                    let stop = s.clone();
                     tasks.push(local.spawn_local(v.run(addr, req, stop)));
                 }
                 local
@@ -362,19 +361,6 @@ impl Watch {
         self.window.store(false, Ordering::Release);
         self.stop.cancel();
         self.thread.join().expect("viewer thread")
-    }
-}
-
-fn pin_this_thread(cpu: usize) {
-    // taskset on our own thread id: the harness pins processes the same way.
-    let tid = std::fs::read_link("/proc/thread-self")
-        .ok()
-        .and_then(|p| p.file_name().and_then(|s| s.to_str()?.parse::<u32>().ok()));
-    if let Some(tid) = tid {
-        let _ = std::process::Command::new("taskset")
-            .args(["-p", "-c", &cpu.to_string(), &tid.to_string()])
-            .stdout(std::process::Stdio::null())
-            .status();
     }
 }
 

@@ -618,21 +618,25 @@ fn media_time_to_first_frame() {
 
 fn ttff_runs(c: &Cluster, cam: &str, start: &str, clip_name: &str) {
     let url = format!("http://{}/live/{cam}.flv", c.tree.root().http);
-    let mut cold = Vec::new();
-    for _ in 0..9 {
+    let closed = || {
         c.wait_for("no stream at any tier", Duration::from_secs(20), |c| {
             c.tree
                 .nodes
                 .iter()
                 .all(|n| c.streams(&n.id).map(|s| s.is_empty()).unwrap_or(false))
         })
-        .unwrap();
+        .unwrap()
+    };
+    let mut cold = Vec::new();
+    for _ in 0..9 {
+        closed();
         // Land anywhere in the camera's GOP (it runs on its own clock).
         std::thread::sleep(Duration::from_millis(rand::random_range(0..2000)));
         let (t, r) = time_to_first_frame(&url);
         cold.push(t);
         drop(r);
     }
+    closed();
     let (_, holder) = time_to_first_frame(&url);
     let mut warm = Vec::new();
     for _ in 0..9 {
@@ -812,7 +816,7 @@ fn fanout_step(
     use integration::storm;
     let kernel0 = tcp_socket_kib();
     let losses0 = (server.losses)();
-    let watch = Watch::start(server.addr, &server.path, n, None);
+    let watch = Watch::start(server.addr, vec![server.path.clone(); n]);
     let t = Instant::now();
     while watch.playing.load(std::sync::atomic::Ordering::Relaxed) < n {
         if t.elapsed() > Duration::from_secs(60) {
@@ -997,6 +1001,78 @@ fn fanout_vs_floor(name: &str, base: u16, clip_name: &str, steps: &[usize]) {
     let _ = floor.kill();
     let _ = floor.wait();
     assert!(invalid.is_empty(), "invalid steps: {invalid:?}");
+}
+
+/// Relay cost per tier: 100 cameras of 4 Mbit/s (GOP 25) at the village,
+/// each watched by one HTTP-FLV viewer at the city, so every tier carries
+/// 400 Mbit/s of RTP/PS: each tier's CPU seconds per Gbit of video relayed,
+/// over 20 s, once every viewer got every frame.
+#[test]
+#[ignore = "benchmark: make bench"]
+fn media_relay_cpu_per_tier() {
+    use integration::fanout::Watch;
+    use integration::storm;
+    let cameras = 100;
+    let fleet = cameras_playing(cameras, "h264_4m_g25.h264");
+    let (c, cams, _) = media_chain_with("media-relay", 56800, fleet, 30, false);
+    let city_http = c.tree.root().http;
+    let watch = Watch::start(
+        city_http,
+        cams.iter().map(|cam| format!("/live/{cam}.flv")).collect(),
+    );
+    let t = Instant::now();
+    while watch.playing.load(std::sync::atomic::Ordering::Relaxed) < cameras {
+        assert!(t.elapsed() < Duration::from_secs(60), "every stream played");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let tiers: Vec<(String, topology::GbId)> = ["village", "town", "county", "city"]
+        .iter()
+        .map(|l| ((*l).to_owned(), c.tree.level(l)[0].id))
+        .collect();
+    let cpu = |c: &Cluster| -> Vec<f64> {
+        tiers
+            .iter()
+            .map(|(_, id)| c.cpu_seconds(id).unwrap())
+            .collect()
+    };
+    let sim = c.sim_pid(&tiers[0].1).unwrap();
+    let (cpu0, sim0, t0) = (cpu(&c), storm::cpu_seconds(sim).unwrap(), Instant::now());
+    let skips0 = c
+        .metric(&tiers[3].1, "gbgate_viewer_skips_total", "")
+        .unwrap_or(0.0);
+    watch.open_window();
+    std::thread::sleep(Duration::from_secs(20));
+    let (cpu1, sim1) = (cpu(&c), storm::cpu_seconds(sim).unwrap());
+    let bytes = watch.bytes.load(std::sync::atomic::Ordering::Relaxed);
+    let stats = watch.finish();
+    let secs = t0.elapsed().as_secs_f64();
+    let expected = (secs * 25.0) as u64 - 3;
+    let short = stats.iter().filter(|s| s.frames < expected).count();
+    let skips = c
+        .metric(&tiers[3].1, "gbgate_viewer_skips_total", "")
+        .unwrap_or(0.0)
+        - skips0;
+    assert!(
+        short == 0 && skips == 0.0,
+        "every viewer got every frame: {short} of {cameras} got fewer than {expected} (least {}), {skips} skips",
+        stats.iter().map(|s| s.frames).min().unwrap_or(0)
+    );
+    let gbits = bytes as f64 * 8.0 / 1e9;
+    let mut line = format!(
+        "bench: relay streams={cameras} video_mbps={:.0} camera_sim_cpu_cores={:.2}",
+        gbits * 1000.0 / secs,
+        (sim1 - sim0) / secs
+    );
+    for (i, (level, _)) in tiers.iter().enumerate() {
+        let used = cpu1[i] - cpu0[i];
+        line.push_str(&format!(
+            " {level}_cpu_cores={:.3} {level}_cpu_seconds_per_gbit={:.3}",
+            used / secs,
+            used / gbits
+        ));
+    }
+    println!("{line}");
 }
 
 /// Memory per hub: 100 cameras opened at the city with one viewer each;
