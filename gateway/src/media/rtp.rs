@@ -183,6 +183,28 @@ pub fn frame_rfc4571(packet: &[u8]) -> Result<Bytes, RtpError> {
     Ok(out.freeze())
 }
 
+/// Append `packet` to `out` framed as RFC 4571 (`len16` then the packet),
+/// so a sender can gather a whole frame's packets into one write. On
+/// error `out` is as it was.
+pub fn put_rfc4571(out: &mut BytesMut, packet: &RtpPacket) -> Result<(), RtpError> {
+    let at = out.len();
+    out.put_u16(0);
+    packet.write(out);
+    let len = out.len() - at - 2;
+    match u16::try_from(len) {
+        Ok(n) => {
+            if let Some(head) = out.get_mut(at..at + 2) {
+                head.copy_from_slice(&n.to_be_bytes());
+            }
+            Ok(())
+        }
+        Err(_) => {
+            out.truncate(at);
+            Err(RtpError::TooLarge(len))
+        }
+    }
+}
+
 /// The TCP framing a sender uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TcpFraming {
@@ -752,6 +774,35 @@ mod tests {
             Err(RtpError::TooLarge(65536))
         );
         assert_eq!(frame_rfc4571(&vec![0; 65535]).unwrap().len(), 65537);
+    }
+
+    #[test]
+    fn packets_put_in_one_buffer_frame_as_one_by_one() {
+        let packet = |len: usize| RtpPacket {
+            marker: false,
+            payload_type: 96,
+            sequence: 7,
+            timestamp: 9,
+            ssrc: 11,
+            csrc: Vec::new(),
+            payload: Bytes::from(vec![5u8; len]),
+        };
+        let mut out = BytesMut::new();
+        let mut one_by_one = Vec::new();
+        for len in [1400, 3] {
+            let p = packet(len);
+            put_rfc4571(&mut out, &p).unwrap();
+            let mut raw = BytesMut::new();
+            p.write(&mut raw);
+            one_by_one.extend_from_slice(&frame_rfc4571(&raw).unwrap());
+        }
+        assert_eq!(&out[..], &one_by_one[..]);
+        let before = out.len();
+        assert_eq!(
+            put_rfc4571(&mut out, &packet(65_536)),
+            Err(RtpError::TooLarge(65_536 + RTP_HEADER_LEN))
+        );
+        assert_eq!(out.len(), before, "a refused packet leaves nothing behind");
     }
 
     fn frames(n: u16, ssrc: u32, interleaved: bool) -> (Vec<Bytes>, Vec<u8>) {
