@@ -564,13 +564,21 @@ async fn run(path: PathBuf, node: String, mut sharing: Sharing) -> Result<()> {
             // viewer that stops reading altogether (zero window) is cut off
             // by TCP_USER_TIMEOUT: hyper stops polling a blocked body, so
             // the hub cannot see it.
-            use axum::serve::ListenerExt;
-            let listener = listener.tap_io(|s| {
+            fn tune(s: &tokio::net::TcpStream) {
                 let _ = s.set_nodelay(true);
-                let sock = socket2::SockRef::from(&*s);
+                let sock = socket2::SockRef::from(s);
                 let _ = sock.set_send_buffer_size(256 * 1024);
                 let _ = sock.set_tcp_user_timeout(Some(Duration::from_secs(60)));
-            });
+            }
+            // Video GETs are answered by the router but written by their
+            // hub's writer; the rest goes to hyper.
+            let listener = match gbgate::api::video_conn::fork(listener, router.clone(), tune) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!(error = %e, "HTTP API stopped");
+                    return;
+                }
+            };
             if let Err(e) = axum::serve(listener, router)
                 .with_graceful_shutdown(async move { sd.cancelled().await })
                 .await

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use topology::GbId;
 
 use super::sharing::{self, ViewerGuard};
+use super::video_conn::{VideoBody, VideoParts};
 use super::AppState;
 use crate::streams::hub::{Format, Next, Viewer};
 use crate::streams::{ControlOutcome, OpenError, StreamManager};
@@ -73,25 +74,32 @@ fn streams(st: &AppState) -> Result<Arc<StreamManager>, Refusal> {
         .ok_or_else(|| refusal(StatusCode::SERVICE_UNAVAILABLE, "this node serves no media"))
 }
 
-/// The chunked body of a viewer: the hub's bytes until it ends, the
-/// client goes away (hyper then drops the stream, and the viewer with it)
-/// or the policy revokes it (`guard`).
-fn body(viewer: Viewer, guard: Option<ViewerGuard>) -> Body {
-    let stream = futures_util::stream::unfold((viewer, guard), |(mut v, g)| async move {
-        let next = match &g {
-            Some(g) => tokio::select! {
-                n = v.next() => n,
-                _ = g.stop.cancelled() => {
-                    tracing::info!(stream = %v.hub().name, "viewer ends: sharing revoked");
+/// The chunked body of a viewer when hyper writes it: the hub's bytes
+/// until it ends, the client goes away (hyper then drops the stream, and
+/// the viewer with it) or the policy revokes it. Empty when the listener's
+/// fork took the video to write it itself ([`super::video_conn`]).
+fn body(video: VideoBody) -> Body {
+    let stream = futures_util::stream::unfold((video, None), |(video, parts)| async move {
+        let mut p: VideoParts = match parts {
+            Some(p) => p,
+            None => video.take()?,
+        };
+        let next = match &p.stop {
+            Some(stop) => tokio::select! {
+                n = p.viewer.next() => n,
+                _ = stop.cancelled() => {
+                    tracing::info!(stream = %p.viewer.hub().name, "viewer ends: sharing revoked");
                     return None;
                 }
             },
-            None => v.next().await,
+            None => p.viewer.next().await,
         };
         match next {
-            Next::Data { bytes, .. } => Some((Ok::<Bytes, std::io::Error>(bytes), (v, g))),
+            Next::Data { bytes, .. } => {
+                Some((Ok::<Bytes, std::io::Error>(bytes), (video, Some(p))))
+            }
             Next::End(reason) => {
-                tracing::info!(stream = %v.hub().name, %reason, "viewer stream ends");
+                tracing::info!(stream = %p.viewer.hub().name, %reason, "viewer stream ends");
                 None
             }
         }
@@ -105,7 +113,15 @@ fn video_response(
     session: Option<u64>,
     guard: Option<ViewerGuard>,
 ) -> Response {
-    let mut r = Response::new(body(viewer, guard));
+    let parts = VideoParts {
+        viewer,
+        format,
+        stop: guard.as_ref().map(|g| g.stop.clone()),
+        keep: guard.map(|g| Box::new(g) as Box<dyn Send + Sync>),
+    };
+    let video = VideoBody(Arc::new(std::sync::Mutex::new(Some(parts))));
+    let mut r = Response::new(body(video.clone()));
+    r.extensions_mut().insert(video);
     let h = r.headers_mut();
     h.insert(
         header::CONTENT_TYPE,

@@ -11,6 +11,7 @@ mod devices;
 mod live;
 pub mod openapi;
 pub mod sharing;
+pub mod video_conn;
 
 use std::net::SocketAddr;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};

@@ -232,6 +232,8 @@ pub struct Hub {
     fault: std::sync::OnceLock<(PsCause, u64)>,
     /// Counters.
     pub stats: HubStats,
+    /// Writers of its HTTP viewers, one per format ([`super::fanout`]).
+    pub(crate) writers: super::fanout::Writers,
 }
 
 /// Why a viewer could not join.
@@ -336,6 +338,7 @@ impl Hub {
             joined: std::sync::atomic::AtomicBool::new(false),
             fault: std::sync::OnceLock::new(),
             stats: HubStats::default(),
+            writers: Default::default(),
         })
     }
 
@@ -471,6 +474,17 @@ impl Hub {
         }
         let since = self.idle_since_ms.load(Ordering::Acquire);
         Some(Duration::from_millis(self.ms(now).saturating_sub(since)))
+    }
+
+    /// Wakes whenever the hub muxes a chunk of `format`, or ends (then
+    /// `Closed`): what a writer serving many viewers of that format waits
+    /// on before reading each with [`Viewer::try_next`]. `None` before any
+    /// viewer asked for the format.
+    pub fn chunk_signal(&self, format: Format) -> Option<broadcast::Receiver<Chunk>> {
+        lock(&self.inner)
+            .outputs
+            .get(&format)
+            .map(|o| o.tx.subscribe())
     }
 
     /// Keep the hub from ending as idle while a caller that found it is on
@@ -755,57 +769,95 @@ impl Viewer {
     /// The next bytes for this viewer. A viewer that fell behind the ring
     /// skips to the next keyframe; one that keeps falling behind ends.
     pub async fn next(&mut self) -> Next {
-        if let Some((bytes, pts, keyframe)) = self.start.pop_front() {
-            return Next::Data {
-                bytes,
-                pts,
-                keyframe,
-            };
-        }
         loop {
-            match self.rx.recv().await {
-                Ok(chunk) => {
-                    if self.skipping {
-                        if !chunk.keyframe {
-                            continue;
-                        }
-                        self.skipping = false;
-                        if let Some(r) = chunk.resume {
-                            self.start.push_back((chunk.data, Some(chunk.pts), false));
-                            return Next::Data {
-                                bytes: r,
-                                pts: None,
-                                keyframe: true,
-                            };
-                        }
+            if let Some(n) = self.start.pop_front().map(Self::data) {
+                return n;
+            }
+            let got = self.rx.recv().await;
+            if let Some(n) = self.take(got) {
+                return n;
+            }
+        }
+    }
+
+    /// [`next`](Viewer::next) without waiting: `None` when nothing is ready
+    /// yet. For a writer that serves many viewers from one task.
+    pub fn try_next(&mut self) -> Option<Next> {
+        use broadcast::error::{RecvError, TryRecvError};
+        loop {
+            if let Some(n) = self.start.pop_front().map(Self::data) {
+                return Some(n);
+            }
+            let got = match self.rx.try_recv() {
+                Ok(c) => Ok(c),
+                Err(TryRecvError::Empty) => return None,
+                Err(TryRecvError::Lagged(n)) => Err(RecvError::Lagged(n)),
+                Err(TryRecvError::Closed) => Err(RecvError::Closed),
+            };
+            if let Some(n) = self.take(got) {
+                return Some(n);
+            }
+        }
+    }
+
+    /// The viewer's connection fell behind (its writer holds too much for
+    /// it): skip to the next keyframe, as when it falls behind the ring.
+    /// `Some(reason)` when that happened too often and it must end.
+    pub fn fell_behind(&mut self, missed: u64) -> Option<Arc<str>> {
+        let now = Instant::now();
+        self.lags.retain(|t| now.duration_since(*t) < LAG_WINDOW);
+        self.lags.push(now);
+        self.hub.stats.viewer_skips.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("gbgate_viewer_skips_total").increment(1);
+        tracing::debug!(stream = %self.hub.name, missed, "slow viewer skips to the next keyframe");
+        if self.lags.len() as u32 >= MAX_LAGS {
+            return Some("viewer too slow: fell behind the stream repeatedly".into());
+        }
+        self.skipping = true;
+        self.start.clear();
+        None
+    }
+
+    fn data((bytes, pts, keyframe): (Bytes, Option<u64>, bool)) -> Next {
+        Next::Data {
+            bytes,
+            pts,
+            keyframe,
+        }
+    }
+
+    /// What one receive from the ring means for this viewer; `None`: wait
+    /// for the next.
+    fn take(&mut self, got: Result<Chunk, broadcast::error::RecvError>) -> Option<Next> {
+        match got {
+            Ok(chunk) => {
+                if self.skipping {
+                    if !chunk.keyframe {
+                        return None;
                     }
-                    return Next::Data {
-                        bytes: chunk.data,
-                        pts: Some(chunk.pts),
-                        keyframe: chunk.keyframe,
-                    };
-                }
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    let now = Instant::now();
-                    self.lags.retain(|t| now.duration_since(*t) < LAG_WINDOW);
-                    self.lags.push(now);
-                    self.hub.stats.viewer_skips.fetch_add(1, Ordering::Relaxed);
-                    metrics::counter!("gbgate_viewer_skips_total").increment(1);
-                    tracing::debug!(stream = %self.hub.name, missed = n, "slow viewer skips to the next keyframe");
-                    if self.lags.len() as u32 >= MAX_LAGS {
-                        return Next::End(
-                            "viewer too slow: fell behind the stream repeatedly".into(),
-                        );
+                    self.skipping = false;
+                    if let Some(r) = chunk.resume {
+                        self.start.push_back((chunk.data, Some(chunk.pts), false));
+                        return Some(Next::Data {
+                            bytes: r,
+                            pts: None,
+                            keyframe: true,
+                        });
                     }
-                    self.skipping = true;
                 }
-                Err(broadcast::error::RecvError::Closed) => {
-                    let reason = match self.hub.state() {
-                        HubState::Ended(r) => r,
-                        _ => "the stream closed".into(),
-                    };
-                    return Next::End(reason);
-                }
+                Some(Next::Data {
+                    bytes: chunk.data,
+                    pts: Some(chunk.pts),
+                    keyframe: chunk.keyframe,
+                })
+            }
+            Err(broadcast::error::RecvError::Lagged(n)) => self.fell_behind(n).map(Next::End),
+            Err(broadcast::error::RecvError::Closed) => {
+                let reason = match self.hub.state() {
+                    HubState::Ended(r) => r,
+                    _ => "the stream closed".into(),
+                };
+                Some(Next::End(reason))
             }
         }
     }

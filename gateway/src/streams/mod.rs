@@ -16,6 +16,7 @@
 //! Calls from the parent are one more waiter (and then viewer) of a hub,
 //! in PS, sent as RTP to where the parent's SDP says.
 
+pub mod fanout;
 pub mod hub;
 pub mod lifecycle;
 pub mod media_links;
