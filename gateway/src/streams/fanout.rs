@@ -250,6 +250,9 @@ async fn run(
     let mut ended = false;
     loop {
         let owing = seats.iter().any(Seat::owes);
+        // A retry serves only the sockets that owe bytes: one slow viewer
+        // must not make the writer walk every seat each few milliseconds.
+        let mut retry = false;
         tokio::select! {
             biased;
             v = arrivals.recv() => match v {
@@ -259,9 +262,9 @@ async fn run(
             r = signal.recv(), if !ended => {
                 ended = matches!(r, Err(RecvError::Closed));
             }
-            _ = tokio::time::sleep(RETRY), if owing || ended => {}
+            _ = tokio::time::sleep(RETRY), if owing || ended => retry = !ended,
         }
-        seats.retain_mut(|s| matches!(s.serve(), Served::Open));
+        seats.retain_mut(|s| (retry && !s.owes()) || matches!(s.serve(), Served::Open));
         if seats.is_empty() {
             // Leave only when nobody is on the way: hand_over sends under
             // the same lock.

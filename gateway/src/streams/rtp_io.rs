@@ -474,6 +474,7 @@ async fn send_loop(viewer: &mut Viewer, target: SendTarget) -> String {
     let mut out = BytesMut::with_capacity(64 * 1024);
     let mut last_pts = viewer.first_pts().unwrap_or(0);
     let packets_sent = metrics::counter!("gbgate_rtp_packets_sent_total");
+    let mut gso = true;
     loop {
         let (chunk, pts) = match viewer.next().await {
             Next::Data { bytes, pts, .. } => (bytes, pts),
@@ -484,7 +485,7 @@ async fn send_loop(viewer: &mut Viewer, target: SendTarget) -> String {
         let packets = rtp_packets(&chunk, ts, target.ssrc, &mut seq);
         let count = packets.len() as u64;
         let sent = match &mut wire {
-            Wire::Udp(s, to) => send_udp(s, *to, &packets, &mut pace, &mut out).await,
+            Wire::Udp(s, to) => send_udp(s, *to, &packets, &mut pace, &mut out, &mut gso).await,
             // One write per frame: every packet framed into one buffer.
             Wire::Tcp(s) => {
                 out.clear();
@@ -503,26 +504,101 @@ async fn send_loop(viewer: &mut Viewer, target: SendTarget) -> String {
     }
 }
 
-/// Send a frame's RTP packets to `to`, paced. A port nobody reads yet
-/// (ICMP refused) is not an error: the packet is lost, the stream goes on.
+/// Packets per GSO send: 46 full RTP packets (1,412 bytes) stay under the
+/// 64 KiB a UDP send may carry.
+const GSO_SEGMENTS: usize = 46;
+
+/// Send a frame's RTP packets to `to`, paced. With `gso` (UDP generic
+/// segmentation offload, Linux), up to [`GSO_SEGMENTS`] packets go down in
+/// one `sendmsg` that the kernel cuts into datagrams, instead of one
+/// `sendto` each; a kernel without it turns `gso` off for the stream. A
+/// port nobody reads yet (ICMP refused) is not an error: the packets are
+/// lost, the stream goes on.
 async fn send_udp(
     s: &tokio::net::UdpSocket,
     to: SocketAddr,
     packets: &[RtpPacket],
     pace: &mut Pacer,
     out: &mut BytesMut,
+    gso: &mut bool,
 ) -> std::io::Result<()> {
-    for p in packets {
+    let refused = |e: &std::io::Error| e.kind() == std::io::ErrorKind::ConnectionRefused;
+    let mut rest = packets;
+    // GSO cuts a buffer into equal segments (the last may be shorter): every
+    // packet but a frame's last is full, so batches of the front qualify.
+    while *gso && rest.len() > 1 {
+        let take = rest.len().min(GSO_SEGMENTS);
+        let (batch, after) = rest.split_at(take);
+        out.clear();
+        let mut segment = 0;
+        let mut even = true;
+        for (i, p) in batch.iter().enumerate() {
+            let at = out.len();
+            p.write(out);
+            let len = out.len() - at;
+            if i == 0 {
+                segment = len;
+            } else if len > segment || (len < segment && i + 1 < batch.len()) {
+                even = false;
+            }
+        }
+        let Ok(segment) = u16::try_from(segment) else {
+            break;
+        };
+        if !even {
+            break;
+        }
+        pace.wait(out.len()).await;
+        match send_gso(s, to, out, segment).await {
+            Ok(()) => rest = after,
+            Err(e) if refused(&e) => rest = after,
+            Err(e) => {
+                // EIO/EINVAL/ENOPROTOOPT: no GSO here; send one by one.
+                tracing::info!(error = %e, "UDP segmentation offload unavailable; sending packet by packet");
+                *gso = false;
+            }
+        }
+    }
+    for p in rest {
         out.clear();
         p.write(out);
         pace.wait(out.len()).await;
         match s.send_to(out, to).await {
             Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+            Err(e) if refused(&e) => {}
             Err(e) => return Err(e),
         }
     }
     Ok(())
+}
+
+/// One `sendmsg` of `data` with a UDP_SEGMENT control message: the kernel
+/// sends it as datagrams of `segment` bytes. Through `nix` (this crate
+/// forbids `unsafe`; neither std nor tokio offers the control message).
+async fn send_gso(
+    s: &tokio::net::UdpSocket,
+    to: SocketAddr,
+    data: &[u8],
+    segment: u16,
+) -> std::io::Result<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, SockaddrStorage};
+    use std::os::fd::AsRawFd;
+    let addr = SockaddrStorage::from(to);
+    let fd = s.as_raw_fd();
+    loop {
+        s.writable().await?;
+        let sent = s.try_io(tokio::io::Interest::WRITABLE, || {
+            let iov = [std::io::IoSlice::new(data)];
+            let cmsg = [ControlMessage::UdpGsoSegments(&segment)];
+            sendmsg(fd, &iov, &cmsg, MsgFlags::empty(), Some(&addr))
+                .map(|_| ())
+                .map_err(std::io::Error::from)
+        });
+        match sent {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            other => return other,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -532,6 +608,41 @@ mod tests {
     use crate::media::ps::PsMuxer;
     use std::net::{IpAddr, Ipv4Addr};
     use std::sync::atomic::Ordering;
+
+    #[tokio::test]
+    async fn a_frame_sent_with_segmentation_arrives_as_the_same_datagrams() {
+        let rx = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        socket2::SockRef::from(&rx)
+            .set_recv_buffer_size(4 << 20)
+            .unwrap();
+        let tx = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let to = rx.local_addr().unwrap();
+        let mut pace = Pacer::new(UDP_BURST_BITS_PER_SEC);
+        let mut out = BytesMut::new();
+        // A keyframe of 100 packets (three GSO sends), then a 1-packet frame.
+        let mut seq = 0u16;
+        let big = rtp_packets(&Bytes::from(vec![7u8; 100 * 1400 - 10]), 9000, 5, &mut seq);
+        let small = rtp_packets(&Bytes::from_static(b"tiny"), 12600, 5, &mut seq);
+        let mut gso = true;
+        for frame in [&big, &small] {
+            send_udp(&tx, to, frame, &mut pace, &mut out, &mut gso)
+                .await
+                .unwrap();
+        }
+        // Linux has had UDP_SEGMENT since 4.18: the batches went out whole.
+        assert!(gso, "the segmentation path was taken");
+        let mut buf = vec![0u8; 65_536];
+        for (i, want) in big.iter().chain(small.iter()).enumerate() {
+            let n = tokio::time::timeout(Duration::from_secs(5), rx.recv(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            let got = RtpPacket::parse(Bytes::copy_from_slice(&buf[..n])).unwrap();
+            assert_eq!(got.sequence, want.sequence, "datagram {i}");
+            assert_eq!(got.payload, want.payload, "datagram {i}");
+            assert_eq!(got.marker, want.marker, "datagram {i}");
+        }
+    }
 
     /// 10 frames at 25 fps, an IDR every 5, each about 3 RTP packets.
     fn packets() -> Vec<Bytes> {
