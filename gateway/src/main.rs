@@ -551,9 +551,19 @@ async fn run(path: PathBuf, node: String, mut sharing: Sharing) -> Result<()> {
             },
         );
         let sd = shutdown.clone();
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot bind the HTTP API on {addr}; is the port in use?"))?;
+        // A deep accept queue: when an incident draws thousands of viewers
+        // at once, a queue of 128 drops their handshakes and each waits
+        // out SYN-ACK retransmissions (1, 3, 7, 15 s…).
+        let listener = (|| {
+            let sock = match addr {
+                std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+                std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+            };
+            sock.set_reuseaddr(true)?;
+            sock.bind(addr)?;
+            sock.listen(4096)
+        })()
+        .with_context(|| format!("cannot bind the HTTP API on {addr}; is the port in use?"))?;
         tracing::info!(%addr, "HTTP API listening");
         tokio::spawn(async move {
             // Without TCP_NODELAY chunked video stalls on Nagle plus

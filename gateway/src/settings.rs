@@ -133,9 +133,11 @@ impl Default for Settings {
     }
 }
 
-/// Viewers of one stream a node takes by default: 1,000 per CPU core. One
-/// core delivers about 4.3 Gbit/s of HTTP-FLV (0.23 CPU-seconds per Gbit,
-/// BENCHMARKS.md), a thousand viewers of a 4 Mbit/s camera.
+/// Viewers of one stream a node takes by default: 1,000 per CPU core. The
+/// CPU is not what runs out: the fan-out writer costs 0.024 CPU-seconds per
+/// Gbit (BENCHMARKS.md), so one core writes more than a 10 GbE port
+/// carries (2,500 viewers of a 4 Mbit/s camera). The bound keeps one
+/// crowd from taking a machine's whole port from every other stream.
 pub fn viewers_for_this_machine() -> usize {
     std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get) * 1_000
 }

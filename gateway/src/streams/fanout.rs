@@ -250,21 +250,29 @@ async fn run(
     let mut ended = false;
     loop {
         let owing = seats.iter().any(Seat::owes);
-        // A retry serves only the sockets that owe bytes: one slow viewer
-        // must not make the writer walk every seat each few milliseconds.
-        let mut retry = false;
+        // Who to serve this time: everyone on a new chunk; on a retry only
+        // the sockets that owe bytes and on an arrival only the newcomer,
+        // so a slow viewer or a crowd joining at once does not make the
+        // writer walk every seat again and again.
+        let mut only_owing = false;
         tokio::select! {
             biased;
             v = arrivals.recv() => match v {
-                Some(d) => seats.push(Seat { d, queue: VecDeque::new(), written: 0 }),
+                Some(d) => {
+                    let mut seat = Seat { d, queue: VecDeque::new(), written: 0 };
+                    if matches!(seat.serve(), Served::Open) {
+                        seats.push(seat);
+                    }
+                    continue;
+                }
                 None => return,
             },
             r = signal.recv(), if !ended => {
                 ended = matches!(r, Err(RecvError::Closed));
             }
-            _ = tokio::time::sleep(RETRY), if owing || ended => retry = !ended,
+            _ = tokio::time::sleep(RETRY), if owing || ended => only_owing = !ended,
         }
-        seats.retain_mut(|s| (retry && !s.owes()) || matches!(s.serve(), Served::Open));
+        seats.retain_mut(|s| (only_owing && !s.owes()) || matches!(s.serve(), Served::Open));
         if seats.is_empty() {
             // Leave only when nobody is on the way: hand_over sends under
             // the same lock.
