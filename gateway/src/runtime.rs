@@ -201,12 +201,12 @@ impl Running {
         }
         self.node.drain_transmits(out);
         let waiting = self.audit_done < self.audit_sent;
-        for t in out.drain(..) {
-            if waiting {
+        if waiting {
+            for t in out.drain(..) {
                 self.held.push_back((self.audit_sent, t));
-            } else {
-                self.transports.send(t);
             }
+        } else {
+            self.transports.send_all(out.drain(..));
         }
         for r in std::mem::take(&mut self.cx.replies) {
             if waiting {

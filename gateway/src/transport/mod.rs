@@ -67,10 +67,7 @@ struct UdpLink(Arc<tokio::net::UdpSocket>);
 
 impl Link for UdpLink {
     fn send(&self, addr: SocketAddr, data: bytes::Bytes) {
-        if let Err(e) = self.0.try_send_to(&data, addr) {
-            metrics::counter!("gbgate_udp_send_errors_total").increment(1);
-            tracing::debug!(%addr, error = %e, "UDP send failed");
-        }
+        udp::send_one(&self.0, addr, &data);
     }
 }
 
@@ -92,6 +89,8 @@ impl Link for QuicLinks {
 pub struct Transports {
     /// By transport: the link each peer's transmits leave by.
     links: Vec<(Transport, Arc<dyn Link>)>,
+    /// The UDP socket, for batches ([`Transports::send_all`]).
+    udp: Arc<tokio::net::UdpSocket>,
     quic: Option<QuicLinks>,
     local: SocketAddr,
 }
@@ -139,13 +138,18 @@ impl Transports {
         let tcp = TcpPool::new(inbound, limits, shutdown.clone());
         tokio::spawn(tcp.clone().accept_loop(listener));
         let mut links: Vec<(Transport, Arc<dyn Link>)> = vec![
-            (Transport::Udp, Arc::new(UdpLink(udp))),
+            (Transport::Udp, Arc::new(UdpLink(udp.clone()))),
             (Transport::Tcp, Arc::new(tcp)),
         ];
         if let Some(q) = &quic {
             links.push((Transport::Quic, Arc::new(q.clone())));
         }
-        Ok(Transports { links, quic, local })
+        Ok(Transports {
+            links,
+            udp,
+            quic,
+            local,
+        })
     }
 
     /// The node's QUIC links, when it has any.
@@ -157,6 +161,22 @@ impl Transports {
     /// [`Transports::bind`], with the picked port if that was 0.
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// Put many messages on the wire: UDP ones [`udp::BATCH`] to a
+    /// `sendmmsg`, the rest one by one on their links. Never blocks.
+    pub fn send_all(&self, ts: impl IntoIterator<Item = Transmit>) {
+        let mut datagrams = Vec::new();
+        for t in ts {
+            if t.peer.transport == Transport::Udp {
+                datagrams.push(t);
+            } else {
+                self.send(t);
+            }
+        }
+        for batch in datagrams.chunks(udp::BATCH) {
+            udp::send_batch(&self.udp, batch);
+        }
     }
 
     /// Put one message on the wire, on the link of its peer's transport.
