@@ -292,6 +292,7 @@ pub struct Watch {
     pub playing: Arc<AtomicUsize>,
     /// Body bytes received while the window was open.
     pub bytes: Arc<AtomicU64>,
+    viewers: usize,
     window: Arc<AtomicBool>,
     stop: tokio_util::sync::CancellationToken,
     thread: std::thread::JoinHandle<Vec<ViewerStats>>,
@@ -345,9 +346,25 @@ impl Watch {
         Watch {
             playing,
             bytes,
+            viewers: n,
             window,
             stop,
             thread,
+        }
+    }
+
+    /// Wait until every viewer plays, at most `within`; how many did if not.
+    pub fn wait_playing(&self, within: Duration) -> Result<(), usize> {
+        let t = Instant::now();
+        loop {
+            let playing = self.playing.load(Ordering::Relaxed);
+            if playing >= self.viewers {
+                return Ok(());
+            }
+            if t.elapsed() > within {
+                return Err(playing);
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
@@ -362,6 +379,23 @@ impl Watch {
         self.stop.cancel();
         self.thread.join().expect("viewer thread")
     }
+}
+
+/// Whether every viewer got every frame of a window `secs` long at `fps`
+/// (3 frames allowed for the window's edges) and none ended early; what
+/// was wrong otherwise.
+pub fn every_frame(stats: &[ViewerStats], secs: f64, fps: f64) -> Result<(), String> {
+    let expected = ((secs * fps) as u64).saturating_sub(3);
+    let short = stats.iter().filter(|s| s.frames < expected).count();
+    let ended = stats.iter().filter(|s| s.ended).count();
+    if short == 0 && ended == 0 {
+        return Ok(());
+    }
+    let least = stats.iter().map(|s| s.frames).min().unwrap_or(0);
+    Err(format!(
+        "{short} of {} viewers got fewer than {expected} frames (least {least}), {ended} ended early",
+        stats.len()
+    ))
 }
 
 /// One viewer: HTTP/1.1 chunked body, FLV tags counted as they complete.
@@ -577,6 +611,25 @@ mod tests {
         assert_eq!(ts, [(40, true), (80, false)], "the cut last tag is dropped");
         assert!((rec.fps() - 25.0).abs() < 0.01);
         assert!(Recording::parse(b"FLV\x01\x01\0\0\0\x09\0\0\0\0").is_err());
+    }
+
+    #[test]
+    fn every_frame_needs_each_viewer_to_have_all_but_the_edges() {
+        let v = |frames, ended| ViewerStats {
+            frames,
+            gaps_us: Vec::new(),
+            ended,
+        };
+        assert!(every_frame(&[v(497, false), v(500, false)], 20.0, 25.0).is_ok());
+        let short = every_frame(&[v(496, false), v(500, false)], 20.0, 25.0).unwrap_err();
+        assert!(
+            short.starts_with("1 of 2 viewers got fewer than 497"),
+            "{short}"
+        );
+        assert!(
+            every_frame(&[v(500, true)], 20.0, 25.0).is_err(),
+            "ended early"
+        );
     }
 
     #[test]

@@ -169,14 +169,11 @@ async fn serve_video(mut sock: TcpStream, router: Router) {
         let _ = write_response(&mut sock, resp).await;
         return;
     };
-    let mut head = status_line(resp.status());
-    for (name, value) in resp.headers() {
-        head.extend_from_slice(name.as_str().as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(value.as_bytes());
-        head.extend_from_slice(b"\r\n");
-    }
-    head.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n");
+    let head = response_head(
+        resp.status(),
+        resp.headers(),
+        "transfer-encoding: chunked\r\n",
+    );
     if sock.write_all(&head).await.is_err() {
         return;
     }
@@ -230,13 +227,28 @@ async fn read_head(sock: &mut TcpStream) -> Result<Request<Body>, http::StatusCo
     }
 }
 
-fn status_line(status: http::StatusCode) -> Vec<u8> {
-    format!(
+/// Status line, the router's headers and `framing` (the header lines that
+/// say how the body ends, which are ours to write), then the blank line.
+fn response_head(status: http::StatusCode, headers: &http::HeaderMap, framing: &str) -> Vec<u8> {
+    use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+    let mut out = format!(
         "HTTP/1.1 {} {}\r\n",
         status.as_u16(),
         status.canonical_reason().unwrap_or("")
     )
-    .into_bytes()
+    .into_bytes();
+    for (name, value) in headers {
+        if name == CONTENT_LENGTH || name == CONNECTION || name == TRANSFER_ENCODING {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(framing.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    out
 }
 
 /// A whole (non-video) response, then the connection closes.
@@ -245,23 +257,8 @@ async fn write_response(sock: &mut TcpStream, resp: Response<Body>) -> std::io::
     let body = axum::body::to_bytes(body, 1024 * 1024)
         .await
         .unwrap_or_default();
-    let mut out = status_line(parts.status);
-    for (name, value) in &parts.headers {
-        if name == http::header::CONTENT_LENGTH || name == http::header::CONNECTION {
-            continue;
-        }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(
-        format!(
-            "content-length: {}\r\nconnection: close\r\n\r\n",
-            body.len()
-        )
-        .as_bytes(),
-    );
+    let framing = format!("content-length: {}\r\nconnection: close\r\n", body.len());
+    let mut out = response_head(parts.status, &parts.headers, &framing);
     out.extend_from_slice(&body);
     sock.write_all(&out).await?;
     sock.shutdown().await

@@ -46,34 +46,24 @@ pub struct DirectViewer {
 
 /// One HTTP/1.1 chunk on its way: size line, shared bytes, CRLF.
 struct Piece {
-    head: [u8; 10],
+    /// The size in hex and CRLF (at most 16 digits for a `usize`).
+    head: [u8; 18],
     head_len: u8,
     data: Bytes,
 }
 
 impl Piece {
+    /// The chunk of `data`; empty data makes the last chunk (`0\r\n\r\n`).
     fn new(data: Bytes) -> Piece {
-        let mut head = [0u8; 10];
-        let mut n = data.len();
-        // Hex digits of the size (at most 8 for any chunk a hub makes), then CRLF.
-        let mut digits = [0u8; 8];
-        let mut k = 0;
-        loop {
-            digits[k] = b"0123456789abcdef"[n & 0xF];
-            n >>= 4;
-            k += 1;
-            if n == 0 || k == digits.len() {
-                break;
-            }
-        }
-        for (i, d) in digits[..k].iter().rev().enumerate() {
-            head[i] = *d;
-        }
-        head[k] = b'\r';
-        head[k + 1] = b'\n';
+        use std::io::Write;
+        let mut head = [0u8; 18];
+        let mut w = &mut head[..];
+        // Cannot fail: 16 hex digits and CRLF fit.
+        let _ = write!(w, "{:x}\r\n", data.len());
+        let head_len = (18 - w.len()) as u8;
         Piece {
             head,
-            head_len: (k + 2) as u8,
+            head_len,
             data,
         }
     }
@@ -110,6 +100,14 @@ enum Served {
 }
 
 impl Seat {
+    fn new(d: DirectViewer) -> Seat {
+        Seat {
+            d,
+            queue: VecDeque::new(),
+            written: 0,
+        }
+    }
+
     /// Take what the hub has for this viewer, write what the socket takes.
     fn serve(&mut self) -> Served {
         if self
@@ -193,11 +191,7 @@ impl Seat {
         } else {
             self.queue.truncate(1);
         }
-        self.queue.push_back(Piece {
-            head: *b"0\r\n\0\0\0\0\0\0\0",
-            head_len: 3,
-            data: Bytes::new(),
-        });
+        self.queue.push_back(Piece::new(Bytes::new()));
         let _ = self.flush();
         Served::Closed
     }
@@ -214,14 +208,10 @@ pub struct Writers {
         std::sync::Mutex<std::collections::HashMap<Format, mpsc::UnboundedSender<DirectViewer>>>,
 }
 
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 /// Give a viewer whose response head is sent to its hub's writer for
 /// `format`, starting one if there is none.
 pub fn hand_over(hub: &Arc<Hub>, format: Format, viewer: DirectViewer) {
-    let mut writers = lock(&hub.writers.by_format);
+    let mut writers = super::locked(&hub.writers.by_format);
     let viewer = match writers.get(&format) {
         Some(tx) => match tx.send(viewer) {
             Ok(()) => return,
@@ -259,7 +249,7 @@ async fn run(
             biased;
             v = arrivals.recv() => match v {
                 Some(d) => {
-                    let mut seat = Seat { d, queue: VecDeque::new(), written: 0 };
+                    let mut seat = Seat::new(d);
                     if matches!(seat.serve(), Served::Open) {
                         seats.push(seat);
                     }
@@ -276,13 +266,9 @@ async fn run(
         if seats.is_empty() {
             // Leave only when nobody is on the way: hand_over sends under
             // the same lock.
-            let mut writers = lock(&hub.writers.by_format);
+            let mut writers = super::locked(&hub.writers.by_format);
             match arrivals.try_recv() {
-                Ok(d) => seats.push(Seat {
-                    d,
-                    queue: VecDeque::new(),
-                    written: 0,
-                }),
+                Ok(d) => seats.push(Seat::new(d)),
                 Err(_) => {
                     writers.remove(&format);
                     return;
