@@ -91,8 +91,8 @@ test: deps clips
 	$(CARGO) test --workspace -- --test-threads=2
 	# The multi-tier tests again with every link between the tiers over
 	# QUIC, and in a mixed tree (county -> city QUIC, towns TCP, villages UDP).
-	GBGATE_TEST_LINKS=quic $(CARGO) test -p integration --test media --test tree --test sharing --test audit_heads -- --test-threads=2
-	GBGATE_TEST_LINKS=mixed $(CARGO) test -p integration --test media --test tree --test sharing --test audit_heads -- --test-threads=2
+	GBGATE_TEST_LINKS=quic $(CARGO) test -p integration --test media --test tree --test sharing --test audit_heads --test control -- --test-threads=2
+	GBGATE_TEST_LINKS=mixed $(CARGO) test -p integration --test media --test tree --test sharing --test audit_heads --test control -- --test-threads=2
 
 # What only the benchmarks need: Kamailio, the trusted registrar the
 # REGISTER storm is measured against (integration/kamailio/registrar.cfg).

@@ -72,6 +72,10 @@ pub fn settings_from(topology: &Topology) -> Settings {
     if let Some(n) = s.max_viewers_per_stream {
         out.max_viewers_per_stream = n;
     }
+    if let Some(d) = s.ptz_lock {
+        out.ptz_lock = d;
+    }
+    out.ptz_priority = s.ptz_priority.clone();
     out
 }
 

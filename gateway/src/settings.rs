@@ -91,7 +91,17 @@ pub struct Settings {
     /// for the device's answer before 504: the SIP transaction timeout
     /// (64 × T1, 32 s by default).
     pub query_timeout: Duration,
+    /// How long a camera's PTZ control lock lasts after its holder's last
+    /// command (30 s): long enough to steer a dome by hand, short enough
+    /// that a forgotten lock frees itself.
+    pub ptz_lock: Duration,
+    /// PTZ control priority per subject (`dept:<name>`), 1 highest to 5
+    /// lowest; subjects not listed have 5, as GB/T 28181 platforms send.
+    pub ptz_priority: std::collections::BTreeMap<String, u8>,
 }
+
+/// The `ControlPriority` of a subject not given one.
+pub const DEFAULT_PTZ_PRIORITY: u8 = 5;
 
 impl Default for Settings {
     fn default() -> Self {
@@ -129,6 +139,8 @@ impl Default for Settings {
             media_transport: topology::MediaTransport::Udp,
             query_new_registrants: true,
             query_timeout: Timers::default().transaction_timeout(),
+            ptz_lock: Duration::from_secs(30),
+            ptz_priority: std::collections::BTreeMap::new(),
         }
     }
 }

@@ -52,6 +52,10 @@ pub struct TreeSpec {
     /// Viewers one stream may have; `None`: the node's default (sized for
     /// its machine).
     pub max_viewers_per_stream: Option<u64>,
+    /// Seconds a camera's PTZ lock lasts; `None`: the node's default.
+    pub ptz_lock_secs: Option<u64>,
+    /// PTZ priority per department (1 highest … 5 lowest).
+    pub ptz_priority: &'static [(&'static str, u8)],
 }
 
 impl TreeSpec {
@@ -112,6 +116,8 @@ impl Default for TreeSpec {
             pki: None,
             query_new_registrants: true,
             max_viewers_per_stream: None,
+            ptz_lock_secs: None,
+            ptz_priority: &[],
         }
     }
 }
@@ -298,6 +304,17 @@ pub fn write_tree(dir: &Path, spec: &TreeSpec) -> std::io::Result<Tree> {
     ));
     if let Some(n) = spec.max_viewers_per_stream {
         toml.push_str(&format!("max_viewers_per_stream = {n}\n\n"));
+    }
+    if let Some(n) = spec.ptz_lock_secs {
+        toml.push_str(&format!("ptz_lock_secs = {n}\n\n"));
+    }
+    if !spec.ptz_priority.is_empty() {
+        let table: Vec<String> = spec
+            .ptz_priority
+            .iter()
+            .map(|(d, p)| format!("{d} = {p}"))
+            .collect();
+        toml.push_str(&format!("ptz_priority = {{ {} }}\n\n", table.join(", ")));
     }
     for n in &nodes {
         toml.push_str("[[node]]\n");

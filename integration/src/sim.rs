@@ -1,7 +1,10 @@
 //! A fleet of simulated GB/T 28181 devices (IPCs and NVRs) behind one SIP
 //! socket: each registers with digest auth, keeps alive, re-registers when
-//! the server forgets it, and answers Catalog, DeviceInfo, DeviceStatus and
-//! RecordInfo (one recording per hour of the range asked).
+//! the server forgets it, and answers Catalog, DeviceInfo, DeviceStatus,
+//! RecordInfo (one recording per hour of the range asked) and PresetQuery,
+//! and takes DeviceControl: PTZ commands are checked and logged (`gbsim:
+//! PTZ <channel> <command>`), presets set and deleted are kept per channel,
+//! and record, guard, alarm and home-position commands are answered OK.
 //!
 //! The fleet is a sans-IO state machine like the node (same transaction
 //! layer); [`run`] drives it over the node's own UDP/TCP transports.
@@ -19,9 +22,10 @@ use bytes::Bytes;
 use gbgate::gb::catalog::split;
 use gbgate::gb::charset::Charset;
 use gbgate::gb::manscdp::{
-    self, CatalogItem, DeviceInfo, DeviceStatus, Keepalive, Manscdp, RecordItem, RecordList,
-    RecordQuery,
+    self, CatalogItem, ControlCommand, ControlResult, DeviceInfo, DeviceStatus, Keepalive, Manscdp,
+    Preset, PresetList, RecordItem, RecordList, RecordQuery,
 };
+use gbgate::gb::ptz::PtzAction;
 use gbgate::gb::record;
 use gbgate::media::sdp::GbSdp;
 use gbgate::node::Inbound;
@@ -167,6 +171,8 @@ pub struct FleetStats {
     pub catalog_queries: u64,
     /// RecordInfo queries answered.
     pub record_queries: u64,
+    /// DeviceControl commands taken.
+    pub controls: u64,
     /// When every device was first registered at once.
     pub all_registered_at: Option<Instant>,
     /// INVITEs received.
@@ -189,6 +195,8 @@ pub struct Fleet {
     channel_owner: HashMap<GbId, usize>,
     calls: HashMap<String, SimCall>,
     media_events: std::collections::VecDeque<MediaEvent>,
+    /// Presets set on each channel: number → name.
+    presets: HashMap<String, std::collections::BTreeMap<u8, String>>,
 }
 
 fn id_for(prefix: &str, type_code: &str, serial: u32) -> Option<GbId> {
@@ -267,6 +275,7 @@ impl Fleet {
             channel_owner,
             calls: HashMap::new(),
             media_events: std::collections::VecDeque::new(),
+            presets: HashMap::new(),
         })
     }
 
@@ -456,6 +465,69 @@ impl Fleet {
                 device_time: Some("2026-01-01T00:00:00".into()),
             })
             .to_body(charset)],
+            Manscdp::DeviceControl(c) => {
+                self.stats.controls += 1;
+                let on_behalf_of = req.headers.get(gbgate::node::ON_BEHALF_OF).unwrap_or("-");
+                match c.command {
+                    ControlCommand::Ptz(cmd) => {
+                        let action = cmd.action();
+                        // Test-visible: the log line proves the command arrived.
+                        tracing::info!(
+                            "gbsim: PTZ {} {cmd} {action:?} priority={:?} on_behalf_of={on_behalf_of}",
+                            c.device_id,
+                            c.priority
+                        );
+                        let presets = self.presets.entry(c.device_id.clone()).or_default();
+                        match action {
+                            PtzAction::SetPreset(n) => {
+                                presets.insert(n, format!("Preset {n}"));
+                            }
+                            PtzAction::DeletePreset(n) => {
+                                presets.remove(&n);
+                            }
+                            _ => {}
+                        }
+                        Vec::new()
+                    }
+                    command => {
+                        tracing::info!(
+                            "gbsim: control {} {command:?} on_behalf_of={on_behalf_of}",
+                            c.device_id
+                        );
+                        if command.unanswered() {
+                            Vec::new()
+                        } else {
+                            vec![Manscdp::DeviceControlResponse(ControlResult {
+                                sn: c.sn,
+                                device_id: c.device_id,
+                                result: "OK".into(),
+                                ..ControlResult::default()
+                            })
+                            .to_body(charset)]
+                        }
+                    }
+                }
+            }
+            Manscdp::PresetQuery(q) => {
+                let items = self
+                    .presets
+                    .get(&q.device_id)
+                    .map(|m| {
+                        m.iter()
+                            .map(|(n, name)| Preset {
+                                id: n.to_string(),
+                                name: Some(name.clone()),
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                vec![Manscdp::PresetQueryResponse(PresetList {
+                    sn: q.sn,
+                    device_id: q.device_id,
+                    items,
+                })
+                .to_body(charset)]
+            }
             Manscdp::RecordInfoQuery(q) => {
                 self.stats.record_queries += 1;
                 record::split(records_for(&q, &d.name), self.cfg.catalog_budget, charset)

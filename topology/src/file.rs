@@ -47,6 +47,8 @@ pub(crate) struct RawDefaults {
     pub(crate) media_transport: Option<Spanned<String>>,
     pub(crate) query_new_registrants: Option<Spanned<bool>>,
     pub(crate) max_viewers_per_stream: Option<Spanned<u64>>,
+    pub(crate) ptz_lock_secs: Option<Spanned<u64>>,
+    pub(crate) ptz_priority: Option<Spanned<std::collections::BTreeMap<String, Spanned<u64>>>>,
 }
 
 /// One `[[node]]` table as written. Required keys are `Option` too, so a
@@ -232,6 +234,12 @@ impl Topology {
                 .then(|| s.media_transport.as_str().to_owned()),
             query_new_registrants: (!s.query_new_registrants).then_some(false),
             max_viewers_per_stream: s.max_viewers_per_stream.map(|n| n as u64),
+            ptz_lock_secs: s.ptz_lock.map(|d| d.as_secs()),
+            ptz_priority: s
+                .ptz_priority
+                .iter()
+                .filter_map(|(k, v)| Some((k.strip_prefix("dept:")?.to_owned(), *v)))
+                .collect(),
         };
         let nodes = self
             .nodes

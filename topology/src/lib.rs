@@ -68,6 +68,8 @@
 //! query_new_registrants = true    # ask each new device/child for its catalog (and DeviceInfo)
 //! max_viewers_per_stream = 2000   # viewers of one stream at one node (default: 1,000 per CPU core)
 //! media_transport = "udp"         # how sources below send media: udp, tcp-passive, tcp-active
+//! ptz_lock_secs = 30              # a camera's PTZ lock lasts this long after its holder's last command
+//! ptz_priority = { police = 1 }   # PTZ priority per department: 1 highest .. 5 lowest (default 5)
 //!
 //! [[node]]
 //! id = "35010000002000000001"     # 20 digits, type code 200 (platform)

@@ -14,7 +14,7 @@ pub const DEFAULT_KEEPALIVE_TIMEOUT_COUNT: u32 = 3;
 pub const DEFAULT_REGISTER_EXPIRES_SECS: u64 = 3600;
 
 /// The `[defaults]` table after validation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     /// Link transport for nodes that do not set their own (`transport`, default udp).
     pub transport: Transport,
@@ -47,6 +47,13 @@ pub struct Settings {
     /// Viewers one stream may have at one node (`max_viewers_per_stream`);
     /// `None` leaves the node's default, sized for its machine.
     pub max_viewers_per_stream: Option<usize>,
+    /// How long a camera's PTZ control lock lasts after its holder's last
+    /// command (`ptz_lock_secs`); `None` leaves the node's default (30 s).
+    pub ptz_lock: Option<Duration>,
+    /// PTZ control priority per subject (`[defaults.ptz_priority]`, keyed
+    /// by department name, stored as `dept:<name>`): 1 is the highest, 5
+    /// the lowest and the default, as in GB/T 28181's `ControlPriority`.
+    pub ptz_priority: std::collections::BTreeMap<String, u8>,
 }
 
 /// RTP transport a node asks its sources for.
@@ -96,6 +103,8 @@ impl Default for Settings {
             media_transport: MediaTransport::Udp,
             query_new_registrants: true,
             max_viewers_per_stream: None,
+            ptz_lock: None,
+            ptz_priority: std::collections::BTreeMap::new(),
         }
     }
 }

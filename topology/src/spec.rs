@@ -63,6 +63,12 @@ pub struct DefaultsSpec {
     /// machine, 1,000 per core).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_viewers_per_stream: Option<u64>,
+    /// Seconds a camera's PTZ lock lasts after its holder's last command.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ptz_lock_secs: Option<u64>,
+    /// PTZ control priority per department (1 highest … 5 lowest).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub ptz_priority: std::collections::BTreeMap<String, u8>,
 }
 
 impl DefaultsSpec {

@@ -237,6 +237,42 @@ impl Checker<'_> {
                 Ok(n) => settings.max_viewers_per_stream = Some(n),
             }
         }
+        if let Some(secs) = &raw.ptz_lock_secs {
+            match *secs.get_ref() {
+                0 => self.report(
+                    self.line(secs),
+                    "ptz_lock_secs is 0; use at least 1 (default: 30)",
+                ),
+                n => settings.ptz_lock = Some(Duration::from_secs(n)),
+            }
+        }
+        if let Some(table) = &raw.ptz_priority {
+            for (dept, p) in table.get_ref() {
+                let valid = !dept.is_empty()
+                    && dept
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+                if !valid {
+                    self.report(
+                        self.line(table),
+                        format!("ptz_priority: {dept:?} is not a department name (letters, digits, _ . -)"),
+                    );
+                    continue;
+                }
+                match u8::try_from(*p.get_ref()) {
+                    Ok(v @ 1..=5) => {
+                        settings.ptz_priority.insert(format!("dept:{dept}"), v);
+                    }
+                    _ => self.report(
+                        self.line(p),
+                        format!(
+                            "ptz_priority.{dept} = {}: use 1 (highest) to 5 (lowest)",
+                            p.get_ref()
+                        ),
+                    ),
+                }
+            }
+        }
         if let Some(t) = &raw.media_transport {
             match crate::settings::MediaTransport::parse(t.get_ref()) {
                 Some(m) => settings.media_transport = m,
@@ -1551,6 +1587,33 @@ credentials = "/abs/village.toml"
         );
         let e = with("max_viewers_per_stream = 0").unwrap_err().to_string();
         assert!(e.contains("t.toml:4") && e.contains("at least 1"), "{e}");
+    }
+
+    #[test]
+    fn ptz_lock_and_priorities_are_read_and_checked() {
+        let with =
+            |line: &str| Topology::parse(&replace("keepalive_interval_secs = 30", line), "t.toml");
+        let t = with("ptz_lock_secs = 45\nptz_priority = { police = 1, traffic = 4 }").unwrap();
+        let s = t.settings();
+        assert_eq!(s.ptz_lock, Some(Duration::from_secs(45)));
+        assert_eq!(s.ptz_priority.get("dept:police"), Some(&1));
+        assert_eq!(s.ptz_priority.get("dept:traffic"), Some(&4));
+        // What is read writes back the same.
+        let again = Topology::parse(&t.to_toml_string().unwrap(), "t.toml").unwrap();
+        assert_eq!(again.settings(), s);
+        let e = with("ptz_lock_secs = 0").unwrap_err().to_string();
+        assert!(e.contains("t.toml:4") && e.contains("ptz_lock_secs"), "{e}");
+        let e = with("ptz_priority = { police = 9 }")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("t.toml:4") && e.contains("1 (highest) to 5"),
+            "{e}"
+        );
+        let e = with("ptz_priority = { \"po lice\" = 1 }")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a department name"), "{e}");
     }
 
     #[test]

@@ -205,6 +205,10 @@ async fn ask(st: &AppState, headers: &HeaderMap, id: GbId, query: DeviceQuery) -
         Ok(QueryAnswer::Records { list, complete }) => {
             Json(records_view(list, complete)).into_response()
         }
+        // Asked only through `control.rs`.
+        Ok(QueryAnswer::Presets(_) | QueryAnswer::Control { .. }) => {
+            error(StatusCode::BAD_GATEWAY, "unexpected answer from the node")
+        }
         Err(e) => {
             let status = match e {
                 QueryError::NotFound => StatusCode::NOT_FOUND,

@@ -7,6 +7,7 @@
 
 pub mod access;
 pub mod auth;
+mod control;
 mod devices;
 mod live;
 pub mod openapi;
@@ -19,7 +20,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
@@ -107,6 +108,9 @@ pub fn router_with(
         .route("/api/v1/devices/{id}/info", get(devices::get_info))
         .route("/api/v1/devices/{id}/status", get(devices::get_status))
         .route("/api/v1/devices/{id}/records", get(devices::get_records))
+        .route("/api/v1/channels/{id}/ptz", post(control::post_ptz))
+        .route("/api/v1/channels/{id}/control", post(control::post_control))
+        .route("/api/v1/channels/{id}/presets", get(control::get_presets))
         .route(
             "/api/v1/streams",
             get(live::get_streams).post(sharing::post_streams),

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{access, devices, live, sharing};
+use super::{access, control, devices, live, sharing};
 use crate::gate;
 
 /// A video body (HTTP-FLV or MPEG-TS bytes), for the document only.
@@ -61,7 +61,7 @@ impl Modify for SecuritySchemes {
     info(
         title = "gbgate HTTP API",
         description = "The HTTP API of a gbgate node (a GB/T 28181 video sharing gateway): \
-            the federated catalog, the topology, device queries down the cascade, live and \
+            the federated catalog, the topology, device queries and control down the cascade, live and \
             playback video (HTTP-FLV, MPEG-TS), sharing (department channels, play URLs, \
             policy, audit, access requests) and metrics.\n\n\
             Without a sharing policy the node is open and no token is checked. With one, \
@@ -75,6 +75,9 @@ impl Modify for SecuritySchemes {
         devices::get_info,
         devices::get_status,
         devices::get_records,
+        control::post_ptz,
+        control::post_control,
+        control::get_presets,
         live::get_live,
         live::get_playback,
         live::post_playback_control,
@@ -105,6 +108,12 @@ impl Modify for SecuritySchemes {
         devices::DeviceStatusView,
         devices::RecordsView,
         devices::RecordView,
+        control::PtzRequest,
+        control::ControlRequest,
+        control::ControlView,
+        control::LockedView,
+        control::PresetsView,
+        control::PresetView,
         live::Control,
         crate::streams::StreamInfo,
         sharing::ChannelsPage,
@@ -125,6 +134,7 @@ impl Modify for SecuritySchemes {
     tags(
         (name = "catalog", description = "The federated catalog and the topology (admin)"),
         (name = "devices", description = "Device queries asked down the cascade"),
+        (name = "control", description = "PTZ, presets and device control down the cascade, under a per-camera control lock"),
         (name = "video", description = "Live and playback video, playback control, open streams"),
         (name = "sharing", description = "Department channels, play URLs, policy and audit"),
         (name = "access requests", description = "Departments ask for access; admins approve or reject"),

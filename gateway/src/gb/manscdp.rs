@@ -21,6 +21,7 @@ use quick_xml::events::{BytesRef, BytesStart, Event};
 use quick_xml::Reader;
 
 use crate::gb::charset::{self, Charset};
+use crate::gb::ptz::PtzCmd;
 use policy::audit::Head;
 
 /// Largest MANSCDP body accepted, in bytes (before decoding).
@@ -302,6 +303,92 @@ pub struct RecordList {
     pub items: Vec<RecordItem>,
 }
 
+/// What a `Control/DeviceControl` asks of a device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ControlCommand {
+    /// `PTZCmd`: move, zoom, stop, presets.
+    Ptz(PtzCmd),
+    /// `TeleBoot`: restart the device.
+    TeleBoot,
+    /// `RecordCmd`: `Record` (true) or `StopRecord`.
+    Record(bool),
+    /// `GuardCmd`: `SetGuard` (true) or `ResetGuard`.
+    Guard(bool),
+    /// `AlarmCmd`: `ResetAlarm`.
+    ResetAlarm,
+    /// `IFrameCmd`: `Send` a keyframe now.
+    IFrame,
+    /// `HomePosition`: go back to a preset after an idle time.
+    HomePosition {
+        /// `Enabled`: 1 on, 0 off.
+        enabled: bool,
+        /// `ResetTime`: idle seconds before going home.
+        reset_time: Option<u32>,
+        /// `PresetIndex`: the preset that is home.
+        preset_index: Option<u8>,
+    },
+}
+
+impl ControlCommand {
+    /// True for commands GB/T 28181 gives no `Response` to: the device's
+    /// 200 to the MESSAGE is all that comes back.
+    pub fn unanswered(&self) -> bool {
+        matches!(
+            self,
+            ControlCommand::Ptz(_) | ControlCommand::TeleBoot | ControlCommand::IFrame
+        )
+    }
+}
+
+/// `Control/DeviceControl`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceControl {
+    /// `SN`, echoed in a `Response`.
+    pub sn: u32,
+    /// `DeviceID`: the channel or device controlled.
+    pub device_id: String,
+    /// The command (the first one, when a body carries several).
+    pub command: ControlCommand,
+    /// `Info/ControlPriority`: 1 is the highest, 5 the lowest.
+    pub priority: Option<u8>,
+}
+
+/// `Response/DeviceControl`: how a command went.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct ControlResult {
+    /// `SN` of the command.
+    pub sn: u32,
+    /// `DeviceID` controlled.
+    pub device_id: String,
+    /// `Result`: `OK` or `ERROR`.
+    pub result: String,
+    /// `LockHolder` (a gbgate extension): who holds the camera's control
+    /// lock, when that is why the command was refused.
+    pub lock_holder: Option<String>,
+    /// `LockSecondsLeft` (a gbgate extension): how long that lock lasts.
+    pub lock_seconds_left: Option<u32>,
+}
+
+/// One preset of a `Response/PresetQuery`.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Preset {
+    /// `PresetID` (1–255; kept as text, as devices write it).
+    pub id: String,
+    /// `PresetName`.
+    pub name: Option<String>,
+}
+
+/// `Response/PresetQuery`: the presets a PTZ camera has.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct PresetList {
+    /// `SN` of the query.
+    pub sn: u32,
+    /// `DeviceID`: the camera.
+    pub device_id: String,
+    /// The presets (`PresetList Num=` is written as their count).
+    pub items: Vec<Preset>,
+}
+
 /// A parsed MANSCDP body.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Manscdp {
@@ -325,6 +412,14 @@ pub enum Manscdp {
     RecordInfoQuery(RecordQuery),
     /// `Response/RecordInfo`: one part of a (possibly split) answer.
     RecordInfoResponse(RecordList),
+    /// `Control/DeviceControl`.
+    DeviceControl(DeviceControl),
+    /// `Response/DeviceControl`.
+    DeviceControlResponse(ControlResult),
+    /// `Query/PresetQuery`.
+    PresetQuery(SimpleQuery),
+    /// `Response/PresetQuery`.
+    PresetQueryResponse(PresetList),
     /// Any other root/CmdType pair: the envelope is recognised, the body is
     /// not modelled yet. Written back as the envelope only.
     Other {
@@ -396,7 +491,11 @@ impl Manscdp {
             Manscdp::Keepalive(k) => k.sn,
             Manscdp::CatalogQuery(q)
             | Manscdp::DeviceInfoQuery(q)
-            | Manscdp::DeviceStatusQuery(q) => q.sn,
+            | Manscdp::DeviceStatusQuery(q)
+            | Manscdp::PresetQuery(q) => q.sn,
+            Manscdp::DeviceControl(c) => c.sn,
+            Manscdp::DeviceControlResponse(r) => r.sn,
+            Manscdp::PresetQueryResponse(l) => l.sn,
             Manscdp::CatalogResponse(l) | Manscdp::CatalogNotify(l) => l.sn,
             Manscdp::DeviceInfoResponse(d) => d.sn,
             Manscdp::DeviceStatusResponse(d) => d.sn,
@@ -413,7 +512,11 @@ impl Manscdp {
             Manscdp::Keepalive(k) => &k.device_id,
             Manscdp::CatalogQuery(q)
             | Manscdp::DeviceInfoQuery(q)
-            | Manscdp::DeviceStatusQuery(q) => &q.device_id,
+            | Manscdp::DeviceStatusQuery(q)
+            | Manscdp::PresetQuery(q) => &q.device_id,
+            Manscdp::DeviceControl(c) => &c.device_id,
+            Manscdp::DeviceControlResponse(r) => &r.device_id,
+            Manscdp::PresetQueryResponse(l) => &l.device_id,
             Manscdp::CatalogResponse(l) | Manscdp::CatalogNotify(l) => &l.device_id,
             Manscdp::DeviceInfoResponse(d) => &d.device_id,
             Manscdp::DeviceStatusResponse(d) => &d.device_id,
@@ -434,6 +537,8 @@ impl Manscdp {
             Manscdp::DeviceInfoQuery(_) | Manscdp::DeviceInfoResponse(_) => "DeviceInfo",
             Manscdp::DeviceStatusQuery(_) | Manscdp::DeviceStatusResponse(_) => "DeviceStatus",
             Manscdp::RecordInfoQuery(_) | Manscdp::RecordInfoResponse(_) => "RecordInfo",
+            Manscdp::DeviceControl(_) | Manscdp::DeviceControlResponse(_) => "DeviceControl",
+            Manscdp::PresetQuery(_) | Manscdp::PresetQueryResponse(_) => "PresetQuery",
             Manscdp::Other { cmd_type, .. } => cmd_type,
         }
     }
@@ -445,7 +550,10 @@ impl Manscdp {
             Manscdp::CatalogQuery(_)
             | Manscdp::DeviceInfoQuery(_)
             | Manscdp::DeviceStatusQuery(_)
-            | Manscdp::RecordInfoQuery(_) => Root::Query,
+            | Manscdp::RecordInfoQuery(_)
+            | Manscdp::PresetQuery(_) => Root::Query,
+            Manscdp::DeviceControl(_) => Root::Control,
+            Manscdp::DeviceControlResponse(_) | Manscdp::PresetQueryResponse(_) => Root::Response,
             Manscdp::CatalogResponse(_)
             | Manscdp::DeviceInfoResponse(_)
             | Manscdp::DeviceStatusResponse(_)
@@ -512,7 +620,8 @@ impl Manscdp {
             }
             Manscdp::CatalogQuery(q)
             | Manscdp::DeviceInfoQuery(q)
-            | Manscdp::DeviceStatusQuery(q) => {
+            | Manscdp::DeviceStatusQuery(q)
+            | Manscdp::PresetQuery(q) => {
                 opt_elem(out, "StartTime", q.start_time.as_deref());
                 opt_elem(out, "EndTime", q.end_time.as_deref());
             }
@@ -544,6 +653,28 @@ impl Manscdp {
                 }
                 opt_elem(out, "Type", q.record_type.as_deref());
                 opt_elem(out, "RecorderID", q.recorder_id.as_deref());
+            }
+            Manscdp::DeviceControl(c) => write_control(out, c),
+            Manscdp::DeviceControlResponse(r) => {
+                elem(out, "Result", &r.result);
+                opt_elem(out, "LockHolder", r.lock_holder.as_deref());
+                if let Some(s) = r.lock_seconds_left {
+                    num_elem(out, "LockSecondsLeft", s);
+                }
+            }
+            Manscdp::PresetQueryResponse(l) => {
+                let _ = write!(out, "<PresetList Num=\"{}\">{EOL}", l.items.len());
+                for p in &l.items {
+                    out.push_str("<Item>");
+                    inline_elem(out, "PresetID", &p.id);
+                    if let Some(n) = &p.name {
+                        inline_elem(out, "PresetName", n);
+                    }
+                    out.push_str("</Item>");
+                    out.push_str(EOL);
+                }
+                out.push_str("</PresetList>");
+                out.push_str(EOL);
             }
             Manscdp::CatalogResponse(_)
             | Manscdp::CatalogNotify(_)
@@ -694,6 +825,44 @@ pub(crate) fn write_record_item(out: &mut String, item: &RecordItem) {
     out.push_str(EOL);
 }
 
+/// A DeviceControl's command and priority, in the 2016 schema's order.
+fn write_control(out: &mut String, c: &DeviceControl) {
+    match &c.command {
+        ControlCommand::Ptz(cmd) => elem(out, "PTZCmd", &cmd.to_string()),
+        ControlCommand::TeleBoot => elem(out, "TeleBoot", "Boot"),
+        ControlCommand::Record(on) => {
+            elem(out, "RecordCmd", if *on { "Record" } else { "StopRecord" });
+        }
+        ControlCommand::Guard(on) => {
+            elem(out, "GuardCmd", if *on { "SetGuard" } else { "ResetGuard" });
+        }
+        ControlCommand::ResetAlarm => elem(out, "AlarmCmd", "ResetAlarm"),
+        ControlCommand::IFrame => elem(out, "IFrameCmd", "Send"),
+        ControlCommand::HomePosition {
+            enabled,
+            reset_time,
+            preset_index,
+        } => {
+            out.push_str("<HomePosition>");
+            inline_num(out, "Enabled", u8::from(*enabled));
+            if let Some(t) = reset_time {
+                inline_num(out, "ResetTime", t);
+            }
+            if let Some(i) = preset_index {
+                inline_num(out, "PresetIndex", i);
+            }
+            out.push_str("</HomePosition>");
+            out.push_str(EOL);
+        }
+    }
+    if let Some(p) = c.priority {
+        out.push_str("<Info>");
+        inline_num(out, "ControlPriority", p);
+        out.push_str("</Info>");
+        out.push_str(EOL);
+    }
+}
+
 fn elem(out: &mut String, name: &str, value: &str) {
     inline_elem(out, name, value);
     out.push_str(EOL);
@@ -820,6 +989,8 @@ enum Ctx {
     Item,
     ItemField(ItemField),
     ItemInfo,
+    /// `Info` or `HomePosition` under the root: only [`group_field`]s count.
+    Group,
     Ignore,
 }
 
@@ -855,6 +1026,18 @@ enum TopField {
     Type,
     RecorderId,
     AuditHead,
+    PtzCmd,
+    TeleBoot,
+    RecordCmd,
+    GuardCmd,
+    AlarmCmd,
+    IFrameCmd,
+    ControlPriority,
+    Enabled,
+    ResetTime,
+    PresetIndex,
+    LockHolder,
+    LockSecondsLeft,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -881,13 +1064,16 @@ enum ItemField {
     /// `Info/BusinessGroupID` (2016): used only if the item has no own one.
     InfoBusinessGroupId,
     Event,
-    // Record items only; kept in `RecordExtra`.
+    // Record items only; kept in `ItemExtra`.
     FilePath,
     StartTime,
     EndTime,
     Type,
     RecorderId,
     FileSize,
+    // Preset items only; kept in `ItemExtra`.
+    PresetId,
+    PresetName,
 }
 
 /// Lower-cases an element name into `buf` for matching; names longer than
@@ -928,6 +1114,28 @@ fn top_field(name: &str) -> Option<TopField> {
         b"type" => TopField::Type,
         b"recorderid" => TopField::RecorderId,
         b"audithead" => TopField::AuditHead,
+        b"ptzcmd" => TopField::PtzCmd,
+        b"teleboot" => TopField::TeleBoot,
+        b"recordcmd" => TopField::RecordCmd,
+        b"guardcmd" => TopField::GuardCmd,
+        b"alarmcmd" => TopField::AlarmCmd,
+        b"iframecmd" => TopField::IFrameCmd,
+        b"lockholder" => TopField::LockHolder,
+        b"locksecondsleft" => TopField::LockSecondsLeft,
+        _ => return None,
+    })
+}
+
+/// Fields read inside `Info` and `HomePosition` under the root. Only
+/// these: a keepalive's `Info` lists faulty devices' `DeviceID`s, which
+/// must not overwrite the sender's.
+fn group_field(name: &str) -> Option<TopField> {
+    let mut buf = [0u8; 24];
+    Some(match lower(name, &mut buf)? {
+        b"controlpriority" => TopField::ControlPriority,
+        b"enabled" => TopField::Enabled,
+        b"resettime" => TopField::ResetTime,
+        b"presetindex" => TopField::PresetIndex,
         _ => return None,
     })
 }
@@ -961,6 +1169,8 @@ fn item_field(name: &str) -> Option<ItemField> {
         b"type" => ItemField::Type,
         b"recorderid" => ItemField::RecorderId,
         b"filesize" => ItemField::FileSize,
+        b"presetid" => ItemField::PresetId,
+        b"presetname" => ItemField::PresetName,
         _ => return None,
     })
 }
@@ -992,23 +1202,37 @@ struct Top {
     record_type: Option<String>,
     recorder_id: Option<String>,
     audit_head: Option<String>,
+    ptz_cmd: Option<String>,
+    tele_boot: Option<String>,
+    record_cmd: Option<String>,
+    guard_cmd: Option<String>,
+    alarm_cmd: Option<String>,
+    iframe_cmd: Option<String>,
+    control_priority: Option<String>,
+    enabled: Option<String>,
+    reset_time: Option<String>,
+    preset_index: Option<String>,
+    lock_holder: Option<String>,
+    lock_seconds_left: Option<String>,
 }
 
-/// The fields a record item has beyond a catalog item's. Kept apart so that
-/// parsing catalogs (the hot path) stays as it was.
+/// The fields a record or preset item has beyond a catalog item's. Kept
+/// apart so that parsing catalogs (the hot path) stays as it was.
 #[derive(Default, PartialEq)]
-struct RecordExtra {
+struct ItemExtra {
     file_path: Option<String>,
     start_time: Option<String>,
     end_time: Option<String>,
     record_type: Option<String>,
     recorder_id: Option<String>,
     file_size: Option<u64>,
+    preset_id: Option<String>,
+    preset_name: Option<String>,
 }
 
-impl RecordExtra {
+impl ItemExtra {
     fn is_empty(&self) -> bool {
-        *self == RecordExtra::default()
+        *self == ItemExtra::default()
     }
 }
 
@@ -1039,6 +1263,18 @@ impl Top {
             TopField::Type => &mut self.record_type,
             TopField::RecorderId => &mut self.recorder_id,
             TopField::AuditHead => &mut self.audit_head,
+            TopField::PtzCmd => &mut self.ptz_cmd,
+            TopField::TeleBoot => &mut self.tele_boot,
+            TopField::RecordCmd => &mut self.record_cmd,
+            TopField::GuardCmd => &mut self.guard_cmd,
+            TopField::AlarmCmd => &mut self.alarm_cmd,
+            TopField::IFrameCmd => &mut self.iframe_cmd,
+            TopField::ControlPriority => &mut self.control_priority,
+            TopField::Enabled => &mut self.enabled,
+            TopField::ResetTime => &mut self.reset_time,
+            TopField::PresetIndex => &mut self.preset_index,
+            TopField::LockHolder => &mut self.lock_holder,
+            TopField::LockSecondsLeft => &mut self.lock_seconds_left,
         }
     }
 }
@@ -1065,10 +1301,10 @@ struct Parser {
     item: Option<CatalogItem>,
     items: Vec<CatalogItem>,
     /// Record fields of the open item.
-    extra: RecordExtra,
+    extra: ItemExtra,
     /// Record fields of closed items, by index in `items`; only items that
     /// had any.
-    extras: Vec<(usize, RecordExtra)>,
+    extras: Vec<(usize, ItemExtra)>,
 }
 
 impl Parser {
@@ -1141,8 +1377,13 @@ impl Parser {
             Some(Ctx::Root) => {
                 if name.eq_ignore_ascii_case("DeviceList")
                     || name.eq_ignore_ascii_case("RecordList")
+                    || name.eq_ignore_ascii_case("PresetList")
                 {
                     Ctx::List
+                } else if name.eq_ignore_ascii_case("Info")
+                    || name.eq_ignore_ascii_case("HomePosition")
+                {
+                    Ctx::Group
                 } else if name.eq_ignore_ascii_case("Item") {
                     // Some devices put items straight under the root.
                     Ctx::Item
@@ -1153,6 +1394,7 @@ impl Parser {
             Some(Ctx::List) if name.eq_ignore_ascii_case("Item") => Ctx::Item,
             Some(Ctx::Item) if name.eq_ignore_ascii_case("Info") => Ctx::ItemInfo,
             Some(Ctx::Item) => item_field(name).map_or(Ctx::Ignore, Ctx::ItemField),
+            Some(Ctx::Group) => group_field(name).map_or(Ctx::Ignore, Ctx::Top),
             Some(Ctx::ItemInfo) if name.eq_ignore_ascii_case("BusinessGroupID") => {
                 Ctx::ItemField(ItemField::InfoBusinessGroupId)
             }
@@ -1178,7 +1420,7 @@ impl Parser {
             }
             Ctx::Item => {
                 let mut item = CatalogItem::default();
-                self.extra = RecordExtra::default();
+                self.extra = ItemExtra::default();
                 for (key, value) in attributes(e) {
                     if let Some(f) = item_field(key) {
                         set_item_field(&mut item, &mut self.extra, f, &value);
@@ -1231,7 +1473,7 @@ impl Parser {
                 }
             }
             Ctx::Root => self.done = true,
-            Ctx::List | Ctx::ItemInfo | Ctx::Ignore => {}
+            Ctx::List | Ctx::ItemInfo | Ctx::Group | Ctx::Ignore => {}
         }
         self.text.clear();
     }
@@ -1290,6 +1532,8 @@ impl Parser {
             "DeviceInfo",
             "DeviceStatus",
             "RecordInfo",
+            "DeviceControl",
+            "PresetQuery",
         ]
         .into_iter()
         .find(|k| cmd_type.eq_ignore_ascii_case(k));
@@ -1381,6 +1625,36 @@ impl Parser {
                     items: self.record_items(),
                 })
             }
+            (Root::Control, Some("DeviceControl")) => match control_command(top)? {
+                Some(command) => Manscdp::DeviceControl(DeviceControl {
+                    sn,
+                    device_id,
+                    command,
+                    priority: top.control_priority.as_deref().and_then(parse_num),
+                }),
+                // DragZoom, PTZPreciseCtrl, upgrades…: not modelled yet.
+                None => Manscdp::Other {
+                    root,
+                    cmd_type,
+                    sn,
+                    device_id,
+                },
+            },
+            (Root::Response, Some("DeviceControl")) => {
+                Manscdp::DeviceControlResponse(ControlResult {
+                    sn,
+                    device_id,
+                    result: top.result.take().unwrap_or_default(),
+                    lock_holder: top.lock_holder.take(),
+                    lock_seconds_left: top.lock_seconds_left.as_deref().and_then(parse_num),
+                })
+            }
+            (Root::Query, Some("PresetQuery")) => Manscdp::PresetQuery(query(top, device_id)),
+            (Root::Response, Some("PresetQuery")) => Manscdp::PresetQueryResponse(PresetList {
+                sn,
+                device_id,
+                items: self.preset_items(),
+            }),
             _ => Manscdp::Other {
                 root,
                 cmd_type,
@@ -1391,7 +1665,76 @@ impl Parser {
     }
 }
 
+/// The command of a DeviceControl, the first one in the schema's order when
+/// several are given; `None` for commands not modelled.
+fn control_command(top: &mut Top) -> Result<Option<ControlCommand>, ManscdpError> {
+    if let Some(t) = top.ptz_cmd.take() {
+        return PtzCmd::parse(&t)
+            .map(|c| Some(ControlCommand::Ptz(c)))
+            .map_err(|_| bad("PTZCmd", &t));
+    }
+    if top.tele_boot.is_some() {
+        return Ok(Some(ControlCommand::TeleBoot));
+    }
+    let word = |v: &str, yes: &str, no: &str, field| {
+        if v.eq_ignore_ascii_case(yes) {
+            Ok(true)
+        } else if v.eq_ignore_ascii_case(no) {
+            Ok(false)
+        } else {
+            Err(bad(field, v))
+        }
+    };
+    if let Some(v) = top.record_cmd.take() {
+        return word(&v, "Record", "StopRecord", "RecordCmd")
+            .map(|on| Some(ControlCommand::Record(on)));
+    }
+    if let Some(v) = top.guard_cmd.take() {
+        return word(&v, "SetGuard", "ResetGuard", "GuardCmd")
+            .map(|on| Some(ControlCommand::Guard(on)));
+    }
+    if let Some(v) = top.alarm_cmd.take() {
+        return if v.eq_ignore_ascii_case("ResetAlarm") {
+            Ok(Some(ControlCommand::ResetAlarm))
+        } else {
+            Err(bad("AlarmCmd", &v))
+        };
+    }
+    if top.iframe_cmd.is_some() {
+        return Ok(Some(ControlCommand::IFrame));
+    }
+    if let Some(v) = top.enabled.take() {
+        return word(&v, "1", "0", "Enabled").map(|enabled| {
+            Some(ControlCommand::HomePosition {
+                enabled,
+                reset_time: top.reset_time.as_deref().and_then(parse_num),
+                preset_index: top.preset_index.as_deref().and_then(parse_num),
+            })
+        });
+    }
+    Ok(None)
+}
+
 impl Parser {
+    /// The items read as presets: `PresetID` and `PresetName` of each.
+    fn preset_items(&mut self) -> Vec<Preset> {
+        let mut extras = std::mem::take(&mut self.extras).into_iter().peekable();
+        std::mem::take(&mut self.items)
+            .into_iter()
+            .enumerate()
+            .map(|(i, _)| {
+                let x = extras
+                    .next_if(|(at, _)| *at == i)
+                    .map(|(_, x)| x)
+                    .unwrap_or_default();
+                Preset {
+                    id: x.preset_id.unwrap_or_default(),
+                    name: x.preset_name,
+                }
+            })
+            .collect()
+    }
+
     /// The items read as records: catalog fields plus their record extras.
     fn record_items(&mut self) -> Vec<RecordItem> {
         let mut extras = std::mem::take(&mut self.extras).into_iter().peekable();
@@ -1437,7 +1780,7 @@ fn attributes<'a>(e: &'a BytesStart<'_>) -> impl Iterator<Item = (&'a str, Cow<'
 
 /// Stores a leaf's text in an item. Unparseable numbers are dropped rather
 /// than failing the message: catalogs legitimately contain broken items.
-fn set_item_field(item: &mut CatalogItem, extra: &mut RecordExtra, f: ItemField, raw: &str) {
+fn set_item_field(item: &mut CatalogItem, extra: &mut ItemExtra, f: ItemField, raw: &str) {
     let text = || non_empty(raw);
     match f {
         ItemField::DeviceId => item.device_id = raw.trim().to_owned(),
@@ -1471,6 +1814,8 @@ fn set_item_field(item: &mut CatalogItem, extra: &mut RecordExtra, f: ItemField,
         ItemField::Type => extra.record_type = text(),
         ItemField::RecorderId => extra.recorder_id = text(),
         ItemField::FileSize => extra.file_size = parse_num(raw),
+        ItemField::PresetId => extra.preset_id = text(),
+        ItemField::PresetName => extra.preset_name = text(),
     }
 }
 
@@ -1680,8 +2025,9 @@ mod tests {
     #[test]
     fn doc_other_messages() {
         let cases = [
+            // A control not modelled yet.
             ("<Control><CmdType>DeviceControl</CmdType><SN>20</SN><DeviceID>35010200001320000101</DeviceID>
- <PTZCmd>A50F010180000036</PTZCmd><Info><ControlPriority>5</ControlPriority></Info></Control>", Root::Control, "DeviceControl", 20),
+ <DragZoomIn><Length>100</Length></DragZoomIn></Control>", Root::Control, "DeviceControl", 20),
             ("<Notify><CmdType>Alarm</CmdType><SN>21</SN><DeviceID>35010200001340000001</DeviceID><AlarmPriority>1</AlarmPriority>
  <AlarmMethod>2</AlarmMethod><AlarmTime>2024-05-01T08:30:00</AlarmTime><Info><AlarmType>1</AlarmType></Info></Notify>", Root::Notify, "Alarm", 21),
             ("<Notify><CmdType>MobilePosition</CmdType><SN>25</SN><DeviceID>35010200001320000102</DeviceID><Time>2024-05-01T08:30:00</Time>
@@ -1698,6 +2044,107 @@ mod tests {
             let (again, _) = parse(&m.to_body(Charset::Gb2312)).expect("reparses");
             assert_eq!(again, m);
         }
+    }
+
+    #[test]
+    fn device_control_commands_and_answers() {
+        use crate::gb::ptz::{PtzAction, PtzCmd};
+        let ch = "35010200001320000101";
+        let m = ok("<Control><CmdType>DeviceControl</CmdType><SN>20</SN><DeviceID>35010200001320000101</DeviceID>
+ <PTZCmd>A50F010180000036</PTZCmd><Info><ControlPriority>5</ControlPriority></Info></Control>");
+        let Manscdp::DeviceControl(c) = &m else {
+            panic!("{m:?}")
+        };
+        assert_eq!((c.sn, c.device_id.as_str(), c.priority), (20, ch, Some(5)));
+        assert!(matches!(c.command, ControlCommand::Ptz(p) if p.to_string() == "A50F010180000036"));
+        let cases = [
+            ("<RecordCmd>Record</RecordCmd>", ControlCommand::Record(true)),
+            ("<recordcmd>StopRecord</recordcmd>", ControlCommand::Record(false)),
+            ("<GuardCmd>SetGuard</GuardCmd>", ControlCommand::Guard(true)),
+            ("<GuardCmd>ResetGuard</GuardCmd>", ControlCommand::Guard(false)),
+            ("<AlarmCmd>ResetAlarm</AlarmCmd>", ControlCommand::ResetAlarm),
+            ("<TeleBoot>Boot</TeleBoot>", ControlCommand::TeleBoot),
+            ("<IFrameCmd>Send</IFrameCmd>", ControlCommand::IFrame),
+            (
+                "<HomePosition><Enabled>1</Enabled><ResetTime>30</ResetTime><PresetIndex>2</PresetIndex></HomePosition>",
+                ControlCommand::HomePosition { enabled: true, reset_time: Some(30), preset_index: Some(2) },
+            ),
+            (
+                "<PTZCmd>A50F01820003003A</PTZCmd>",
+                ControlCommand::Ptz(PtzCmd::new(PtzAction::CallPreset(3))),
+            ),
+        ];
+        for (inner, want) in cases {
+            let body = format!("<Control><CmdType>DeviceControl</CmdType><SN>1</SN><DeviceID>{ch}</DeviceID>{inner}</Control>");
+            let m = ok(&body);
+            assert_eq!(
+                m,
+                Manscdp::DeviceControl(DeviceControl {
+                    sn: 1,
+                    device_id: ch.into(),
+                    command: want,
+                    priority: None
+                }),
+                "{inner}"
+            );
+            let (again, _) = parse(&m.to_body(Charset::Gb2312)).expect("reparses");
+            assert_eq!(again, m);
+        }
+        // A wrong command is refused by name, not passed on.
+        for (inner, field) in [
+            ("<PTZCmd>A50F0101800000FF</PTZCmd>", "PTZCmd"),
+            ("<RecordCmd>Maybe</RecordCmd>", "RecordCmd"),
+            (
+                "<HomePosition><Enabled>yes</Enabled></HomePosition>",
+                "Enabled",
+            ),
+        ] {
+            let body = format!("<Control><CmdType>DeviceControl</CmdType><SN>1</SN><DeviceID>{ch}</DeviceID>{inner}</Control>");
+            assert!(
+                matches!(parse_str(&body), Err(ManscdpError::BadField { field: f, .. }) if f == field),
+                "{inner}"
+            );
+        }
+        // A keepalive's Info lists faulty devices: not the sender's ID.
+        let k = ok("<Notify><CmdType>Keepalive</CmdType><SN>1</SN><DeviceID>35010200002000000003</DeviceID><Status>OK</Status><Info><DeviceID>35010200001320000101</DeviceID></Info></Notify>");
+        assert_eq!(k.device_id(), "35010200002000000003");
+
+        let r = Manscdp::DeviceControlResponse(ControlResult {
+            sn: 9,
+            device_id: ch.into(),
+            result: "ERROR".into(),
+            lock_holder: Some("dept:police".into()),
+            lock_seconds_left: Some(23),
+        });
+        let xml = r.to_xml();
+        assert!(
+            xml.contains("<LockHolder>dept:police</LockHolder>"),
+            "{xml}"
+        );
+        assert_eq!(parse(&r.to_body(Charset::Utf8)).unwrap().0, r);
+
+        let q = ok("<Query><CmdType>PresetQuery</CmdType><SN>3</SN><DeviceID>35010200001320000101</DeviceID></Query>");
+        assert_eq!(q, Manscdp::PresetQuery(SimpleQuery::new(3, ch)));
+        let a = ok("<Response><CmdType>PresetQuery</CmdType><SN>3</SN><DeviceID>35010200001320000101</DeviceID>
+ <PresetList Num=\"2\"><Item><PresetID>1</PresetID><PresetName>Gate</PresetName></Item><Item><PresetID>3</PresetID></Item></PresetList></Response>");
+        assert_eq!(
+            a,
+            Manscdp::PresetQueryResponse(PresetList {
+                sn: 3,
+                device_id: ch.into(),
+                items: vec![
+                    Preset {
+                        id: "1".into(),
+                        name: Some("Gate".into())
+                    },
+                    Preset {
+                        id: "3".into(),
+                        name: None
+                    },
+                ],
+            })
+        );
+        assert_eq!(parse(&a.to_body(Charset::Gb2312)).unwrap().0, a);
     }
 
     #[test]

@@ -5,4 +5,5 @@ pub mod catalog;
 pub mod charset;
 pub mod manscdp;
 pub mod mansrtsp;
+pub mod ptz;
 pub mod record;

@@ -4,6 +4,7 @@
 //! it from sockets and timers.
 
 mod call;
+mod control;
 mod newcomers;
 mod outbox;
 mod query;
@@ -33,12 +34,13 @@ use crate::sip::message::{
 use crate::sip::transaction::{ClientEvent, Incoming, TransactionLayer};
 use crate::sip::{Peer, Transmit, Transport};
 use crate::uplink::{Uplink, UplinkConfig, UplinkEvent, UplinkRequest};
-use policy::Action;
+use policy::{Action, Subject};
 
 use outbox::Outbox;
 
 pub use call::{CallError, CallEvent, CallFailure, CallId, CallKind, MANSRTSP, ON_BEHALF_OF, SDP};
-pub use query::{DeviceQuery, QueryAnswer, QueryAnswered, QueryError, Ticket};
+pub use control::{ControlLocks, Held};
+pub use query::{ControlOutcome, DeviceQuery, QueryAnswer, QueryAnswered, QueryError, Ticket};
 pub use sharing::Output;
 
 /// Times an unanswered catalog MESSAGE is sent again (each after its own
@@ -109,6 +111,8 @@ pub enum Token {
     Outbox(GbId, Bytes, u8, bool),
     /// A query we sent to a registrant.
     Query(GbId),
+    /// A DeviceControl we sent to a registrant, with our SN.
+    Control(GbId, u32),
     /// A question to a new registrant, sent through the paced queue.
     Newcomer(GbId),
     /// The INVITE of a call we placed.
@@ -188,6 +192,8 @@ pub struct Node {
     overloaded: bool,
     calls: call::Calls,
     queries: query::Queries,
+    /// PTZ control locks of the cameras this node is nearest to.
+    locks: ControlLocks,
     /// The sharing policy every request that crosses the node passes.
     gate: crate::gate::Gate,
     /// Audit records and other outputs, in order.
@@ -400,6 +406,7 @@ impl Node {
             overloaded: false,
             calls: call::Calls::default(),
             queries: query::Queries::default(),
+            locks: ControlLocks::default(),
             gate: crate::gate::Gate::default(),
             outputs: std::collections::VecDeque::new(),
             wall_base: (now, std::time::SystemTime::now()),
@@ -935,6 +942,19 @@ impl Node {
     }
 
     fn send_to_registrant(&mut self, id: GbId, msg: &Manscdp, token: Token, now: Instant) -> bool {
+        self.send_to_registrant_for(id, msg, token, None, now)
+    }
+
+    /// [`Self::send_to_registrant`], naming whom it is sent for (the
+    /// `X-Gbgate-On-Behalf-Of` header a gbgate child audits and locks by).
+    fn send_to_registrant_for(
+        &mut self,
+        id: GbId,
+        msg: &Manscdp,
+        token: Token,
+        on_behalf_of: Option<&Subject>,
+        now: Instant,
+    ) -> bool {
         let Some(r) = self.registry.get(&id) else {
             return false;
         };
@@ -947,9 +967,12 @@ impl Node {
             host,
             transport: peer.transport,
         };
-        let req = self
-            .agent
-            .request(Method::Message, &target, cseq, None, Some((MANSCDP, body)));
+        let mut req =
+            self.agent
+                .request(Method::Message, &target, cseq, None, Some((MANSCDP, body)));
+        if let Some(who) = on_behalf_of {
+            req.headers.push(ON_BEHALF_OF, who.to_string());
+        }
         self.send(req, peer, token, now)
     }
 
@@ -1007,7 +1030,11 @@ impl Node {
                 if let Some(u) = self.uplink_to_mut(pid) {
                     u.set_charset(charset);
                 }
-                return self.handle_parent_message(pid, body, now);
+                let on_behalf_of: Option<Subject> = req
+                    .headers
+                    .get(ON_BEHALF_OF)
+                    .and_then(|v| v.trim().parse().ok());
+                return self.handle_parent_message(pid, body, on_behalf_of, now);
             }
         }
         let Some(sender) = sender else {
@@ -1133,7 +1160,13 @@ impl Node {
         }
     }
 
-    fn handle_parent_message(&mut self, parent: GbId, body: Manscdp, now: Instant) {
+    fn handle_parent_message(
+        &mut self,
+        parent: GbId,
+        body: Manscdp,
+        on_behalf_of: Option<Subject>,
+        now: Instant,
+    ) {
         let Some(peer) = self.uplink_to(parent).map(Uplink::peer) else {
             return;
         };
@@ -1191,6 +1224,8 @@ impl Node {
                 }
             }
             Manscdp::RecordInfoQuery(q) => self.forward_record_query(parent, q, now),
+            Manscdp::DeviceControl(c) => self.parent_control(parent, on_behalf_of, c, now),
+            Manscdp::PresetQuery(q) => self.parent_preset_query(parent, q, now),
             other => {
                 tracing::debug!(
                     cmd = other.cmd_type(),
@@ -1504,6 +1539,7 @@ impl Node {
                     tracing::warn!(%id, status = response.status, "query refused");
                 }
             }
+            Token::Control(id, sn) => self.on_control_answer(id, sn, Some(response.status), now),
             Token::Newcomer(id) => {
                 if response.status >= 300 {
                     tracing::warn!(%id, status = response.status, "query refused");
@@ -1542,6 +1578,7 @@ impl Node {
                 self.pump(id, now);
             }
             Token::Query(id) => tracing::warn!(%id, "query timed out"),
+            Token::Control(id, sn) => self.on_control_answer(id, sn, None, now),
             Token::Newcomer(id) => {
                 tracing::warn!(%id, "query timed out");
                 self.newcomers.done();

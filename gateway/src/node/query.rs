@@ -1,5 +1,6 @@
-//! Device queries (DeviceInfo, DeviceStatus, RecordInfo) that this node
-//! forwards down the cascade on someone's behalf, sans-IO.
+//! Device queries (DeviceInfo, DeviceStatus, RecordInfo, PresetQuery) and
+//! device control that this node forwards down the cascade on someone's
+//! behalf, sans-IO (the control lock is in `control.rs`).
 //!
 //! Two kinds of requester wait here: the HTTP API ([`Node::ask_device`],
 //! answered through [`QueryAnswered`] events) and the parent's RecordInfo
@@ -17,9 +18,13 @@ use topology::GbId;
 
 use super::{gb_date, Node, Token, MAX_FORWARDS};
 use crate::gb::charset::Charset;
-use crate::gb::manscdp::{DeviceInfo, DeviceStatus, Manscdp, RecordList, RecordQuery, SimpleQuery};
+use crate::gb::manscdp::{
+    ControlCommand, ControlResult, DeviceControl, DeviceInfo, DeviceStatus, Manscdp, PresetList,
+    RecordList, RecordQuery, SimpleQuery,
+};
 use crate::gb::record::{self, RecordAssembly};
 use crate::sip::{Peer, Transport};
+use policy::Subject;
 
 /// Identifies one HTTP query until its answer comes back.
 pub type Ticket = u64;
@@ -40,6 +45,35 @@ pub enum DeviceQuery {
         /// `Type`: `all`, `time`, `alarm` or `manual`.
         record_type: String,
     },
+    /// PresetQuery: the presets of a PTZ camera.
+    Presets,
+    /// DeviceControl: a command, given for `by` (the lock's holder if it
+    /// goes through; its priority is this node's `ptz_priority` for it).
+    Control {
+        /// The command.
+        command: ControlCommand,
+        /// On whose behalf.
+        by: Subject,
+    },
+}
+
+/// How a DeviceControl went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControlOutcome {
+    /// The device took it (its 200 to a PTZ command, or `Result` OK).
+    Done,
+    /// Another holds the camera's control lock.
+    Locked {
+        /// The holder (`dept:police`, `node:<id>`).
+        holder: String,
+        /// How long its lock lasts, in seconds.
+        seconds_left: u32,
+    },
+    /// The device answered `Result` ERROR.
+    DeviceError,
+    /// The command did not reach the device: the SIP status it met on the
+    /// way (408 when nothing answered, 503 when this node was too busy).
+    Undelivered(u16),
 }
 
 /// The device's answer to a [`DeviceQuery`].
@@ -55,6 +89,15 @@ pub enum QueryAnswer {
         list: RecordList,
         /// False when parts stopped coming before `SumNum` records did.
         complete: bool,
+    },
+    /// Answer to [`DeviceQuery::Presets`].
+    Presets(PresetList),
+    /// Answer to [`DeviceQuery::Control`].
+    Control {
+        /// The ID controlled.
+        device_id: String,
+        /// How it went.
+        outcome: ControlOutcome,
     },
 }
 
@@ -84,18 +127,22 @@ pub struct QueryAnswered {
 
 /// Who waits for a forwarded query's answer.
 #[derive(Debug)]
-enum Waiter {
+pub(super) enum Waiter {
     /// The HTTP API.
     Api(Ticket),
     /// A peer (the parent) that asked with its own SN.
     Peer { requester: GbId, sn: u32 },
 }
 
+/// A query or command forwarded below, waiting for its answer.
 #[derive(Debug)]
-struct Pending {
-    waiter: Waiter,
-    at: Instant,
-    records: Option<RecordAssembly>,
+pub(super) struct Pending {
+    pub(super) waiter: Waiter,
+    pub(super) at: Instant,
+    pub(super) records: Option<RecordAssembly>,
+    /// For a DeviceControl: the ID controlled, and whether the device's
+    /// 200 ends it (no `Response` is to come).
+    pub(super) control: Option<(String, bool)>,
 }
 
 /// Queries of one node awaiting answers from below.
@@ -103,7 +150,7 @@ struct Pending {
 pub(super) struct Queries {
     next_ticket: Ticket,
     /// (registrant asked, SN we used) → who waits.
-    pending: HashMap<(GbId, u32), Pending>,
+    pub(super) pending: HashMap<(GbId, u32), Pending>,
     events: VecDeque<QueryAnswered>,
 }
 
@@ -151,6 +198,13 @@ impl Node {
                     list: self.no_records(0, id.to_string()),
                     complete: true,
                 },
+                DeviceQuery::Presets => QueryAnswer::Presets(PresetList {
+                    sn: 0,
+                    device_id: id.to_string(),
+                    items: Vec::new(),
+                }),
+                // Nothing to steer here.
+                DeviceQuery::Control { .. } => return Some(Err(QueryError::NotFound)),
             }));
         }
         let Some(owner) = self.query_owner(id.as_str()) else {
@@ -172,6 +226,16 @@ impl Node {
             );
             return Some(Err(QueryError::Busy));
         }
+        if let DeviceQuery::Control { command, by } = query {
+            let control = DeviceControl {
+                sn: 0,
+                device_id: id.to_string(),
+                command,
+                priority: Some(self.ptz_priority(&by)),
+            };
+            self.route_control(owner, control, &by, Waiter::Api(ticket), now);
+            return None;
+        }
         let sn = self.next_sn();
         let device_id = id.to_string();
         let msg = match query {
@@ -186,6 +250,8 @@ impl Node {
                 q.record_type = Some(record_type);
                 Manscdp::RecordInfoQuery(q)
             }
+            DeviceQuery::Presets => Manscdp::PresetQuery(SimpleQuery::new(sn, device_id)),
+            DeviceQuery::Control { .. } => return None,
         };
         if !self.send_to_registrant(owner, &msg, Token::Query(owner), now) {
             return Some(Err(QueryError::Busy));
@@ -196,15 +262,55 @@ impl Node {
                 waiter: Waiter::Api(ticket),
                 at: now,
                 records: None,
+                control: None,
             },
         );
         None
     }
 
+    /// Sends `msg` (a query carrying our own SN) to `owner`; `waiter`
+    /// hears the answer. A full table or an unsendable query is dropped
+    /// with a warning, as the parent's queries are.
+    pub(super) fn forward_to_owner(
+        &mut self,
+        owner: GbId,
+        msg: Manscdp,
+        waiter: Waiter,
+        now: Instant,
+    ) {
+        if self.queries.pending.len() >= MAX_FORWARDS {
+            tracing::warn!(
+                limit = MAX_FORWARDS,
+                "too many forwarded queries pending; refusing"
+            );
+            return;
+        }
+        let sn = self.next_sn();
+        let msg = match msg {
+            Manscdp::PresetQuery(q) => Manscdp::PresetQuery(SimpleQuery { sn, ..q }),
+            Manscdp::RecordInfoQuery(q) => Manscdp::RecordInfoQuery(RecordQuery { sn, ..q }),
+            other => {
+                tracing::warn!(cmd = other.cmd_type(), "not a query that is forwarded");
+                return;
+            }
+        };
+        if self.send_to_registrant(owner, &msg, Token::Query(owner), now) {
+            self.queries.pending.insert(
+                (owner, sn),
+                Pending {
+                    waiter,
+                    at: now,
+                    records: None,
+                    control: None,
+                },
+            );
+        }
+    }
+
     /// The online registrant a query for `device_id` goes to: the device
     /// itself if registered here, else the source its catalog entry came
     /// through.
-    fn query_owner(&self, device_id: &str) -> Option<GbId> {
+    pub(super) fn query_owner(&self, device_id: &str) -> Option<GbId> {
         GbId::parse(device_id)
             .ok()
             .filter(|id| self.registry.get(id).is_some())
@@ -262,34 +368,11 @@ impl Node {
             let empty = self.no_records(q.sn, q.device_id);
             return self.answer_requester(requester, &Manscdp::RecordInfoResponse(empty), now);
         };
-        if self.queries.pending.len() >= MAX_FORWARDS {
-            tracing::warn!(
-                limit = MAX_FORWARDS,
-                "too many forwarded queries pending; refusing"
-            );
-            return;
-        }
-        let requester_sn = q.sn;
-        let sn = self.next_sn();
-        let fwd = RecordQuery { sn, ..q };
-        if self.send_to_registrant(
-            owner,
-            &Manscdp::RecordInfoQuery(fwd),
-            Token::Query(owner),
-            now,
-        ) {
-            self.queries.pending.insert(
-                (owner, sn),
-                Pending {
-                    waiter: Waiter::Peer {
-                        requester,
-                        sn: requester_sn,
-                    },
-                    at: now,
-                    records: None,
-                },
-            );
-        }
+        let waiter = Waiter::Peer {
+            requester,
+            sn: q.sn,
+        };
+        self.forward_to_owner(owner, Manscdp::RecordInfoQuery(q), waiter, now);
     }
 
     /// Takes an answer from `sender` to a query of this module; any other
@@ -306,6 +389,8 @@ impl Node {
             Manscdp::DeviceInfoResponse(_)
                 | Manscdp::DeviceStatusResponse(_)
                 | Manscdp::RecordInfoResponse(_)
+                | Manscdp::PresetQueryResponse(_)
+                | Manscdp::DeviceControlResponse(_)
         );
         if !answer || !self.queries.pending.contains_key(&key) {
             return Some(body);
@@ -341,13 +426,32 @@ impl Node {
                 self.queries.pending.remove(&key)?.waiter,
                 QueryAnswer::Status(st),
             ),
+            Manscdp::PresetQueryResponse(list) => (
+                self.queries.pending.remove(&key)?.waiter,
+                QueryAnswer::Presets(list),
+            ),
+            Manscdp::DeviceControlResponse(r) => {
+                let p = self.queries.pending.remove(&key)?;
+                let outcome = if r.result.eq_ignore_ascii_case("OK") {
+                    ControlOutcome::Done
+                } else if let Some(holder) = r.lock_holder {
+                    ControlOutcome::Locked {
+                        holder,
+                        seconds_left: r.lock_seconds_left.unwrap_or(0),
+                    }
+                } else {
+                    ControlOutcome::DeviceError
+                };
+                let device_id = p.control.map_or(r.device_id, |(id, _)| id);
+                (p.waiter, QueryAnswer::Control { device_id, outcome })
+            }
             _ => return None,
         };
         self.deliver(waiter, answer, now);
         None
     }
 
-    fn deliver(&mut self, waiter: Waiter, answer: QueryAnswer, now: Instant) {
+    pub(super) fn deliver(&mut self, waiter: Waiter, answer: QueryAnswer, now: Instant) {
         match waiter {
             Waiter::Api(ticket) => self.queries.events.push_back(QueryAnswered {
                 ticket,
@@ -361,6 +465,30 @@ impl Node {
                 QueryAnswer::Status(mut st) => {
                     st.sn = sn;
                     self.answer_requester(requester, &Manscdp::DeviceStatusResponse(st), now);
+                }
+                QueryAnswer::Presets(mut list) => {
+                    list.sn = sn;
+                    self.answer_requester(requester, &Manscdp::PresetQueryResponse(list), now);
+                }
+                QueryAnswer::Control { device_id, outcome } => {
+                    let mut r = ControlResult {
+                        sn,
+                        device_id,
+                        result: "ERROR".into(),
+                        ..ControlResult::default()
+                    };
+                    match outcome {
+                        ControlOutcome::Done => r.result = "OK".into(),
+                        ControlOutcome::Locked {
+                            holder,
+                            seconds_left,
+                        } => {
+                            r.lock_holder = Some(holder);
+                            r.lock_seconds_left = Some(seconds_left);
+                        }
+                        ControlOutcome::DeviceError | ControlOutcome::Undelivered(_) => {}
+                    }
+                    self.answer_requester(requester, &Manscdp::DeviceControlResponse(r), now);
                 }
                 QueryAnswer::Records { mut list, complete } => {
                     list.sn = sn;
@@ -397,6 +525,7 @@ impl Node {
     /// and ends record answers whose parts stopped coming for
     /// `catalog_part_timeout` with what came.
     pub(super) fn sweep_queries(&mut self, now: Instant) {
+        self.locks.sweep(now);
         let ttl = self.settings.query_timeout;
         let idle = self.settings.catalog_part_timeout;
         let due: Vec<(GbId, u32)> = self
