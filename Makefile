@@ -22,6 +22,9 @@ deps:
 	gst-inspect-1.0 mpegpsmux >/dev/null 2>&1 || missing="$$missing gstreamer1.0-plugins-bad gstreamer1.0-plugins-base"; \
 	gst-inspect-1.0 x264enc >/dev/null 2>&1 || missing="$$missing gstreamer1.0-plugins-ugly"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null 2>&1 || missing="$$missing chromium-driver"; \
+	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
@@ -29,6 +32,11 @@ deps:
 	fi
 	@python3 -c "import imageio_ffmpeg" 2>/dev/null || python3 -m pip install -q imageio-ffmpeg
 	@python3 -c "import openapi_spec_validator" 2>/dev/null || python3 -m pip install -q openapi-spec-validator
+	@python3 -c "import selenium" 2>/dev/null || python3 -m pip install -q selenium
+	@# The console's player library, from the npm registry (not committed):
+	@# gateway/build.rs embeds it in the binary.
+	@test -f console/node_modules/mpegts.js/dist/mpegts.js || \
+	  (cd console && npm install --no-audit --no-fund --silent)
 
 # Test clips, generated (not committed): 4 s of 640x360 at 25 fps, one
 # keyframe a second, no B-frames, as cameras send. Also PS files written by

@@ -7,6 +7,7 @@
 
 pub mod access;
 pub mod auth;
+mod console;
 mod control;
 mod devices;
 mod live;
@@ -61,7 +62,7 @@ pub fn router(
 
 /// [`router`] with sharing: tokens, play URL signing, the policy status
 /// and the audit store. With a policy, every endpoint but /healthz,
-/// /metrics and /api/openapi.json needs a token; open viewers are
+/// /metrics, /api/openapi.json and the console's pages needs a token; open viewers are
 /// re-checked as the policy changes (a task on the current runtime).
 ///
 /// Every route here is described in [`openapi::ApiDoc`]; a test reads the
@@ -111,6 +112,10 @@ pub fn router_with(
         .route("/api/v1/channels/{id}/ptz", post(control::post_ptz))
         .route("/api/v1/channels/{id}/control", post(control::post_control))
         .route("/api/v1/channels/{id}/presets", get(control::get_presets))
+        .route("/api/v1/me", get(console::get_me))
+        .route("/api/v1/tree", get(console::get_tree))
+        .route("/console", get(console::get_console))
+        .route("/console/{file}", get(console::get_console_file))
         .route(
             "/api/v1/streams",
             get(live::get_streams).post(sharing::post_streams),

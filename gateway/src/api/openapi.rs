@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{access, control, devices, live, sharing};
+use super::{access, console, control, devices, live, sharing};
 use crate::gate;
 
 /// A video body (HTTP-FLV or MPEG-TS bytes), for the document only.
@@ -65,7 +65,7 @@ impl Modify for SecuritySchemes {
             playback video (HTTP-FLV, MPEG-TS), sharing (department channels, play URLs, \
             policy, audit, access requests) and metrics.\n\n\
             Without a sharing policy the node is open and no token is checked. With one, \
-            every endpoint but /healthz, /metrics and /api/openapi.json needs a token; the \
+            every endpoint but /healthz, /metrics, /api/openapi.json and the console pages needs a token; the \
             catalog, topology, open streams, policy and audit are for admins. Errors are \
             one line of text/plain saying what is wrong and what to do about it."
     ),
@@ -78,6 +78,10 @@ impl Modify for SecuritySchemes {
         control::post_ptz,
         control::post_control,
         control::get_presets,
+        console::get_me,
+        console::get_tree,
+        console::get_console,
+        console::get_console_file,
         live::get_live,
         live::get_playback,
         live::post_playback_control,
@@ -114,6 +118,10 @@ impl Modify for SecuritySchemes {
         control::LockedView,
         control::PresetsView,
         control::PresetView,
+        console::MeView,
+        console::TreeView,
+        crate::catalog::tree::Branch,
+        crate::catalog::tree::BranchKind,
         live::Control,
         crate::streams::StreamInfo,
         sharing::ChannelsPage,
@@ -134,6 +142,7 @@ impl Modify for SecuritySchemes {
     tags(
         (name = "catalog", description = "The federated catalog and the topology (admin)"),
         (name = "devices", description = "Device queries asked down the cascade"),
+        (name = "console", description = "The web console's pages and the calls only it needs"),
         (name = "control", description = "PTZ, presets and device control down the cascade, under a per-camera control lock"),
         (name = "video", description = "Live and playback video, playback control, open streams"),
         (name = "sharing", description = "Department channels, play URLs, policy and audit"),
@@ -337,9 +346,18 @@ mod tests {
     }
 
     #[test]
-    fn only_health_metrics_and_this_document_are_open() {
+    fn only_health_metrics_this_document_and_the_console_pages_are_open() {
         let doc = document();
-        let open: BTreeSet<&str> = ["/healthz", "/metrics", "/api/openapi.json"].into();
+        // The console's pages hold no data: what they show comes from the
+        // API with the token the person signs in with.
+        let open: BTreeSet<&str> = [
+            "/healthz",
+            "/metrics",
+            "/api/openapi.json",
+            "/console",
+            "/console/{file}",
+        ]
+        .into();
         for (path, item) in &doc.paths.paths {
             for op in [&item.get, &item.post].into_iter().flatten() {
                 let schemes: BTreeSet<String> = op

@@ -4,8 +4,8 @@
 //! admin endpoints for the policy and the audit.
 //!
 //! Without a policy the node is open, as before policies existed; with one,
-//! every endpoint but /healthz, /metrics and /api/openapi.json needs a
-//! token.
+//! every endpoint but /healthz, /metrics, /api/openapi.json and the
+//! console's pages (which hold no data) needs a token.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -12,6 +12,7 @@
 //! and running counters answer the topology API's counts.
 
 pub mod packed;
+pub mod tree;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 

@@ -100,6 +100,17 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// The name alone, without unpacking the rest: `pack` writes it first.
+/// Search reads it for every entry.
+pub fn name(packed: &[u8]) -> Option<&str> {
+    let (&tag, rest) = packed.split_first()?;
+    if tag != Tag::Name as u8 {
+        return None;
+    }
+    let len = u16::from_le_bytes([*rest.first()?, *rest.get(1)?]) as usize;
+    std::str::from_utf8(rest.get(2..2 + len)?).ok()
+}
+
 /// Unpack into an item with `device_id` and the given status.
 pub fn unpack(device_id: &str, packed: &[u8], on: bool) -> CatalogItem {
     let mut item = CatalogItem {

@@ -13,6 +13,7 @@ use topology::GbId;
 
 use super::Node;
 use crate::catalog::event;
+use crate::catalog::tree::{Branch, TreeQuery};
 use crate::gate::{node_subject, Ask, Gate, Verdict};
 use crate::gb::manscdp::CatalogItem;
 
@@ -325,6 +326,45 @@ impl Node {
         }
         let entries = ids.iter().filter_map(|id| self.catalog.get(id)).collect();
         (entries, next)
+    }
+
+    /// A level of the catalog tree, or search hits, counting and listing
+    /// only the cameras `who` may see (`None` sees everything). Audited
+    /// once per call, as a page of the channel list is.
+    pub fn tree(
+        &mut self,
+        who: Option<(Subject, Subject)>,
+        query: &TreeQuery,
+        now: Instant,
+    ) -> Vec<Branch> {
+        let wall = self.wall(now);
+        let visible = |id: GbId| match &who {
+            None => true,
+            Some((subject, _)) => self.gate.shows(subject, &id, &self.ancestors(&id), wall),
+        };
+        let branches = match query {
+            TreeQuery::Region(prefix) => self.catalog.region_children(prefix, visible),
+            TreeQuery::Children(parent) => self.catalog.children_of(*parent, visible),
+            TreeQuery::Search { text, limit } => self.catalog.search(text, *limit, visible),
+        };
+        if let Some((subject, person)) = who {
+            self.audit(AuditEntry {
+                at_ms: epoch_ms(wall),
+                node: self.identity.id.to_string(),
+                kind: AuditKind::Decision,
+                subject: subject.to_string(),
+                on_behalf_of: Some(person.to_string()),
+                object: "catalog".into(),
+                action: Action::Catalog.to_string(),
+                outcome: "allow".into(),
+                rule: None,
+                reason: format!("tree {query}: {} branches", branches.len()),
+                session: None,
+                duration_ms: None,
+                bytes: None,
+            });
+        }
+        branches
     }
 
     /// Record a refused link attempt (audited whether or not a policy is

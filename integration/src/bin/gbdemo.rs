@@ -184,6 +184,11 @@ fn main() -> Result<()> {
                 .unwrap_or_default()
         );
     }
+    println!(
+        "\nOpen the console in a browser: http://{h}/console\n  \
+         sign in with one of the tokens above: the tree, search, the player (1/4/9/16 views),\n  \
+         the PTZ pad, access requests, and for ops also the audit and the topology."
+    );
     let (exp_cam, exp_at) = &sharing.expiring;
     println!(
         "\nurban's grant on {exp_cam} expires {} s after the start: its viewers end then, and it leaves urban's list.",

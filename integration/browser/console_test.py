@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""Drives the gbgate console in Debian's headless Chromium through
+chromedriver (selenium from PyPI), as a person would: sign in, open the
+tree, search, play a camera, press a PTZ button, sign in as another
+department, read the audit as an admin. Prints one JSON object with what
+it saw; the Rust test (integration/tests/console.rs) decides pass or fail
+and checks the device side (gbsim's log) and the screenshot (ffmpeg).
+
+Usage: console_test.py CONFIG.json OUT_DIR
+CONFIG: {"base", "police", "traffic", "admin", "search", "camera"}
+"""
+
+import json
+import sys
+import time
+
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+
+def browser():
+    o = webdriver.ChromeOptions()
+    o.binary_location = "/usr/bin/chromium"
+    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+              "--autoplay-policy=no-user-gesture-required", "--window-size=1400,900",
+              "--disable-gpu"):
+        o.add_argument(a)
+    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=o)
+
+
+def sign_in(d, base, token):
+    d.get(base + "/console")
+    d.execute_script("sessionStorage.clear()")
+    d.get(base + "/console")
+    box = d.find_element(By.ID, "token")
+    box.send_keys(token)
+    d.find_element(By.ID, "login-button").click()
+    WebDriverWait(d, 10).until(lambda d: d.find_element(By.ID, "app").is_displayed())
+
+
+def expand_all(d, timeout=20):
+    """Opens every branch of the tree; returns the cameras' IDs."""
+    end = time.time() + timeout
+    while time.time() < end:
+        closed = d.find_elements(By.CSS_SELECTOR, "#tree li.branch:not(.open) > span")
+        if not closed:
+            # Wait for the last level's answers to land.
+            time.sleep(0.5)
+            if not d.find_elements(By.CSS_SELECTOR, "#tree li.branch:not(.open) > span"):
+                break
+            continue
+        for s in closed:
+            s.click()
+        time.sleep(0.3)
+    return sorted({e.get_attribute("data-id") for e in d.find_elements(By.CSS_SELECTOR, "#tree li.camera")})
+
+
+def main():
+    cfg = json.load(open(sys.argv[1]))
+    out_dir = sys.argv[2]
+    base = cfg["base"]
+    seen = {}
+    d = browser()
+    try:
+        # 1. Police signs in; the page paints; the tree lists the cameras.
+        started = time.time()
+        sign_in(d, base, cfg["police"])
+        seen["whoami"] = d.find_element(By.ID, "whoami").text
+        paint = d.execute_script(
+            "const p = performance.getEntriesByName('first-contentful-paint')[0];"
+            "return p ? p.startTime : null;")
+        seen["first_contentful_paint_ms"] = paint
+        WebDriverWait(d, 10).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#tree li"))
+        seen["tree_police"] = expand_all(d)
+        seen["tree_ms"] = (time.time() - started) * 1000
+
+        # 2. Search by name finds the camera.
+        d.find_element(By.ID, "search").send_keys(cfg["search"])
+        hit = WebDriverWait(d, 10).until(lambda d: [
+            e for e in d.find_elements(By.CSS_SELECTOR, "#search-results li.camera")
+            if e.get_attribute("data-id") == cfg["camera"]])
+        seen["search_hits"] = [e.get_attribute("data-id") for e in
+                               d.find_elements(By.CSS_SELECTOR, "#search-results li.camera")]
+
+        # 3. Click it: the first cell plays; its clock advances.
+        d.find_element(By.ID, "layout-4").click()
+        hit[0].find_element(By.CSS_SELECTOR, "span").click()
+        video = d.find_elements(By.CSS_SELECTOR, "#grid video")[0]
+        WebDriverWait(d, 20).until(lambda d: d.execute_script("return arguments[0].currentTime", video) > 0.5)
+        t0 = d.execute_script("return arguments[0].currentTime", video)
+        time.sleep(2)
+        t1 = d.execute_script("return arguments[0].currentTime", video)
+        seen["video_time"] = [t0, t1]
+        seen["first_frame_ms"] = d.execute_script("return window.gbgateTimes.firstFrameMs")
+        video.screenshot(f"{out_dir}/video.png")
+        d.save_screenshot(f"{out_dir}/console.png")
+
+        # 4. PTZ: press and release "right".
+        right = d.find_element(By.ID, "ptz-right")
+        webdriver.ActionChains(d).click_and_hold(right).pause(0.3).release(right).perform()
+        WebDriverWait(d, 10).until(lambda d: "OK" in d.find_element(By.ID, "ptz-status").text)
+        seen["ptz_status"] = d.find_element(By.ID, "ptz-status").text
+
+        # 5. Traffic signs in: it sees only its own camera.
+        sign_in(d, base, cfg["traffic"])
+        WebDriverWait(d, 10).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#tree li"))
+        seen["tree_traffic"] = expand_all(d)
+        seen["admin_links_for_traffic"] = d.find_element(By.ID, "nav-audit").is_displayed()
+
+        # 6. The admin reads the audit: the session police just watched.
+        sign_in(d, base, cfg["admin"])
+        d.find_element(By.ID, "nav-audit").click()
+        d.find_element(By.ID, "audit-channel").send_keys(cfg["camera"])
+        d.find_element(By.CSS_SELECTOR, "#audit-filter button").click()
+        WebDriverWait(d, 10).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#audit-table tr.audit-row"))
+        time.sleep(0.5)
+        seen["audit_rows"] = [r.text for r in d.find_elements(By.CSS_SELECTOR, "#audit-table tr.audit-row")]
+        d.save_screenshot(f"{out_dir}/audit.png")
+    finally:
+        try:
+            seen["console_errors"] = [e["message"] for e in d.get_log("browser")
+                                      if e["level"] == "SEVERE"]
+        except Exception as e:  # the log is a nicety; the checks are above
+            seen["console_errors"] = [f"could not read the browser log: {e}"]
+        d.quit()
+    print(json.dumps(seen))
+
+
+if __name__ == "__main__":
+    main()
