@@ -24,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod availability;
 pub mod catalog;
 pub mod config;
 pub mod gate;

@@ -87,6 +87,11 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Reports from what a node recorded: the daily availability table.
+    Report {
+        #[command(subcommand)]
+        command: ReportCommand,
+    },
     /// Department tokens.
     Token {
         #[command(subcommand)]
@@ -178,6 +183,32 @@ enum PolicyCommand {
         /// The channel's catalog ancestors (device, groups), nearest first.
         #[arg(long = "ancestor", value_name = "ID")]
         ancestors: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReportCommand {
+    /// One day's online rate per county or per node below, from the status
+    /// changes in the audit store: writes CSV and an HTML table with a
+    /// chart, and prints the table. (Per department needs the live
+    /// catalog: GET /api/v1/availability?group_by=department.)
+    Availability {
+        /// The store: SQLite path or postgres:// URL.
+        #[arg(long)]
+        audit: String,
+        /// The day, YYYY-MM-DD, in the zone of --utc-offset.
+        #[arg(long)]
+        day: String,
+        /// county (the ID's first 6 digits) or node (what each channel
+        /// came through).
+        #[arg(long, default_value = "county")]
+        group_by: String,
+        /// Hours east of UTC the day is counted in (China: 8).
+        #[arg(long, default_value_t = 8, allow_negative_numbers = true)]
+        utc_offset: i64,
+        /// Where the CSV and HTML go.
+        #[arg(long, default_value = ".")]
+        out: std::path::PathBuf,
     },
 }
 
@@ -361,6 +392,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         }
         Command::Policy { command } => policy_command(command),
         Command::Audit { command } => audit_command(command),
+        Command::Report { command } => report_command(command),
         Command::Token {
             command:
                 TokenCommand::New {
@@ -731,6 +763,67 @@ fn policy_command(cmd: PolicyCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn report_command(cmd: ReportCommand) -> Result<()> {
+    use gbgate::availability::{channel_times, county_of, group_rates, to_csv, to_html, GroupBy};
+    let ReportCommand::Availability {
+        audit,
+        day,
+        group_by,
+        utc_offset,
+        out,
+    } = cmd;
+    let midnight = gbgate::gb::record::parse_local_time(&format!("{day}T00:00:00"))
+        .with_context(|| format!("--day {day:?}: use YYYY-MM-DD"))?;
+    let from = u64::try_from(midnight - utc_offset * 3600)
+        .with_context(|| format!("--day {day:?} is before 1970"))?;
+    let to = from + 86_400;
+    let rates_for = match GroupBy::parse(&group_by) {
+        Some(GroupBy::County) => GroupBy::County,
+        Some(GroupBy::Node) => GroupBy::Node,
+        Some(GroupBy::Department) => anyhow::bail!(
+            "--group-by department needs the live catalog and policy: ask the node, GET /api/v1/availability?group_by=department"
+        ),
+        None => anyhow::bail!("--group-by {group_by:?}: use county or node"),
+    };
+    let started = std::time::Instant::now();
+    let mut store =
+        policy::audit::open(&audit).with_context(|| format!("opening the audit store {audit}"))?;
+    let history = store.status_history(from * 1000, to * 1000)?;
+    let times = channel_times(&history, from * 1000, to * 1000);
+    let rates = match rates_for {
+        GroupBy::County => group_rates(&times, |t| county_of(&t.channel).into_iter().collect()),
+        _ => group_rates(&times, |t| vec![t.via.clone()]),
+    };
+    let title = format!(
+        "Online rate per {group_by}, {day} (UTC{utc_offset:+}), {} channels",
+        times.len()
+    );
+    std::fs::create_dir_all(&out)?;
+    let base = out.join(format!("availability-{day}-{group_by}"));
+    let csv = base.with_extension("csv");
+    let html = base.with_extension("html");
+    std::fs::write(&csv, to_csv(&title, &rates))?;
+    std::fs::write(&html, to_html(&title, &rates))?;
+    println!("{title}");
+    println!("{:<24} {:>9} {:>12}", group_by, "channels", "online rate");
+    for r in &rates {
+        println!(
+            "{:<24} {:>9} {:>11.2}%",
+            r.group,
+            r.channels,
+            r.online_rate * 100.0
+        );
+    }
+    println!(
+        "{} status changes read in {:.2} s; wrote {} and {}",
+        history.len(),
+        started.elapsed().as_secs_f64(),
+        csv.display(),
+        html.display()
+    );
+    Ok(())
 }
 
 fn audit_command(cmd: AuditCommand) -> Result<()> {

@@ -177,9 +177,29 @@ impl Running {
         self.transports.quic().cloned()
     }
 
-    /// Write this node's audit records through `writer`.
+    /// Write this node's audit records and availability history through
+    /// `writer`.
     pub fn set_audit(&mut self, writer: AuditWriter) {
         self.audit = Some(writer);
+        self.node.keep_status_history(true);
+    }
+
+    /// Record channel status changes. Nothing waits for them: they are
+    /// history, not a decision a client was told about.
+    fn record_status(&mut self, changes: Vec<policy::audit::StatusChange>) {
+        let Some(writer) = &self.audit else {
+            return;
+        };
+        let n = changes.len() as u64;
+        writer.record_status(
+            changes,
+            Box::new(move |r| match r {
+                Ok(()) => metrics::counter!("gbgate_status_changes_recorded_total").increment(n),
+                Err(e) => {
+                    tracing::warn!(error = %e, changes = n, "status changes not recorded: the availability report will miss them");
+                }
+            }),
+        );
     }
 
     fn flush(&mut self, out: &mut Vec<crate::sip::Transmit>) {
@@ -187,14 +207,19 @@ impl Running {
         // requests they record, so they wait for the batch's commit.
         let mut batch: Vec<AuditEntry> = Vec::new();
         let mut child_heads = Vec::new();
+        let mut status = Vec::new();
         while let Some(o) = self.node.poll_output() {
             match o {
                 Output::Audit(e) => batch.push(e),
                 Output::ChildHead { child, head, at_ms } => child_heads.push((child, head, at_ms)),
+                Output::Status(c) => status.push(c),
             }
         }
         if !batch.is_empty() {
             self.submit_audit(batch);
+        }
+        if !status.is_empty() {
+            self.record_status(status);
         }
         for (child, head, at_ms) in child_heads {
             self.record_child_head(child, head, at_ms);

@@ -163,7 +163,7 @@ impl Pair {
             .into_iter()
             .filter_map(|o| match o {
                 Output::ChildHead { child, head, .. } => Some((child, head)),
-                Output::Audit(_) => None,
+                Output::Audit(_) | Output::Status(_) => None,
             })
             .collect()
     }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use policy::audit::{
     AuditEntry, AuditError, AuditKind, AuditQuery, AuditRecord, AuditStore, AuditWriter, ChildHead,
-    Head, PgStore, SqliteStore,
+    Head, PgStore, SqliteStore, StatusChange,
 };
 
 #[allow(dead_code)]
@@ -47,6 +47,12 @@ impl AuditStore for Counting {
     }
     fn child_head(&mut self, c: &str) -> Result<Option<ChildHead>, AuditError> {
         self.inner.child_head(c)
+    }
+    fn record_status(&mut self, changes: &[StatusChange]) -> Result<(), AuditError> {
+        self.inner.record_status(changes)
+    }
+    fn status_history(&mut self, from: u64, to: u64) -> Result<Vec<StatusChange>, AuditError> {
+        self.inner.status_history(from, to)
     }
 }
 

@@ -7,6 +7,7 @@
 
 pub mod access;
 pub mod auth;
+mod availability;
 mod console;
 mod control;
 mod devices;
@@ -113,6 +114,7 @@ pub fn router_with(
         .route("/api/v1/channels/{id}/control", post(control::post_control))
         .route("/api/v1/channels/{id}/presets", get(control::get_presets))
         .route("/api/v1/me", get(console::get_me))
+        .route("/api/v1/availability", get(availability::get_availability))
         .route("/api/v1/tree", get(console::get_tree))
         .route("/console", get(console::get_console))
         .route("/console/{file}", get(console::get_console_file))

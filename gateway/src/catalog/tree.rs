@@ -99,8 +99,8 @@ fn prefix_range(prefix: &str) -> Option<(GbId, GbId)> {
 
 impl Catalog {
     /// True for the entries counted as cameras: 131s, and 132s (IPCs)
-    /// that list no channel under themselves.
-    fn is_channel(&self, id: GbId) -> bool {
+    /// that list no channel under themselves (whether present or not).
+    pub fn is_channel(&self, id: GbId) -> bool {
         is_camera(id) && !self.index.camera_parents.contains_key(&id)
     }
 

@@ -203,6 +203,8 @@ pub struct Node {
     wall_base: (Instant, std::time::SystemTime),
     /// False while the audit store refuses records.
     audit_healthy: bool,
+    /// Whether channel status changes leave as `Output::Status`.
+    status_history: bool,
     /// When the next rule of the policy in force expires.
     policy_expiry: Option<Instant>,
     /// Wall time the catalog each parent sees was last worked out at.
@@ -411,6 +413,7 @@ impl Node {
             outputs: std::collections::VecDeque::new(),
             wall_base: (now, std::time::SystemTime::now()),
             audit_healthy: true,
+            status_history: false,
             policy_expiry: None,
             policy_seen_at: std::time::SystemTime::UNIX_EPOCH,
             audit_head: None,
@@ -1282,6 +1285,7 @@ impl Node {
         if events.is_empty() {
             return;
         }
+        self.record_status(&events, now);
         if !self.uplinks.iter().any(Uplink::takes_changes) {
             // A parent re-queries the whole catalog when we register.
             return;

@@ -36,6 +36,9 @@ pub enum Output {
         /// When it reported it (ms since the Unix epoch).
         at_ms: u64,
     },
+    /// A channel went ON or OFF in this node's catalog: the availability
+    /// history (only while [`Node::keep_status_history`] is on).
+    Status(policy::audit::StatusChange),
 }
 
 /// Milliseconds since the Unix epoch, as the audit stores time.
@@ -96,6 +99,76 @@ impl Node {
         self.audit_head = Some(head);
         for u in &mut self.uplinks {
             u.set_audit_head(head);
+        }
+    }
+
+    /// For each of `channels`, the departments of the policy in force that
+    /// may see it (`dept:<name>`); without a policy, everyone: `all`.
+    pub fn departments_seeing(&self, channels: &[String], now: Instant) -> Vec<Vec<String>> {
+        let Some(policy) = self.gate.policy() else {
+            return channels.iter().map(|_| vec!["all".to_owned()]).collect();
+        };
+        let depts: Vec<&Subject> = policy
+            .subjects()
+            .iter()
+            .filter(|s| matches!(s, Subject::Dept(_)))
+            .collect();
+        let wall = self.wall(now);
+        channels
+            .iter()
+            .map(|c| match GbId::parse(c) {
+                Ok(id) => {
+                    let ancestors = self.ancestors(&id);
+                    depts
+                        .iter()
+                        .filter(|d| self.gate.shows(d, &id, &ancestors, wall))
+                        .map(|d| d.to_string())
+                        .collect()
+                }
+                Err(_) => Vec::new(),
+            })
+            .collect()
+    }
+
+    /// Record every channel's ON/OFF changes as [`Output::Status`] (the
+    /// runtime turns it on when it has a store to write them to).
+    pub fn keep_status_history(&mut self, on: bool) {
+        self.status_history = on;
+    }
+
+    /// The status changes in `events` (catalog change events) as
+    /// [`Output::Status`], for channels (131, and IPCs listing no channel
+    /// of their own).
+    pub(super) fn record_status(&mut self, events: &[CatalogItem], now: Instant) {
+        if !self.status_history {
+            return;
+        }
+        let at_ms = epoch_ms(self.wall(now));
+        for item in events {
+            let Ok(id) = GbId::parse(&item.device_id) else {
+                continue;
+            };
+            if !self.catalog.is_channel(id) {
+                continue;
+            }
+            let online = match item.event.as_deref() {
+                Some(event::ON) => true,
+                Some(event::ADD | event::UPDATE) => item.status.as_deref() == Some("ON"),
+                Some(_) => false,
+                None => continue,
+            };
+            let via = self
+                .catalog
+                .source_of(id.as_str())
+                .map(|s| s.to_string())
+                .unwrap_or_default();
+            self.outputs
+                .push_back(Output::Status(policy::audit::StatusChange {
+                    at_ms,
+                    channel: id.to_string(),
+                    online,
+                    via,
+                }));
         }
     }
 

@@ -638,6 +638,41 @@ pub trait AuditStore: Send {
 
     /// The latest (highest seq) head `child` reported, if any.
     fn child_head(&mut self, child: &str) -> Result<Option<ChildHead>, AuditError>;
+
+    /// Appends channel status changes (the availability history) in one
+    /// transaction.
+    fn record_status(&mut self, changes: &[StatusChange]) -> Result<(), AuditError>;
+
+    /// What availability over `[from_ms, to_ms)` needs: for each channel its
+    /// last change before `from_ms` (its state when the window opens) and
+    /// every change inside the window, ordered by channel, then time.
+    fn status_history(&mut self, from_ms: u64, to_ms: u64)
+        -> Result<Vec<StatusChange>, AuditError>;
+}
+
+/// A channel went online or offline, as this node heard it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusChange {
+    /// When, in Unix milliseconds.
+    pub at_ms: u64,
+    /// The channel's 20-digit ID.
+    pub channel: String,
+    /// ON (true) or OFF, removed, lost (false).
+    pub online: bool,
+    /// The registrant it came through (a device, or the child node).
+    pub via: String,
+}
+
+/// SQL shared by both backends (placeholders `{from}`/`{to}` replaced):
+/// the last change per channel before the window, and the window's own.
+fn status_history_sql(from: &str, to: &str) -> String {
+    format!(
+        "SELECT channel, at_ms, online, via FROM status_changes s \
+         WHERE (at_ms >= {from} AND at_ms < {to}) \
+            OR at_ms = (SELECT MAX(at_ms) FROM status_changes p \
+                        WHERE p.channel = s.channel AND p.at_ms < {from}) \
+         ORDER BY channel, at_ms"
+    )
 }
 
 /// Records per page while verifying.

@@ -6,8 +6,8 @@ use postgres::{Client, Config, NoTls, Row, Statement};
 
 use super::sqlite::COLUMNS;
 use super::{
-    chain, to_i64, to_u64, AuditEntry, AuditError, AuditKind, AuditQuery, AuditRecord, AuditStore,
-    ChildHead, Hash, Head,
+    chain, status_history_sql, to_i64, to_u64, AuditEntry, AuditError, AuditKind, AuditQuery,
+    AuditRecord, AuditStore, ChildHead, Hash, Head, StatusChange,
 };
 
 const SCHEMA: &str = "
@@ -47,6 +47,14 @@ CREATE TABLE IF NOT EXISTS child_heads (
     at_ms BIGINT NOT NULL,
     PRIMARY KEY (child, seq, hash)
 );
+CREATE TABLE IF NOT EXISTS status_changes (
+    channel TEXT NOT NULL,
+    at_ms   BIGINT NOT NULL,
+    online  BOOLEAN NOT NULL,
+    via     TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS status_changes_channel ON status_changes (channel, at_ms);
+CREATE INDEX IF NOT EXISTS status_changes_at ON status_changes (at_ms);
 ";
 
 /// Advisory lock key held while creating the schema: concurrent
@@ -271,5 +279,41 @@ impl AuditStore for PgStore {
             head,
             at_ms: to_u64(head.seq, "child at_ms", row.try_get(2)?)?,
         }))
+    }
+
+    fn record_status(&mut self, changes: &[StatusChange]) -> Result<(), AuditError> {
+        let mut tx = self.client.transaction()?;
+        let insert = tx.prepare(
+            "INSERT INTO status_changes (channel, at_ms, online, via) VALUES ($1, $2, $3, $4)",
+        )?;
+        for c in changes {
+            tx.execute(
+                &insert,
+                &[&c.channel, &to_i64("at_ms", c.at_ms)?, &c.online, &c.via],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn status_history(
+        &mut self,
+        from_ms: u64,
+        to_ms: u64,
+    ) -> Result<Vec<StatusChange>, AuditError> {
+        let sql = status_history_sql("$1", "$2");
+        let rows = self
+            .client
+            .query(&sql, &[&to_i64("from", from_ms)?, &to_i64("to", to_ms)?])?;
+        rows.iter()
+            .map(|r| {
+                Ok(StatusChange {
+                    channel: r.try_get(0)?,
+                    at_ms: to_u64(0, "status at_ms", r.try_get(1)?)?,
+                    online: r.try_get(2)?,
+                    via: r.try_get(3)?,
+                })
+            })
+            .collect()
     }
 }

@@ -6,8 +6,8 @@ use std::time::Duration;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row, TransactionBehavior};
 
 use super::{
-    chain, to_i64, to_u64, AuditEntry, AuditError, AuditKind, AuditQuery, AuditRecord, AuditStore,
-    ChildHead, Hash, Head,
+    chain, status_history_sql, to_i64, to_u64, AuditEntry, AuditError, AuditKind, AuditQuery,
+    AuditRecord, AuditStore, ChildHead, Hash, Head, StatusChange,
 };
 
 const SCHEMA: &str = "
@@ -46,6 +46,14 @@ CREATE TABLE IF NOT EXISTS child_heads (
     at_ms INTEGER NOT NULL,
     PRIMARY KEY (child, seq, hash)
 );
+CREATE TABLE IF NOT EXISTS status_changes (
+    channel TEXT NOT NULL,
+    at_ms   INTEGER NOT NULL,
+    online  INTEGER NOT NULL,
+    via     TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS status_changes_channel ON status_changes (channel, at_ms);
+CREATE INDEX IF NOT EXISTS status_changes_at ON status_changes (at_ms);
 ";
 
 /// Columns of `audit_log` in the order [`read_record`] reads them.
@@ -269,5 +277,44 @@ impl AuditStore for SqliteStore {
             head: Head { seq, hash },
             at_ms: to_u64(seq, "child at_ms", at_ms)?,
         }))
+    }
+
+    fn record_status(&mut self, changes: &[StatusChange]) -> Result<(), AuditError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO status_changes (channel, at_ms, online, via) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for c in changes {
+                insert.execute(params![
+                    c.channel,
+                    to_i64("at_ms", c.at_ms)?,
+                    c.online,
+                    c.via
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn status_history(
+        &mut self,
+        from_ms: u64,
+        to_ms: u64,
+    ) -> Result<Vec<StatusChange>, AuditError> {
+        let sql = status_history_sql("?1", "?2");
+        let mut stmt = self.conn.prepare(&sql)?;
+        let mut rows = stmt.query(params![to_i64("from", from_ms)?, to_i64("to", to_ms)?])?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            out.push(StatusChange {
+                channel: r.get(0)?,
+                at_ms: to_u64(0, "status at_ms", r.get(1)?)?,
+                online: r.get(2)?,
+                via: r.get(3)?,
+            });
+        }
+        Ok(out)
     }
 }

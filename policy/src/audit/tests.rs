@@ -561,7 +561,62 @@ macro_rules! suite {
     };
 }
 
+fn status_history_gives_the_state_at_the_window_and_its_changes(b: &dyn Backend) {
+    let mut s = b.open();
+    let change = |at_ms, channel: &str, online| StatusChange {
+        at_ms,
+        channel: channel.into(),
+        online,
+        via: "35010200002000000001".into(),
+    };
+    s.record_status(&[
+        change(1_000, "A", true),
+        change(2_000, "A", false),
+        change(3_000, "B", true),
+        change(5_000, "A", true),
+        change(9_000, "B", false),
+        change(12_000, "A", false),
+    ])
+    .unwrap();
+    // Window [4000, 10000): A's last change before it (OFF at 2000) and
+    // its ON at 5000; B's ON at 3000 and its OFF at 9000. A's OFF at
+    // 12000 is after the window.
+    let got: Vec<(String, u64, bool)> = s
+        .status_history(4_000, 10_000)
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.channel, c.at_ms, c.online))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("A".into(), 2_000, false),
+            ("A".into(), 5_000, true),
+            ("B".into(), 3_000, true),
+            ("B".into(), 9_000, false),
+        ]
+    );
+    assert!(s.status_history(0, 500).unwrap().is_empty());
+    // The writer thread records them too.
+    let w = AuditWriter::spawn(b.open()).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    w.record_status(
+        vec![change(20_000, "C", true)],
+        Box::new(move |r| tx.send(r).unwrap()),
+    );
+    rx.recv().unwrap().unwrap();
+    drop(w);
+    let later = s.status_history(20_000, 20_001).unwrap();
+    assert!(
+        later.iter().any(|c| c.channel == "C" && c.online),
+        "{later:?}"
+    );
+    // A and B are there too, with their last change before the window.
+    assert_eq!(later.len(), 3);
+}
+
 suite!(
+    status_history_gives_the_state_at_the_window_and_its_changes,
     append_query_paging,
     reopen_resumes_chain,
     refuses_numbers_beyond_i64,
@@ -706,6 +761,12 @@ impl AuditStore for Gated {
     }
     fn child_head(&mut self, c: &str) -> Result<Option<ChildHead>, AuditError> {
         self.inner.child_head(c)
+    }
+    fn record_status(&mut self, changes: &[StatusChange]) -> Result<(), AuditError> {
+        self.inner.record_status(changes)
+    }
+    fn status_history(&mut self, from: u64, to: u64) -> Result<Vec<StatusChange>, AuditError> {
+        self.inner.status_history(from, to)
     }
 }
 

@@ -4,7 +4,7 @@ use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 
-use super::{check_entry, AuditEntry, AuditError, AuditStore, Head};
+use super::{check_entry, AuditEntry, AuditError, AuditStore, Head, StatusChange};
 
 /// Called once with the outcome of a submission.
 pub type Done = Box<dyn FnOnce(Result<Head, AuditError>) + Send>;
@@ -20,6 +20,7 @@ enum Msg {
         at_ms: u64,
         done: ChildDone,
     },
+    Status(Vec<StatusChange>, ChildDone),
 }
 
 /// Submissions the queue holds by default before refusing.
@@ -126,6 +127,24 @@ impl AuditWriter {
         }
     }
 
+    /// Queues channel status changes for the availability history (see
+    /// [`AuditStore::record_status`]). Never blocks.
+    pub fn record_status(&self, changes: Vec<StatusChange>, done: ChildDone) {
+        if let Some(reason) = self.failed.get() {
+            done(Err(AuditError::Unavailable(reason.clone())));
+            return;
+        }
+        let Some(tx) = &self.tx else {
+            done(Err(AuditError::Unavailable("audit writer stopped".into())));
+            return;
+        };
+        match tx.try_send(Msg::Status(changes, done)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(msg)) => refuse(msg, "audit queue full"),
+            Err(TrySendError::Disconnected(msg)) => refuse(msg, "audit writer stopped"),
+        }
+    }
+
     /// Why the store failed, once it has: every later submission is refused.
     pub fn failure(&self) -> Option<&str> {
         self.failed.get().map(String::as_str)
@@ -147,7 +166,9 @@ impl Drop for AuditWriter {
 fn refuse(msg: Msg, reason: &str) {
     match msg {
         Msg::Append(_, done) => done(Err(AuditError::Unavailable(reason.into()))),
-        Msg::ChildHead { done, .. } => done(Err(AuditError::Unavailable(reason.into()))),
+        Msg::ChildHead { done, .. } | Msg::Status(_, done) => {
+            done(Err(AuditError::Unavailable(reason.into())));
+        }
     }
 }
 
@@ -180,6 +201,13 @@ fn run(mut store: Box<dyn AuditStore>, rx: Receiver<Msg>, failed: &OnceLock<Stri
                     match failed.get() {
                         Some(reason) => done(Err(AuditError::Unavailable(reason.clone()))),
                         None => done(store.record_child_head(&child, &head, at_ms)),
+                    }
+                }
+                Msg::Status(changes, done) => {
+                    flush(&mut *store, &mut entries, &mut dones, failed);
+                    match failed.get() {
+                        Some(reason) => done(Err(AuditError::Unavailable(reason.clone()))),
+                        None => done(store.record_status(&changes)),
                     }
                 }
             }
