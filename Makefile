@@ -112,7 +112,7 @@ bench-deps: deps
 # Benchmarks print figures; BENCHMARKS.md records the latest with these commands.
 bench: bench-deps clips
 	$(CARGO) build --release --workspace --bins
-	$(CARGO) test --release -p integration --test bench -- --ignored --nocapture --test-threads=1
+	$(CARGO) test --release -p integration --test bench --test bench_people -- --ignored --nocapture --test-threads=1
 	$(CARGO) test --release -p policy --test audit_bench -- --ignored --nocapture --test-threads=1
 	$(CARGO) test --release -p policy --test bench -- --ignored --nocapture
 

@@ -159,6 +159,46 @@ impl Cluster {
         Ok(c)
     }
 
+    /// A tree run with a sharing policy: each node's policy file holds
+    /// what `policy` writes for it, and every node reads the tokens file
+    /// made of `tokens` (entries of `gbgate::api::auth::new_token`); the
+    /// harness's own API calls carry `bearer`.
+    pub fn start_with_policies(
+        dir: &Path,
+        spec: TreeSpec,
+        fleet: FleetSpec,
+        tokens: &[&str],
+        policy: impl Fn(&TreeNode) -> String,
+        bearer: &str,
+    ) -> Result<Cluster> {
+        let token_file = dir.join("tokens.toml");
+        std::fs::write(&token_file, tokens.concat())?;
+        let files = dir.to_path_buf();
+        Cluster::start_nodes_with(
+            dir,
+            spec,
+            fleet,
+            |n| {
+                let file = files.join(format!("policy-{}.csv", n.id));
+                if let Err(e) = std::fs::write(&file, policy(n)) {
+                    panic!("writing {}: {e}", file.display());
+                }
+                vec![
+                    "--policy".into(),
+                    file.display().to_string(),
+                    "--tokens".into(),
+                    token_file.display().to_string(),
+                ]
+            },
+            Some(bearer.to_owned()),
+        )
+    }
+
+    /// The policy file [`Self::start_with_policies`] wrote for `node`.
+    pub fn policy_file(&self, node: &GbId) -> PathBuf {
+        self.dir.join(format!("policy-{node}.csv"))
+    }
+
     /// A node's process ID.
     pub fn pid(&self, id: &GbId) -> Option<u32> {
         self.nodes.get(id).map(Child::id)

@@ -62,32 +62,17 @@ fn a_village_switched_off_gives_the_expected_online_rate_to_the_second() {
     let (admin, admin_entry) = new_token("ops", "ops", true);
     let (_, police_entry) = new_token("wang", "police", false);
     let (_, traffic_entry) = new_token("li", "traffic", false);
-    std::fs::write(
-        d.join("tokens.toml"),
-        format!("{admin_entry}{police_entry}{traffic_entry}"),
-    )
-    .unwrap();
-    let tree_dir = d.clone();
-    let mut cluster = Cluster::start_nodes_with(
+    let mut cluster = Cluster::start_with_policies(
         &d,
         spec,
         fleet,
-        |n: &TreeNode| {
-            let file = tree_dir.join(format!("{}-{}.csv", n.level, n.id));
-            let text = match n.parent {
-                Some(p) => format!("p, node:{p}, *, *, allow\n"),
-                // Police sees both counties, traffic only the first.
-                None => "p, dept:ops, *, *, allow\np, dept:police, *, *, allow\np, dept:traffic, 350102*, *, allow\n".to_owned(),
-            };
-            std::fs::write(&file, text).unwrap();
-            vec![
-                "--policy".into(),
-                file.display().to_string(),
-                "--tokens".into(),
-                tree_dir.join("tokens.toml").display().to_string(),
-            ]
+        &[&admin_entry, &police_entry, &traffic_entry],
+        |n: &TreeNode| match n.parent {
+            Some(p) => format!("p, node:{p}, *, *, allow\n"),
+            // Police sees both counties, traffic only the first.
+            None => "p, dept:ops, *, *, allow\np, dept:police, *, *, allow\np, dept:traffic, 350102*, *, allow\n".to_owned(),
         },
-        Some(admin.clone()),
+        &admin,
     )
     .unwrap();
     cluster

@@ -74,33 +74,18 @@ fn the_console_in_a_real_browser_through_four_tiers() {
     let (admin, admin_entry) = new_token("ops", "ops", true);
     let (police, police_entry) = new_token("wang", "police", false);
     let (traffic, traffic_entry) = new_token("li", "traffic", false);
-    std::fs::write(
-        d.join("tokens.toml"),
-        format!("{admin_entry}{police_entry}{traffic_entry}"),
-    )
-    .unwrap();
-    let tree_dir = d.clone();
-    let mut cluster = Cluster::start_nodes_with(
+    let mut cluster = Cluster::start_with_policies(
         &d,
         spec,
         fleet,
-        |n: &TreeNode| {
-            let file = tree_dir.join(format!("{}.csv", n.level));
-            let text = match n.parent {
-                Some(p) => format!("p, node:{p}, *, *, allow\n"),
-                // The city: police and ops see everything; traffic's one
-                // camera is added below, once its ID is known.
-                None => "p, dept:police, *, *, allow\np, dept:ops, *, *, allow\n".to_owned(),
-            };
-            std::fs::write(&file, text).unwrap();
-            vec![
-                "--policy".into(),
-                file.display().to_string(),
-                "--tokens".into(),
-                tree_dir.join("tokens.toml").display().to_string(),
-            ]
+        &[&admin_entry, &police_entry, &traffic_entry],
+        |n: &TreeNode| match n.parent {
+            Some(p) => format!("p, node:{p}, *, *, allow\n"),
+            // The city: police and ops see everything; traffic's one
+            // camera is added below, once its ID is known.
+            None => "p, dept:police, *, *, allow\np, dept:ops, *, *, allow\n".to_owned(),
         },
-        Some(admin.clone()),
+        &admin,
     )
     .unwrap();
     cluster
@@ -132,7 +117,7 @@ fn the_console_in_a_real_browser_through_four_tiers() {
         .and_then(|e| e.name.clone())
         .unwrap();
     let traffic_camera = channels.iter().last().unwrap().clone();
-    let city_policy = d.join("city.csv");
+    let city_policy = cluster.policy_file(&city.id);
     std::fs::write(
         &city_policy,
         format!(

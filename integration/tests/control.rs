@@ -64,18 +64,12 @@ fn ptz_through_four_tiers_with_the_control_lock() {
     let (police, police_entry) = new_token("wang", "police", false);
     let (parks, parks_entry) = new_token("zhao", "parks", false);
     let (viewer, viewer_entry) = new_token("qian", "viewer", false);
-    std::fs::write(
-        d.join("tokens.toml"),
-        format!("{admin_entry}{traffic_entry}{police_entry}{parks_entry}{viewer_entry}"),
-    )
-    .unwrap();
-    let tree_dir = d.clone();
-    let mut cluster = Cluster::start_nodes_with(
+    let mut cluster = Cluster::start_with_policies(
         &d,
         spec,
         fleet,
+        &[&admin_entry, &traffic_entry, &police_entry, &parks_entry, &viewer_entry],
         |n: &TreeNode| {
-            let file = tree_dir.join(format!("{}.csv", n.level));
             // The city: traffic and police steer, viewer only sees. The
             // county: parks steers there. Every tier shares all upward.
             let mut text = match n.parent {
@@ -89,15 +83,9 @@ fn ptz_through_four_tiers_with_the_control_lock() {
                 "county" => text.push_str("p, dept:parks, *, *, allow\n"),
                 _ => {}
             }
-            std::fs::write(&file, text).unwrap();
-            vec![
-                "--policy".into(),
-                file.display().to_string(),
-                "--tokens".into(),
-                tree_dir.join("tokens.toml").display().to_string(),
-            ]
+            text
         },
-        Some(admin.clone()),
+        &admin,
     )
     .unwrap();
     cluster

@@ -161,13 +161,7 @@ pub(super) async fn get_tree(
     };
     let res = st
         .node
-        .command(move |n, now| {
-            let subject = match &who {
-                Caller::Holder(h) => Some((h.subject(), h.user_subject())),
-                Caller::Open => None,
-            };
-            n.tree(subject, &query, now)
-        })
+        .command(move |n, now| n.tree(who.subjects(), &query, now))
         .await;
     match res {
         Ok(branches) => Json(TreeView { branches }).into_response(),

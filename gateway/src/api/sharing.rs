@@ -16,7 +16,7 @@ use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use policy::Action;
+use policy::{Action, Subject};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use topology::GbId;
@@ -73,6 +73,17 @@ pub enum Caller {
     Open,
     /// A department token's holder.
     Holder(Holder),
+}
+
+impl Caller {
+    /// The deciding subject (the department) and the person, for the
+    /// node's listings; `None` for an open node, which shows everything.
+    pub fn subjects(&self) -> Option<(Subject, Subject)> {
+        match self {
+            Caller::Holder(h) => Some((h.subject(), h.user_subject())),
+            Caller::Open => None,
+        }
+    }
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -329,13 +340,7 @@ pub async fn get_channels(
     let limit = p.limit.unwrap_or(1000).clamp(1, super::MAX_PAGE);
     let res = st
         .node
-        .command(move |n, now| {
-            let subject = match &who {
-                Caller::Holder(h) => Some((h.subject(), h.user_subject())),
-                Caller::Open => None,
-            };
-            n.visible_channels(subject, p.after.as_deref(), limit, now)
-        })
+        .command(move |n, now| n.visible_channels(who.subjects(), p.after.as_deref(), limit, now))
         .await;
     match res {
         Ok((items, next)) => Json(ChannelsPage {
