@@ -202,6 +202,87 @@ async function play(channel, name) {
   select((state.selected + 1) % state.cells.length);
 }
 
+// ------------------------------------------------------------------ recordings
+
+const pb = { session: null, channel: null, records: [] };
+const unix = (gbLocal) => Math.floor(new Date(gbLocal).getTime() / 1000);
+
+$("#rec-day").value = new Date().toISOString().slice(0, 10);
+
+$("#rec-search").addEventListener("click", async () => {
+  const channel = ptzTarget();
+  if (!channel) return ($("#rec-status").textContent = "play a camera first");
+  const day = $("#rec-day").value;
+  const qs = new URLSearchParams({ start: `${day}T00:00:00`, end: `${day}T23:59:59` });
+  $("#rec-status").textContent = "asking the device…";
+  const r = await api("GET", `/api/v1/devices/${channel}/records?${qs}`);
+  if (r.status !== 200) return ($("#rec-status").textContent = String(r.data));
+  pb.channel = channel;
+  pb.records = r.data.records.filter((x) => x.start_time && x.end_time);
+  $("#rec-status").textContent = `${pb.records.length} recordings${r.data.complete ? "" : " (incomplete answer)"}`;
+  const midnight = unix(`${day}T00:00:00`);
+  const tl = $("#timeline");
+  const list = $("#rec-list");
+  tl.replaceChildren();
+  list.replaceChildren();
+  for (const rec of pb.records) {
+    const s = unix(rec.start_time), e = unix(rec.end_time);
+    const seg = el("div", { class: "segment", title: `${rec.start_time} – ${rec.end_time}` });
+    seg.style.left = `${((s - midnight) / 864).toFixed(3)}%`;
+    seg.style.width = `${((e - s) / 864).toFixed(3)}%`;
+    tl.append(seg);
+    const li = el("li", { class: "record" }, `${rec.start_time.slice(11)} – ${rec.end_time.slice(11)}${rec.type ? " " + rec.type : ""}`);
+    li.addEventListener("click", () => playRecord(channel, s, e));
+    list.append(li);
+  }
+  tl.onclick = (ev) => {
+    // Seek: play the recording under the click from that second on.
+    const at = midnight + Math.floor((ev.offsetX / tl.clientWidth) * 86400);
+    const rec = pb.records.find((x) => unix(x.start_time) <= at && at < unix(x.end_time));
+    if (rec) playRecord(channel, at, unix(rec.end_time));
+  };
+});
+
+async function playRecord(channel, start, end) {
+  const c = state.cells[state.selected];
+  stop(c);
+  // Our own session number: a browser's player cannot read the
+  // X-Playback-Session header, and control needs it.
+  const n = new Uint32Array(2);
+  crypto.getRandomValues(n);
+  const session = (n[0] & 0x1fffff) * 2 ** 32 + n[1] || 1;
+  let url = `/playback/${channel}.flv?`;
+  if (state.me.policy) {
+    const r = await api("POST", "/api/v1/streams", { channel, action: "playback" });
+    if (r.status !== 200) return ($("#pb-status").textContent = String(r.data));
+    url = r.data.flv + "&";
+  }
+  url += `start=${start}&end=${end}&session=${session}`;
+  c.channel = channel;
+  c.div.querySelector(".caption").textContent = `${channel} ▶ ${new Date(start * 1000).toISOString().slice(11, 19)}`;
+  c.player = mpegts.createPlayer({ type: "flv", isLive: true, url: new URL(url, location.href).href },
+    { enableStashBuffer: false });
+  c.player.attachMediaElement(c.video);
+  c.player.load();
+  c.video.muted = true;
+  c.video.play().catch(() => {});
+  pb.session = session;
+  $("#pb-status").textContent = `playback session ${session}`;
+  select((state.selected + 1) % state.cells.length);
+}
+
+async function playbackControl(body, done) {
+  if (!pb.session) return ($("#pb-status").textContent = "play a recording first");
+  const r = await api("POST", `/api/v1/playback/${pb.session}/control`, body);
+  $("#pb-status").textContent = r.status === 204 ? done : String(r.data);
+}
+$("#pb-pause").addEventListener("click", () => playbackControl({ action: "pause" }, "paused"));
+$("#pb-resume").addEventListener("click", () => playbackControl({ action: "play" }, "playing"));
+$("#pb-speed").addEventListener("change", () => {
+  const scale = Number($("#pb-speed").value);
+  playbackControl({ action: "play", scale }, `playing at ${scale}×`);
+});
+
 // ------------------------------------------------------------------ PTZ
 
 function ptzTarget() {

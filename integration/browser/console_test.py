@@ -17,6 +17,7 @@ import time
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.select import Select
 from selenium.webdriver.support.ui import WebDriverWait
 
 
@@ -103,13 +104,35 @@ def main():
         WebDriverWait(d, 10).until(lambda d: "OK" in d.find_element(By.ID, "ptz-status").text)
         seen["ptz_status"] = d.find_element(By.ID, "ptz-status").text
 
-        # 5. Traffic signs in: it sees only its own camera.
+        # 5. Recordings: the timeline lists the device's RecordInfo answer
+        #    (through four tiers); one plays in the next cell; pause and
+        #    speed go down as MANSRTSP.
+        d.find_element(By.ID, "rec-search").click()
+        WebDriverWait(d, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#timeline .segment"))
+        seen["recordings"] = len(d.find_elements(By.CSS_SELECTOR, "#timeline .segment"))
+        d.find_elements(By.CSS_SELECTOR, "#rec-list li.record")[0].click()
+        pvideo = d.find_elements(By.CSS_SELECTOR, "#grid video")[1]
+        WebDriverWait(d, 20).until(lambda d: d.execute_script("return arguments[0].currentTime", pvideo) > 0.5)
+        p0 = d.execute_script("return arguments[0].currentTime", pvideo)
+        time.sleep(1.5)
+        p1 = d.execute_script("return arguments[0].currentTime", pvideo)
+        seen["playback_time"] = [p0, p1]
+        seen["playback_session"] = d.find_element(By.ID, "pb-status").text
+        d.find_element(By.ID, "pb-pause").click()
+        WebDriverWait(d, 10).until(lambda d: d.find_element(By.ID, "pb-status").text == "paused")
+        time.sleep(0.3)  # the node takes one command per 200 ms per session
+        Select(d.find_element(By.ID, "pb-speed")).select_by_value("2")
+        WebDriverWait(d, 10).until(lambda d: "2" in d.find_element(By.ID, "pb-status").text)
+        seen["playback_control"] = d.find_element(By.ID, "pb-status").text
+        d.save_screenshot(f"{out_dir}/playback.png")
+
+        # 6. Traffic signs in: it sees only its own camera.
         sign_in(d, base, cfg["traffic"])
         WebDriverWait(d, 10).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#tree li"))
         seen["tree_traffic"] = expand_all(d)
         seen["admin_links_for_traffic"] = d.find_element(By.ID, "nav-audit").is_displayed()
 
-        # 6. The admin reads the audit: the session police just watched.
+        # 7. The admin reads the audit: the session police just watched.
         sign_in(d, base, cfg["admin"])
         d.find_element(By.ID, "nav-audit").click()
         d.find_element(By.ID, "audit-channel").send_keys(cfg["camera"])

@@ -1119,7 +1119,10 @@ impl MediaDriver {
                 let Some(c) = self.controls.get(&call) else {
                     return;
                 };
-                match parse(&body).map(|m| m.command) {
+                let command = parse(&body).map(|m| m.command);
+                // Test-visible: the console's pause and speed arrived.
+                tracing::info!(%call, "gbsim: playback control {command:?}");
+                match command {
                     Ok(MansRtspCommand::Pause { .. }) => {
                         let _ = c.send(StreamControl::Paused);
                     }

@@ -195,6 +195,33 @@ fn the_console_in_a_real_browser_through_four_tiers() {
             && l.contains("on_behalf_of=dept:police")),
         "{sim_log}"
     );
+    // The timeline shows gbsim's recordings (one per hour of the day,
+    // asked through four tiers); one played, and pause and speed went
+    // down as MANSRTSP.
+    assert_eq!(seen["recordings"], 24, "{seen}");
+    let p = seen["playback_time"].as_array().unwrap();
+    assert!(
+        p[1].as_f64().unwrap() > p[0].as_f64().unwrap() + 0.5,
+        "the recording did not play: {p:?}"
+    );
+    assert!(
+        seen["playback_control"].as_str().unwrap().contains("2×"),
+        "{seen}"
+    );
+    assert!(
+        sim_log
+            .lines()
+            .any(|l| l.contains("INVITE: streaming") && l.contains("Playback")),
+        "{sim_log}"
+    );
+    for (what, needle) in [("pause", "Pause"), ("speed", "scale: Some(2.0)")] {
+        assert!(
+            sim_log
+                .lines()
+                .any(|l| l.contains("gbsim: playback control") && l.contains(needle)),
+            "the console's {what} did not reach the device: {sim_log}"
+        );
+    }
     // Traffic sees its one camera, and no admin pages.
     let traffic_tree: Vec<&str> = seen["tree_traffic"]
         .as_array()
@@ -217,7 +244,7 @@ fn the_console_in_a_real_browser_through_four_tiers() {
         seen["first_contentful_paint_ms"], seen["first_frame_ms"]
     );
     if let Ok(keep) = std::env::var("GBGATE_SCREENSHOTS") {
-        for f in ["console.png", "audit.png"] {
+        for f in ["console.png", "playback.png", "audit.png"] {
             std::fs::copy(d.join(f), Path::new(&keep).join(f)).unwrap();
         }
     }

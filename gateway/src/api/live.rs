@@ -154,6 +154,11 @@ pub struct VideoParams {
     pub start: Option<u64>,
     /// Playback: end of the range, Unix seconds.
     pub end: Option<u64>,
+    /// Playback: the session number to use (1 to 2^53-1), for a player
+    /// that cannot read the `X-Playback-Session` header (a browser's
+    /// MSE player); pick it at random. Taken or out of range: the node
+    /// picks one, as without it.
+    pub session: Option<u64>,
     /// The signed play token from `POST /api/v1/streams` (with a policy).
     /// Described as the `play_token` security scheme, not as a parameter.
     #[param(ignore)]
@@ -263,7 +268,7 @@ pub async fn get_playback(
     };
     let behalf = holder.as_ref().map(|h| h.subject());
     match streams
-        .watch_playback(channel, start, end, format, behalf)
+        .watch_playback(channel, start, end, format, behalf, q.session)
         .await
     {
         Ok((session, v)) => {

@@ -627,9 +627,10 @@ impl StreamManager {
         end: u64,
         format: Format,
         on_behalf_of: Option<Subject>,
+        wanted: Option<u64>,
     ) -> Result<(u64, Viewer), OpenError> {
         let (open, session) = self
-            .open_playback(self.new_viewer(), channel, start, end, on_behalf_of)
+            .open_playback(self.new_viewer(), channel, start, end, on_behalf_of, wanted)
             .await?;
         let viewer = open.hub.join(format, self.settings.open_timeout).await?;
         Ok((session, viewer))
@@ -643,16 +644,19 @@ impl StreamManager {
         start: u64,
         end: u64,
         on_behalf_of: Option<Subject>,
+        wanted: Option<u64>,
     ) -> Result<(OpenHub, u64), OpenError> {
         let choose = |t: &StreamTable<OpenHub>| {
             // Random, so one viewer cannot guess another's session to
-            // control it.
-            let session = loop {
+            // control it; a number the viewer picked (at random, for a
+            // player that cannot read our header) if it is free.
+            let picked = wanted.filter(|s| (1..1u64 << 53).contains(s) && t.session_free(*s));
+            let session = picked.unwrap_or_else(|| loop {
                 let s: u64 = rand::random::<u64>() >> 11; // exact as a JSON number
                 if s != 0 && t.session_free(s) {
                     break s;
                 }
-            };
+            });
             Want::Playback {
                 channel,
                 session,
@@ -881,7 +885,7 @@ impl StreamManager {
                 .await
                 .map(|(open, _)| open),
             CallKind::Playback { start, end } => self
-                .open_playback(waiter, channel, *start, *end, on_behalf_of)
+                .open_playback(waiter, channel, *start, *end, on_behalf_of, None)
                 .await
                 .map(|(open, _)| open),
         };
