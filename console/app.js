@@ -56,6 +56,7 @@ async function signIn() {
   setLayout(4);
   loadTree($("#tree"), { region: "" });
   route();
+  pollAlarms();
 }
 
 $("#login-form").addEventListener("submit", (ev) => {
@@ -394,6 +395,30 @@ async function loadTopology() {
   const r = await api("GET", "/api/v1/topology");
   $("#topology").textContent = r.status === 200 ? JSON.stringify(r.data, null, 2) : String(r.data);
 }
+
+// ------------------------------------------------------------------ alarms
+
+// Polled every 2 s: alarms and positions the node heard from below that
+// this department may see, newest on top; a click plays the camera.
+let alarmsAfter = 0;
+async function pollAlarms() {
+  if (!state.me) return;
+  const r = await api("GET", `/api/v1/alarms?after=${alarmsAfter}&limit=200`);
+  if (r.status !== 200) return;
+  const ul = $("#alarms");
+  for (const a of r.data) {
+    alarmsAfter = Math.max(alarmsAfter, a.seq);
+    const what = a.kind === "alarm"
+      ? `P${a.priority ?? "?"} ${a.description || "alarm"}`
+      : `at ${a.longitude}, ${a.latitude}`;
+    const li = el("li", { class: a.kind, "data-id": a.device_id, title: a.device_id },
+      `${new Date(a.at_ms).toLocaleTimeString()} ${a.device_id.slice(-7)} ${what}`);
+    li.addEventListener("click", () => play(a.device_id, a.device_id));
+    ul.prepend(li);
+  }
+  while (ul.children.length > 100) ul.lastChild.remove();
+}
+setInterval(pollAlarms, 2000);
 
 // A token kept from earlier in this tab signs in again.
 if (sessionStorage.getItem("gbgate-token") !== null) signIn();

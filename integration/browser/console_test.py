@@ -77,6 +77,10 @@ def main():
         seen["tree_police"] = expand_all(d)
         seen["tree_ms"] = (time.time() - started) * 1000
 
+        # The alarms panel lists the NVR's alarms as they come up the tree.
+        WebDriverWait(d, 15).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#alarms li.alarm"))
+        seen["alarms"] = [e.get_attribute("data-id") for e in d.find_elements(By.CSS_SELECTOR, "#alarms li.alarm")]
+
         # 2. Search by name finds the camera.
         d.find_element(By.ID, "search").send_keys(cfg["search"])
         hit = WebDriverWait(d, 10).until(lambda d: [

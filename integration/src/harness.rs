@@ -60,6 +60,9 @@ pub struct FleetSpec {
     /// Live clips start mid-GOP, where a camera's running encoder would be
     /// (`gbsim --free-running`).
     pub free_running: bool,
+    /// Each device raises an alarm on its first channel this often, in
+    /// seconds (`gbsim --alarm-every`).
+    pub alarm_every: Option<f64>,
 }
 
 impl Default for FleetSpec {
@@ -72,6 +75,7 @@ impl Default for FleetSpec {
             media: None,
             strip_pes_flags: false,
             free_running: false,
+            alarm_every: None,
         }
     }
 }
@@ -307,6 +311,12 @@ impl Cluster {
             )
             .args(self.fleet.strip_pes_flags.then_some("--strip-pes-flags"))
             .args(self.fleet.free_running.then_some("--free-running"))
+            .args(
+                self.fleet
+                    .alarm_every
+                    .iter()
+                    .flat_map(|s| ["--alarm-every".to_owned(), s.to_string()]),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -336,6 +346,7 @@ impl Cluster {
             catalog_budget: 1300,
             register_window: 1,
             answer_window: 1,
+            alarm_every: None,
         };
         let fleet = crate::sim::Fleet::new(cfg, Instant::now()).map_err(anyhow::Error::msg)?;
         Ok(fleet.channels().cloned().collect())

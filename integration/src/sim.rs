@@ -22,8 +22,8 @@ use bytes::Bytes;
 use gbgate::gb::catalog::split;
 use gbgate::gb::charset::Charset;
 use gbgate::gb::manscdp::{
-    self, CatalogItem, ControlCommand, ControlResult, DeviceInfo, DeviceStatus, Keepalive, Manscdp,
-    Preset, PresetList, RecordItem, RecordList, RecordQuery,
+    self, Alarm, CatalogItem, ControlCommand, ControlResult, DeviceInfo, DeviceStatus, Keepalive,
+    Manscdp, Preset, PresetList, RecordItem, RecordList, RecordQuery,
 };
 use gbgate::gb::ptz::PtzAction;
 use gbgate::gb::record;
@@ -79,6 +79,9 @@ pub struct FleetConfig {
     /// flight: like a real NVR, each paces its own answer, independently
     /// of the rest of the fleet.
     pub answer_window: usize,
+    /// Each device raises an alarm on its first channel this often (a
+    /// video-motion alarm, `Notify/Alarm`); `None`: never.
+    pub alarm_every: Option<Duration>,
 }
 
 /// What [`FleetConfig::answer_window`] is unless told: a 1000-channel NVR
@@ -104,6 +107,7 @@ struct Device {
     challenge: Option<Challenge>,
     auth_tries: u8,
     next_keepalive: Instant,
+    next_alarm: Instant,
     keepalive_sn: u32,
     granted: Duration,
     /// Answer bodies waiting for a place in the device's window.
@@ -246,6 +250,7 @@ impl Fleet {
                 challenge: None,
                 auth_tries: 0,
                 next_keepalive: now,
+                next_alarm: now + cfg.alarm_every.unwrap_or(Duration::ZERO),
                 keepalive_sn: 0,
                 granted: cfg.expires,
                 answers: std::collections::VecDeque::new(),
@@ -851,6 +856,41 @@ impl Fleet {
                             self.registering = self.registering.saturating_sub(1);
                             self.retry_later(i, now);
                         }
+                    } else if let Some(every) = self
+                        .cfg
+                        .alarm_every
+                        .filter(|_| now >= self.devices[i].next_alarm)
+                    {
+                        let d = &mut self.devices[i];
+                        d.next_alarm = now + every;
+                        d.keepalive_sn += 1;
+                        d.cseq += 1;
+                        let (sn, cseq) = (d.keepalive_sn, d.cseq);
+                        let channel = d
+                            .channels
+                            .first()
+                            .map_or_else(|| d.id.to_string(), |c| c.device_id.clone());
+                        // Test-visible: which alarm left, to match at the top.
+                        tracing::info!("gbsim: alarm {channel} sn={sn}");
+                        let body = Manscdp::AlarmNotify(Alarm {
+                            sn,
+                            device_id: channel,
+                            priority: Some(1),
+                            method: Some(5),
+                            time: Some(local_time()),
+                            description: Some(format!("motion detected (gbsim alarm {sn})")),
+                            alarm_type: Some(2),
+                            ..Alarm::default()
+                        })
+                        .to_body(Charset::Gb2312);
+                        let req = self.agent(i).request(
+                            Method::Message,
+                            &target_of(&self.cfg),
+                            cseq,
+                            None,
+                            Some((MANSCDP, body)),
+                        );
+                        let _ = self.send(req, Token::Keepalive(i), now);
                     } else if now >= self.devices[i].next_keepalive {
                         let d = &mut self.devices[i];
                         d.next_keepalive = now + self.cfg.keepalive;
@@ -893,6 +933,21 @@ impl Fleet {
         self.tx.drain_transmits(out);
         out.append(&mut self.transmits);
     }
+}
+
+/// Now as a GB local time, `YYYY-MM-DDTHH:MM:SS` (UTC: the simulator's
+/// devices keep no zone).
+fn local_time() -> String {
+    let t = time::OffsetDateTime::now_utc();
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
 }
 
 fn target_of(cfg: &FleetConfig) -> Target<'_> {

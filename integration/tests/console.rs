@@ -69,6 +69,7 @@ fn the_console_in_a_real_browser_through_four_tiers() {
         nvrs: 1,
         channels: 4,
         media: Some(clip("h264.h264")),
+        alarm_every: Some(2.0),
         ..FleetSpec::default()
     };
     let (admin, admin_entry) = new_token("ops", "ops", true);
@@ -166,6 +167,12 @@ fn the_console_in_a_real_browser_through_four_tiers() {
         .map(|v| v.as_str().unwrap().to_owned())
         .collect();
     assert_eq!(tree, channels, "police's tree");
+    // The alarms panel showed the NVR's alarms (on its first channel).
+    let alarms = seen["alarms"].as_array().unwrap();
+    assert!(
+        !alarms.is_empty() && alarms.iter().all(|a| a == camera.as_str()),
+        "{seen}"
+    );
     // Search by name found the camera.
     assert!(
         seen["search_hits"]

@@ -217,6 +217,7 @@ impl World {
                 catalog_budget: 1300,
                 register_window: 10,
                 answer_window: integration::sim::ANSWER_WINDOW,
+                alarm_every: None,
             },
             now,
         )

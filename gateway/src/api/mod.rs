@@ -6,6 +6,7 @@
 //! generated from the handlers' annotations).
 
 pub mod access;
+mod alarms;
 pub mod auth;
 mod availability;
 mod console;
@@ -114,6 +115,7 @@ pub fn router_with(
         .route("/api/v1/channels/{id}/control", post(control::post_control))
         .route("/api/v1/channels/{id}/presets", get(control::get_presets))
         .route("/api/v1/me", get(console::get_me))
+        .route("/api/v1/alarms", get(alarms::get_alarms))
         .route("/api/v1/availability", get(availability::get_availability))
         .route("/api/v1/tree", get(console::get_tree))
         .route("/console", get(console::get_console))

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{access, availability, console, control, devices, live, sharing};
+use super::{access, alarms, availability, console, control, devices, live, sharing};
 use crate::gate;
 
 /// A video body (HTTP-FLV or MPEG-TS bytes), for the document only.
@@ -79,6 +79,7 @@ impl Modify for SecuritySchemes {
         control::post_control,
         control::get_presets,
         console::get_me,
+        alarms::get_alarms,
         availability::get_availability,
         console::get_tree,
         console::get_console,
@@ -120,6 +121,7 @@ impl Modify for SecuritySchemes {
         control::PresetsView,
         control::PresetView,
         console::MeView,
+        alarms::AlarmView,
         availability::AvailabilityView,
         crate::availability::GroupRate,
         console::TreeView,
@@ -145,6 +147,7 @@ impl Modify for SecuritySchemes {
     tags(
         (name = "catalog", description = "The federated catalog and the topology (admin)"),
         (name = "devices", description = "Device queries asked down the cascade"),
+        (name = "alarms", description = "Alarms and mobile positions heard from below"),
         (name = "availability", description = "Online rates from the recorded status changes (admin)"),
         (name = "console", description = "The web console's pages and the calls only it needs"),
         (name = "control", description = "PTZ, presets and device control down the cascade, under a per-camera control lock"),

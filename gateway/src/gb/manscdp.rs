@@ -389,6 +389,61 @@ pub struct PresetList {
     pub items: Vec<Preset>,
 }
 
+/// `Notify/Alarm`: a device's alarm (GB/T 28181 A.2.5).
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Alarm {
+    /// `SN`.
+    pub sn: u32,
+    /// `DeviceID`: the alarm input or camera that raised it.
+    pub device_id: String,
+    /// `AlarmPriority`: 1 (first) to 4 (fourth).
+    pub priority: Option<u8>,
+    /// `AlarmMethod`: 1 phone, 2 device, 3 SMS, 4 GPS, 5 video, 6 fault, 7 other.
+    pub method: Option<u8>,
+    /// `AlarmTime`: `YYYY-MM-DDTHH:MM:SS`, local.
+    pub time: Option<String>,
+    /// `AlarmDescription`.
+    pub description: Option<String>,
+    /// `Longitude` (WGS-84); only finite values are kept.
+    pub longitude: Option<f64>,
+    /// `Latitude` (WGS-84); only finite values are kept.
+    pub latitude: Option<f64>,
+    /// `Info/AlarmType`: what kind, by method (e.g. 2 = video loss for a device alarm).
+    pub alarm_type: Option<u8>,
+}
+
+/// `Notify/MobilePosition`: where a mobile camera is (A.2.5).
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct MobilePosition {
+    /// `SN`.
+    pub sn: u32,
+    /// `DeviceID`.
+    pub device_id: String,
+    /// `Time`: `YYYY-MM-DDTHH:MM:SS`, local.
+    pub time: Option<String>,
+    /// `Longitude` (WGS-84).
+    pub longitude: Option<f64>,
+    /// `Latitude` (WGS-84).
+    pub latitude: Option<f64>,
+    /// `Speed`, km/h.
+    pub speed: Option<f64>,
+    /// `Direction`, degrees from north.
+    pub direction: Option<f64>,
+    /// `Altitude`, metres.
+    pub altitude: Option<f64>,
+}
+
+/// A response carrying only `Result` (`Response/Alarm`).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Ack {
+    /// `SN` of what it answers.
+    pub sn: u32,
+    /// `DeviceID`.
+    pub device_id: String,
+    /// `Result`: `OK` or `ERROR`.
+    pub result: String,
+}
+
 /// A parsed MANSCDP body.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Manscdp {
@@ -420,6 +475,12 @@ pub enum Manscdp {
     PresetQuery(SimpleQuery),
     /// `Response/PresetQuery`.
     PresetQueryResponse(PresetList),
+    /// `Notify/Alarm`.
+    AlarmNotify(Alarm),
+    /// `Response/Alarm`: the platform took the alarm.
+    AlarmResponse(Ack),
+    /// `Notify/MobilePosition`.
+    MobilePosition(MobilePosition),
     /// Any other root/CmdType pair: the envelope is recognised, the body is
     /// not modelled yet. Written back as the envelope only.
     Other {
@@ -496,6 +557,9 @@ impl Manscdp {
             Manscdp::DeviceControl(c) => c.sn,
             Manscdp::DeviceControlResponse(r) => r.sn,
             Manscdp::PresetQueryResponse(l) => l.sn,
+            Manscdp::AlarmNotify(a) => a.sn,
+            Manscdp::AlarmResponse(a) => a.sn,
+            Manscdp::MobilePosition(p) => p.sn,
             Manscdp::CatalogResponse(l) | Manscdp::CatalogNotify(l) => l.sn,
             Manscdp::DeviceInfoResponse(d) => d.sn,
             Manscdp::DeviceStatusResponse(d) => d.sn,
@@ -517,6 +581,9 @@ impl Manscdp {
             Manscdp::DeviceControl(c) => &c.device_id,
             Manscdp::DeviceControlResponse(r) => &r.device_id,
             Manscdp::PresetQueryResponse(l) => &l.device_id,
+            Manscdp::AlarmNotify(a) => &a.device_id,
+            Manscdp::AlarmResponse(a) => &a.device_id,
+            Manscdp::MobilePosition(p) => &p.device_id,
             Manscdp::CatalogResponse(l) | Manscdp::CatalogNotify(l) => &l.device_id,
             Manscdp::DeviceInfoResponse(d) => &d.device_id,
             Manscdp::DeviceStatusResponse(d) => &d.device_id,
@@ -539,6 +606,8 @@ impl Manscdp {
             Manscdp::RecordInfoQuery(_) | Manscdp::RecordInfoResponse(_) => "RecordInfo",
             Manscdp::DeviceControl(_) | Manscdp::DeviceControlResponse(_) => "DeviceControl",
             Manscdp::PresetQuery(_) | Manscdp::PresetQueryResponse(_) => "PresetQuery",
+            Manscdp::AlarmNotify(_) | Manscdp::AlarmResponse(_) => "Alarm",
+            Manscdp::MobilePosition(_) => "MobilePosition",
             Manscdp::Other { cmd_type, .. } => cmd_type,
         }
     }
@@ -546,7 +615,11 @@ impl Manscdp {
     /// The root element.
     pub fn root(&self) -> Root {
         match self {
-            Manscdp::Keepalive(_) | Manscdp::CatalogNotify(_) => Root::Notify,
+            Manscdp::Keepalive(_)
+            | Manscdp::CatalogNotify(_)
+            | Manscdp::AlarmNotify(_)
+            | Manscdp::MobilePosition(_) => Root::Notify,
+            Manscdp::AlarmResponse(_) => Root::Response,
             Manscdp::CatalogQuery(_)
             | Manscdp::DeviceInfoQuery(_)
             | Manscdp::DeviceStatusQuery(_)
@@ -655,6 +728,37 @@ impl Manscdp {
                 opt_elem(out, "RecorderID", q.recorder_id.as_deref());
             }
             Manscdp::DeviceControl(c) => write_control(out, c),
+            Manscdp::AlarmNotify(a) => {
+                if let Some(v) = a.priority {
+                    num_elem(out, "AlarmPriority", v);
+                }
+                if let Some(v) = a.method {
+                    num_elem(out, "AlarmMethod", v);
+                }
+                opt_elem(out, "AlarmTime", a.time.as_deref());
+                opt_elem(out, "AlarmDescription", a.description.as_deref());
+                write_position(out, a.longitude, a.latitude);
+                if let Some(t) = a.alarm_type {
+                    out.push_str("<Info>");
+                    inline_num(out, "AlarmType", t);
+                    out.push_str("</Info>");
+                    out.push_str(EOL);
+                }
+            }
+            Manscdp::AlarmResponse(a) => elem(out, "Result", &a.result),
+            Manscdp::MobilePosition(p) => {
+                opt_elem(out, "Time", p.time.as_deref());
+                write_position(out, p.longitude, p.latitude);
+                for (name, v) in [
+                    ("Speed", p.speed),
+                    ("Direction", p.direction),
+                    ("Altitude", p.altitude),
+                ] {
+                    if let Some(v) = v.filter(|v| v.is_finite()) {
+                        num_elem(out, name, v);
+                    }
+                }
+            }
             Manscdp::DeviceControlResponse(r) => {
                 elem(out, "Result", &r.result);
                 opt_elem(out, "LockHolder", r.lock_holder.as_deref());
@@ -823,6 +927,15 @@ pub(crate) fn write_record_item(out: &mut String, item: &RecordItem) {
     }
     out.push_str("</Item>");
     out.push_str(EOL);
+}
+
+/// `Longitude` and `Latitude`, when finite.
+fn write_position(out: &mut String, longitude: Option<f64>, latitude: Option<f64>) {
+    for (name, v) in [("Longitude", longitude), ("Latitude", latitude)] {
+        if let Some(v) = v.filter(|v| v.is_finite()) {
+            num_elem(out, name, v);
+        }
+    }
 }
 
 /// A DeviceControl's command and priority, in the 2016 schema's order.
@@ -1038,6 +1151,17 @@ enum TopField {
     PresetIndex,
     LockHolder,
     LockSecondsLeft,
+    AlarmPriority,
+    AlarmMethod,
+    AlarmTime,
+    AlarmDescription,
+    AlarmType,
+    Longitude,
+    Latitude,
+    Time,
+    Speed,
+    Direction,
+    Altitude,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -1122,6 +1246,16 @@ fn top_field(name: &str) -> Option<TopField> {
         b"iframecmd" => TopField::IFrameCmd,
         b"lockholder" => TopField::LockHolder,
         b"locksecondsleft" => TopField::LockSecondsLeft,
+        b"alarmpriority" => TopField::AlarmPriority,
+        b"alarmmethod" => TopField::AlarmMethod,
+        b"alarmtime" => TopField::AlarmTime,
+        b"alarmdescription" => TopField::AlarmDescription,
+        b"longitude" => TopField::Longitude,
+        b"latitude" => TopField::Latitude,
+        b"time" => TopField::Time,
+        b"speed" => TopField::Speed,
+        b"direction" => TopField::Direction,
+        b"altitude" => TopField::Altitude,
         _ => return None,
     })
 }
@@ -1136,6 +1270,7 @@ fn group_field(name: &str) -> Option<TopField> {
         b"enabled" => TopField::Enabled,
         b"resettime" => TopField::ResetTime,
         b"presetindex" => TopField::PresetIndex,
+        b"alarmtype" => TopField::AlarmType,
         _ => return None,
     })
 }
@@ -1214,6 +1349,17 @@ struct Top {
     preset_index: Option<String>,
     lock_holder: Option<String>,
     lock_seconds_left: Option<String>,
+    alarm_priority: Option<String>,
+    alarm_method: Option<String>,
+    alarm_time: Option<String>,
+    alarm_description: Option<String>,
+    alarm_type: Option<String>,
+    longitude: Option<String>,
+    latitude: Option<String>,
+    time: Option<String>,
+    speed: Option<String>,
+    direction: Option<String>,
+    altitude: Option<String>,
 }
 
 /// The fields a record or preset item has beyond a catalog item's. Kept
@@ -1275,6 +1421,17 @@ impl Top {
             TopField::PresetIndex => &mut self.preset_index,
             TopField::LockHolder => &mut self.lock_holder,
             TopField::LockSecondsLeft => &mut self.lock_seconds_left,
+            TopField::AlarmPriority => &mut self.alarm_priority,
+            TopField::AlarmMethod => &mut self.alarm_method,
+            TopField::AlarmTime => &mut self.alarm_time,
+            TopField::AlarmDescription => &mut self.alarm_description,
+            TopField::AlarmType => &mut self.alarm_type,
+            TopField::Longitude => &mut self.longitude,
+            TopField::Latitude => &mut self.latitude,
+            TopField::Time => &mut self.time,
+            TopField::Speed => &mut self.speed,
+            TopField::Direction => &mut self.direction,
+            TopField::Altitude => &mut self.altitude,
         }
     }
 }
@@ -1534,6 +1691,8 @@ impl Parser {
             "RecordInfo",
             "DeviceControl",
             "PresetQuery",
+            "Alarm",
+            "MobilePosition",
         ]
         .into_iter()
         .find(|k| cmd_type.eq_ignore_ascii_case(k));
@@ -1650,6 +1809,32 @@ impl Parser {
                 })
             }
             (Root::Query, Some("PresetQuery")) => Manscdp::PresetQuery(query(top, device_id)),
+            (Root::Notify, Some("Alarm")) => Manscdp::AlarmNotify(Alarm {
+                sn,
+                device_id,
+                priority: top.alarm_priority.as_deref().and_then(parse_num),
+                method: top.alarm_method.as_deref().and_then(parse_num),
+                time: top.alarm_time.take(),
+                description: top.alarm_description.take(),
+                longitude: finite(top.longitude.as_deref()),
+                latitude: finite(top.latitude.as_deref()),
+                alarm_type: top.alarm_type.as_deref().and_then(parse_num),
+            }),
+            (Root::Response, Some("Alarm")) => Manscdp::AlarmResponse(Ack {
+                sn,
+                device_id,
+                result: top.result.take().unwrap_or_default(),
+            }),
+            (Root::Notify, Some("MobilePosition")) => Manscdp::MobilePosition(MobilePosition {
+                sn,
+                device_id,
+                time: top.time.take(),
+                longitude: finite(top.longitude.as_deref()),
+                latitude: finite(top.latitude.as_deref()),
+                speed: finite(top.speed.as_deref()),
+                direction: finite(top.direction.as_deref()),
+                altitude: finite(top.altitude.as_deref()),
+            }),
             (Root::Response, Some("PresetQuery")) => Manscdp::PresetQueryResponse(PresetList {
                 sn,
                 device_id,
@@ -1817,6 +2002,11 @@ fn set_item_field(item: &mut CatalogItem, extra: &mut ItemExtra, f: ItemField, r
         ItemField::PresetId => extra.preset_id = text(),
         ItemField::PresetName => extra.preset_name = text(),
     }
+}
+
+/// A finite number, or nothing (what cannot be written back is dropped).
+fn finite(raw: Option<&str>) -> Option<f64> {
+    raw.and_then(parse_num::<f64>).filter(|v| v.is_finite())
 }
 
 fn non_empty(raw: &str) -> Option<String> {
@@ -2028,10 +2218,6 @@ mod tests {
             // A control not modelled yet.
             ("<Control><CmdType>DeviceControl</CmdType><SN>20</SN><DeviceID>35010200001320000101</DeviceID>
  <DragZoomIn><Length>100</Length></DragZoomIn></Control>", Root::Control, "DeviceControl", 20),
-            ("<Notify><CmdType>Alarm</CmdType><SN>21</SN><DeviceID>35010200001340000001</DeviceID><AlarmPriority>1</AlarmPriority>
- <AlarmMethod>2</AlarmMethod><AlarmTime>2024-05-01T08:30:00</AlarmTime><Info><AlarmType>1</AlarmType></Info></Notify>", Root::Notify, "Alarm", 21),
-            ("<Notify><CmdType>MobilePosition</CmdType><SN>25</SN><DeviceID>35010200001320000102</DeviceID><Time>2024-05-01T08:30:00</Time>
- <Longitude>119.3</Longitude><Latitude>26.08</Latitude><Speed>0</Speed><Direction>90</Direction><Altitude>10</Altitude></Notify>", Root::Notify, "MobilePosition", 25),
             // A modelled CmdType under an unexpected root.
             ("<Query><CmdType>Keepalive</CmdType><SN>1</SN><DeviceID>1</DeviceID></Query>", Root::Query, "Keepalive", 1),
         ];
@@ -2145,6 +2331,46 @@ mod tests {
             })
         );
         assert_eq!(parse(&a.to_body(Charset::Gb2312)).unwrap().0, a);
+    }
+
+    #[test]
+    fn alarms_and_positions_from_the_reference() {
+        let a = ok("<Notify><CmdType>Alarm</CmdType><SN>21</SN><DeviceID>35010200001340000001</DeviceID><AlarmPriority>1</AlarmPriority>
+ <AlarmMethod>2</AlarmMethod><AlarmTime>2024-05-01T08:30:00</AlarmTime><AlarmDescription>Gate &amp; yard</AlarmDescription><Longitude>119.3</Longitude><Latitude>26.08</Latitude><Info><AlarmType>1</AlarmType></Info></Notify>");
+        assert_eq!(
+            a,
+            Manscdp::AlarmNotify(Alarm {
+                sn: 21,
+                device_id: "35010200001340000001".into(),
+                priority: Some(1),
+                method: Some(2),
+                time: Some("2024-05-01T08:30:00".into()),
+                description: Some("Gate & yard".into()),
+                longitude: Some(119.3),
+                latitude: Some(26.08),
+                alarm_type: Some(1),
+            })
+        );
+        assert_eq!(parse(&a.to_body(Charset::Gb2312)).unwrap().0, a);
+        let p = ok("<Notify><CmdType>MobilePosition</CmdType><SN>25</SN><DeviceID>35010200001320000102</DeviceID><Time>2024-05-01T08:30:00</Time>
+ <Longitude>119.3</Longitude><Latitude>26.08</Latitude><Speed>0</Speed><Direction>90</Direction><Altitude>10</Altitude></Notify>");
+        let Manscdp::MobilePosition(m) = &p else {
+            panic!("{p:?}")
+        };
+        assert_eq!(
+            (m.longitude, m.direction, m.altitude),
+            (Some(119.3), Some(90.0), Some(10.0))
+        );
+        assert_eq!(parse(&p.to_body(Charset::Utf8)).unwrap().0, p);
+        let r = ok("<Response><CmdType>Alarm</CmdType><SN>21</SN><DeviceID>35010200001340000001</DeviceID><Result>OK</Result></Response>");
+        assert_eq!(r.root(), Root::Response);
+        assert_eq!(parse(&r.to_body(Charset::Gb2312)).unwrap().0, r);
+        // Numbers that cannot be written back are dropped, not kept as NaN.
+        let n = ok("<Notify><CmdType>MobilePosition</CmdType><SN>1</SN><DeviceID>1</DeviceID><Longitude>NaN</Longitude><Speed>1e999</Speed></Notify>");
+        let Manscdp::MobilePosition(m) = &n else {
+            panic!("{n:?}")
+        };
+        assert_eq!((m.longitude, m.speed), (None, None));
     }
 
     #[test]

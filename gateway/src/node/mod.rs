@@ -5,6 +5,7 @@
 
 mod call;
 mod control;
+mod events;
 mod newcomers;
 mod outbox;
 mod query;
@@ -40,6 +41,7 @@ use outbox::Outbox;
 
 pub use call::{CallError, CallEvent, CallFailure, CallId, CallKind, MANSRTSP, ON_BEHALF_OF, SDP};
 pub use control::{ControlLocks, Held};
+pub use events::{DeviceEvent, DeviceEventKind};
 pub use query::{ControlOutcome, DeviceQuery, QueryAnswer, QueryAnswered, QueryError, Ticket};
 pub use sharing::Output;
 
@@ -194,6 +196,8 @@ pub struct Node {
     queries: query::Queries,
     /// PTZ control locks of the cameras this node is nearest to.
     locks: ControlLocks,
+    /// Recent alarms and positions from below.
+    events: events::EventLog,
     /// The sharing policy every request that crosses the node passes.
     gate: crate::gate::Gate,
     /// Audit records and other outputs, in order.
@@ -409,6 +413,7 @@ impl Node {
             calls: call::Calls::default(),
             queries: query::Queries::default(),
             locks: ControlLocks::default(),
+            events: events::EventLog::default(),
             gate: crate::gate::Gate::default(),
             outputs: std::collections::VecDeque::new(),
             wall_base: (now, std::time::SystemTime::now()),
@@ -1139,6 +1144,8 @@ impl Node {
                 device_id,
                 ..
             } if cmd_type == "MediaStatus" => self.on_media_status(sender, &device_id, call_id),
+            Manscdp::AlarmNotify(alarm) => self.on_alarm(sender, alarm, now),
+            Manscdp::MobilePosition(p) => self.on_position(sender, p, now),
             other => {
                 tracing::debug!(%sender, cmd = other.cmd_type(), "MESSAGE from below not handled");
             }

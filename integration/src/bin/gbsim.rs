@@ -55,6 +55,10 @@ struct Args {
     /// 1,000 channels is hundreds of them over UDP).
     #[arg(long, default_value_t = integration::sim::ANSWER_WINDOW)]
     answer_window: usize,
+    /// Each device raises an alarm on its first channel every this many
+    /// seconds (video motion, priority 1).
+    #[arg(long)]
+    alarm_every: Option<f64>,
     /// Benchmark: register every device once, print the rate, exit.
     #[arg(long)]
     bench_register: bool,
@@ -111,6 +115,7 @@ fn main() -> Result<()> {
         },
         register_window: a.window,
         answer_window: a.answer_window,
+        alarm_every: a.alarm_every.map(Duration::from_secs_f64),
     };
     let media = match &a.media {
         Some(path) => {
