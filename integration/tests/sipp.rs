@@ -979,3 +979,75 @@ impl Drop for Peer {
         let _ = self.0.wait();
     }
 }
+
+#[test]
+fn a_sipp_upper_platform_subscribes_to_alarms_and_gets_them_as_notify() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = "35000000002000000003";
+    let port = 20191u16;
+    std::fs::write(
+        dir.path().join("creds.toml"),
+        format!("default_password = \"right-password\"\n[upper]\n\"{up}\" = \"sub-secret\"\n"),
+    )
+    .unwrap();
+    let sipp_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("sipp");
+    let keys = [
+        ("platform", up),
+        ("realm", "3500000000"),
+        ("node", NODE),
+        ("pw", "sub-secret"),
+    ];
+    let mut platform = Command::new("sipp")
+        .arg("-sf")
+        .arg(sipp_dir.join("upper_subscriber.xml"))
+        .args(["-t", "u1", "-i", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-timeout", "40s", "-timeout_error", "-nostdin"])
+        .args(["-trace_msg", "-trace_err", "-message_file"])
+        .arg(dir.path().join("subscriber-messages.log"))
+        .args(keys.iter().flat_map(|(k, v)| ["-key", k, v]))
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map(Peer)
+        .expect("sipp installed (make deps installs sip-tester)");
+    std::thread::sleep(Duration::from_millis(300));
+    let tables = format!(
+        "register_retry_secs = 1\n\n[[node]]\nid = \"{NODE}\"\nname = \"Town under test\"\nlevel = \"town\"\nsip = \"127.0.0.1:20190\"\nhttp = \"127.0.0.1:23210\"\ncredentials = \"creds.toml\"\n\n[[node.upper]]\nid = \"{up}\"\nname = \"Provincial alarm centre\"\nsip = \"127.0.0.1:{port}\"\n"
+    );
+    let node = start_node_only(dir.path(), 20190, 23210, &tables);
+    // A camera below that raises an alarm every second.
+    let sim = Command::new(integration::harness::bin_dir().join("gbsim"))
+        .args(["--server", &node.sip, "--server-id", NODE])
+        .args(["--prefix", "3501020100", "--ipcs", "1", "--nvrs", "0"])
+        .args(["--password", "right-password", "--alarm-every", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map(Peer)
+        .unwrap();
+    let ok = platform.succeeded();
+    drop(sim);
+    let log =
+        std::fs::read_to_string(dir.path().join("subscriber-messages.log")).unwrap_or_default();
+    assert!(
+        ok,
+        "the subscribing sipp platform failed; its messages:\n{log}\n---- node log:\n{}",
+        std::fs::read_to_string(dir.path().join("node.log")).unwrap_or_default()
+    );
+    // The alarm came as a NOTIFY in the subscription, in GB2312, with the
+    // camera's ID; the last NOTIFY ended it.
+    let notify = log
+        .split("NOTIFY sip:")
+        .skip(1)
+        .find(|m| m.contains("<CmdType>Alarm</CmdType>"))
+        .unwrap_or_else(|| panic!("no alarm NOTIFY: {log}"));
+    assert!(notify.contains("Subscription-State: active"), "{notify}");
+    assert!(notify.contains("encoding=\"GB2312\""), "{notify}");
+    assert!(
+        notify.contains("<AlarmPriority>1</AlarmPriority>"),
+        "{notify}"
+    );
+    assert!(log.contains("Subscription-State: terminated"), "{log}");
+}

@@ -230,7 +230,7 @@ pub enum CallError {
     Transaction(String),
 }
 
-fn header_with_tag(h: &str, tag: &str) -> String {
+pub(super) fn header_with_tag(h: &str, tag: &str) -> String {
     match NameAddr::parse(h) {
         Ok(mut na) if na.tag().is_none() => {
             na.set_tag(tag);
@@ -241,7 +241,7 @@ fn header_with_tag(h: &str, tag: &str) -> String {
     }
 }
 
-fn contact_uri(h: Option<&str>) -> Option<String> {
+pub(super) fn contact_uri(h: Option<&str>) -> Option<String> {
     Some(NameAddr::parse(h?).ok()?.uri.to_string())
 }
 

@@ -13,6 +13,7 @@ use policy::{Action, Subject};
 use topology::GbId;
 
 use super::sharing::epoch_ms;
+use super::subscriptions::SubscriptionKind;
 use super::{Node, Token};
 use crate::gb::manscdp::{Ack, Alarm, Manscdp, MobilePosition};
 use crate::uplink::Uplink;
@@ -86,7 +87,7 @@ impl Node {
             sender,
             DeviceEventKind::Alarm(alarm.clone()),
         );
-        self.pass_up(&device, now, |sn| {
+        self.pass_up(&device, SubscriptionKind::Alarm, now, |sn| {
             Manscdp::AlarmNotify(Alarm {
                 sn,
                 ..alarm.clone()
@@ -104,7 +105,7 @@ impl Node {
             sender,
             DeviceEventKind::Position(position.clone()),
         );
-        self.pass_up(&device, now, |sn| {
+        self.pass_up(&device, SubscriptionKind::Position, now, |sn| {
             Manscdp::MobilePosition(MobilePosition {
                 sn,
                 ..position.clone()
@@ -112,8 +113,15 @@ impl Node {
         });
     }
 
-    /// Sends `make(our SN)` to each registered uplink that may see `device`.
-    fn pass_up(&mut self, device: &str, now: Instant, make: impl Fn(u32) -> Manscdp) {
+    /// Sends `make(our SN)` to each registered uplink that may see `device`:
+    /// in its `kind` subscription's dialog if it holds one, else as a MESSAGE.
+    fn pass_up(
+        &mut self,
+        device: &str,
+        kind: SubscriptionKind,
+        now: Instant,
+        make: impl Fn(u32) -> Manscdp,
+    ) {
         let uplinks: Vec<(GbId, crate::gb::charset::Charset)> = self
             .uplinks
             .iter()
@@ -126,7 +134,9 @@ impl Node {
             }
             let sn = self.next_sn();
             let body = make(sn).to_body(charset);
-            self.enqueue_parent(parent, vec![body], now);
+            if !self.notify_parent(parent, kind, body.clone(), now) {
+                self.enqueue_parent(parent, vec![body], now);
+            }
         }
     }
 

@@ -10,6 +10,7 @@ mod newcomers;
 mod outbox;
 mod query;
 mod sharing;
+mod subscriptions;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -115,6 +116,8 @@ pub enum Token {
     Query(GbId),
     /// A DeviceControl we sent to a registrant, with our SN.
     Control(GbId, u32),
+    /// A NOTIFY in a parent's subscription (by its Call-ID).
+    Notify(String),
     /// A question to a new registrant, sent through the paced queue.
     Newcomer(GbId),
     /// The INVITE of a call we placed.
@@ -198,6 +201,8 @@ pub struct Node {
     locks: ControlLocks,
     /// Recent alarms and positions from below.
     events: events::EventLog,
+    /// Subscriptions parents hold here.
+    subscriptions: subscriptions::Subscriptions,
     /// The sharing policy every request that crosses the node passes.
     gate: crate::gate::Gate,
     /// Audit records and other outputs, in order.
@@ -224,6 +229,21 @@ pub struct Node {
 /// cannot create series without bound.
 fn method_label(m: &Method) -> &'static str {
     m.standard_name().unwrap_or("OTHER")
+}
+
+/// True when a request claiming to come from the parent `pid` (linked as
+/// `ppeer`) really came over its link: the parent may answer over its own
+/// connection (TCP), but never from another host; over UDP it must be its
+/// own socket; a parent linked by identity never speaks without it.
+fn genuine_parent(pid: GbId, ppeer: Peer, peer: Peer) -> bool {
+    match peer.proves(&pid) {
+        Some(proved) => proved,
+        None => {
+            ppeer.identity.is_none()
+                && peer.addr.ip() == ppeer.addr.ip()
+                && (peer.transport.is_reliable() || peer.addr.port() == ppeer.addr.port())
+        }
+    }
 }
 
 fn user_of(header: Option<&str>) -> Option<String> {
@@ -414,6 +434,7 @@ impl Node {
             queries: query::Queries::default(),
             locks: ControlLocks::default(),
             events: events::EventLog::default(),
+            subscriptions: subscriptions::Subscriptions::default(),
             gate: crate::gate::Gate::default(),
             outputs: std::collections::VecDeque::new(),
             wall_base: (now, std::time::SystemTime::now()),
@@ -665,8 +686,8 @@ impl Node {
             Method::Register => self.handle_register(&req, peer, now),
             Method::Message => self.handle_message(&req, peer, now),
             Method::Options => self.reply(&req, 200, now),
+            Method::Subscribe => self.handle_subscribe(&req, peer, now),
             _ if self.handle_call_request(&req, peer, now) => {}
-            // SUBSCRIBE arrives with catalog subscriptions.
             _ => self.reply(&req, 501, now),
         }
     }
@@ -1018,19 +1039,7 @@ impl Node {
             .map(|u| (u.parent(), u.peer()));
         if let Some((pid, ppeer)) = parent {
             {
-                // The parent may answer over its own connection (TCP), but
-                // never from another host; over UDP it must be its own socket.
-                let genuine = match peer.proves(&pid) {
-                    Some(proved) => proved,
-                    // A parent linked by identity never speaks without it.
-                    None => {
-                        ppeer.identity.is_none()
-                            && peer.addr.ip() == ppeer.addr.ip()
-                            && (peer.transport.is_reliable()
-                                || peer.addr.port() == ppeer.addr.port())
-                    }
-                };
-                if !genuine {
+                if !genuine_parent(pid, ppeer, peer) {
                     tracing::warn!(%peer, "MESSAGE claiming to be from the parent, from elsewhere");
                     return self.reply(req, 403, now);
                 }
@@ -1551,6 +1560,7 @@ impl Node {
                 }
             }
             Token::Control(id, sn) => self.on_control_answer(id, sn, Some(response.status), now),
+            Token::Notify(call_id) => self.on_notify_answer(&call_id, Some(response.status)),
             Token::Newcomer(id) => {
                 if response.status >= 300 {
                     tracing::warn!(%id, status = response.status, "query refused");
@@ -1590,6 +1600,7 @@ impl Node {
             }
             Token::Query(id) => tracing::warn!(%id, "query timed out"),
             Token::Control(id, sn) => self.on_control_answer(id, sn, None, now),
+            Token::Notify(call_id) => self.on_notify_answer(&call_id, None),
             Token::Newcomer(id) => {
                 tracing::warn!(%id, "query timed out");
                 self.newcomers.done();

@@ -526,6 +526,7 @@ impl Node {
     /// `catalog_part_timeout` with what came.
     pub(super) fn sweep_queries(&mut self, now: Instant) {
         self.locks.sweep(now);
+        self.sweep_subscriptions(now);
         let ttl = self.settings.query_timeout;
         let idle = self.settings.catalog_part_timeout;
         let due: Vec<(GbId, u32)> = self
