@@ -393,7 +393,32 @@ $("#request-form").addEventListener("submit", async (ev) => {
 
 async function loadTopology() {
   const r = await api("GET", "/api/v1/topology");
-  $("#topology").textContent = r.status === 200 ? JSON.stringify(r.data, null, 2) : String(r.data);
+  if (r.status !== 200) return ($("#topo-node").textContent = String(r.data));
+  const t = r.data;
+  $("#topo-node").textContent = `${t.node.name} (${t.node.level}, ${t.node.id}), SIP ${t.node.sip}`;
+  $("#topo-counts").textContent =
+    `devices ${t.devices.online}/${t.devices.registered} online; catalog ${t.catalog.entries} entries, ` +
+    `${t.catalog.channels} channels, ${t.catalog.online} ON`;
+  const cert = t.certificate;
+  $("#topo-cert").textContent = cert
+    ? `QUIC certificate ${cert.node || ""} valid until ${cert.not_after} (${cert.days_left} days left)`
+    : "no QUIC certificate (links are plain GB/T 28181)";
+  $("#topo-cert").className = cert && cert.expires_soon ? "warn" : "";
+  const up = $("#topo-up tbody");
+  up.replaceChildren();
+  for (const p of [t.parent, ...t.upper_platforms].filter(Boolean)) {
+    const since = p.registered_since ? new Date(p.registered_since * 1000).toISOString() : "";
+    up.append(el("tr", {}, el("td", {}, p.id), el("td", {}, p.name), el("td", {}, p.upper ? "upper platform" : "parent"),
+      el("td", { class: p.state === "registered" ? "" : "warn" }, p.state),
+      el("td", {}, `${p.transport} ${p.addr}`), el("td", {}, since), el("td", {}, p.last_error || "")));
+  }
+  const down = $("#topo-down tbody");
+  down.replaceChildren();
+  for (const c of t.children) {
+    down.append(el("tr", {}, el("td", {}, c.id), el("td", {}, c.name || ""),
+      el("td", { class: c.state === "online" ? "" : "warn" }, c.state), el("td", {}, c.addr || ""),
+      el("td", {}, c.last_seen_secs == null ? "" : `${Math.round(c.last_seen_secs)} s ago`)));
+  }
 }
 
 // ------------------------------------------------------------------ alarms

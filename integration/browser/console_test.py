@@ -145,6 +145,10 @@ def main():
         time.sleep(0.5)
         seen["audit_rows"] = [r.text for r in d.find_elements(By.CSS_SELECTOR, "#audit-table tr.audit-row")]
         d.save_screenshot(f"{out_dir}/audit.png")
+        # The topology page: this node, its children and their state.
+        d.find_element(By.ID, "nav-topology").click()
+        WebDriverWait(d, 10).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#topo-down tbody tr"))
+        seen["topology_children"] = [r.text for r in d.find_elements(By.CSS_SELECTOR, "#topo-down tbody tr")]
     finally:
         try:
             seen["console_errors"] = [e["message"] for e in d.get_log("browser")

@@ -22,8 +22,8 @@ use bytes::Bytes;
 use gbgate::gb::catalog::split;
 use gbgate::gb::charset::Charset;
 use gbgate::gb::manscdp::{
-    self, Alarm, CatalogItem, ControlCommand, ControlResult, DeviceInfo, DeviceStatus, Keepalive,
-    Manscdp, Preset, PresetList, RecordItem, RecordList, RecordQuery,
+    self, Alarm, CatalogItem, ConfigAnswer, ControlCommand, ControlResult, DeviceInfo,
+    DeviceStatus, Keepalive, Manscdp, Preset, PresetList, RecordItem, RecordList, RecordQuery,
 };
 use gbgate::gb::ptz::PtzAction;
 use gbgate::gb::record;
@@ -513,6 +513,16 @@ impl Fleet {
                     }
                 }
             }
+            Manscdp::ConfigQuery(q) => vec![Manscdp::ConfigResponse(ConfigAnswer {
+                sn: q.sn,
+                device_id: q.device_id,
+                result: "OK".into(),
+                name: Some(d.name.clone()),
+                expiration: u32::try_from(self.cfg.expires.as_secs()).ok(),
+                heartbeat_interval: u32::try_from(self.cfg.keepalive.as_secs()).ok(),
+                heartbeat_count: Some(3),
+            })
+            .to_body(charset)],
             Manscdp::PresetQuery(q) => {
                 let items = self
                     .presets

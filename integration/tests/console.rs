@@ -246,6 +246,16 @@ fn the_console_in_a_real_browser_through_four_tiers() {
         }),
         "{seen}"
     );
+    // The topology page lists the city's child (the county), online.
+    let county = cluster.tree.level("county")[0].id.to_string();
+    assert!(
+        seen["topology_children"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r.as_str().unwrap().contains(&county) && r.as_str().unwrap().contains("online")),
+        "{seen}"
+    );
     eprintln!(
         "console: first contentful paint {} ms, first video frame {} ms after the click (through four tiers)",
         seen["first_contentful_paint_ms"], seen["first_frame_ms"]

@@ -201,6 +201,16 @@ fn ptz_through_four_tiers_with_the_control_lock() {
     let (s, body) = call("GET", &at(&city, "presets"), Some(&viewer), None);
     assert_eq!(s, 403, "{body}");
 
+    // The device's configuration, asked through four tiers.
+    let (s, body) = call("GET", &at(&city, "config"), Some(&police), None);
+    assert_eq!(s, 200, "{body}");
+    let v = json(&body);
+    assert_eq!(v["result"], "OK", "{body}");
+    assert_eq!(v["expiration"], 3600, "{body}");
+    assert!(v["name"].as_str().is_some_and(|n| !n.is_empty()), "{body}");
+    let (s, _) = call("GET", &at(&city, "config"), Some(&viewer), None);
+    assert_eq!(s, 403);
+
     // 6. A command the device answers (record): its Response/DeviceControl
     //    comes back up through every tier.
     let (s, body) = call(

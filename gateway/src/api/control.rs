@@ -5,7 +5,7 @@
 //! and PresetQuery under the caller's department, which holds the camera's
 //! control lock while it steers.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -75,6 +75,32 @@ pub struct PresetView {
     pub id: String,
     /// Its name, if the camera has one.
     pub name: Option<String>,
+}
+
+/// `GET /api/v1/channels/{id}/config` answer: the device's BasicParam.
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
+pub struct ConfigView {
+    /// The device.
+    pub device_id: String,
+    /// `OK`, or `ERROR` when the device would not say.
+    pub result: String,
+    /// Its name.
+    pub name: Option<String>,
+    /// Registration expiry, seconds.
+    pub expiration: Option<u32>,
+    /// Keepalive period, seconds.
+    pub heartbeat_interval: Option<u32>,
+    /// Missed keepalives before it counts as offline.
+    pub heartbeat_count: Option<u32>,
+}
+
+/// Query string of `GET /api/v1/channels/{id}/config`.
+#[derive(Debug, Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ConfigParams {
+    /// `ConfigType` (default `BasicParam`).
+    #[serde(rename = "type")]
+    pub config_type: Option<String>,
 }
 
 /// `GET /api/v1/channels/{id}/presets` answer.
@@ -345,6 +371,55 @@ pub(super) async fn get_presets(
                     name: p.name,
                 })
                 .collect(),
+        })
+        .into_response(),
+        Ok(_) => text(StatusCode::BAD_GATEWAY, "unexpected answer from the node"),
+        Err(r) => r,
+    }
+}
+
+/// `GET /api/v1/channels/{id}/config?type=BasicParam`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/channels/{id}/config",
+    tag = "control",
+    params(("id" = String, Path, description = ID_PARAM, example = "34020000001320000001"), ConfigParams),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The device's configuration (ConfigDownload through the cascade)", body = ConfigView),
+        (status = 400, description = "Not a 20-digit ID, or a type that is not a ConfigType name", body = String, content_type = "text/plain"),
+        (status = 401, description = "No token, or one not known here", body = String, content_type = "text/plain"),
+        (status = 403, description = "The policy does not give the caller's department `ptz` on this device", body = String, content_type = "text/plain"),
+        (status = 404, description = "Neither online below this node nor known (the two look alike)", body = String, content_type = "text/plain"),
+        (status = 504, description = "No answer in time", body = String, content_type = "text/plain"),
+    )
+)]
+pub(super) async fn get_config(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    Query(p): Query<ConfigParams>,
+    headers: HeaderMap,
+) -> Response {
+    let config_type = p.config_type.unwrap_or_else(|| "BasicParam".into());
+    let name_ok = !config_type.is_empty()
+        && config_type.len() <= 64
+        && config_type
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '/');
+    if !name_ok {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!("type={config_type:?}: a ConfigType such as BasicParam"),
+        );
+    }
+    match ask(&st, &headers, &id, |_| DeviceQuery::Config { config_type }).await {
+        Ok(QueryAnswer::Config(c)) => Json(ConfigView {
+            device_id: c.device_id,
+            result: c.result,
+            name: c.name,
+            expiration: c.expiration,
+            heartbeat_interval: c.heartbeat_interval,
+            heartbeat_count: c.heartbeat_count,
         })
         .into_response(),
         Ok(_) => text(StatusCode::BAD_GATEWAY, "unexpected answer from the node"),

@@ -206,7 +206,7 @@ async fn ask(st: &AppState, headers: &HeaderMap, id: GbId, query: DeviceQuery) -
             Json(records_view(list, complete)).into_response()
         }
         // Asked only through `control.rs`.
-        Ok(QueryAnswer::Presets(_) | QueryAnswer::Control { .. }) => {
+        Ok(QueryAnswer::Presets(_) | QueryAnswer::Config(_) | QueryAnswer::Control { .. }) => {
             error(StatusCode::BAD_GATEWAY, "unexpected answer from the node")
         }
         Err(e) => {

@@ -114,6 +114,7 @@ pub fn router_with(
         .route("/api/v1/channels/{id}/ptz", post(control::post_ptz))
         .route("/api/v1/channels/{id}/control", post(control::post_control))
         .route("/api/v1/channels/{id}/presets", get(control::get_presets))
+        .route("/api/v1/channels/{id}/config", get(control::get_config))
         .route("/api/v1/me", get(console::get_me))
         .route("/api/v1/alarms", get(alarms::get_alarms))
         .route("/api/v1/availability", get(availability::get_availability))

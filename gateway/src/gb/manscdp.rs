@@ -444,6 +444,38 @@ pub struct Ack {
     pub result: String,
 }
 
+/// `Query/ConfigDownload`: a device's configuration of one type.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct ConfigQuery {
+    /// `SN`.
+    pub sn: u32,
+    /// `DeviceID`.
+    pub device_id: String,
+    /// `ConfigType`: `BasicParam`, `VideoParamOpt`, `SVACEncodeConfig`…
+    /// (several joined by `/`).
+    pub config_type: String,
+}
+
+/// `Response/ConfigDownload` with its `BasicParam` (the part every device
+/// has: GB/T 28181-2016 A.2.6.8).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct ConfigAnswer {
+    /// `SN` of the query.
+    pub sn: u32,
+    /// `DeviceID`.
+    pub device_id: String,
+    /// `Result`: `OK` or `ERROR`.
+    pub result: String,
+    /// `BasicParam/Name`.
+    pub name: Option<String>,
+    /// `BasicParam/Expiration`: registration expiry, seconds.
+    pub expiration: Option<u32>,
+    /// `BasicParam/HeartBeatInterval`: keepalive period, seconds.
+    pub heartbeat_interval: Option<u32>,
+    /// `BasicParam/HeartBeatCount`: missed keepalives before offline.
+    pub heartbeat_count: Option<u32>,
+}
+
 /// A parsed MANSCDP body.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Manscdp {
@@ -481,6 +513,10 @@ pub enum Manscdp {
     AlarmResponse(Ack),
     /// `Notify/MobilePosition`.
     MobilePosition(MobilePosition),
+    /// `Query/ConfigDownload`.
+    ConfigQuery(ConfigQuery),
+    /// `Response/ConfigDownload`.
+    ConfigResponse(ConfigAnswer),
     /// Any other root/CmdType pair: the envelope is recognised, the body is
     /// not modelled yet. Written back as the envelope only.
     Other {
@@ -560,6 +596,8 @@ impl Manscdp {
             Manscdp::AlarmNotify(a) => a.sn,
             Manscdp::AlarmResponse(a) => a.sn,
             Manscdp::MobilePosition(p) => p.sn,
+            Manscdp::ConfigQuery(q) => q.sn,
+            Manscdp::ConfigResponse(a) => a.sn,
             Manscdp::CatalogResponse(l) | Manscdp::CatalogNotify(l) => l.sn,
             Manscdp::DeviceInfoResponse(d) => d.sn,
             Manscdp::DeviceStatusResponse(d) => d.sn,
@@ -584,6 +622,8 @@ impl Manscdp {
             Manscdp::AlarmNotify(a) => &a.device_id,
             Manscdp::AlarmResponse(a) => &a.device_id,
             Manscdp::MobilePosition(p) => &p.device_id,
+            Manscdp::ConfigQuery(q) => &q.device_id,
+            Manscdp::ConfigResponse(a) => &a.device_id,
             Manscdp::CatalogResponse(l) | Manscdp::CatalogNotify(l) => &l.device_id,
             Manscdp::DeviceInfoResponse(d) => &d.device_id,
             Manscdp::DeviceStatusResponse(d) => &d.device_id,
@@ -608,6 +648,7 @@ impl Manscdp {
             Manscdp::PresetQuery(_) | Manscdp::PresetQueryResponse(_) => "PresetQuery",
             Manscdp::AlarmNotify(_) | Manscdp::AlarmResponse(_) => "Alarm",
             Manscdp::MobilePosition(_) => "MobilePosition",
+            Manscdp::ConfigQuery(_) | Manscdp::ConfigResponse(_) => "ConfigDownload",
             Manscdp::Other { cmd_type, .. } => cmd_type,
         }
     }
@@ -619,7 +660,8 @@ impl Manscdp {
             | Manscdp::CatalogNotify(_)
             | Manscdp::AlarmNotify(_)
             | Manscdp::MobilePosition(_) => Root::Notify,
-            Manscdp::AlarmResponse(_) => Root::Response,
+            Manscdp::AlarmResponse(_) | Manscdp::ConfigResponse(_) => Root::Response,
+            Manscdp::ConfigQuery(_) => Root::Query,
             Manscdp::CatalogQuery(_)
             | Manscdp::DeviceInfoQuery(_)
             | Manscdp::DeviceStatusQuery(_)
@@ -746,6 +788,25 @@ impl Manscdp {
                 }
             }
             Manscdp::AlarmResponse(a) => elem(out, "Result", &a.result),
+            Manscdp::ConfigQuery(q) => elem(out, "ConfigType", &q.config_type),
+            Manscdp::ConfigResponse(a) => {
+                elem(out, "Result", &a.result);
+                out.push_str("<BasicParam>");
+                if let Some(n) = &a.name {
+                    inline_elem(out, "Name", n);
+                }
+                for (name, v) in [
+                    ("Expiration", a.expiration),
+                    ("HeartBeatInterval", a.heartbeat_interval),
+                    ("HeartBeatCount", a.heartbeat_count),
+                ] {
+                    if let Some(v) = v {
+                        inline_num(out, name, v);
+                    }
+                }
+                out.push_str("</BasicParam>");
+                out.push_str(EOL);
+            }
             Manscdp::MobilePosition(p) => {
                 opt_elem(out, "Time", p.time.as_deref());
                 write_position(out, p.longitude, p.latitude);
@@ -1162,6 +1223,10 @@ enum TopField {
     Speed,
     Direction,
     Altitude,
+    ConfigType,
+    Expiration,
+    HeartBeatInterval,
+    HeartBeatCount,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -1256,6 +1321,7 @@ fn top_field(name: &str) -> Option<TopField> {
         b"speed" => TopField::Speed,
         b"direction" => TopField::Direction,
         b"altitude" => TopField::Altitude,
+        b"configtype" => TopField::ConfigType,
         _ => return None,
     })
 }
@@ -1271,6 +1337,10 @@ fn group_field(name: &str) -> Option<TopField> {
         b"resettime" => TopField::ResetTime,
         b"presetindex" => TopField::PresetIndex,
         b"alarmtype" => TopField::AlarmType,
+        b"name" => TopField::Name,
+        b"expiration" => TopField::Expiration,
+        b"heartbeatinterval" => TopField::HeartBeatInterval,
+        b"heartbeatcount" => TopField::HeartBeatCount,
         _ => return None,
     })
 }
@@ -1360,6 +1430,10 @@ struct Top {
     speed: Option<String>,
     direction: Option<String>,
     altitude: Option<String>,
+    config_type: Option<String>,
+    expiration: Option<String>,
+    heartbeat_interval: Option<String>,
+    heartbeat_count: Option<String>,
 }
 
 /// The fields a record or preset item has beyond a catalog item's. Kept
@@ -1432,6 +1506,10 @@ impl Top {
             TopField::Speed => &mut self.speed,
             TopField::Direction => &mut self.direction,
             TopField::Altitude => &mut self.altitude,
+            TopField::ConfigType => &mut self.config_type,
+            TopField::Expiration => &mut self.expiration,
+            TopField::HeartBeatInterval => &mut self.heartbeat_interval,
+            TopField::HeartBeatCount => &mut self.heartbeat_count,
         }
     }
 }
@@ -1539,6 +1617,7 @@ impl Parser {
                     Ctx::List
                 } else if name.eq_ignore_ascii_case("Info")
                     || name.eq_ignore_ascii_case("HomePosition")
+                    || name.eq_ignore_ascii_case("BasicParam")
                 {
                     Ctx::Group
                 } else if name.eq_ignore_ascii_case("Item") {
@@ -1693,6 +1772,7 @@ impl Parser {
             "PresetQuery",
             "Alarm",
             "MobilePosition",
+            "ConfigDownload",
         ]
         .into_iter()
         .find(|k| cmd_type.eq_ignore_ascii_case(k));
@@ -1819,6 +1899,23 @@ impl Parser {
                 longitude: finite(top.longitude.as_deref()),
                 latitude: finite(top.latitude.as_deref()),
                 alarm_type: top.alarm_type.as_deref().and_then(parse_num),
+            }),
+            (Root::Query, Some("ConfigDownload")) => Manscdp::ConfigQuery(ConfigQuery {
+                sn,
+                device_id,
+                config_type: top
+                    .config_type
+                    .take()
+                    .ok_or(ManscdpError::MissingField("ConfigType"))?,
+            }),
+            (Root::Response, Some("ConfigDownload")) => Manscdp::ConfigResponse(ConfigAnswer {
+                sn,
+                device_id,
+                result: top.result.take().unwrap_or_default(),
+                name: top.name.take(),
+                expiration: top.expiration.as_deref().and_then(parse_num),
+                heartbeat_interval: top.heartbeat_interval.as_deref().and_then(parse_num),
+                heartbeat_count: top.heartbeat_count.as_deref().and_then(parse_num),
             }),
             (Root::Response, Some("Alarm")) => Manscdp::AlarmResponse(Ack {
                 sn,
@@ -2371,6 +2468,45 @@ mod tests {
             panic!("{n:?}")
         };
         assert_eq!((m.longitude, m.speed), (None, None));
+    }
+
+    #[test]
+    fn config_download_query_and_basic_param_answer() {
+        let q = ok("<Query><CmdType>ConfigDownload</CmdType><SN>7</SN><DeviceID>35010200001320000101</DeviceID><ConfigType>BasicParam</ConfigType></Query>");
+        assert_eq!(
+            q,
+            Manscdp::ConfigQuery(ConfigQuery {
+                sn: 7,
+                device_id: "35010200001320000101".into(),
+                config_type: "BasicParam".into(),
+            })
+        );
+        assert_eq!(parse(&q.to_body(Charset::Gb2312)).unwrap().0, q);
+        let a = ok("<Response><CmdType>ConfigDownload</CmdType><SN>7</SN><DeviceID>35010200001320000101</DeviceID><Result>OK</Result>
+ <BasicParam><Name>Gate</Name><DeviceID>35010200001320000101</DeviceID><Expiration>3600</Expiration><HeartBeatInterval>60</HeartBeatInterval><HeartBeatCount>3</HeartBeatCount></BasicParam></Response>");
+        let Manscdp::ConfigResponse(c) = &a else {
+            panic!("{a:?}")
+        };
+        assert_eq!(
+            c.device_id, "35010200001320000101",
+            "BasicParam's DeviceID does not replace the sender's"
+        );
+        assert_eq!(
+            (
+                c.name.as_deref(),
+                c.expiration,
+                c.heartbeat_interval,
+                c.heartbeat_count
+            ),
+            (Some("Gate"), Some(3600), Some(60), Some(3))
+        );
+        assert_eq!(parse(&a.to_body(Charset::Utf8)).unwrap().0, a);
+        assert!(matches!(
+            parse_str(
+                "<Query><CmdType>ConfigDownload</CmdType><SN>7</SN><DeviceID>1</DeviceID></Query>"
+            ),
+            Err(ManscdpError::MissingField("ConfigType"))
+        ));
     }
 
     #[test]

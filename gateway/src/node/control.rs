@@ -23,7 +23,7 @@ use topology::GbId;
 use super::query::{ControlOutcome, Pending, QueryAnswer, Waiter};
 use super::{Node, Token, MAX_FORWARDS};
 use crate::gate::{node_subject, Ask, Verdict};
-use crate::gb::manscdp::{ControlResult, DeviceControl, Manscdp, PresetList, SimpleQuery};
+use crate::gb::manscdp::{ConfigAnswer, ControlResult, DeviceControl, Manscdp, PresetList};
 use crate::settings::DEFAULT_PTZ_PRIORITY;
 
 /// Who holds a camera's control, and until when.
@@ -272,28 +272,37 @@ impl Node {
         self.route_control(owner, control, &by, waiter, now);
     }
 
-    /// A parent's PresetQuery: decided (`ptz`), then asked of the owner;
-    /// what it may not see gets an empty list, as an unknown ID does.
-    pub(super) fn parent_preset_query(&mut self, parent: GbId, q: SimpleQuery, now: Instant) {
-        let empty = |q: &SimpleQuery| {
-            Manscdp::PresetQueryResponse(PresetList {
-                sn: q.sn,
-                device_id: q.device_id.clone(),
+    /// A parent's PresetQuery or ConfigDownload: decided (`ptz`), then
+    /// asked of the owner. What it may not see gets the answer an unknown
+    /// ID gets (no presets; a configuration with `Result` ERROR); this
+    /// node answers its own configuration itself.
+    pub(super) fn parent_ptz_query(&mut self, parent: GbId, query: Manscdp, now: Instant) {
+        let (sn, device_id) = (query.sn(), query.device_id().to_owned());
+        let own = device_id == self.identity.id.as_str();
+        let nothing = match &query {
+            Manscdp::ConfigQuery(_) if own => Manscdp::ConfigResponse(self.own_config(sn)),
+            Manscdp::ConfigQuery(_) => Manscdp::ConfigResponse(ConfigAnswer {
+                sn,
+                device_id: device_id.clone(),
+                result: "ERROR".into(),
+                ..ConfigAnswer::default()
+            }),
+            _ => Manscdp::PresetQueryResponse(PresetList {
+                sn,
+                device_id: device_id.clone(),
                 items: Vec::new(),
-            })
+            }),
         };
-        let allowed = self.parent_may(parent, &q.device_id, Action::Ptz, now);
-        let owner = (q.device_id != self.identity.id.as_str())
-            .then(|| self.query_owner(&q.device_id))
-            .flatten();
+        let allowed = own || self.parent_may(parent, &device_id, Action::Ptz, now);
+        let owner = (!own).then(|| self.query_owner(&device_id)).flatten();
         let Some(owner) = owner.filter(|_| allowed) else {
-            return self.answer_requester(parent, &empty(&q), now);
+            return self.answer_requester(parent, &nothing, now);
         };
         let waiter = Waiter::Peer {
             requester: parent,
-            sn: q.sn,
+            sn,
         };
-        self.forward_to_owner(owner, Manscdp::PresetQuery(q), waiter, now);
+        self.forward_to_owner(owner, query, waiter, now);
     }
 }
 

@@ -1244,7 +1244,9 @@ impl Node {
             }
             Manscdp::RecordInfoQuery(q) => self.forward_record_query(parent, q, now),
             Manscdp::DeviceControl(c) => self.parent_control(parent, on_behalf_of, c, now),
-            Manscdp::PresetQuery(q) => self.parent_preset_query(parent, q, now),
+            q @ (Manscdp::PresetQuery(_) | Manscdp::ConfigQuery(_)) => {
+                self.parent_ptz_query(parent, q, now)
+            }
             other => {
                 tracing::debug!(
                     cmd = other.cmd_type(),

@@ -19,8 +19,8 @@ use topology::GbId;
 use super::{gb_date, Node, Token, MAX_FORWARDS};
 use crate::gb::charset::Charset;
 use crate::gb::manscdp::{
-    ControlCommand, ControlResult, DeviceControl, DeviceInfo, DeviceStatus, Manscdp, PresetList,
-    RecordList, RecordQuery, SimpleQuery,
+    ConfigAnswer, ConfigQuery, ControlCommand, ControlResult, DeviceControl, DeviceInfo,
+    DeviceStatus, Manscdp, PresetList, RecordList, RecordQuery, SimpleQuery,
 };
 use crate::gb::record::{self, RecordAssembly};
 use crate::sip::{Peer, Transport};
@@ -47,6 +47,11 @@ pub enum DeviceQuery {
     },
     /// PresetQuery: the presets of a PTZ camera.
     Presets,
+    /// ConfigDownload of `config_type` (e.g. `BasicParam`).
+    Config {
+        /// `ConfigType`.
+        config_type: String,
+    },
     /// DeviceControl: a command, given for `by` (the lock's holder if it
     /// goes through; its priority is this node's `ptz_priority` for it).
     Control {
@@ -92,6 +97,8 @@ pub enum QueryAnswer {
     },
     /// Answer to [`DeviceQuery::Presets`].
     Presets(PresetList),
+    /// Answer to [`DeviceQuery::Config`].
+    Config(ConfigAnswer),
     /// Answer to [`DeviceQuery::Control`].
     Control {
         /// The ID controlled.
@@ -203,6 +210,7 @@ impl Node {
                     device_id: id.to_string(),
                     items: Vec::new(),
                 }),
+                DeviceQuery::Config { .. } => QueryAnswer::Config(self.own_config(0)),
                 // Nothing to steer here.
                 DeviceQuery::Control { .. } => return Some(Err(QueryError::NotFound)),
             }));
@@ -251,6 +259,11 @@ impl Node {
                 Manscdp::RecordInfoQuery(q)
             }
             DeviceQuery::Presets => Manscdp::PresetQuery(SimpleQuery::new(sn, device_id)),
+            DeviceQuery::Config { config_type } => Manscdp::ConfigQuery(ConfigQuery {
+                sn,
+                device_id,
+                config_type,
+            }),
             DeviceQuery::Control { .. } => return None,
         };
         if !self.send_to_registrant(owner, &msg, Token::Query(owner), now) {
@@ -288,6 +301,7 @@ impl Node {
         let sn = self.next_sn();
         let msg = match msg {
             Manscdp::PresetQuery(q) => Manscdp::PresetQuery(SimpleQuery { sn, ..q }),
+            Manscdp::ConfigQuery(q) => Manscdp::ConfigQuery(ConfigQuery { sn, ..q }),
             Manscdp::RecordInfoQuery(q) => Manscdp::RecordInfoQuery(RecordQuery { sn, ..q }),
             other => {
                 tracing::warn!(cmd = other.cmd_type(), "not a query that is forwarded");
@@ -329,6 +343,21 @@ impl Node {
             firmware: Some(env!("CARGO_PKG_VERSION").into()),
             channel: Some(u32::try_from(self.catalog.channel_count()).unwrap_or(u32::MAX)),
             result: "OK".into(),
+        }
+    }
+
+    /// This node's own ConfigDownload answer: its BasicParam toward its
+    /// parent.
+    pub(super) fn own_config(&self, sn: u32) -> ConfigAnswer {
+        let secs = |d: std::time::Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
+        ConfigAnswer {
+            sn,
+            device_id: self.identity.id.to_string(),
+            result: "OK".into(),
+            name: Some(self.identity.name.clone()),
+            expiration: Some(secs(self.settings.register_expires)),
+            heartbeat_interval: Some(secs(self.settings.keepalive_interval)),
+            heartbeat_count: Some(self.settings.keepalive_timeout_count),
         }
     }
 
@@ -390,6 +419,7 @@ impl Node {
                 | Manscdp::DeviceStatusResponse(_)
                 | Manscdp::RecordInfoResponse(_)
                 | Manscdp::PresetQueryResponse(_)
+                | Manscdp::ConfigResponse(_)
                 | Manscdp::DeviceControlResponse(_)
         );
         if !answer || !self.queries.pending.contains_key(&key) {
@@ -430,6 +460,10 @@ impl Node {
                 self.queries.pending.remove(&key)?.waiter,
                 QueryAnswer::Presets(list),
             ),
+            Manscdp::ConfigResponse(c) => (
+                self.queries.pending.remove(&key)?.waiter,
+                QueryAnswer::Config(c),
+            ),
             Manscdp::DeviceControlResponse(r) => {
                 let p = self.queries.pending.remove(&key)?;
                 let outcome = if r.result.eq_ignore_ascii_case("OK") {
@@ -469,6 +503,10 @@ impl Node {
                 QueryAnswer::Presets(mut list) => {
                     list.sn = sn;
                     self.answer_requester(requester, &Manscdp::PresetQueryResponse(list), now);
+                }
+                QueryAnswer::Config(mut c) => {
+                    c.sn = sn;
+                    self.answer_requester(requester, &Manscdp::ConfigResponse(c), now);
                 }
                 QueryAnswer::Control { device_id, outcome } => {
                     let mut r = ControlResult {
