@@ -87,13 +87,11 @@ struct Stored {
 
 impl Stored {
     fn new(source: u32, item: &CatalogItem) -> Stored {
-        let mut fields = item.clone();
-        let parent = fields.parent_id.take().map(Parent::new);
         Stored {
             source,
             on: normalise_status(item.status.as_deref()) == "ON",
-            parent,
-            fields: packed::pack(&fields),
+            parent: item.parent_id.clone().map(Parent::new),
+            fields: packed::pack_except_parent(item),
         }
     }
 
