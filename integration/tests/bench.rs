@@ -262,17 +262,17 @@ fn propagate_with(
     // Let allocator and maps settle before reading memory.
     std::thread::sleep(Duration::from_millis(500));
     let rss_after = cluster.rss_kib(&city).unwrap_or(0);
-    check_channels_at(&cluster, &city, &village);
     let topo = cluster.topology(&city).unwrap();
     let per_channel =
         (rss_after.saturating_sub(rss_before) as f64 * 1024.0) / topo.catalog.entries as f64;
-    println!(
+    // Figures are kept until the run is known valid, then printed.
+    let mut figures = vec![format!(
         "bench: propagate transport={transport} nvrs={nvrs} channels={total} policy_rules={} at_village_s={:.2} at_city_s={:.2} city_entries={} city_rss_before_kib={rss_before} city_rss_after_kib={rss_after} bytes_per_entry={per_channel:.0}",
         bench_sharing.as_ref().map_or(0, |s| s.rules),
         at_village.map_or(f64::NAN, |d| d.as_secs_f64()),
         took.as_secs_f64(),
         topo.catalog.entries,
-    );
+    )];
     if transport == "udp" {
         // Answered MESSAGEs are remembered for Timer J (32 s) to absorb
         // retransmissions; what the catalog itself holds shows once they
@@ -286,11 +286,17 @@ fn propagate_with(
         });
         std::thread::sleep(Duration::from_millis(500));
         let settled = cluster.rss_kib(&city).unwrap_or(0);
-        println!(
+        figures.push(format!(
             "bench:   city after Timer J (waited {:.0} s): rss_kib={settled} bytes_per_entry={:.0}",
             waited.map_or(f64::NAN, |d| d.as_secs_f64()),
             (settled.saturating_sub(rss_before) as f64 * 1024.0) / topo.catalog.entries as f64
-        );
+        ));
+    }
+    // The check reads the whole catalog over HTTP: after memory is read,
+    // so its buffers are not counted as the catalog's.
+    check_channels_at(&cluster, &city, &village);
+    for f in figures {
+        println!("{f}");
     }
     let m = cluster.metrics(&city).unwrap();
     for l in m.lines().filter(|l| {

@@ -253,7 +253,9 @@ fn the_console_in_a_real_browser_through_four_tiers() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|r| r.as_str().unwrap().contains(&county) && r.as_str().unwrap().contains("online")),
+            .any(
+                |r| r.as_str().unwrap().contains(&county) && r.as_str().unwrap().contains("online")
+            ),
         "{seen}"
     );
     eprintln!(

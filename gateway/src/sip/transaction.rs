@@ -161,20 +161,56 @@ struct ServerTx {
 /// holds some tens of bytes, not the whole message: at 10,000 catalog
 /// MESSAGEs a second, J's 32 s would otherwise hold 320,000 copies. An
 /// answer the request does not rebuild byte for byte is kept whole.
+///
+/// The common record allocates nothing of its own: the reason is the
+/// standard one, our To tag is 16 hex digits kept as a number, and the
+/// header lines the answer added (our User-Agent) are shared with the
+/// previous record's when equal. A UDP city holding ~100,000 records for
+/// Timer J while 420,000 catalog entries arrive otherwise interleaves four
+/// small allocations per record with the entries, and the pages they free
+/// stay pinned by the entries.
 enum Answered {
     Rebuilt {
         status: u16,
-        reason: Box<str>,
-        to_tag: Option<Box<str>>,
+        reason: std::borrow::Cow<'static, str>,
+        to_tag: Option<Tag>,
         /// Header lines after the ones copied from the request.
-        extra: Headers,
+        extra: std::sync::Arc<Headers>,
         body: Bytes,
     },
     Whole(Bytes),
 }
 
+/// A To tag: ours are 16 hex digits (`new_tag`), kept as their number.
+enum Tag {
+    Hex(u64),
+    Text(Box<str>),
+}
+
+impl Tag {
+    fn new(tag: &str) -> Tag {
+        let hex = tag.len() == 16 && tag.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        match u64::from_str_radix(tag, 16) {
+            Ok(n) if hex => Tag::Hex(n),
+            _ => Tag::Text(tag.into()),
+        }
+    }
+
+    fn text(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            Tag::Hex(n) => format!("{n:016x}").into(),
+            Tag::Text(t) => std::borrow::Cow::Borrowed(t),
+        }
+    }
+}
+
 impl Answered {
-    fn new(request: &Request, response: &Response, data: &Bytes) -> Answered {
+    fn new(
+        request: &Request,
+        response: &Response,
+        data: &Bytes,
+        last_extra: &mut Option<std::sync::Arc<Headers>>,
+    ) -> Answered {
         let to_tag: Option<Box<str>> = response
             .headers
             .get("To")
@@ -187,11 +223,26 @@ impl Answered {
         if !response.headers.starts_with(&template) {
             return Answered::Whole(data.clone());
         }
+        let standard = crate::sip::message::reason_phrase(response.status);
+        let reason = if response.reason == standard {
+            std::borrow::Cow::Borrowed(standard)
+        } else {
+            std::borrow::Cow::Owned(response.reason.clone())
+        };
+        let tail = response.headers.tail_from(template.len());
+        let extra = match last_extra.as_ref().filter(|e| ***e == tail) {
+            Some(shared) => shared.clone(),
+            None => {
+                let e = std::sync::Arc::new(tail);
+                *last_extra = Some(e.clone());
+                e
+            }
+        };
         Answered::Rebuilt {
             status: response.status,
-            reason: response.reason.as_str().into(),
-            to_tag,
-            extra: response.headers.tail_from(template.len()),
+            reason,
+            to_tag: to_tag.as_deref().map(Tag::new),
+            extra,
             body: response.body.clone(),
         }
     }
@@ -206,7 +257,8 @@ impl Answered {
                 extra,
                 body,
             } => {
-                let mut r = Response::to_request(request, *status, to_tag.as_deref());
+                let tag = to_tag.as_ref().map(Tag::text);
+                let mut r = Response::to_request(request, *status, tag.as_deref());
                 r.reason = reason.to_string();
                 r.headers.extend_from(extra);
                 r.body = body.clone();
@@ -273,6 +325,9 @@ pub struct TransactionLayer<T> {
     /// Timer J to absorb retransmissions, by a keyed hash of their key.
     answered: HashMap<u64, AnsweredTx>,
     answered_key: std::collections::hash_map::RandomState,
+    /// The header lines the last answered record added, shared with the
+    /// next one when the same (see `Answered`).
+    last_extra: Option<std::sync::Arc<Headers>>,
     /// The same, in the order they end (J is one span for all, so a queue,
     /// not the heap). At the cap the oldest of them makes room: a late
     /// retransmission of its request is then handled again, which beats
@@ -300,6 +355,7 @@ impl<T> TransactionLayer<T> {
             wheel: BinaryHeap::new(),
             answered: HashMap::new(),
             answered_key: std::collections::hash_map::RandomState::new(),
+            last_extra: None,
             completed: VecDeque::new(),
             evicted: 0,
             next_id: 0,
@@ -671,7 +727,7 @@ impl<T> TransactionLayer<T> {
         if !peer.transport.is_reliable() {
             let until = now + timers.transaction_timeout();
             let hash = self.answered_id(&key);
-            let answer = Answered::new(request, &response, &data);
+            let answer = Answered::new(request, &response, &data, &mut self.last_extra);
             self.answered.insert(
                 hash,
                 AnsweredTx {
@@ -1067,6 +1123,21 @@ mod tests {
         other.method = Method::Register;
         other.headers.set("CSeq", "1 REGISTER");
         assert!(!l.handle_response(Response::to_request(&other, 200, None), Instant::now()));
+    }
+
+    #[test]
+    fn answered_tags_are_kept_exactly() {
+        for t in [
+            "0123456789abcdef",
+            "00000000000000ff",
+            "0123456789ABCDEF",
+            "sim",
+            "1234567890abcdef0",
+        ] {
+            assert_eq!(Tag::new(t).text(), t);
+        }
+        assert!(matches!(Tag::new("00000000000000ff"), Tag::Hex(255)));
+        assert!(matches!(Tag::new("0123456789ABCDEF"), Tag::Text(_)));
     }
 
     #[test]
