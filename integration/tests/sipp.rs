@@ -980,11 +980,19 @@ impl Drop for Peer {
     }
 }
 
-#[test]
-fn a_sipp_upper_platform_subscribes_to_alarms_and_gets_them_as_notify() {
+/// Runs sipp as an upper platform with `scenario` while a node
+/// (`node_port`, HTTP `http_port`) registers to it on `port` and a gbsim
+/// with `sim_args` registers below the node; fails with sipp's trace and
+/// the node's log if sipp's checks failed. Sipp's message trace.
+fn subscriber_run(
+    scenario: &str,
+    node_port: u16,
+    http_port: u16,
+    port: u16,
+    sim_args: &[&str],
+) -> String {
     let dir = tempfile::tempdir().unwrap();
     let up = "35000000002000000003";
-    let port = 20191u16;
     std::fs::write(
         dir.path().join("creds.toml"),
         format!("default_password = \"right-password\"\n[upper]\n\"{up}\" = \"sub-secret\"\n"),
@@ -999,9 +1007,10 @@ fn a_sipp_upper_platform_subscribes_to_alarms_and_gets_them_as_notify() {
     ];
     let mut platform = Command::new("sipp")
         .arg("-sf")
-        .arg(sipp_dir.join("upper_subscriber.xml"))
+        .arg(sipp_dir.join(scenario))
         .args(["-t", "u1", "-i", "127.0.0.1", "-p", &port.to_string()])
-        .args(["-timeout", "40s", "-timeout_error", "-nostdin"])
+        // -aa: NOTIFYs after the scenario's last are answered 200 by sipp.
+        .args(["-timeout", "40s", "-timeout_error", "-nostdin", "-aa"])
         .args(["-trace_msg", "-trace_err", "-message_file"])
         .arg(dir.path().join("subscriber-messages.log"))
         .args(keys.iter().flat_map(|(k, v)| ["-key", k, v]))
@@ -1014,14 +1023,15 @@ fn a_sipp_upper_platform_subscribes_to_alarms_and_gets_them_as_notify() {
         .expect("sipp installed (make deps installs sip-tester)");
     std::thread::sleep(Duration::from_millis(300));
     let tables = format!(
-        "register_retry_secs = 1\n\n[[node]]\nid = \"{NODE}\"\nname = \"Town under test\"\nlevel = \"town\"\nsip = \"127.0.0.1:20190\"\nhttp = \"127.0.0.1:23210\"\ncredentials = \"creds.toml\"\n\n[[node.upper]]\nid = \"{up}\"\nname = \"Provincial alarm centre\"\nsip = \"127.0.0.1:{port}\"\n"
+        "register_retry_secs = 1\n\n[[node]]\nid = \"{NODE}\"\nname = \"Town under test\"\nlevel = \"town\"\nsip = \"127.0.0.1:{node_port}\"\nhttp = \"127.0.0.1:{http_port}\"\ncredentials = \"creds.toml\"\n\n[[node.upper]]\nid = \"{up}\"\nname = \"Provincial platform\"\nsip = \"127.0.0.1:{port}\"\n"
     );
-    let node = start_node_only(dir.path(), 20190, 23210, &tables);
-    // A camera below that raises an alarm every second.
+    let node = start_node_only(dir.path(), node_port, http_port, &tables);
+    // Devices below register once the platform has subscribed.
+    std::thread::sleep(Duration::from_millis(1500));
     let sim = Command::new(integration::harness::bin_dir().join("gbsim"))
         .args(["--server", &node.sip, "--server-id", NODE])
-        .args(["--prefix", "3501020100", "--ipcs", "1", "--nvrs", "0"])
-        .args(["--password", "right-password", "--alarm-every", "1"])
+        .args(["--prefix", "3501020100", "--password", "right-password"])
+        .args(sim_args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -1029,15 +1039,34 @@ fn a_sipp_upper_platform_subscribes_to_alarms_and_gets_them_as_notify() {
         .unwrap();
     let ok = platform.succeeded();
     drop(sim);
-    let log =
-        std::fs::read_to_string(dir.path().join("subscriber-messages.log")).unwrap_or_default();
-    assert!(
-        ok,
-        "the subscribing sipp platform failed; its messages:\n{log}\n---- node log:\n{}",
-        std::fs::read_to_string(dir.path().join("node.log")).unwrap_or_default()
+    // The trace holds GB2312 bytes (names in catalog changes): read lossily.
+    let log = String::from_utf8_lossy(
+        &std::fs::read(dir.path().join("subscriber-messages.log")).unwrap_or_default(),
+    )
+    .into_owned();
+    if !ok {
+        let node_log = std::fs::read_to_string(dir.path().join("node.log")).unwrap_or_default();
+        let kept = dir.keep();
+        panic!(
+            "the subscribing sipp platform failed (its files, errors log included, are kept in {}); its messages:\n{log}\n---- node log:\n{node_log}",
+            kept.display()
+        );
+    }
+    log
+}
+
+#[test]
+fn a_sipp_upper_platform_subscribes_to_alarms_and_gets_them_as_notify() {
+    // A camera below raises an alarm every second.
+    let log = subscriber_run(
+        "upper_subscriber.xml",
+        20190,
+        23210,
+        20191,
+        &["--ipcs", "1", "--nvrs", "0", "--alarm-every", "1"],
     );
     // The alarm came as a NOTIFY in the subscription, in GB2312, with the
-    // camera's ID; the last NOTIFY ended it.
+    // camera's priority; the last NOTIFY ended it.
     let notify = log
         .split("NOTIFY sip:")
         .skip(1)
@@ -1050,4 +1079,29 @@ fn a_sipp_upper_platform_subscribes_to_alarms_and_gets_them_as_notify() {
         "{notify}"
     );
     assert!(log.contains("Subscription-State: terminated"), "{log}");
+}
+
+#[test]
+fn a_sipp_upper_platform_subscribed_to_the_catalog_gets_changes_as_notify() {
+    let log = subscriber_run(
+        "upper_catalog_subscriber.xml",
+        20192,
+        23212,
+        20193,
+        &["--ipcs", "1", "--nvrs", "0"],
+    );
+    let notify = log
+        .split("NOTIFY sip:")
+        .skip(1)
+        .find(|m| m.contains("<Event>ADD</Event>"))
+        .unwrap_or_else(|| panic!("no catalog NOTIFY: {log}"));
+    assert!(notify.contains("Event: Catalog"), "{notify}");
+    assert!(notify.contains("35010201001320000001"), "the IPC: {notify}");
+    // No change came as a MESSAGE beside the subscription.
+    assert!(
+        !log.split("MESSAGE sip:")
+            .skip(1)
+            .any(|m| m.contains("<Event>ADD</Event>")),
+        "a catalog change went as a MESSAGE: {log}"
+    );
 }

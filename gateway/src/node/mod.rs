@@ -45,6 +45,7 @@ pub use control::{ControlLocks, Held};
 pub use events::{DeviceEvent, DeviceEventKind};
 pub use query::{ControlOutcome, DeviceQuery, QueryAnswer, QueryAnswered, QueryError, Ticket};
 pub use sharing::Output;
+use subscriptions::SubscriptionKind;
 
 /// Times an unanswered catalog MESSAGE is sent again (each after its own
 /// Timer F) before it is dropped; by then keepalives have found the link dead.
@@ -1453,21 +1454,33 @@ impl Node {
         } in ready
         {
             let body_copy = body.clone();
-            let cseq = self.next_cseq();
-            let target = Target {
-                id: id.as_str(),
-                host: peer.addr.to_string(),
-                transport: peer.transport,
+            // Catalog changes to a parent that subscribed to them go in its
+            // subscription's dialog; everything else as a MESSAGE.
+            let in_dialog = if notify {
+                self.subscription_notify(id, SubscriptionKind::Catalog, body.clone(), now)
+            } else {
+                None
             };
-            let req =
-                self.agent
-                    .request(Method::Message, &target, cseq, None, Some((MANSCDP, body)));
-            if !self.send(
-                req,
-                peer,
-                Token::Outbox(id, body_copy, attempt, notify),
-                now,
-            ) {
+            let (req, to) = match in_dialog {
+                Some(r) => r,
+                None => {
+                    let cseq = self.next_cseq();
+                    let target = Target {
+                        id: id.as_str(),
+                        host: peer.addr.to_string(),
+                        transport: peer.transport,
+                    };
+                    let req = self.agent.request(
+                        Method::Message,
+                        &target,
+                        cseq,
+                        None,
+                        Some((MANSCDP, body)),
+                    );
+                    (req, peer)
+                }
+            };
+            if !self.send(req, to, Token::Outbox(id, body_copy, attempt, notify), now) {
                 if let Some(ob) = self.outboxes.get_mut(&id) {
                     ob.done();
                 }
@@ -1513,6 +1526,16 @@ impl Node {
             Token::Outbox(id, body, attempt, notify) => {
                 if let Some(ob) = self.outboxes.get_mut(&id) {
                     ob.done();
+                }
+                if notify && response.status == 481 {
+                    // A NOTIFY in a subscription the parent no longer has:
+                    // the change goes again, as a MESSAGE.
+                    tracing::info!(%id, "catalog subscription gone; changes go as MESSAGEs");
+                    self.subscription_gone(id, SubscriptionKind::Catalog);
+                    if let Some(ob) = self.outboxes.get_mut(&id) {
+                        ob.retry(body, attempt, notify);
+                    }
+                    return self.pump(id, now);
                 }
                 if matches!(response.status, 408 | 480 | 503) {
                     // Busy, not refusing: what it could not take now is

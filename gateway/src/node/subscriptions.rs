@@ -1,11 +1,10 @@
 //! SUBSCRIBE from a parent or upper platform (RFC 6665 as GB/T 28181
 //! uses it), sans-IO: Catalog, Alarm and MobilePosition subscriptions are
 //! accepted with a 200 and an immediate NOTIFY, refreshed in their dialog,
-//! ended by `Expires: 0` or by their expiry. While a parent holds an Alarm
-//! or MobilePosition subscription, those events reach it as in-dialog
-//! NOTIFYs (instead of MESSAGEs); catalog changes keep going as
-//! Notify/Catalog MESSAGEs, which GB platforms take with or without a
-//! subscription.
+//! ended by `Expires: 0` or by their expiry. While a parent holds a
+//! subscription, its events reach it as in-dialog NOTIFYs instead of
+//! MESSAGEs: alarms and positions at once, catalog changes through the
+//! parent's outbox (paced and retried as the MESSAGEs were).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -201,6 +200,28 @@ impl Node {
         self.notify(&call_id, Some(body), None, now)
     }
 
+    /// The NOTIFY carrying `body` in `parent`'s subscription of `kind`, and
+    /// where it goes; `None` without one. The caller sends it (the outbox,
+    /// with its own token, for catalog changes).
+    pub(super) fn subscription_notify(
+        &mut self,
+        parent: GbId,
+        kind: SubscriptionKind,
+        body: Bytes,
+        now: Instant,
+    ) -> Option<(Request, Peer)> {
+        let call_id = self.subscriptions.find(parent, kind, now)?.call_id.clone();
+        self.notify_request(&call_id, Some(body), None, now)
+    }
+
+    /// The parent answered a NOTIFY of its `kind` subscription with 481:
+    /// it no longer has it.
+    pub(super) fn subscription_gone(&mut self, parent: GbId, kind: SubscriptionKind) {
+        self.subscriptions
+            .by_call
+            .retain(|_, s| !(s.parent == parent && s.kind == kind));
+    }
+
     /// An in-dialog NOTIFY with `body` if any and the subscription's state:
     /// `ended` (its `Subscription-State`) when it ends, else active with
     /// the seconds left.
@@ -211,9 +232,21 @@ impl Node {
         ended: Option<&str>,
         now: Instant,
     ) -> bool {
-        let Some(s) = self.subscriptions.by_call.get_mut(call_id) else {
+        let Some((req, peer)) = self.notify_request(call_id, body, ended, now) else {
             return false;
         };
+        let token = Token::Notify(call_id.to_owned());
+        self.send(req, peer, token, now)
+    }
+
+    fn notify_request(
+        &mut self,
+        call_id: &str,
+        body: Option<Bytes>,
+        ended: Option<&str>,
+        now: Instant,
+    ) -> Option<(Request, Peer)> {
+        let s = self.subscriptions.by_call.get_mut(call_id)?;
         s.cseq += 1;
         let left = s.until.saturating_duration_since(now).as_secs();
         let state = match ended {
@@ -236,9 +269,7 @@ impl Node {
             req.headers.push("Content-Type", MANSCDP);
             req.body = b;
         }
-        let peer = s.peer;
-        let token = Token::Notify(call_id.to_owned());
-        self.send(req, peer, token, now)
+        Some((req, s.peer))
     }
 
     /// The parent's answer to a NOTIFY: a 481 (or no answer) ends the
