@@ -137,6 +137,18 @@ pub fn group_rates<'a>(
         .collect()
 }
 
+/// Rates per county or per node below; `None` for departments, whose
+/// groups only the node's policy gives (pass them to [`group_rates`]).
+pub fn rates_by_place(times: &[ChannelTime], by: GroupBy) -> Option<Vec<GroupRate>> {
+    match by {
+        GroupBy::County => Some(group_rates(times, |t| {
+            county_of(&t.channel).into_iter().collect()
+        })),
+        GroupBy::Node => Some(group_rates(times, |t| vec![t.via.clone()])),
+        GroupBy::Department => None,
+    }
+}
+
 /// The county of a channel: its ID's first 6 digits.
 pub fn county_of(channel: &str) -> Option<String> {
     channel.get(..6).map(str::to_owned)

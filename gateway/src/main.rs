@@ -766,7 +766,7 @@ fn policy_command(cmd: PolicyCommand) -> Result<()> {
 }
 
 fn report_command(cmd: ReportCommand) -> Result<()> {
-    use gbgate::availability::{channel_times, county_of, group_rates, to_csv, to_html, GroupBy};
+    use gbgate::availability::{channel_times, rates_by_place, to_csv, to_html, GroupBy};
     let ReportCommand::Availability {
         audit,
         day,
@@ -779,12 +779,11 @@ fn report_command(cmd: ReportCommand) -> Result<()> {
     let from = u64::try_from(midnight - utc_offset * 3600)
         .with_context(|| format!("--day {day:?} is before 1970"))?;
     let to = from + 86_400;
-    let rates_for = match GroupBy::parse(&group_by) {
-        Some(GroupBy::County) => GroupBy::County,
-        Some(GroupBy::Node) => GroupBy::Node,
+    let by = match GroupBy::parse(&group_by) {
         Some(GroupBy::Department) => anyhow::bail!(
             "--group-by department needs the live catalog and policy: ask the node, GET /api/v1/availability?group_by=department"
         ),
+        Some(by) => by,
         None => anyhow::bail!("--group-by {group_by:?}: use county or node"),
     };
     let started = std::time::Instant::now();
@@ -792,10 +791,7 @@ fn report_command(cmd: ReportCommand) -> Result<()> {
         policy::audit::open(&audit).with_context(|| format!("opening the audit store {audit}"))?;
     let history = store.status_history(from * 1000, to * 1000)?;
     let times = channel_times(&history, from * 1000, to * 1000);
-    let rates = match rates_for {
-        GroupBy::County => group_rates(&times, |t| county_of(&t.channel).into_iter().collect()),
-        _ => group_rates(&times, |t| vec![t.via.clone()]),
-    };
+    let rates = rates_by_place(&times, by).context("departments are grouped by the node")?;
     let title = format!(
         "Online rate per {group_by}, {day} (UTC{utc_offset:+}), {} channels",
         times.len()

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::sharing::{admin, refuse};
 use super::AppState;
-use crate::availability::{channel_times, county_of, group_rates, GroupBy, GroupRate};
+use crate::availability::{channel_times, group_rates, rates_by_place, GroupBy, GroupRate};
 
 /// Query string of `GET /api/v1/availability`.
 #[derive(Debug, Deserialize, Default, utoipa::IntoParams)]
@@ -99,10 +99,9 @@ pub(super) async fn get_availability(
         }
         Err(e) => return refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     };
-    let groups = match group_by {
-        GroupBy::County => group_rates(&times, |t| county_of(&t.channel).into_iter().collect()),
-        GroupBy::Node => group_rates(&times, |t| vec![t.via.clone()]),
-        GroupBy::Department => {
+    let groups = match rates_by_place(&times, group_by) {
+        Some(g) => g,
+        None => {
             let channels: Vec<String> = times.iter().map(|t| t.channel.clone()).collect();
             let depts = match st
                 .node

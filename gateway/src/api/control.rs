@@ -281,17 +281,23 @@ pub(super) async fn post_ptz(
     headers: HeaderMap,
     Json(req): Json<PtzRequest>,
 ) -> Response {
-    let cmd = match ptz_command(&req) {
+    let command = ptz_command(&req).map(ControlCommand::Ptz);
+    send_command(&st, &headers, &id, command).await
+}
+
+/// Sends `command` (or answers 400 with why it is wrong) down to `id` for
+/// the caller, and answers with how it went.
+async fn send_command(
+    st: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+    command: Result<ControlCommand, String>,
+) -> Response {
+    let command = match command {
         Ok(c) => c,
         Err(msg) => return text(StatusCode::BAD_REQUEST, msg),
     };
-    let command = ControlCommand::Ptz(cmd);
-    match ask(&st, &headers, &id, |by| DeviceQuery::Control {
-        command,
-        by,
-    })
-    .await
-    {
+    match ask(st, headers, id, |by| DeviceQuery::Control { command, by }).await {
         Ok(a) => control_response(a),
         Err(r) => r,
     }
@@ -323,19 +329,7 @@ pub(super) async fn post_control(
     headers: HeaderMap,
     Json(req): Json<ControlRequest>,
 ) -> Response {
-    let command = match control_command(&req) {
-        Ok(c) => c,
-        Err(msg) => return text(StatusCode::BAD_REQUEST, msg),
-    };
-    match ask(&st, &headers, &id, |by| DeviceQuery::Control {
-        command,
-        by,
-    })
-    .await
-    {
-        Ok(a) => control_response(a),
-        Err(r) => r,
-    }
+    send_command(&st, &headers, &id, control_command(&req)).await
 }
 
 /// `GET /api/v1/channels/{id}/presets`.

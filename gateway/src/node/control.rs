@@ -34,6 +34,18 @@ struct Lock {
     until: Instant,
 }
 
+impl Lock {
+    /// Who holds it and for how long from `now`, in whole seconds rounded up.
+    fn held(&self, now: Instant) -> Held {
+        let left = self.until.saturating_duration_since(now);
+        let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+        Held {
+            holder: self.holder.clone(),
+            seconds_left: u32::try_from(secs).unwrap_or(u32::MAX),
+        }
+    }
+}
+
 /// A lock someone else holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Held {
@@ -65,12 +77,7 @@ impl ControlLocks {
         if let Some(l) = self.held.get(&camera) {
             let free = l.until <= now || l.holder == holder || priority < l.priority;
             if !free {
-                let left = l.until.duration_since(now);
-                let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
-                return Err(Held {
-                    holder: l.holder.clone(),
-                    seconds_left: u32::try_from(secs).unwrap_or(u32::MAX),
-                });
+                return Err(l.held(now));
             }
         }
         self.held.insert(
@@ -86,13 +93,7 @@ impl ControlLocks {
 
     /// The holder of `camera`'s lock and how long it lasts, if held.
     pub fn holder(&self, camera: &GbId, now: Instant) -> Option<Held> {
-        let l = self.held.get(camera).filter(|l| l.until > now)?;
-        let left = l.until.duration_since(now);
-        Some(Held {
-            holder: l.holder.clone(),
-            seconds_left: u32::try_from(left.as_secs() + u64::from(left.subsec_nanos() > 0))
-                .unwrap_or(u32::MAX),
-        })
+        Some(self.held.get(camera).filter(|l| l.until > now)?.held(now))
     }
 
     /// Forget expired locks.
@@ -257,9 +258,7 @@ impl Node {
             channel,
             action: Action::Ptz,
         };
-        let owner = (channel != self.identity.id)
-            .then(|| self.query_owner(channel.as_str()))
-            .flatten();
+        let owner = self.owner_below(channel.as_str());
         let allowed = self.authorize(&ask, now).allowed;
         let Some(owner) = owner.filter(|_| allowed) else {
             return self.answer_requester(parent, &error(&control), now);
@@ -294,7 +293,7 @@ impl Node {
             }),
         };
         let allowed = own || self.parent_may(parent, &device_id, Action::Ptz, now);
-        let owner = (!own).then(|| self.query_owner(&device_id)).flatten();
+        let owner = self.owner_below(&device_id);
         let Some(owner) = owner.filter(|_| allowed) else {
             return self.answer_requester(parent, &nothing, now);
         };

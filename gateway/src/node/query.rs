@@ -332,6 +332,14 @@ impl Node {
             .filter(|o| self.registry.get(o).is_some_and(|r| r.online))
     }
 
+    /// [`Self::query_owner`] of a parent's request, which this node answers
+    /// itself when it names this node.
+    pub(super) fn owner_below(&self, device_id: &str) -> Option<GbId> {
+        (device_id != self.identity.id.as_str())
+            .then(|| self.query_owner(device_id))
+            .flatten()
+    }
+
     /// This node's own DeviceInfo answer.
     pub(super) fn own_device_info(&self, sn: u32) -> DeviceInfo {
         DeviceInfo {
@@ -390,9 +398,7 @@ impl Node {
     /// the requester's SN. This node itself, and IDs unknown or offline
     /// here, get an empty list (`SumNum` 0), as platforms answer.
     pub(super) fn forward_record_query(&mut self, requester: GbId, q: RecordQuery, now: Instant) {
-        let owner = (q.device_id != self.identity.id.as_str())
-            .then(|| self.query_owner(&q.device_id))
-            .flatten();
+        let owner = self.owner_below(&q.device_id);
         let Some(owner) = owner else {
             let empty = self.no_records(q.sn, q.device_id);
             return self.answer_requester(requester, &Manscdp::RecordInfoResponse(empty), now);
