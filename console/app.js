@@ -88,7 +88,8 @@ window.addEventListener("hashchange", route);
 function label(b) {
   const name = b.name || b.key;
   const count = b.kind === "camera" ? "" : ` (${b.online}/${b.cameras})`;
-  const span = el("span", { class: b.status === "OFF" ? "off" : "" }, name);
+  const span = el("span", { class: b.status === "OFF" ? "off" : b.status === "VLOST" ? "lost" : "" }, name);
+  if (b.status === "VLOST") span.title = "online, but its video does not decode (VLOST)";
   span.append(el("span", { class: "count" }, count));
   return span;
 }

@@ -1,9 +1,11 @@
-//! Availability: how long each channel was online over a window, and the
-//! online rate per county, per node below, per department, from the status
-//! changes a node records as its catalog hears them (pushed ON/OFF from
-//! below: the city computes it for the whole tree without polling a
-//! camera). Pure functions over the recorded history; the store and the
-//! HTTP and CLI edges are elsewhere.
+//! Availability: how long each channel was online, and online with intact
+//! video, over a window, and the online and intact rates per county, per
+//! node below, per department, from the status changes a node records as
+//! its catalog hears them (pushed ON/OFF/VLOST from below: the city
+//! computes it for the whole tree without polling a camera; VLOST comes
+//! from the camera itself or from the intact probe of the node it
+//! registers to). Pure functions over the recorded history; the store and
+//! the HTTP and CLI edges are elsewhere.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -19,6 +21,8 @@ pub struct ChannelTime {
     pub via: String,
     /// Milliseconds it was online in the window.
     pub online_ms: u64,
+    /// Milliseconds it was online with intact video (no VLOST/DEFECT).
+    pub intact_ms: u64,
     /// Milliseconds its state was known in the window (from its first
     /// recorded change on; a channel added mid-window counts from then).
     pub known_ms: u64,
@@ -30,15 +34,19 @@ pub struct ChannelTime {
 /// the window first.
 pub fn channel_times(history: &[StatusChange], from_ms: u64, to_ms: u64) -> Vec<ChannelTime> {
     let mut out: Vec<ChannelTime> = Vec::new();
-    // (channel, since, online) of the channel being read.
-    let mut open: Option<(usize, u64, bool)> = None;
-    let close = |out: &mut Vec<ChannelTime>, open: Option<(usize, u64, bool)>, until: u64| {
-        if let Some((i, since, online)) = open {
+    // (channel, since, online, intact) of the channel being read.
+    type Open = Option<(usize, u64, bool, bool)>;
+    let mut open: Open = None;
+    let close = |out: &mut Vec<ChannelTime>, open: Open, until: u64| {
+        if let Some((i, since, online, intact)) = open {
             let span = until.saturating_sub(since);
             if let Some(t) = out.get_mut(i) {
                 t.known_ms += span;
                 if online {
                     t.online_ms += span;
+                }
+                if intact {
+                    t.intact_ms += span;
                 }
             }
         }
@@ -57,10 +65,11 @@ pub fn channel_times(history: &[StatusChange], from_ms: u64, to_ms: u64) -> Vec<
                 channel: c.channel.clone(),
                 via: c.via.clone(),
                 online_ms: 0,
+                intact_ms: 0,
                 known_ms: 0,
             });
         }
-        open = Some((out.len() - 1, at, c.online));
+        open = Some((out.len() - 1, at, c.online, c.is_intact()));
     }
     close(&mut out, open, to_ms);
     out.retain(|t| t.known_ms > 0);
@@ -92,7 +101,7 @@ impl GroupBy {
     }
 }
 
-/// The online rate of one group.
+/// The online and intact rates of one group.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct GroupRate {
     /// The county code, node ID or `dept:<name>`.
@@ -101,10 +110,15 @@ pub struct GroupRate {
     pub channels: u32,
     /// Seconds online, summed over the channels.
     pub online_seconds: f64,
+    /// Seconds online with intact video, summed over the channels.
+    pub intact_seconds: f64,
     /// Seconds known, summed over the channels.
     pub known_seconds: f64,
-    /// `online_seconds / known_seconds`, 0–1.
+    /// `online_seconds / known_seconds`, 0–1 (在线率).
     pub online_rate: f64,
+    /// `intact_seconds / known_seconds`, 0–1 (完好率): online, and the
+    /// video decoded when last looked at.
+    pub intact_rate: f64,
 }
 
 /// Sums `times` per group; `groups` names the groups of a channel (none
@@ -113,26 +127,32 @@ pub fn group_rates<'a>(
     times: &'a [ChannelTime],
     mut groups: impl FnMut(&'a ChannelTime) -> Vec<String>,
 ) -> Vec<GroupRate> {
-    let mut sums: BTreeMap<String, (u32, u64, u64)> = BTreeMap::new();
+    let mut sums: BTreeMap<String, (u32, u64, u64, u64)> = BTreeMap::new();
     for t in times {
         for g in groups(t) {
             let s = sums.entry(g).or_default();
             s.0 += 1;
             s.1 += t.online_ms;
-            s.2 += t.known_ms;
+            s.2 += t.intact_ms;
+            s.3 += t.known_ms;
         }
     }
+    let rate = |part: u64, known: u64| {
+        if known == 0 {
+            0.0
+        } else {
+            part as f64 / known as f64
+        }
+    };
     sums.into_iter()
-        .map(|(group, (channels, online, known))| GroupRate {
+        .map(|(group, (channels, online, intact, known))| GroupRate {
             group,
             channels,
             online_seconds: online as f64 / 1000.0,
+            intact_seconds: intact as f64 / 1000.0,
             known_seconds: known as f64 / 1000.0,
-            online_rate: if known == 0 {
-                0.0
-            } else {
-                online as f64 / known as f64
-            },
+            online_rate: rate(online, known),
+            intact_rate: rate(intact, known),
         })
         .collect()
 }
@@ -156,12 +176,20 @@ pub fn county_of(channel: &str) -> Option<String> {
 
 /// The report as CSV: a header, then one line per group.
 pub fn to_csv(title: &str, rates: &[GroupRate]) -> String {
-    let mut out = format!("# {title}\ngroup,channels,online_seconds,known_seconds,online_rate\n");
+    let mut out = format!(
+        "# {title}\ngroup,channels,online_seconds,intact_seconds,known_seconds,online_rate,intact_rate\n"
+    );
     for r in rates {
         let _ = writeln!(
             out,
-            "{},{},{:.3},{:.3},{:.6}",
-            r.group, r.channels, r.online_seconds, r.known_seconds, r.online_rate
+            "{},{},{:.3},{:.3},{:.3},{:.6},{:.6}",
+            r.group,
+            r.channels,
+            r.online_seconds,
+            r.intact_seconds,
+            r.known_seconds,
+            r.online_rate,
+            r.intact_rate
         );
     }
     out
@@ -183,11 +211,12 @@ pub fn to_html(title: &str, rates: &[GroupRate]) -> String {
     for (i, r) in rates.iter().enumerate() {
         let _ = write!(
             rows,
-            "<tr><td>{}</td><td>{}</td><td>{:.1}</td><td>{:.2}%</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{:.1}</td><td>{:.2}%</td><td>{:.2}%</td></tr>",
             escape(&r.group),
             r.channels,
             r.online_seconds / 3600.0,
-            r.online_rate * 100.0
+            r.online_rate * 100.0,
+            r.intact_rate * 100.0
         );
         let y = i * (bar_h + 6);
         let w = (r.online_rate * 600.0).round();
@@ -210,7 +239,7 @@ pub fn to_html(title: &str, rates: &[GroupRate]) -> String {
          <style>body{{font:14px sans-serif;margin:2em}}td,th{{padding:.2em .8em;border-bottom:1px solid #ddd;text-align:left}}</style>\
          </head><body><h1>{t}</h1>\
          <svg width=\"860\" height=\"{height}\" role=\"img\" aria-label=\"online rate per group\">{bars}</svg>\
-         <table><tr><th>group</th><th>channels</th><th>online hours</th><th>online rate</th></tr>{rows}</table>\
+         <table><tr><th>group</th><th>channels</th><th>online hours</th><th>online rate</th><th>intact rate</th></tr>{rows}</table>\
          </body></html>\n",
         t = escape(title)
     )
@@ -226,6 +255,14 @@ mod tests {
             channel: channel.into(),
             online,
             via: "35010200002000000001".into(),
+            intact: Some(online),
+        }
+    }
+
+    fn lost(at_ms: u64, channel: &str) -> StatusChange {
+        StatusChange {
+            intact: Some(false),
+            ..c(at_ms, channel, true)
         }
     }
 
@@ -238,22 +275,24 @@ mod tests {
             c(30_000, "A", false),
             c(50_000, "A", true),
             c(60_000, "B", true),
+            lost(90_000, "B"),
             c(5_000, "C", false),
             c(120_000, "D", true),
         ];
         let mut sorted = history.clone();
         sorted.sort_by(|x, y| (&x.channel, x.at_ms).cmp(&(&y.channel, y.at_ms)));
         let t = channel_times(&sorted, 10_000, 110_000);
-        let got: Vec<(&str, u64, u64)> = t
+        let got: Vec<(&str, u64, u64, u64)> = t
             .iter()
-            .map(|t| (t.channel.as_str(), t.online_ms, t.known_ms))
+            .map(|t| (t.channel.as_str(), t.online_ms, t.intact_ms, t.known_ms))
             .collect();
+        // B's video is lost from 90 s: online, not intact.
         assert_eq!(
             got,
             vec![
-                ("A", 80_000, 100_000),
-                ("B", 50_000, 50_000),
-                ("C", 0, 100_000)
+                ("A", 80_000, 80_000, 100_000),
+                ("B", 50_000, 30_000, 50_000),
+                ("C", 0, 0, 100_000)
             ]
         );
         let rates = group_rates(&t, |t| county_of(&t.channel).into_iter().collect());
@@ -261,6 +300,7 @@ mod tests {
         let all = group_rates(&t, |_| vec!["all".into()]);
         assert_eq!(all[0].channels, 3);
         assert!((all[0].online_rate - 130.0 / 250.0).abs() < 1e-12);
+        assert!((all[0].intact_rate - 110.0 / 250.0).abs() < 1e-12);
     }
 
     #[test]
@@ -274,7 +314,10 @@ mod tests {
         let rates = group_rates(&t, |t| county_of(&t.channel).into_iter().collect());
         assert_eq!(rates[0].group, "350102");
         let csv = to_csv("day", &rates);
-        assert!(csv.contains("350102,1,10.000,10.000,1.000000"), "{csv}");
+        assert!(
+            csv.contains("350102,1,10.000,10.000,10.000,1.000000,1.000000"),
+            "{csv}"
+        );
         let html = to_html("a <day>", &rates);
         assert!(
             html.contains("a &lt;day&gt;") && html.contains("100.00%") && html.contains("<svg")

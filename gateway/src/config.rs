@@ -75,6 +75,9 @@ pub fn settings_from(topology: &Topology) -> Settings {
     if let Some(d) = s.ptz_lock {
         out.ptz_lock = d;
     }
+    if let Some(d) = s.intact_probe {
+        out.intact_probe = d;
+    }
     out.ptz_priority = s.ptz_priority.clone();
     out
 }

@@ -16,6 +16,7 @@
 //! | [`node`] | the node state machine tying the above together, and its INVITE dialogs (calls) |
 //! | [`media`] | media codecs, pure: frames, NAL units, RTP, PS, FLV, TS, the GB SDP profile |
 //! | [`streams`] | the media plane: hubs (GOP cache, shared muxing, slow viewers), on-demand opening, RTP in and out |
+//! | [`intact`] | the intact probe: when each camera's video is looked at, and what the node learns |
 //! | [`settings`] | every timer and limit, with defaults |
 //! | [`transport`] | UDP and TCP sockets under the SIP core |
 //! | [`runtime`] | the async loop driving a node from sockets and timers |
@@ -29,6 +30,7 @@ pub mod catalog;
 pub mod config;
 pub mod gate;
 pub mod gb;
+pub mod intact;
 pub mod media;
 pub mod node;
 pub mod registry;

@@ -504,6 +504,10 @@ async fn run(path: PathBuf, node: String, mut sharing: Sharing) -> Result<()> {
         node.identity().addr.ip(),
         node.settings(),
     );
+    let probe = (
+        node.settings().intact_probe,
+        node.settings().intact_probe_concurrency,
+    );
     let mut node = node;
     let status = policy
         .as_ref()
@@ -550,6 +554,12 @@ async fn run(path: PathBuf, node: String, mut sharing: Sharing) -> Result<()> {
     }
     let streams = StreamManager::new(handle.clone(), media, quic_links);
     tokio::spawn(streams.clone().run_events(events_rx));
+    tokio::spawn(gbgate::intact::run(
+        handle.clone(),
+        streams.clone(),
+        probe.0,
+        probe.1,
+    ));
     let access = match (&sharing.grants, &status) {
         (Some(grants), Some(status)) => {
             let store = sharing

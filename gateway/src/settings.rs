@@ -98,6 +98,13 @@ pub struct Settings {
     /// PTZ control priority per subject (`dept:<name>`), 1 highest to 5
     /// lowest; subjects not listed have 5, as GB/T 28181 platforms send.
     pub ptz_priority: std::collections::BTreeMap<String, u8>,
+    /// How often the intact probe looks at each online camera registered
+    /// here (not those behind a child node: that node looks); zero: never.
+    /// Each look opens the live stream only where none is open, checks
+    /// that its keyframe can start a decoder, and closes it.
+    pub intact_probe: Duration,
+    /// Looks of the intact probe running at once.
+    pub intact_probe_concurrency: usize,
 }
 
 /// The `ControlPriority` of a subject not given one.
@@ -140,6 +147,8 @@ impl Default for Settings {
             query_new_registrants: true,
             query_timeout: Timers::default().transaction_timeout(),
             ptz_lock: Duration::from_secs(30),
+            intact_probe: Duration::from_secs(3600),
+            intact_probe_concurrency: 4,
             ptz_priority: std::collections::BTreeMap::new(),
         }
     }

@@ -54,6 +54,8 @@ pub struct TreeSpec {
     pub max_viewers_per_stream: Option<u64>,
     /// Seconds a camera's PTZ lock lasts; `None`: the node's default.
     pub ptz_lock_secs: Option<u64>,
+    /// Seconds between intact probes; `None`: the node's default.
+    pub intact_probe_secs: Option<u64>,
     /// PTZ priority per department (1 highest … 5 lowest).
     pub ptz_priority: &'static [(&'static str, u8)],
 }
@@ -117,6 +119,7 @@ impl Default for TreeSpec {
             query_new_registrants: true,
             max_viewers_per_stream: None,
             ptz_lock_secs: None,
+            intact_probe_secs: None,
             ptz_priority: &[],
         }
     }
@@ -307,6 +310,9 @@ pub fn write_tree(dir: &Path, spec: &TreeSpec) -> std::io::Result<Tree> {
     }
     if let Some(n) = spec.ptz_lock_secs {
         toml.push_str(&format!("ptz_lock_secs = {n}\n\n"));
+    }
+    if let Some(n) = spec.intact_probe_secs {
+        toml.push_str(&format!("intact_probe_secs = {n}\n\n"));
     }
     if !spec.ptz_priority.is_empty() {
         let table: Vec<String> = spec

@@ -63,6 +63,9 @@ pub struct FleetSpec {
     /// Each device raises an alarm on its first channel this often, in
     /// seconds (`gbsim --alarm-every`).
     pub alarm_every: Option<f64>,
+    /// Channels whose live video no decoder can start (`gbsim
+    /// --broken-video`).
+    pub broken_video: Vec<String>,
 }
 
 impl Default for FleetSpec {
@@ -76,6 +79,7 @@ impl Default for FleetSpec {
             strip_pes_flags: false,
             free_running: false,
             alarm_every: None,
+            broken_video: Vec::new(),
         }
     }
 }
@@ -316,6 +320,12 @@ impl Cluster {
                     .alarm_every
                     .iter()
                     .flat_map(|s| ["--alarm-every".to_owned(), s.to_string()]),
+            )
+            .args(
+                self.fleet
+                    .broken_video
+                    .iter()
+                    .flat_map(|id| ["--broken-video", id.as_str()]),
             )
             .stdout(Stdio::null())
             .stderr(log)

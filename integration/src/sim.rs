@@ -1058,6 +1058,9 @@ pub struct MediaSources {
     /// fleet started, would be: mid-GOP, as real cameras do. Otherwise at
     /// the clip's first keyframe (the best case for time to first frame).
     pub free_running: bool,
+    /// Channels whose live video no decoder can start (a broken
+    /// encoder), and what they send instead of `live`.
+    pub broken: Option<(std::collections::HashSet<GbId>, crate::streamer::Source)>,
 }
 
 /// The driver's side of the calls: sockets and streaming tasks.
@@ -1088,10 +1091,10 @@ impl MediaDriver {
                 };
                 let playback =
                     matches!(offer.session, SessionKind::Playback | SessionKind::Download);
-                let source = if playback {
-                    sources.playback.clone()
-                } else {
-                    sources.live.clone()
+                let source = match &sources.broken {
+                    _ if playback => sources.playback.clone(),
+                    Some((ids, bad)) if ids.contains(&channel) => bad.clone(),
+                    _ => sources.live.clone(),
                 };
                 let to =
                     SocketAddr::new(offer.conn_addr.parse().unwrap_or(self.ip), offer.media_port);

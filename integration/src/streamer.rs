@@ -280,6 +280,35 @@ impl Clip {
         )
     }
 
+    /// The same clip with every SPS cut after its first bytes: frames
+    /// flow and keyframes are marked, but no decoder can start, as from a
+    /// camera whose encoder is broken.
+    pub fn with_broken_sps(&self) -> Clip {
+        let codec = self.codec;
+        let frames = self
+            .frames
+            .iter()
+            .map(|f| {
+                let mut buf = BytesMut::with_capacity(f.data.len());
+                for n in nal::annex_b_units(&f.data) {
+                    let t = nal_type(codec, n).unwrap_or(0);
+                    buf.extend_from_slice(&[0, 0, 0, 1]);
+                    let keep = if is_sps(codec, t) { 3 } else { n.len() };
+                    buf.extend_from_slice(n.get(..keep).unwrap_or(n));
+                }
+                ClipFrame {
+                    data: buf.freeze(),
+                    keyframe: f.keyframe,
+                }
+            })
+            .collect();
+        Clip {
+            codec,
+            fps: self.fps,
+            frames,
+        }
+    }
+
     /// The video codec.
     pub fn codec(&self) -> Codec {
         self.codec
@@ -981,6 +1010,17 @@ impl Source {
         match ext.as_deref() {
             Some("ps" | "vob" | "mpg" | "mpeg") => Ok(Source::Ps(Arc::new(PsFile::load(path)?))),
             _ => Ok(Source::Clip(Arc::new(Clip::load(path, codec, fps)?))),
+        }
+    }
+
+    /// A clip's [`Clip::with_broken_sps`]; a PS file is sent as it is, so
+    /// an error.
+    pub fn with_broken_sps(&self) -> io::Result<Source> {
+        match self {
+            Source::Clip(c) => Ok(Source::Clip(Arc::new(c.with_broken_sps()))),
+            Source::Ps(_) => Err(invalid(
+                "only an Annex-B clip (.h264, .h265) can have its SPS broken",
+            )),
         }
     }
 

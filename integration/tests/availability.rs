@@ -251,3 +251,210 @@ fn a_village_switched_off_gives_the_expected_online_rate_to_the_second() {
         std::fs::read_to_string(out.join(format!("availability-{today}-county.html"))).unwrap();
     assert!(html.contains("<svg") && html.contains("350102"), "{html}");
 }
+
+/// The status the city's console tree shows for `channel` (ON, OFF,
+/// VLOST), asked as `token`.
+fn shown_status(city: &TreeNode, token: &str, channel: &str) -> Option<String> {
+    let (s, body) = integration::harness::api_call(
+        "GET",
+        &format!("http://{}/api/v1/tree?q={channel}", city.http),
+        Some(token),
+        None,
+    )
+    .ok()?;
+    if s != 200 {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    v["branches"]
+        .as_array()?
+        .iter()
+        .find(|b| b["key"] == channel)
+        .and_then(|b| b["status"].as_str().map(str::to_owned))
+}
+
+#[test]
+fn a_camera_whose_video_does_not_decode_counts_online_but_not_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    // City ← county ← town ← village; every node would probe every 2 s,
+    // but only the village has cameras of its own.
+    let spec = TreeSpec {
+        sip_base: 22600,
+        http_base: 22650,
+        keepalive_secs: 1,
+        register_retry_secs: 1,
+        intact_probe_secs: Some(2),
+        ..TreeSpec::default()
+    };
+    let fleet = FleetSpec {
+        ipcs: 0,
+        nvrs: 1,
+        channels: 3,
+        media: Some(integration::harness::test_clip("h264.h264")),
+        ..FleetSpec::default()
+    };
+    let (admin, admin_entry) = new_token("ops", "ops", true);
+    let mut cluster = Cluster::start_with_policies(
+        &d,
+        spec,
+        fleet,
+        &[&admin_entry],
+        |n: &TreeNode| match n.parent {
+            Some(p) => format!("p, node:{p}, *, *, allow\n"),
+            None => "p, dept:ops, *, *, allow\n".to_owned(),
+        },
+        &admin,
+    )
+    .unwrap();
+    cluster
+        .wait_for("the tree linked", Duration::from_secs(20), Cluster::linked)
+        .unwrap();
+    let city = cluster.tree.root().clone();
+    let village = cluster.tree.level("village")[0].clone();
+    let mut cams: Vec<String> = cluster
+        .expected_channels(&village.id)
+        .unwrap()
+        .into_iter()
+        .map(|c| c.device_id)
+        .filter(|id| is_channel(id))
+        .collect();
+    cams.sort();
+    assert_eq!(cams.len(), 3);
+    let (good, broken, watched) = (cams[0].clone(), cams[1].clone(), cams[2].clone());
+    cluster.fleet.broken_video = vec![broken.clone()];
+    cluster.start_fleet(&village.id).unwrap();
+    cluster
+        .wait_for("3 channels ON at the city", Duration::from_secs(20), |c| {
+            let s = states(c, &city);
+            s.len() == 3 && s.values().all(|on| *on)
+        })
+        .unwrap();
+    let from = now_ms() / 1000;
+    let started = now_ms();
+
+    // The village's probe finds the broken camera's video undecodable and
+    // marks it VLOST; the city hears it and shows it, still online.
+    cluster
+        .wait_for(
+            "the broken camera VLOST at the city",
+            Duration::from_secs(20),
+            |_| shown_status(&city, &admin, &broken).as_deref() == Some("VLOST"),
+        )
+        .unwrap();
+    let lost_at = now_ms();
+    eprintln!(
+        "the broken camera was VLOST at the city {} ms after it was ON",
+        lost_at - started
+    );
+    assert_eq!(shown_status(&city, &admin, &good).as_deref(), Some("ON"));
+    assert!(
+        states(&cluster, &city).values().all(|on| *on),
+        "a lost video is still online"
+    );
+
+    // A viewer watches one camera through all four tiers while the probe
+    // keeps looking: it looks at the open stream and opens none of its own.
+    let invites = |c: &Cluster| {
+        std::fs::read_to_string(c.dir().join(format!("sim-{}.log", village.id)))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("INVITE: streaming") && l.contains(watched.as_str()))
+            .count()
+    };
+    let (s, body) = integration::harness::api_call(
+        "POST",
+        &format!("http://{}/api/v1/streams", city.http),
+        Some(&admin),
+        Some(&format!(
+            "{{\"channel\":\"{watched}\",\"action\":\"live\"}}"
+        )),
+    )
+    .unwrap();
+    assert_eq!(s, 200, "{body}");
+    let play: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let url = format!("http://{}{}", city.http, play["flv"].as_str().unwrap());
+    let viewer = std::thread::spawn(move || {
+        integration::flv_watch::longest_gap(&url, Duration::from_secs(8))
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let during = invites(&cluster);
+    let probes_before = cluster
+        .metric(
+            &village.id,
+            "gbgate_intact_probes_total",
+            "result=\"intact\"",
+        )
+        .unwrap();
+    let gap = viewer.join().unwrap();
+    assert!(gap.is_some(), "the viewer got video");
+    let probes_after = cluster
+        .metric(
+            &village.id,
+            "gbgate_intact_probes_total",
+            "result=\"intact\"",
+        )
+        .unwrap();
+    assert_eq!(
+        invites(&cluster),
+        during,
+        "the probe opened a second stream of a watched camera"
+    );
+    assert!(
+        probes_after - probes_before >= 4.0,
+        "the probe kept looking: {probes_before} → {probes_after} intact looks"
+    );
+    // Only the village looks (the city has no camera of its own).
+    assert_eq!(
+        cluster
+            .metric(&city.id, "gbgate_intact_probes_total", "")
+            .unwrap(),
+        0.0
+    );
+    // Streams the probe opened end once looked at: no linger at the
+    // village for cameras nobody watches.
+    cluster
+        .wait_for(
+            "the village idle between looks",
+            Duration::from_secs(10),
+            |c| {
+                c.streams(&village.id)
+                    .map(|s| s.iter().all(|s| !s.stream.contains(&good)))
+                    .unwrap_or(false)
+            },
+        )
+        .unwrap();
+
+    // The city's availability: all three online the whole window; the
+    // broken one not intact from when the city heard VLOST.
+    std::thread::sleep(Duration::from_millis(1000));
+    let to = now_ms() / 1000 + 1;
+    let (s, body) = integration::harness::api_call(
+        "GET",
+        &format!(
+            "http://{}/api/v1/availability?group_by=county&from={from}&to={to}",
+            city.http
+        ),
+        Some(&admin),
+        None,
+    )
+    .unwrap();
+    assert_eq!(s, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let g = &v["groups"][0];
+    eprintln!("the county over [{from}, {to}): {g}");
+    let num = |k: &str| g[k].as_f64().unwrap();
+    assert_eq!(g["channels"], 3);
+    assert_eq!(num("online_rate"), 1.0, "{g}");
+    let lost_s = (to * 1000 - lost_at) as f64 / 1000.0;
+    let not_intact = num("online_seconds") - num("intact_seconds");
+    assert!(
+        (not_intact - lost_s).abs() <= 1.5,
+        "not intact for {not_intact} s, expected {lost_s} s"
+    );
+    let expected = 1.0 - lost_s / num("known_seconds");
+    assert!(
+        (num("intact_rate") - expected).abs() <= 0.05,
+        "{g} vs {expected}"
+    );
+}

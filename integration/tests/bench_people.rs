@@ -183,6 +183,7 @@ fn availability_report_420k_channels_30_days() {
             channel: ch.clone(),
             online: true,
             via: ch[..6].to_owned(),
+            intact: Some(true),
         });
         if batch.len() == 200_000 {
             rows += batch.len();
@@ -205,6 +206,7 @@ fn availability_report_420k_channels_30_days() {
                     channel: ch.clone(),
                     online,
                     via: ch[..6].to_owned(),
+                    intact: Some(online),
                 });
             }
             if batch.len() >= 200_000 {

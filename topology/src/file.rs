@@ -48,6 +48,7 @@ pub(crate) struct RawDefaults {
     pub(crate) query_new_registrants: Option<Spanned<bool>>,
     pub(crate) max_viewers_per_stream: Option<Spanned<u64>>,
     pub(crate) ptz_lock_secs: Option<Spanned<u64>>,
+    pub(crate) intact_probe_secs: Option<Spanned<u64>>,
     pub(crate) ptz_priority: Option<Spanned<std::collections::BTreeMap<String, Spanned<u64>>>>,
 }
 
@@ -235,6 +236,7 @@ impl Topology {
             query_new_registrants: (!s.query_new_registrants).then_some(false),
             max_viewers_per_stream: s.max_viewers_per_stream.map(|n| n as u64),
             ptz_lock_secs: s.ptz_lock.map(|d| d.as_secs()),
+            intact_probe_secs: s.intact_probe.map(|d| d.as_secs()),
             ptz_priority: s
                 .ptz_priority
                 .iter()

@@ -70,6 +70,7 @@
 //! media_transport = "udp"         # how sources below send media: udp, tcp-passive, tcp-active
 //! ptz_lock_secs = 30              # a camera's PTZ lock lasts this long after its holder's last command
 //! ptz_priority = { police = 1 }   # PTZ priority per department: 1 highest .. 5 lowest (default 5)
+//! intact_probe_secs = 3600        # look at each camera's video this often (0: never)
 //!
 //! [[node]]
 //! id = "35010000002000000001"     # 20 digits, type code 200 (platform)

@@ -50,6 +50,10 @@ pub struct Settings {
     /// How long a camera's PTZ control lock lasts after its holder's last
     /// command (`ptz_lock_secs`); `None` leaves the node's default (30 s).
     pub ptz_lock: Option<Duration>,
+    /// How often the intact probe looks at each online camera registered
+    /// to the node (`intact_probe_secs`; 0 turns it off); `None` leaves
+    /// the node's default (an hour).
+    pub intact_probe: Option<Duration>,
     /// PTZ control priority per subject (`[defaults.ptz_priority]`, keyed
     /// by department name, stored as `dept:<name>`): 1 is the highest, 5
     /// the lowest and the default, as in GB/T 28181's `ControlPriority`.
@@ -104,6 +108,7 @@ impl Default for Settings {
             query_new_registrants: true,
             max_viewers_per_stream: None,
             ptz_lock: None,
+            intact_probe: None,
             ptz_priority: std::collections::BTreeMap::new(),
         }
     }

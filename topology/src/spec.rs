@@ -66,6 +66,9 @@ pub struct DefaultsSpec {
     /// Seconds a camera's PTZ lock lasts after its holder's last command.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ptz_lock_secs: Option<u64>,
+    /// Seconds between the intact probe's looks at each camera (0: off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub intact_probe_secs: Option<u64>,
     /// PTZ control priority per department (1 highest … 5 lowest).
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub ptz_priority: std::collections::BTreeMap<String, u8>,

@@ -246,6 +246,9 @@ impl Checker<'_> {
                 n => settings.ptz_lock = Some(Duration::from_secs(n)),
             }
         }
+        if let Some(secs) = &raw.intact_probe_secs {
+            settings.intact_probe = Some(Duration::from_secs(*secs.get_ref()));
+        }
         if let Some(table) = &raw.ptz_priority {
             for (dept, p) in table.get_ref() {
                 let valid = !dept.is_empty()
@@ -1593,11 +1596,15 @@ credentials = "/abs/village.toml"
     fn ptz_lock_and_priorities_are_read_and_checked() {
         let with =
             |line: &str| Topology::parse(&replace("keepalive_interval_secs = 30", line), "t.toml");
-        let t = with("ptz_lock_secs = 45\nptz_priority = { police = 1, traffic = 4 }").unwrap();
+        let t = with(
+            "ptz_lock_secs = 45\nptz_priority = { police = 1, traffic = 4 }\nintact_probe_secs = 0",
+        )
+        .unwrap();
         let s = t.settings();
         assert_eq!(s.ptz_lock, Some(Duration::from_secs(45)));
         assert_eq!(s.ptz_priority.get("dept:police"), Some(&1));
         assert_eq!(s.ptz_priority.get("dept:traffic"), Some(&4));
+        assert_eq!(s.intact_probe, Some(Duration::ZERO));
         // What is read writes back the same.
         let again = Topology::parse(&t.to_toml_string().unwrap(), "t.toml").unwrap();
         assert_eq!(again.settings(), s);

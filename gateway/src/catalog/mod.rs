@@ -32,6 +32,11 @@ pub mod event {
     pub const OFF: &str = "OFF";
     /// An entry's fields changed (full item).
     pub const UPDATE: &str = "UPDATE";
+    /// An entry is online but its video is lost (ID only): what a camera
+    /// reports, and what this node says when its probe finds no picture.
+    pub const VLOST: &str = "VLOST";
+    /// An entry is online but faulty (ID only): kept as [`VLOST`].
+    pub const DEFECT: &str = "DEFECT";
 }
 
 /// One catalog entry, unpacked for a reader.
@@ -81,6 +86,11 @@ struct Stored {
     /// The registrant, by its number in [`Index`]: 4 bytes, not 20.
     source: u32,
     on: bool,
+    /// Online, but its video is lost (VLOST/DEFECT heard, or the intact
+    /// probe found no picture): it counts online, not intact. Set only by
+    /// those events and the probe, cleared by ON and OFF; a full catalog
+    /// (whose Status knows only ON and OFF) leaves it as it is.
+    video_lost: bool,
     parent: Option<Parent>,
     fields: Box<[u8]>,
 }
@@ -90,8 +100,19 @@ impl Stored {
         Stored {
             source,
             on: normalise_status(item.status.as_deref()) == "ON",
+            video_lost: false,
             parent: item.parent_id.clone().map(Parent::new),
             fields: packed::pack_except_parent(item),
+        }
+    }
+
+    /// ON, OFF, or VLOST (online, video lost): what people are shown.
+    /// (A catalog item's `Status` says only ON or OFF.)
+    fn status_word(&self) -> &'static str {
+        match (self.on, self.video_lost) {
+            (false, _) => event::OFF,
+            (true, false) => event::ON,
+            (true, true) => event::VLOST,
         }
     }
 
@@ -254,6 +275,10 @@ impl Index {
     }
 
     fn set_on(&mut self, e: &mut Stored, on: bool) {
+        if !on {
+            // Offline says nothing of the video when it comes back.
+            e.video_lost = false;
+        }
         if e.on != on {
             e.on = on;
             if on {
@@ -498,7 +523,7 @@ impl Catalog {
             *self.refused.entry(source).or_default() += 1;
             return Vec::new();
         }
-        let new = Stored::new(number, &item);
+        let mut new = Stored::new(number, &item);
         let Some(e) = self.entries.get_mut(&id) else {
             let ev = with_event(&item, event::ADD);
             self.index.add(id, &new);
@@ -520,10 +545,43 @@ impl Catalog {
         } else if e.on != new.on {
             out.push(id_only(id, status_event(new.on)));
         }
+        new.video_lost = e.video_lost && new.on;
         self.index.remove(id, e);
         self.index.add(id, &new);
         *e = new;
         out
+    }
+
+    /// The online channels (see [`Self::is_channel`]) of the registrants
+    /// `from` accepts, sorted.
+    pub fn online_channels_from(&self, mut from: impl FnMut(GbId) -> bool) -> Vec<GbId> {
+        let mut out: Vec<GbId> = self
+            .index
+            .by_source
+            .iter()
+            .filter(|(source, _)| from(**source))
+            .flat_map(|(_, ids)| ids.iter().copied())
+            .filter(|id| self.entries.get(id).is_some_and(|e| e.on) && self.is_channel(*id))
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    /// Whether `id` is online with its video lost.
+    pub fn video_lost(&self, id: GbId) -> bool {
+        self.entries.get(&id).is_some_and(|e| e.on && e.video_lost)
+    }
+
+    /// Note what the intact probe found for an online entry: its video
+    /// decodes (`true`) or not. The change event (VLOST, or ON when the
+    /// video is back), if the state changed.
+    pub fn set_video_intact(&mut self, id: GbId, intact: bool) -> Option<CatalogItem> {
+        let e = self.entries.get_mut(&id)?;
+        if !e.on || e.video_lost != intact {
+            return None;
+        }
+        e.video_lost = !intact;
+        Some(id_only(id, if intact { event::ON } else { event::VLOST }))
     }
 
     fn remove(&mut self, id: GbId) -> bool {
@@ -631,12 +689,16 @@ impl Catalog {
                         out.push(id_only(id, event::DEL));
                     }
                 }
-                event::ON | event::OFF | "VLOST" | "DEFECT" => {
-                    let on = ev == event::ON;
+                event::ON | event::OFF | event::VLOST | event::DEFECT => {
+                    // A camera that reports its video lost is online.
+                    let on = ev != event::OFF;
+                    let lost = ev == event::VLOST || ev == event::DEFECT;
                     if let Some(e) = self.entries.get_mut(&id) {
-                        if e.on != on {
+                        if e.on != on || e.video_lost != lost {
                             self.index.set_on(e, on);
-                            out.push(id_only(id, status_event(on)));
+                            e.video_lost = lost;
+                            let said = if lost { event::VLOST } else { status_event(on) };
+                            out.push(id_only(id, said));
                         }
                     }
                 }
@@ -838,6 +900,53 @@ mod tests {
             21
         );
         assert_eq!(c.online_count(), 21);
+    }
+
+    #[test]
+    fn lost_video_counts_online_and_is_cleared_by_on_and_off() {
+        let mut c = Catalog::new(gid(NODE));
+        c.replace_from(gid(CHILD), vec![ch(1, CHILD, "ON")], true);
+        let id = gid("35010201001310000001");
+        let said = |c: &mut Catalog, ev: &str| {
+            let mut i = ch(1, CHILD, "ON");
+            i.event = Some(ev.into());
+            events(&c.apply_events(gid(CHILD), vec![i]))
+        };
+        let vlost = vec![(id.to_string(), "VLOST".to_owned())];
+        assert_eq!(said(&mut c, "VLOST"), vlost);
+        assert!(c.video_lost(id));
+        assert_eq!(c.online_count(), 1, "a lost video is still online");
+        assert!(said(&mut c, "DEFECT").is_empty(), "already lost");
+        // A full catalog's Status ON says nothing of the video.
+        assert!(c
+            .replace_from(gid(CHILD), vec![ch(1, CHILD, "ON")], true)
+            .is_empty());
+        assert!(c.video_lost(id));
+        assert_eq!(said(&mut c, "ON"), vec![(id.to_string(), "ON".to_owned())]);
+        assert!(!c.video_lost(id));
+        // The probe's verdicts.
+        assert_eq!(
+            c.set_video_intact(id, false).and_then(|i| i.event),
+            Some("VLOST".into())
+        );
+        assert!(c.set_video_intact(id, false).is_none());
+        assert_eq!(
+            said(&mut c, "OFF"),
+            vec![(id.to_string(), "OFF".to_owned())]
+        );
+        assert!(!c.video_lost(id));
+        assert!(
+            c.set_video_intact(id, true).is_none(),
+            "offline: no verdict"
+        );
+        // Back online after OFF: intact until told otherwise.
+        assert_eq!(said(&mut c, "ON").len(), 1);
+        assert!(!c.video_lost(id));
+        assert_eq!(said(&mut c, "VLOST"), vlost);
+        assert_eq!(
+            c.set_video_intact(id, true).and_then(|i| i.event),
+            Some("ON".into())
+        );
     }
 
     #[test]

@@ -237,7 +237,7 @@ impl Catalog {
                     key: id.to_string(),
                     kind: self.kind(id),
                     name: packed::name(&e.fields).map(str::to_owned),
-                    status: Some(if e.on { "ON" } else { "OFF" }.to_owned()),
+                    status: Some(e.status_word().to_owned()),
                     cameras,
                     online,
                 })
@@ -292,7 +292,7 @@ impl Catalog {
                     key: id.to_string(),
                     kind: BranchKind::Camera,
                     name: name.map(str::to_owned),
-                    status: Some(if e.on { "ON" } else { "OFF" }.to_owned()),
+                    status: Some(e.status_word().to_owned()),
                     cameras: 1,
                     online: u32::from(e.on),
                 });

@@ -501,6 +501,9 @@ struct HevcSpsInfo {
     chroma_format_idc: u32,
     bit_depth_luma_minus8: u32,
     bit_depth_chroma_minus8: u32,
+    /// pic_width/height_in_luma_samples; 0 when the SPS ends before them.
+    width: u32,
+    height: u32,
 }
 
 /// Parses an H.265 SPS NAL (header included) as far as the bit depths
@@ -513,10 +516,19 @@ fn parse_hevc_sps(nal: &[u8]) -> HevcSpsInfo {
         chroma_format_idc: 1,
         bit_depth_luma_minus8: 0,
         bit_depth_chroma_minus8: 0,
+        width: 0,
+        height: 0,
     };
     let rbsp = unescape(nal.get(2..).unwrap_or_default());
     let _ = read_hevc_sps(&mut Bits::new(&rbsp), &mut info);
     info
+}
+
+/// The picture size an H.265 SPS NAL (header included) declares, if it
+/// can be read that far and is not empty.
+pub(crate) fn hevc_picture_size(sps: &[u8]) -> Option<(u32, u32)> {
+    let i = parse_hevc_sps(sps);
+    (i.width > 0 && i.height > 0).then_some((i.width, i.height))
 }
 
 fn read_hevc_sps(b: &mut Bits, info: &mut HevcSpsInfo) -> Option<()> {
@@ -543,8 +555,8 @@ fn read_hevc_sps(b: &mut Bits, info: &mut HevcSpsInfo) -> Option<()> {
         b.skip(1)?; // separate_colour_plane_flag
     }
     info.chroma_format_idc = chroma;
-    b.ue()?; // pic_width_in_luma_samples
-    b.ue()?; // pic_height_in_luma_samples
+    info.width = b.ue()?;
+    info.height = b.ue()?;
     if b.bits(1)? == 1 {
         for _ in 0..4 {
             b.ue()?; // conf_win_{left,right,top,bottom}_offset

@@ -1315,6 +1315,25 @@ impl Node {
         }
     }
 
+    /// The cameras the intact probe looks at here: the online ones
+    /// registered to this node itself (those behind a child node are that
+    /// node's to look at).
+    pub fn probe_candidates(&self) -> Vec<GbId> {
+        let children = &self.identity.children;
+        self.catalog
+            .online_channels_from(|source| !children.contains_key(&source))
+    }
+
+    /// What the intact probe found for `camera`: its video decodes
+    /// (`intact`) or not. A change marks it VLOST (or ON again) in the
+    /// catalog, recorded and pushed up like any status change.
+    pub fn video_checked(&mut self, camera: GbId, intact: bool, now: Instant) {
+        if let Some(ev) = self.catalog.set_video_intact(camera, intact) {
+            tracing::info!(%camera, intact, "intact probe changed a camera's video state");
+            self.emit(vec![ev], now);
+        }
+    }
+
     fn flush_up(&mut self, now: Instant) {
         self.flush_at = None;
         let items = std::mem::take(&mut self.pending_up);

@@ -130,7 +130,7 @@ impl Node {
             .collect()
     }
 
-    /// Record every channel's ON/OFF changes as [`Output::Status`] (the
+    /// Record every channel's ON/OFF/VLOST changes as [`Output::Status`] (the
     /// runtime turns it on when it has a store to write them to).
     pub fn keep_status_history(&mut self, on: bool) {
         self.status_history = on;
@@ -151,10 +151,14 @@ impl Node {
             if !self.catalog.is_channel(id) {
                 continue;
             }
-            let online = match item.event.as_deref() {
-                Some(event::ON) => true,
-                Some(event::ADD | event::UPDATE) => item.status.as_deref() == Some("ON"),
-                Some(_) => false,
+            let (online, intact) = match item.event.as_deref() {
+                Some(event::ON) => (true, true),
+                Some(event::VLOST | event::DEFECT) => (true, false),
+                Some(event::ADD | event::UPDATE) => {
+                    let on = item.status.as_deref() == Some("ON");
+                    (on, on && !self.catalog.video_lost(id))
+                }
+                Some(_) => (false, false),
                 None => continue,
             };
             let via = self
@@ -168,6 +172,7 @@ impl Node {
                     channel: id.to_string(),
                     online,
                     via,
+                    intact: Some(intact),
                 }));
         }
     }

@@ -226,6 +226,9 @@ pub struct Hub {
     joined: std::sync::atomic::AtomicBool,
     /// A paused playback: silence from below is expected, not an end.
     paused: std::sync::atomic::AtomicBool,
+    /// The intact probe that opened it has looked: unless someone joins,
+    /// it ends now instead of after a linger.
+    probed: std::sync::atomic::AtomicBool,
     /// The first reason the source's PS could not be demuxed (here or,
     /// as a BYE's Reason said, at a tier below), and when it was noted
     /// (milliseconds since `created`).
@@ -335,6 +338,7 @@ impl Hub {
             idle_since_ms: AtomicU64::new(0),
             holds: AtomicUsize::new(0),
             paused: std::sync::atomic::AtomicBool::new(false),
+            probed: std::sync::atomic::AtomicBool::new(false),
             joined: std::sync::atomic::AtomicBool::new(false),
             fault: std::sync::OnceLock::new(),
             stats: HubStats::default(),
@@ -383,6 +387,7 @@ impl Hub {
             silent_for: self.silent_for(now),
             idle_for: self.idle_for(now),
             never_joined: !self.ever_joined(),
+            probed: self.probed.load(Ordering::Acquire),
             viewers: self.viewers(),
             paused: self.paused(),
             fault: unreadable.as_ref().map(|(cause, _)| cause.clone()),
@@ -419,6 +424,23 @@ impl Hub {
     /// True once any viewer has joined.
     pub fn ever_joined(&self) -> bool {
         self.joined.load(Ordering::Acquire)
+    }
+
+    /// The intact probe has looked at this hub (see [`Self::keyframe`]).
+    pub fn set_probed(&self) {
+        if !self.probed.swap(true, Ordering::AcqRel) {
+            (self.on_change)();
+        }
+    }
+
+    /// The keyframe that starts the cached GOP, while there is one: what
+    /// a viewer joining now would decode from.
+    pub fn keyframe(&self) -> Option<Frame> {
+        lock(&self.inner)
+            .gop
+            .first()
+            .filter(|f| f.codec.is_video() && f.keyframe)
+            .cloned()
     }
 
     /// Note why the source's PS could not be demuxed; only the first
@@ -593,6 +615,14 @@ impl Hub {
         format: Format,
         wait: Duration,
     ) -> Result<Viewer, JoinError> {
+        self.wait_for_picture(wait).await?;
+        self.join_now(format)
+    }
+
+    /// Waits (at most `wait`) for the first keyframe without joining. If
+    /// none came and the source's PS could not be demuxed, the error is
+    /// [`JoinError::Unreadable`].
+    pub async fn wait_for_picture(&self, wait: Duration) -> Result<(), JoinError> {
         let mut state = self.state.subscribe();
         let ready = tokio::time::timeout(wait, async {
             loop {
@@ -610,7 +640,7 @@ impl Hub {
         .map_err(|_| JoinError::NoPicture(wait))
         .and_then(|r| r);
         match ready {
-            Ok(()) => self.join_now(format),
+            Ok(()) => Ok(()),
             // Why the stream ended without a picture, not only that it did.
             Err(e @ (JoinError::NoPicture(_) | JoinError::Ended(_))) => {
                 Err(self.unreadable().map_or(e, JoinError::Unreadable))

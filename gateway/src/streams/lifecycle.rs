@@ -10,7 +10,9 @@
 //!    heal ([`super::gives_up_on`]): end, naming the fault;
 //! 2. no media for the media timeout (not while paused): end;
 //! 3. no viewers for the linger (once someone had joined): end;
-//! 4. nobody ever joined within twice the open timeout (the opener's
+//! 4. opened for the intact probe, which has looked, and nobody joined:
+//!    end (a probe costs one keyframe, not a linger);
+//! 5. nobody ever joined within twice the open timeout (the opener's
 //!    request was cancelled): end.
 
 use std::time::Duration;
@@ -29,6 +31,8 @@ pub struct HubFacts {
     pub idle_for: Option<Duration>,
     /// Nobody has joined yet.
     pub never_joined: bool,
+    /// The intact probe that opened it has looked.
+    pub probed: bool,
     /// Viewers now.
     pub viewers: usize,
     /// Playback paused: silence is expected.
@@ -67,6 +71,9 @@ pub enum HubEnd {
     /// The opener never came.
     #[error("nobody joined the stream it was opened for")]
     NeverJoined,
+    /// The intact probe has looked and nobody else came.
+    #[error("the intact probe is done")]
+    Probed,
 }
 
 /// What to do about a hub next.
@@ -107,6 +114,9 @@ pub fn decide(facts: &HubFacts, timers: &HubTimers) -> Verdict {
         }
         soonest(timers.linger - idle);
     }
+    if facts.never_joined && facts.viewers == 0 && facts.probed {
+        return Verdict::End(HubEnd::Probed);
+    }
     if facts.never_joined && facts.viewers == 0 {
         let limit = timers.open_timeout * 2;
         if facts.age > limit {
@@ -134,6 +144,7 @@ mod tests {
             silent_for: Duration::from_millis(40),
             idle_for: None,
             never_joined: false,
+            probed: false,
             viewers: 3,
             paused: false,
             unreadable: None,
@@ -206,6 +217,29 @@ mod tests {
         });
         assert_eq!(why, HubEnd::NeverJoined);
         assert!(at > T.open_timeout * 2 && at < T.open_timeout * 2 + Duration::from_millis(5));
+    }
+
+    #[test]
+    fn a_stream_the_probe_opened_ends_once_it_looked_unless_someone_joined() {
+        let opened = HubFacts {
+            age: Duration::from_secs(1),
+            never_joined: true,
+            viewers: 0,
+            ..playing()
+        };
+        assert!(matches!(decide(&opened, &T), Verdict::WakeIn(Some(_))));
+        let looked = HubFacts {
+            probed: true,
+            ..opened.clone()
+        };
+        assert_eq!(decide(&looked, &T), Verdict::End(HubEnd::Probed));
+        // A viewer came meanwhile: it lives like any other.
+        let watched = HubFacts {
+            never_joined: false,
+            viewers: 1,
+            ..looked
+        };
+        assert!(matches!(decide(&watched, &T), Verdict::WakeIn(_)));
     }
 
     #[test]

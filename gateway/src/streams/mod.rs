@@ -35,6 +35,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use topology::GbId;
 
+use crate::media::picture::{check_keyframe, Picture, Undecodable};
 use crate::media::ps::PsFault;
 use crate::media::sdp::{Direction, GbSdp, MediaKind, SessionKind};
 use crate::node::{CallError, CallEvent, CallFailure, CallId, CallKind};
@@ -109,6 +110,37 @@ impl OpenError {
             | OpenError::NoSocket(_)
             | OpenError::Join(JoinError::Full(_)) => 503,
             _ => 502,
+        }
+    }
+}
+
+/// Why the intact probe found no decodable video, or could not look.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum ProbeError {
+    /// A picture came, but its keyframe cannot start a decoder.
+    #[error(transparent)]
+    Undecodable(#[from] Undecodable),
+    /// The source refused the stream, or no picture came.
+    #[error(transparent)]
+    NoVideo(OpenError),
+    /// This node or the device could not try now (at a limit, busy,
+    /// stopping): it says nothing of the camera's video.
+    #[error("not looked at: {0}")]
+    NotTried(OpenError),
+}
+
+impl From<OpenError> for ProbeError {
+    fn from(e: OpenError) -> Self {
+        let busy = |status: u16| matches!(status, 486 | 503 | 600);
+        match &e {
+            OpenError::Refused(_)
+            | OpenError::TooManyStreams(_)
+            | OpenError::NoSocket(_)
+            | OpenError::Stopped(_) => ProbeError::NotTried(e),
+            OpenError::Failed(CallFailure::Refused { status, .. }) if busy(*status) => {
+                ProbeError::NotTried(e)
+            }
+            _ => ProbeError::NoVideo(e),
         }
     }
 }
@@ -615,6 +647,36 @@ impl StreamManager {
         Err(last
             .unwrap_or(JoinError::Ended("the stream ended".into()))
             .into())
+    }
+
+    /// Look at the live video of `channel` for the intact probe: whether
+    /// its keyframe can start a decoder. A stream open already is looked
+    /// at as it is; otherwise one is opened (shared with any viewer who
+    /// comes meanwhile) and, once looked at, ends at once unless someone
+    /// joined it.
+    pub async fn probe_live(self: &Arc<Self>, channel: GbId) -> Result<Picture, ProbeError> {
+        let key = StreamKey::Live(channel);
+        let open = locked(&self.table).open_hub(&key).map(|o| o.hub.clone());
+        if let Some(hub) = open {
+            if let Some(k) = hub.keyframe() {
+                return Ok(check_keyframe(&k)?);
+            }
+        }
+        let (open, _) = self
+            .wait_for(self.new_viewer(), |_| Want::Live(channel), None)
+            .await?;
+        let hub = open.hub;
+        let seen = hub.wait_for_picture(self.settings.open_timeout).await;
+        let verdict = match seen {
+            Ok(()) => match hub.keyframe() {
+                Some(k) => check_keyframe(&k).map_err(ProbeError::from),
+                // Its GOP was dropped as too long: no viewer could start.
+                None => Err(Undecodable::NotKeyframe.into()),
+            },
+            Err(e) => Err(OpenError::from(e).into()),
+        };
+        hub.set_probed();
+        verdict
     }
 
     /// Open a playback session of `channel` over `[start, end]` (Unix

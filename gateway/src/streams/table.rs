@@ -236,6 +236,14 @@ impl<H: HubView> StreamTable<H> {
         })
     }
 
+    /// The hub of `key`, if open.
+    pub fn open_hub(&self, key: &StreamKey) -> Option<&H> {
+        match &self.slots.get(key)?.phase {
+            Phase::Open { hub, .. } => Some(hub),
+            Phase::Opening { .. } => None,
+        }
+    }
+
     fn call_of(&self, key: &StreamKey) -> Option<CallId> {
         match self.slots.get(key)?.phase {
             Phase::Open { call, .. } => Some(call),
@@ -675,6 +683,7 @@ mod tests {
                 silent_for: now - s.last_frame,
                 idle_for: (s.viewers == 0 && s.ever_joined).then(|| now - s.idle_since),
                 never_joined: !s.ever_joined,
+                probed: false,
                 viewers: s.viewers,
                 paused: false,
                 unreadable: None,

@@ -80,6 +80,10 @@ struct Args {
     /// video PES header removed, as a broken device would.
     #[arg(long)]
     strip_pes_flags: bool,
+    /// Test aid: this channel's live video (an Annex-B --media clip) has
+    /// its SPS cut, so no decoder can start; repeat for more channels.
+    #[arg(long)]
+    broken_video: Vec<String>,
 }
 
 fn main() -> Result<()> {
@@ -132,10 +136,21 @@ fn main() -> Result<()> {
                 Some(p) => load(p)?,
                 None => live.clone(),
             };
+            let broken = if a.broken_video.is_empty() {
+                None
+            } else {
+                let ids = a
+                    .broken_video
+                    .iter()
+                    .map(|s| GbId::parse(s).with_context(|| format!("--broken-video {s}")))
+                    .collect::<Result<_>>()?;
+                Some((ids, live.with_broken_sps().context("--broken-video")?))
+            };
             Some(MediaSources {
                 live,
                 playback,
                 free_running: a.free_running,
+                broken,
             })
         }
         None => None,

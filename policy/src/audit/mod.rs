@@ -650,24 +650,36 @@ pub trait AuditStore: Send {
         -> Result<Vec<StatusChange>, AuditError>;
 }
 
-/// A channel went online or offline, as this node heard it.
+/// A channel went online or offline, or its video was found lost or back,
+/// as this node heard it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatusChange {
     /// When, in Unix milliseconds.
     pub at_ms: u64,
     /// The channel's 20-digit ID.
     pub channel: String,
-    /// ON (true) or OFF, removed, lost (false).
+    /// ON, or VLOST/DEFECT (online, video not intact): true; OFF or
+    /// removed: false.
     pub online: bool,
     /// The registrant it came through (a device, or the child node).
     pub via: String,
+    /// Online with video that decodes (`false` after a VLOST/DEFECT);
+    /// `None` in rows from before the intact probe: read as `online`.
+    pub intact: Option<bool>,
+}
+
+impl StatusChange {
+    /// Whether the channel was online with intact video from this change on.
+    pub fn is_intact(&self) -> bool {
+        self.online && self.intact.unwrap_or(true)
+    }
 }
 
 /// SQL shared by both backends (placeholders `{from}`/`{to}` replaced):
 /// the last change per channel before the window, and the window's own.
 fn status_history_sql(from: &str, to: &str) -> String {
     format!(
-        "SELECT channel, at_ms, online, via FROM status_changes s \
+        "SELECT channel, at_ms, online, via, intact FROM status_changes s \
          WHERE (at_ms >= {from} AND at_ms < {to}) \
             OR at_ms = (SELECT MAX(at_ms) FROM status_changes p \
                         WHERE p.channel = s.channel AND p.at_ms < {from}) \

@@ -51,8 +51,11 @@ CREATE TABLE IF NOT EXISTS status_changes (
     channel TEXT NOT NULL,
     at_ms   BIGINT NOT NULL,
     online  BOOLEAN NOT NULL,
-    via     TEXT NOT NULL
+    via     TEXT NOT NULL,
+    intact  BOOLEAN
 );
+-- A store made before the intact probe existed (NULL reads as online).
+ALTER TABLE status_changes ADD COLUMN IF NOT EXISTS intact BOOLEAN;
 CREATE INDEX IF NOT EXISTS status_changes_channel ON status_changes (channel, at_ms);
 CREATE INDEX IF NOT EXISTS status_changes_at ON status_changes (at_ms);
 ";
@@ -284,12 +287,19 @@ impl AuditStore for PgStore {
     fn record_status(&mut self, changes: &[StatusChange]) -> Result<(), AuditError> {
         let mut tx = self.client.transaction()?;
         let insert = tx.prepare(
-            "INSERT INTO status_changes (channel, at_ms, online, via) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO status_changes (channel, at_ms, online, via, intact) \
+             VALUES ($1, $2, $3, $4, $5)",
         )?;
         for c in changes {
             tx.execute(
                 &insert,
-                &[&c.channel, &to_i64("at_ms", c.at_ms)?, &c.online, &c.via],
+                &[
+                    &c.channel,
+                    &to_i64("at_ms", c.at_ms)?,
+                    &c.online,
+                    &c.via,
+                    &c.intact,
+                ],
             )?;
         }
         tx.commit()?;
@@ -312,6 +322,7 @@ impl AuditStore for PgStore {
                     at_ms: to_u64(0, "status at_ms", r.try_get(1)?)?,
                     online: r.try_get(2)?,
                     via: r.try_get(3)?,
+                    intact: r.try_get(4)?,
                 })
             })
             .collect()

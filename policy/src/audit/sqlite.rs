@@ -50,7 +50,8 @@ CREATE TABLE IF NOT EXISTS status_changes (
     channel TEXT NOT NULL,
     at_ms   INTEGER NOT NULL,
     online  INTEGER NOT NULL,
-    via     TEXT NOT NULL
+    via     TEXT NOT NULL,
+    intact  INTEGER
 );
 CREATE INDEX IF NOT EXISTS status_changes_channel ON status_changes (channel, at_ms);
 CREATE INDEX IF NOT EXISTS status_changes_at ON status_changes (at_ms);
@@ -88,6 +89,16 @@ impl SqliteStore {
         }
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.execute_batch(SCHEMA)?;
+        // A store made before the intact probe existed: add its column
+        // (NULL there reads as the row's `online`).
+        let has_intact: bool = conn.query_row(
+            "SELECT COUNT(*) > 0 FROM pragma_table_info('status_changes') WHERE name = 'intact'",
+            [],
+            |r| r.get(0),
+        )?;
+        if !has_intact {
+            conn.execute_batch("ALTER TABLE status_changes ADD COLUMN intact INTEGER")?;
+        }
         Ok(SqliteStore { conn })
     }
 
@@ -283,14 +294,16 @@ impl AuditStore for SqliteStore {
         let tx = self.conn.transaction()?;
         {
             let mut insert = tx.prepare_cached(
-                "INSERT INTO status_changes (channel, at_ms, online, via) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO status_changes (channel, at_ms, online, via, intact) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
             for c in changes {
                 insert.execute(params![
                     c.channel,
                     to_i64("at_ms", c.at_ms)?,
                     c.online,
-                    c.via
+                    c.via,
+                    c.intact
                 ])?;
             }
         }
@@ -313,6 +326,7 @@ impl AuditStore for SqliteStore {
                 at_ms: to_u64(0, "status at_ms", r.get(1)?)?,
                 online: r.get(2)?,
                 via: r.get(3)?,
+                intact: r.get(4)?,
             });
         }
         Ok(out)

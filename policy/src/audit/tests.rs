@@ -568,32 +568,39 @@ fn status_history_gives_the_state_at_the_window_and_its_changes(b: &dyn Backend)
         channel: channel.into(),
         online,
         via: "35010200002000000001".into(),
+        intact: Some(online),
+    };
+    let lost = |at_ms, channel: &str| StatusChange {
+        intact: Some(false),
+        ..change(at_ms, channel, true)
     };
     s.record_status(&[
         change(1_000, "A", true),
         change(2_000, "A", false),
         change(3_000, "B", true),
         change(5_000, "A", true),
+        lost(7_000, "B"),
         change(9_000, "B", false),
         change(12_000, "A", false),
     ])
     .unwrap();
     // Window [4000, 10000): A's last change before it (OFF at 2000) and
-    // its ON at 5000; B's ON at 3000 and its OFF at 9000. A's OFF at
-    // 12000 is after the window.
-    let got: Vec<(String, u64, bool)> = s
+    // its ON at 5000; B's ON at 3000, its video lost at 7000 and its OFF
+    // at 9000. A's OFF at 12000 is after the window.
+    let got: Vec<(String, u64, bool, bool)> = s
         .status_history(4_000, 10_000)
         .unwrap()
         .into_iter()
-        .map(|c| (c.channel, c.at_ms, c.online))
+        .map(|c| (c.channel.clone(), c.at_ms, c.online, c.is_intact()))
         .collect();
     assert_eq!(
         got,
         vec![
-            ("A".into(), 2_000, false),
-            ("A".into(), 5_000, true),
-            ("B".into(), 3_000, true),
-            ("B".into(), 9_000, false),
+            ("A".into(), 2_000, false, false),
+            ("A".into(), 5_000, true, true),
+            ("B".into(), 3_000, true, true),
+            ("B".into(), 7_000, true, false),
+            ("B".into(), 9_000, false, false),
         ]
     );
     assert!(s.status_history(0, 500).unwrap().is_empty());
@@ -1015,4 +1022,32 @@ fn all_records_fast(s: &mut dyn AuditStore) -> Vec<AuditRecord> {
         }
         out.extend(page);
     }
+}
+
+#[test]
+fn a_sqlite_store_from_before_the_intact_probe_gains_its_column() {
+    let b = Sqlite::new();
+    let old = rusqlite::Connection::open(&b.path).unwrap();
+    old.execute_batch(
+        "CREATE TABLE status_changes (channel TEXT NOT NULL, at_ms INTEGER NOT NULL, \
+         online INTEGER NOT NULL, via TEXT NOT NULL); \
+         INSERT INTO status_changes VALUES ('A', 1000, 1, 'V'), ('B', 1000, 0, 'V');",
+    )
+    .unwrap();
+    drop(old);
+    let mut s = b.open();
+    let got: Vec<(String, bool, Option<bool>, bool)> = s
+        .status_history(0, 2_000)
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.channel.clone(), c.online, c.intact, c.is_intact()))
+        .collect();
+    // Old rows read as intact when online.
+    assert_eq!(
+        got,
+        vec![
+            ("A".into(), true, None, true),
+            ("B".into(), false, None, false)
+        ]
+    );
 }
