@@ -78,6 +78,15 @@ pub fn settings_from(topology: &Topology) -> Settings {
     if let Some(d) = s.intact_probe {
         out.intact_probe = d;
     }
+    out.subscribe_devices = s
+        .subscribe_devices
+        .iter()
+        .map(|e| match e {
+            topology::DeviceEvent::Catalog => crate::node::SubscriptionKind::Catalog,
+            topology::DeviceEvent::Alarm => crate::node::SubscriptionKind::Alarm,
+            topology::DeviceEvent::MobilePosition => crate::node::SubscriptionKind::Position,
+        })
+        .collect();
     out.ptz_priority = s.ptz_priority.clone();
     out
 }

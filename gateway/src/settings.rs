@@ -105,6 +105,11 @@ pub struct Settings {
     pub intact_probe: Duration,
     /// Looks of the intact probe running at once.
     pub intact_probe_concurrency: usize,
+    /// What this node subscribes to at each device (and third-party lower
+    /// platform) registered here: none unless the topology says (many
+    /// devices answer SUBSCRIBE badly; those that report positions only
+    /// to a subscriber need it).
+    pub subscribe_devices: Vec<crate::node::SubscriptionKind>,
 }
 
 /// The `ControlPriority` of a subject not given one.
@@ -149,6 +154,7 @@ impl Default for Settings {
             ptz_lock: Duration::from_secs(30),
             intact_probe: Duration::from_secs(3600),
             intact_probe_concurrency: 4,
+            subscribe_devices: Vec::new(),
             ptz_priority: std::collections::BTreeMap::new(),
         }
     }

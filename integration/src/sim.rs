@@ -23,7 +23,8 @@ use gbgate::gb::catalog::split;
 use gbgate::gb::charset::Charset;
 use gbgate::gb::manscdp::{
     self, Alarm, CatalogItem, ConfigAnswer, ControlCommand, ControlResult, DeviceInfo,
-    DeviceStatus, Keepalive, Manscdp, Preset, PresetList, RecordItem, RecordList, RecordQuery,
+    DeviceStatus, Keepalive, Manscdp, MobilePosition, Preset, PresetList, RecordItem, RecordList,
+    RecordQuery,
 };
 use gbgate::gb::ptz::PtzAction;
 use gbgate::gb::record;
@@ -183,6 +184,8 @@ pub struct FleetStats {
     pub invites: u64,
     /// BYEs received.
     pub byes: u64,
+    /// SUBSCRIBEs received (new and refreshes).
+    pub subscribes: u64,
 }
 
 /// The simulated fleet.
@@ -201,6 +204,9 @@ pub struct Fleet {
     media_events: std::collections::VecDeque<MediaEvent>,
     /// Presets set on each channel: number → name.
     presets: HashMap<String, std::collections::BTreeMap<u8, String>>,
+    /// What a SUBSCRIBE is granted: at most this long (`None`: refused
+    /// with 489, as a device without subscriptions answers).
+    subscription_limit: Option<Duration>,
 }
 
 fn id_for(prefix: &str, type_code: &str, serial: u32) -> Option<GbId> {
@@ -281,7 +287,78 @@ impl Fleet {
             calls: HashMap::new(),
             media_events: std::collections::VecDeque::new(),
             presets: HashMap::new(),
+            subscription_limit: Some(Duration::from_secs(3600)),
         })
+    }
+
+    /// Grant SUBSCRIBEs for at most `limit` (`None`: refuse them).
+    pub fn set_subscription_limit(&mut self, limit: Option<Duration>) {
+        self.subscription_limit = limit;
+    }
+
+    /// A SUBSCRIBE to device `i`: granted as asked up to the limit, and a
+    /// MobilePosition subscription gets the device's position at once in
+    /// a NOTIFY of the dialog, as a mobile camera sends it.
+    fn take_subscribe(&mut self, i: usize, req: &Request, now: Instant) {
+        self.stats.subscribes += 1;
+        let Some(limit) = self.subscription_limit else {
+            let _ = self
+                .tx
+                .send_response(req, Response::to_request(req, 489, Some("sim")), now);
+            return;
+        };
+        let asked = req
+            .headers
+            .get("Expires")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(3600);
+        let granted = asked.min(limit.as_secs());
+        let mut ok = Response::to_request(req, 200, Some("simsub"));
+        ok.headers.push("Expires", granted.to_string());
+        let agent = self.agent(i);
+        ok.headers
+            .push("Contact", format!("<{}>", agent.contact_uri()));
+        let local = ok.headers.get("To").unwrap_or_default().to_owned();
+        let _ = self.tx.send_response(req, ok, now);
+        let wants_position = manscdp::parse(&req.body)
+            .is_ok_and(|(b, _)| b.cmd_type().eq_ignore_ascii_case("MobilePosition"));
+        if granted == 0 || !wants_position {
+            return;
+        }
+        let d = &mut self.devices[i];
+        d.keepalive_sn += 1;
+        d.cseq += 1;
+        let (sn, cseq, id) = (d.keepalive_sn, d.cseq, d.id);
+        let body = Manscdp::MobilePosition(MobilePosition {
+            sn,
+            device_id: id.to_string(),
+            time: Some(local_time()),
+            longitude: Some(119.296),
+            latitude: Some(26.074),
+            speed: Some(0.0),
+            direction: Some(0.0),
+            altitude: Some(8.0),
+        })
+        .to_body(Charset::Gb2312);
+        // The node is where the fleet registers: its Contact says the same.
+        let target = format!("sip:{}@{}", self.cfg.server_id, self.cfg.server.addr);
+        let ids = gbgate::sip::agent::DialogIds {
+            target: &target,
+            local: &local,
+            remote: req.headers.get("From").unwrap_or_default(),
+            call_id: req.call_id().unwrap_or_default(),
+            transport: self.cfg.server.transport,
+        };
+        let mut notify = agent.in_dialog(Method::Notify, &ids, cseq);
+        notify
+            .headers
+            .push("Event", req.headers.get("Event").unwrap_or("presence"));
+        notify
+            .headers
+            .push("Subscription-State", format!("active;expires={granted}"));
+        notify.headers.push("Content-Type", MANSCDP);
+        notify.body = body;
+        let _ = self.send(notify, Token::Notify, now);
     }
 
     /// Counters so far.
@@ -415,6 +492,9 @@ impl Fleet {
                 .send_response(&req, Response::to_request(&req, 404, Some("sim")), now);
             return;
         };
+        if req.method == Method::Subscribe {
+            return self.take_subscribe(i, &req, now);
+        }
         if req.method != Method::Message {
             let _ = self
                 .tx

@@ -1714,3 +1714,58 @@ fn while_the_audit_store_fails_no_session_is_opened() {
     w.node.set_audit_healthy(true);
     assert!(parent_invites(&mut w, &cam, 51).is_ok());
 }
+
+/// Positions in the node's event log, per device.
+fn positions(w: &World) -> HashMap<String, usize> {
+    let mut out = HashMap::new();
+    for e in w.node.device_events(None, 0, 10_000, w.now) {
+        if matches!(e.kind, gbgate::node::DeviceEventKind::Position(_)) {
+            *out.entry(e.device_id).or_default() += 1;
+        }
+    }
+    out
+}
+
+#[test]
+fn the_node_keeps_its_subscriptions_to_devices_and_refreshes_them() {
+    let mut w = World::with_settings(
+        7,
+        11,
+        Settings {
+            subscribe_devices: vec![gbgate::node::SubscriptionKind::Position],
+            ..Settings::default()
+        },
+    );
+    // Devices grant 60 s: the node refreshes at 40 s, in the dialog.
+    w.fleet
+        .set_subscription_limit(Some(Duration::from_secs(60)));
+    w.run_until(Duration::from_secs(60), |w| positions(w).len() == 2);
+    let first = w.fleet.stats().subscribes;
+    assert!(first >= 2, "one SUBSCRIBE per device: {first}");
+    // Two minutes later: each device refreshed about three times (lossy
+    // network: retransmissions count once at the fleet), and each refresh
+    // brought a position again.
+    let start = w.now;
+    while w.now - start < Duration::from_secs(125) {
+        w.step(Duration::from_millis(100));
+    }
+    let refreshes = w.fleet.stats().subscribes - first;
+    assert!((5..=8).contains(&refreshes), "{refreshes} refreshes");
+    assert!(
+        positions(&w).values().all(|n| *n >= 3),
+        "{:?}",
+        positions(&w)
+    );
+
+    // A device that stops taking subscriptions (489) is not asked again
+    // until it registers anew.
+    w.fleet.set_subscription_limit(None);
+    while w.now - start < Duration::from_secs(250) {
+        w.step(Duration::from_millis(100));
+    }
+    let refused = w.fleet.stats().subscribes;
+    while w.now - start < Duration::from_secs(500) {
+        w.step(Duration::from_millis(100));
+    }
+    assert_eq!(w.fleet.stats().subscribes, refused, "asked again after 489");
+}

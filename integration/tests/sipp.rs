@@ -1105,3 +1105,48 @@ fn a_sipp_upper_platform_subscribed_to_the_catalog_gets_changes_as_notify() {
         "a catalog change went as a MESSAGE: {log}"
     );
 }
+
+#[test]
+fn the_node_subscribes_to_a_sipp_devices_positions_and_reads_its_notify() {
+    let dir = tempfile::tempdir().unwrap();
+    // Only the subscription goes to the device: no Catalog or DeviceInfo.
+    let node = start_node_with(
+        dir.path(),
+        20194,
+        23214,
+        "query_new_registrants = false\nsubscribe_devices = [\"mobile_position\"]",
+    );
+    let dev = "35010201001320000031";
+    assert!(sipp(
+        dir.path(),
+        "device_subscribed",
+        &[dev, NODE, DOMAIN, "right-password"],
+        &node,
+        "udp"
+    ));
+    // The position came in the subscription's NOTIFY and is in the log.
+    let events: Vec<serde_json::Value> = node
+        .get("/api/v1/alarms")
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_json()
+        .unwrap();
+    let pos = events
+        .iter()
+        .find(|e| e["kind"] == "position" && e["device_id"] == dev)
+        .unwrap_or_else(|| panic!("no position from the device: {events:?}"));
+    assert_eq!(pos["longitude"].as_f64(), Some(119.296), "{pos}");
+    assert_eq!(pos["latitude"].as_f64(), Some(26.074), "{pos}");
+    let metrics = node
+        .get("/metrics")
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    assert!(
+        metrics.contains("gbgate_device_subscriptions_total{result=\"accepted\"} 1"),
+        "{metrics}"
+    );
+}

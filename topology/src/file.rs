@@ -49,6 +49,7 @@ pub(crate) struct RawDefaults {
     pub(crate) max_viewers_per_stream: Option<Spanned<u64>>,
     pub(crate) ptz_lock_secs: Option<Spanned<u64>>,
     pub(crate) intact_probe_secs: Option<Spanned<u64>>,
+    pub(crate) subscribe_devices: Option<Spanned<Vec<String>>>,
     pub(crate) ptz_priority: Option<Spanned<std::collections::BTreeMap<String, Spanned<u64>>>>,
 }
 
@@ -237,6 +238,11 @@ impl Topology {
             max_viewers_per_stream: s.max_viewers_per_stream.map(|n| n as u64),
             ptz_lock_secs: s.ptz_lock.map(|d| d.as_secs()),
             intact_probe_secs: s.intact_probe.map(|d| d.as_secs()),
+            subscribe_devices: s
+                .subscribe_devices
+                .iter()
+                .map(|e| e.as_str().to_owned())
+                .collect(),
             ptz_priority: s
                 .ptz_priority
                 .iter()

@@ -71,6 +71,7 @@
 //! ptz_lock_secs = 30              # a camera's PTZ lock lasts this long after its holder's last command
 //! ptz_priority = { police = 1 }   # PTZ priority per department: 1 highest .. 5 lowest (default 5)
 //! intact_probe_secs = 3600        # look at each camera's video this often (0: never)
+//! subscribe_devices = ["alarm"]   # SUBSCRIBE at each device: catalog, alarm, mobile_position (default none)
 //!
 //! [[node]]
 //! id = "35010000002000000001"     # 20 digits, type code 200 (platform)
@@ -110,7 +111,7 @@ pub use file::Topology;
 pub use id::{GbId, IdError};
 pub use node::{Level, Node, ParseLevelError, ParseTransportError, Transport};
 pub use problem::{Problem, TopologyError};
-pub use settings::{MediaTransport, Settings};
+pub use settings::{DeviceEvent, MediaTransport, Settings};
 pub use spec::{DefaultsSpec, NodeSpec, TopologySpec};
 pub use type_code::TypeClass;
 pub use upper::{TextCharset, UpperPlatform, UpperSpec};

@@ -54,10 +54,45 @@ pub struct Settings {
     /// to the node (`intact_probe_secs`; 0 turns it off); `None` leaves
     /// the node's default (an hour).
     pub intact_probe: Option<Duration>,
+    /// What each node subscribes to at the devices registered to it
+    /// (`subscribe_devices`, default none).
+    pub subscribe_devices: Vec<DeviceEvent>,
     /// PTZ control priority per subject (`[defaults.ptz_priority]`, keyed
     /// by department name, stored as `dept:<name>`): 1 is the highest, 5
     /// the lowest and the default, as in GB/T 28181's `ControlPriority`.
     pub ptz_priority: std::collections::BTreeMap<String, u8>,
+}
+
+/// What a node may subscribe to at the devices registered to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DeviceEvent {
+    /// Catalog changes.
+    Catalog,
+    /// Alarms.
+    Alarm,
+    /// Mobile positions.
+    MobilePosition,
+}
+
+impl DeviceEvent {
+    /// The spelling in the topology file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceEvent::Catalog => "catalog",
+            DeviceEvent::Alarm => "alarm",
+            DeviceEvent::MobilePosition => "mobile_position",
+        }
+    }
+
+    /// Parse the topology file's spelling.
+    pub fn parse(s: &str) -> Option<DeviceEvent> {
+        Some(match s {
+            "catalog" => DeviceEvent::Catalog,
+            "alarm" => DeviceEvent::Alarm,
+            "mobile_position" => DeviceEvent::MobilePosition,
+            _ => return None,
+        })
+    }
 }
 
 /// RTP transport a node asks its sources for.
@@ -109,6 +144,7 @@ impl Default for Settings {
             max_viewers_per_stream: None,
             ptz_lock: None,
             intact_probe: None,
+            subscribe_devices: Vec::new(),
             ptz_priority: std::collections::BTreeMap::new(),
         }
     }

@@ -69,6 +69,9 @@ pub struct DefaultsSpec {
     /// Seconds between the intact probe's looks at each camera (0: off).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub intact_probe_secs: Option<u64>,
+    /// What each node subscribes to at its devices.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub subscribe_devices: Vec<String>,
     /// PTZ control priority per department (1 highest … 5 lowest).
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub ptz_priority: std::collections::BTreeMap<String, u8>,

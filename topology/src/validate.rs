@@ -249,6 +249,21 @@ impl Checker<'_> {
         if let Some(secs) = &raw.intact_probe_secs {
             settings.intact_probe = Some(Duration::from_secs(*secs.get_ref()));
         }
+        if let Some(list) = &raw.subscribe_devices {
+            let mut events = Vec::new();
+            for name in list.get_ref() {
+                match crate::settings::DeviceEvent::parse(name) {
+                    Some(e) if !events.contains(&e) => events.push(e),
+                    Some(_) => {}
+                    None => self.report(
+                        self.line(list),
+                        format!("subscribe_devices: {name:?} is not one of \"catalog\", \"alarm\", \"mobile_position\""),
+                    ),
+                }
+            }
+            events.sort();
+            settings.subscribe_devices = events;
+        }
         if let Some(table) = &raw.ptz_priority {
             for (dept, p) in table.get_ref() {
                 let valid = !dept.is_empty()
@@ -1597,7 +1612,7 @@ credentials = "/abs/village.toml"
         let with =
             |line: &str| Topology::parse(&replace("keepalive_interval_secs = 30", line), "t.toml");
         let t = with(
-            "ptz_lock_secs = 45\nptz_priority = { police = 1, traffic = 4 }\nintact_probe_secs = 0",
+            "ptz_lock_secs = 45\nptz_priority = { police = 1, traffic = 4 }\nintact_probe_secs = 0\nsubscribe_devices = [\"mobile_position\", \"alarm\"]",
         )
         .unwrap();
         let s = t.settings();
@@ -1605,6 +1620,17 @@ credentials = "/abs/village.toml"
         assert_eq!(s.ptz_priority.get("dept:police"), Some(&1));
         assert_eq!(s.ptz_priority.get("dept:traffic"), Some(&4));
         assert_eq!(s.intact_probe, Some(Duration::ZERO));
+        assert_eq!(
+            s.subscribe_devices,
+            vec![
+                crate::DeviceEvent::Alarm,
+                crate::DeviceEvent::MobilePosition
+            ]
+        );
+        let e = with("subscribe_devices = [\"weather\"]")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("t.toml:4") && e.contains("weather"), "{e}");
         // What is read writes back the same.
         let again = Topology::parse(&t.to_toml_string().unwrap(), "t.toml").unwrap();
         assert_eq!(again.settings(), s);

@@ -5,6 +5,7 @@
 
 mod call;
 mod control;
+mod device_subscriptions;
 mod events;
 mod newcomers;
 mod outbox;
@@ -45,7 +46,7 @@ pub use control::{ControlLocks, Held};
 pub use events::{DeviceEvent, DeviceEventKind};
 pub use query::{ControlOutcome, DeviceQuery, QueryAnswer, QueryAnswered, QueryError, Ticket};
 pub use sharing::Output;
-use subscriptions::SubscriptionKind;
+pub use subscriptions::SubscriptionKind;
 
 /// Times an unanswered catalog MESSAGE is sent again (each after its own
 /// Timer F) before it is dropped; by then keepalives have found the link dead.
@@ -121,6 +122,9 @@ pub enum Token {
     Notify(String),
     /// A question to a new registrant, sent through the paced queue.
     Newcomer(GbId),
+    /// Our SUBSCRIBE to a device (by its Call-ID), and whether it went
+    /// through the newcomer queue.
+    DeviceSubscribe(String, bool),
     /// The INVITE of a call we placed.
     Call(CallId),
     /// A request inside a call's dialog (BYE, INFO, CANCEL) or about it.
@@ -204,6 +208,8 @@ pub struct Node {
     events: events::EventLog,
     /// Subscriptions parents hold here.
     subscriptions: subscriptions::Subscriptions,
+    /// Our subscriptions to devices registered here.
+    device_subscriptions: device_subscriptions::DeviceSubscriptions,
     /// The sharing policy every request that crosses the node passes.
     gate: crate::gate::Gate,
     /// Audit records and other outputs, in order.
@@ -436,6 +442,7 @@ impl Node {
             locks: ControlLocks::default(),
             events: events::EventLog::default(),
             subscriptions: subscriptions::Subscriptions::default(),
+            device_subscriptions: device_subscriptions::DeviceSubscriptions::default(),
             gate: crate::gate::Gate::default(),
             outputs: std::collections::VecDeque::new(),
             wall_base: (now, std::time::SystemTime::now()),
@@ -688,12 +695,29 @@ impl Node {
             Method::Message => self.handle_message(&req, peer, now),
             Method::Options => self.reply(&req, 200, now),
             Method::Subscribe => self.handle_subscribe(&req, peer, now),
+            Method::Notify => match self.registrant_sender(&req) {
+                Some(device) => {
+                    self.device_notify_state(device, &req, now);
+                    // Read as the device's MESSAGE is (answered 200 there).
+                    self.handle_message(&req, peer, now);
+                }
+                None if self.handle_call_request(&req, peer, now) => {}
+                None => self.reply(&req, 501, now),
+            },
             _ if self.handle_call_request(&req, peer, now) => {}
             _ => self.reply(&req, 501, now),
         }
     }
 
     // ----------------------------------------------------------- REGISTER
+
+    /// The registrant of ours a request's From names (a NOTIFY in one of
+    /// our subscriptions, or one an old device sends unasked).
+    fn registrant_sender(&self, req: &Request) -> Option<GbId> {
+        user_of(req.headers.get("From"))
+            .and_then(|u| GbId::parse(&u).ok())
+            .filter(|id| self.registry.get(id).is_some())
+    }
 
     fn handle_register(&mut self, req: &Request, peer: Peer, now: Instant) {
         // Overloaded: turn new attempts away cheaply (no digest work, no
@@ -885,8 +909,14 @@ impl Node {
                     // Its name, maker and model for the catalog.
                     self.newcomers.push(id, newcomers::Ask::DeviceInfo);
                 }
-                self.ask_newcomers(now);
             }
+            if kind != RegistrantKind::ChildNode {
+                // A gbgate child pushes everything anyway.
+                for k in self.settings.subscribe_devices.clone() {
+                    self.newcomers.push(id, newcomers::Ask::Subscribe(k));
+                }
+            }
+            self.ask_newcomers(now);
         }
     }
 
@@ -932,6 +962,8 @@ impl Node {
     /// never per message: 10,000 registrations would otherwise cost 10,000
     /// scans of up to 10,000 entries.
     pub fn update_gauges(&self) {
+        metrics::gauge!("gbgate_device_subscriptions")
+            .set(self.device_subscriptions.active() as f64);
         metrics::gauge!("gbgate_registered_devices")
             .set(self.registry.count_online(RegistrantKind::Device) as f64);
         metrics::gauge!("gbgate_registered_child_nodes").set(
@@ -945,11 +977,14 @@ impl Node {
     fn ask_newcomers(&mut self, now: Instant) {
         let quiet = self.backlog <= NEWCOMER_QUIET_BACKLOG;
         while let Some((id, ask)) = self.newcomers.next(quiet) {
-            if self.registry.get(&id).is_none()
-                || self
+            let sent = match ask {
+                _ if self.registry.get(&id).is_none() => false,
+                newcomers::Ask::Subscribe(kind) => self.subscribe_device(id, kind, now),
+                _ => self
                     .query_registrant(id, ask.cmd(), Token::Newcomer(id), now)
-                    .is_none()
-            {
+                    .is_some(),
+            };
+            if !sent {
                 self.newcomers.done();
             }
         }
@@ -1605,6 +1640,9 @@ impl Node {
             }
             Token::Control(id, sn) => self.on_control_answer(id, sn, Some(response.status), now),
             Token::Notify(call_id) => self.on_notify_answer(&call_id, Some(response.status)),
+            Token::DeviceSubscribe(call_id, paced) => {
+                self.on_device_subscribe_answer(&call_id, Some(&response), paced, now);
+            }
             Token::Newcomer(id) => {
                 if response.status >= 300 {
                     tracing::warn!(%id, status = response.status, "query refused");
@@ -1645,6 +1683,9 @@ impl Node {
             Token::Query(id) => tracing::warn!(%id, "query timed out"),
             Token::Control(id, sn) => self.on_control_answer(id, sn, None, now),
             Token::Notify(call_id) => self.on_notify_answer(&call_id, None),
+            Token::DeviceSubscribe(call_id, paced) => {
+                self.on_device_subscribe_answer(&call_id, None, paced, now);
+            }
             Token::Newcomer(id) => {
                 tracing::warn!(%id, "query timed out");
                 self.newcomers.done();

@@ -16,6 +16,8 @@ pub(super) enum Ask {
     Catalog,
     /// Its name, maker and model.
     DeviceInfo,
+    /// A subscription to its catalog changes, alarms or positions.
+    Subscribe(super::subscriptions::SubscriptionKind),
 }
 
 impl Ask {
@@ -24,6 +26,7 @@ impl Ask {
         match self {
             Ask::Catalog => "Catalog",
             Ask::DeviceInfo => "DeviceInfo",
+            Ask::Subscribe(_) => "Subscribe",
         }
     }
 }

@@ -571,6 +571,7 @@ impl Node {
     pub(super) fn sweep_queries(&mut self, now: Instant) {
         self.locks.sweep(now);
         self.sweep_subscriptions(now);
+        self.sweep_device_subscriptions(now);
         let ttl = self.settings.query_timeout;
         let idle = self.settings.catalog_part_timeout;
         let due: Vec<(GbId, u32)> = self
