@@ -175,14 +175,16 @@ async function play(channel, name) {
   stop(c);
   $("#play-status").textContent = "opening " + name + "…";
   const clicked = performance.now();
-  let url = `/live/${channel}.flv`;
+  // HTTP-FLV or MPEG-TS: mpegts.js plays both.
+  const format = $("#format").value === "ts" ? "ts" : "flv";
+  let url = `/live/${channel}.${format}`;
   if (state.me.policy) {
     const r = await api("POST", "/api/v1/streams", { channel, action: "live" });
     if (r.status !== 200) {
       $("#play-status").textContent = typeof r.data === "string" ? r.data : "refused";
       return;
     }
-    url = r.data.flv;
+    url = r.data[format];
   }
   if (typeof mpegts === "undefined" || !mpegts.getFeatureList().mseLivePlayback) {
     $("#play-status").textContent = "this browser cannot play HTTP-FLV here (no MSE, or the player library was not built in: run make deps)";
@@ -190,7 +192,8 @@ async function play(channel, name) {
   }
   c.channel = channel;
   c.div.querySelector(".caption").textContent = name;
-  c.player = mpegts.createPlayer({ type: "flv", isLive: true, url: new URL(url, location.href).href },
+  c.player = mpegts.createPlayer(
+    { type: format === "ts" ? "mpegts" : "flv", isLive: true, url: new URL(url, location.href).href },
     { enableStashBuffer: false, liveBufferLatencyChasing: true });
   c.player.attachMediaElement(c.video);
   c.player.load();

@@ -130,6 +130,19 @@ def main():
         seen["playback_control"] = d.find_element(By.ID, "pb-status").text
         d.save_screenshot(f"{out_dir}/playback.png")
 
+        # 5b. The same camera as MPEG-TS in the next cell: its clock advances.
+        Select(d.find_element(By.ID, "format")).select_by_value("ts")
+        again = [e for e in d.find_elements(By.CSS_SELECTOR, "#search-results li.camera")
+                 if e.get_attribute("data-id") == cfg["camera"]]
+        again[0].find_element(By.CSS_SELECTOR, "span").click()
+        tvideo = d.find_elements(By.CSS_SELECTOR, "#grid video")[2]
+        WebDriverWait(d, 20).until(lambda d: d.execute_script("return arguments[0].currentTime", tvideo) > 0.5)
+        s0 = d.execute_script("return arguments[0].currentTime", tvideo)
+        time.sleep(1.5)
+        s1 = d.execute_script("return arguments[0].currentTime", tvideo)
+        seen["ts_video_time"] = [s0, s1]
+        Select(d.find_element(By.ID, "format")).select_by_value("flv")
+
         # 6. Traffic signs in: it sees only its own camera.
         sign_in(d, base, cfg["traffic"])
         WebDriverWait(d, 10).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#tree li"))

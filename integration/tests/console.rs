@@ -186,6 +186,13 @@ fn the_console_in_a_real_browser_through_four_tiers() {
     let t = seen["video_time"].as_array().unwrap();
     let (t0, t1) = (t[0].as_f64().unwrap(), t[1].as_f64().unwrap());
     assert!(t1 > t0 + 1.0, "the video did not advance: {t0} → {t1}");
+    // And as MPEG-TS.
+    let t = seen["ts_video_time"].as_array().unwrap();
+    let (t0, t1) = (t[0].as_f64().unwrap(), t[1].as_f64().unwrap());
+    assert!(
+        t1 > t0 + 0.7,
+        "the MPEG-TS video did not advance: {t0} → {t1}"
+    );
     // The picture is not one flat colour (testsrc2 has bars and a clock).
     let (lo, hi) = luma_range(&d.join("video.png"));
     assert!(hi - lo > 100.0, "a flat screenshot: luma {lo}..{hi}");

@@ -126,6 +126,24 @@ pub fn name(packed: &[u8]) -> Option<&str> {
     std::str::from_utf8(rest.get(2..2 + len)?).ok()
 }
 
+/// The address alone, without unpacking the rest: `pack` writes only
+/// text fields before it. Search reads it for every entry.
+pub fn address(packed: &[u8]) -> Option<&str> {
+    let mut rest = packed;
+    loop {
+        let (&tag, after) = rest.split_first()?;
+        if tag > Tag::Address as u8 {
+            return None;
+        }
+        let len = u16::from_le_bytes([*after.first()?, *after.get(1)?]) as usize;
+        let text = after.get(2..2 + len)?;
+        if tag == Tag::Address as u8 {
+            return std::str::from_utf8(text).ok();
+        }
+        rest = after.get(2 + len..)?;
+    }
+}
+
 /// Unpack into an item with `device_id` and the given status.
 pub fn unpack(device_id: &str, packed: &[u8], on: bool) -> CatalogItem {
     let mut item = CatalogItem {
@@ -183,6 +201,21 @@ pub fn parent_id(packed: &[u8]) -> Option<String> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn the_address_is_read_without_unpacking() {
+        let mut item = CatalogItem {
+            name: Some("cam".into()),
+            model: Some("X".into()),
+            parental: Some(0),
+            ..CatalogItem::default()
+        };
+        assert_eq!(address(&pack(&item)), None);
+        item.address = Some("五四路".into());
+        assert_eq!(address(&pack(&item)), Some("五四路"));
+        assert_eq!(address(&[]), None);
+        assert_eq!(address(&[7, 9]), None, "cut short");
+    }
 
     fn opt_s() -> impl Strategy<Value = Option<String>> {
         proptest::option::of("\\PC{0,40}")

@@ -286,7 +286,8 @@ impl Catalog {
                 continue;
             }
             let name = packed::name(&e.fields);
-            let hit = by_id || name.is_some_and(|n| n.to_lowercase().contains(&needle));
+            let has = |text: Option<&str>| text.is_some_and(|t| t.to_lowercase().contains(&needle));
+            let hit = by_id || has(name) || has(packed::address(&e.fields));
             if hit && visible(*id) {
                 out.push(Branch {
                     key: id.to_string(),
@@ -452,5 +453,33 @@ mod tests {
         assert_eq!(c.search("gate", 1, |_| true).len(), 1);
         assert!(c.search("  ", 10, |_| true).is_empty());
         assert!(c.search("gate", 10, |_| false).is_empty());
+    }
+
+    #[test]
+    fn search_finds_a_camera_by_its_address() {
+        let mut c = city();
+        let child = GbId::parse("35010200002000000001").unwrap();
+        let mut yard = item(
+            "35010201001310000003",
+            "Yard",
+            "35010201001180000001",
+            false,
+        );
+        yard.manufacturer = Some("Hik".into());
+        yard.address = Some("鼓楼区 五四路 88号".into());
+        c.apply_events(
+            child,
+            vec![CatalogItem {
+                event: Some("UPDATE".into()),
+                ..yard
+            }],
+        );
+        let hits: Vec<String> = c
+            .search("五四路", 10, |_| true)
+            .into_iter()
+            .map(|b| b.key)
+            .collect();
+        assert_eq!(hits, vec!["35010201001310000003"]);
+        assert!(c.search("六一路", 10, |_| true).is_empty());
     }
 }
