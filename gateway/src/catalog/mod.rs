@@ -11,6 +11,7 @@
 //! registrant report" (a finished catalog answer, a child going offline)
 //! and running counters answer the topology API's counts.
 
+mod arena;
 pub mod packed;
 pub mod tree;
 
@@ -92,17 +93,18 @@ struct Stored {
     /// (whose Status knows only ON and OFF) leaves it as it is.
     video_lost: bool,
     parent: Option<Parent>,
-    fields: Box<[u8]>,
+    /// The other fields, packed, in the catalog's arena.
+    fields: arena::Span,
 }
 
 impl Stored {
-    fn new(source: u32, item: &CatalogItem) -> Stored {
+    fn new(source: u32, item: &CatalogItem, fields: arena::Span) -> Stored {
         Stored {
             source,
             on: normalise_status(item.status.as_deref()) == "ON",
             video_lost: false,
             parent: item.parent_id.clone().map(Parent::new),
-            fields: packed::pack_except_parent(item),
+            fields,
         }
     }
 
@@ -116,15 +118,15 @@ impl Stored {
         }
     }
 
-    fn item(&self, id: GbId) -> CatalogItem {
-        let mut item = packed::unpack(id.as_str(), &self.fields, self.on);
+    fn item(&self, id: GbId, arena: &arena::Arena) -> CatalogItem {
+        let mut item = packed::unpack(id.as_str(), arena.get(self.fields), self.on);
         item.parent_id = self.parent_str().map(str::to_owned);
         item
     }
 
-    fn entry(&self, id: GbId, source: GbId) -> Entry {
+    fn entry(&self, id: GbId, source: GbId, arena: &arena::Arena) -> Entry {
         Entry {
-            item: self.item(id),
+            item: self.item(id, arena),
             source,
         }
     }
@@ -299,6 +301,8 @@ impl Index {
 pub struct Catalog {
     node: GbId,
     entries: BTreeMap<GbId, Stored>,
+    /// The entries' packed fields.
+    arena: arena::Arena,
     index: Index,
     limits: SourceLimits,
     refused: HashMap<GbId, usize>,
@@ -346,6 +350,7 @@ impl Catalog {
         Catalog {
             node,
             entries: BTreeMap::new(),
+            arena: arena::Arena::default(),
             index: Index::default(),
             limits,
             refused: HashMap::new(),
@@ -405,7 +410,7 @@ impl Catalog {
 
     /// `id`'s item, unpacked.
     pub fn item(&self, id: GbId) -> Option<CatalogItem> {
-        self.entries.get(&id).map(|e| e.item(id))
+        self.entries.get(&id).map(|e| e.item(id, &self.arena))
     }
 
     /// One entry.
@@ -413,7 +418,7 @@ impl Catalog {
         let id = GbId::parse(id).ok()?;
         self.entries
             .get(&id)
-            .map(|e| e.entry(id, self.index.source(e.source)))
+            .map(|e| e.entry(id, self.index.source(e.source), &self.arena))
     }
 
     /// Entry IDs in order, after `after` (keyset paging).
@@ -463,7 +468,7 @@ impl Catalog {
         item.status = Some("ON".into());
         item.event = None;
         if let Some(old) = self.entries.get(&id) {
-            let o = old.item(id);
+            let o = old.item(id, &self.arena);
             item.name = item.name.or(o.name);
             item.manufacturer = item.manufacturer.or(o.manufacturer);
             item.model = item.model.or(o.model);
@@ -484,7 +489,7 @@ impl Catalog {
         let Some(e) = self.entries.get(&id) else {
             return Vec::new();
         };
-        let mut item = e.item(id);
+        let mut item = e.item(id, &self.arena);
         item.name = name.or(item.name);
         item.manufacturer = manufacturer.or(item.manufacturer);
         item.model = model.or(item.model);
@@ -523,9 +528,10 @@ impl Catalog {
             *self.refused.entry(source).or_default() += 1;
             return Vec::new();
         }
-        let mut new = Stored::new(number, &item);
+        let fields = packed::pack_except_parent(&item);
         let Some(e) = self.entries.get_mut(&id) else {
             let ev = with_event(&item, event::ADD);
+            let new = Stored::new(number, &item, self.arena.put(&fields));
             self.index.add(id, &new);
             self.entries.insert(id, new);
             return vec![ev];
@@ -540,7 +546,11 @@ impl Catalog {
             tracing::warn!(%id, old = %owner, new = %source, "catalog entry changed source");
         }
         let mut out = Vec::new();
-        if e.fields != new.fields || e.parent != new.parent {
+        // Unchanged fields keep their bytes: a catalog sent again churns
+        // nothing.
+        let same_fields = self.arena.get(e.fields) == &fields[..];
+        let mut new = Stored::new(number, &item, e.fields);
+        if !same_fields || e.parent != new.parent {
             out.push(with_event(&item, event::UPDATE));
         } else if e.on != new.on {
             out.push(id_only(id, status_event(new.on)));
@@ -548,8 +558,28 @@ impl Catalog {
         new.video_lost = e.video_lost && new.on;
         self.index.remove(id, e);
         self.index.add(id, &new);
-        *e = new;
+        let old = std::mem::replace(e, new).fields;
+        if !same_fields {
+            let span = self.arena.put(&fields);
+            if let Some(e) = self.entries.get_mut(&id) {
+                e.fields = span;
+            }
+            self.release(old);
+        }
         out
+    }
+
+    /// `span` is no longer any entry's: free it, and copy the entries into
+    /// a fresh arena once garbage outweighs them.
+    fn release(&mut self, span: arena::Span) {
+        self.arena.free(span);
+        if self.arena.wants_compaction() {
+            let mut fresh = arena::Arena::default();
+            for e in self.entries.values_mut() {
+                e.fields = fresh.put(self.arena.get(e.fields));
+            }
+            self.arena = fresh;
+        }
     }
 
     /// The online channels (see [`Self::is_channel`]) of the registrants
@@ -588,6 +618,7 @@ impl Catalog {
         match self.entries.remove(&id) {
             Some(e) => {
                 self.index.remove(id, &e);
+                self.release(e.fields);
                 true
             }
             None => false,
@@ -769,7 +800,7 @@ impl Catalog {
                 more = true;
                 return false;
             }
-            page.push(e.entry(id, self.index.source(e.source)));
+            page.push(e.entry(id, self.index.source(e.source), &self.arena));
             true
         };
         let small = source
@@ -900,6 +931,36 @@ mod tests {
             21
         );
         assert_eq!(c.online_count(), 21);
+    }
+
+    #[test]
+    fn entries_read_back_through_updates_and_arena_compactions() {
+        let mut c = Catalog::new(gid(NODE));
+        let named = |n: u32, round: u32| CatalogItem {
+            name: Some(format!("camera {n} round {round} {}", "x".repeat(150))),
+            ..ch(n, CHILD, "ON")
+        };
+        // 2,000 entries renamed 40 times: ~16 MB of freed spans, past the
+        // point where the arena copies what lives into fresh chunks.
+        for round in 0..40 {
+            c.replace_from(
+                gid(CHILD),
+                (0..2000).map(|n| named(n, round)).collect(),
+                true,
+            );
+        }
+        assert!(c.arena.chunks() <= 2, "{} chunks", c.arena.chunks());
+        for n in [0, 999, 1999] {
+            let item = c.item(gid(&format!("3501020100131{n:07}"))).unwrap();
+            assert_eq!(item.name, named(n, 39).name);
+        }
+        // Sending the same catalog again stores nothing new.
+        let live = c.arena.live_bytes();
+        let chunks = c.arena.chunks();
+        assert!(c
+            .replace_from(gid(CHILD), (0..2000).map(|n| named(n, 39)).collect(), true)
+            .is_empty());
+        assert_eq!((c.arena.live_bytes(), c.arena.chunks()), (live, chunks));
     }
 
     #[test]
@@ -1173,6 +1234,9 @@ mod tests {
                         _ => { c.describe_registrant(source, Some("x".into()), None, None); }
                     }
                     prop_assert_eq!(indexed(&c), recount(&c));
+                    // Every freed span was freed once, and only those.
+                    let live: usize = c.entries.values().map(|e| c.arena.get(e.fields).len()).sum();
+                    prop_assert_eq!(c.arena.live_bytes(), live);
                     for (s, n) in recount(&c).2 {
                         prop_assert!(n <= c.limits.of(s) + 1, "{} holds {}", s, n);
                     }

@@ -236,7 +236,7 @@ impl Catalog {
                 Some(Branch {
                     key: id.to_string(),
                     kind: self.kind(id),
-                    name: packed::name(&e.fields).map(str::to_owned),
+                    name: packed::name(self.arena.get(e.fields)).map(str::to_owned),
                     status: Some(e.status_word().to_owned()),
                     cameras,
                     online,
@@ -285,9 +285,9 @@ impl Catalog {
             if !self.is_channel(*id) {
                 continue;
             }
-            let name = packed::name(&e.fields);
+            let name = packed::name(self.arena.get(e.fields));
             let has = |text: Option<&str>| text.is_some_and(|t| t.to_lowercase().contains(&needle));
-            let hit = by_id || has(name) || has(packed::address(&e.fields));
+            let hit = by_id || has(name) || has(packed::address(self.arena.get(e.fields)));
             if hit && visible(*id) {
                 out.push(Branch {
                     key: id.to_string(),
