@@ -268,11 +268,92 @@ impl Answered {
     }
 }
 
-/// An answered request's record: its answer and where it goes.
+/// An answered request's record: its answer and where it goes (over
+/// UDP, so an address is the whole peer).
 struct AnsweredTx {
     answer: Answered,
-    peer: Peer,
+    to: std::net::SocketAddr,
+    /// The keyed hash of its transaction key.
+    hash: u64,
+    /// When Timer J ends it.
     until: Instant,
+}
+
+/// Records per chunk of [`Answers`].
+const ANSWER_CHUNK: usize = 1024;
+
+/// Answered UDP transactions waiting out Timer J, in the order they end (J
+/// is one span for all, so a queue, not the timer heap), and an index by
+/// key hash for the retransmissions they absorb. The queue is chunked:
+/// its memory follows the count, where one growing buffer keeps twice the
+/// peak (a UDP city takes ~140,000 MESSAGEs within one Timer J).
+#[derive(Default)]
+struct Answers {
+    chunks: VecDeque<Vec<AnsweredTx>>,
+    /// Records already ended in the front chunk.
+    front_ended: usize,
+    /// Sequence number of the oldest record held, and of the next one.
+    first: u64,
+    next: u64,
+    by_hash: HashMap<u64, u64>,
+}
+
+impl Answers {
+    fn len(&self) -> usize {
+        self.by_hash.len()
+    }
+
+    fn position(&self, seq: u64) -> Option<(usize, usize)> {
+        let i = usize::try_from(seq.checked_sub(self.first)?).ok()? + self.front_ended;
+        Some((i / ANSWER_CHUNK, i % ANSWER_CHUNK))
+    }
+
+    fn get(&self, hash: u64) -> Option<&AnsweredTx> {
+        let (c, i) = self.position(*self.by_hash.get(&hash)?)?;
+        self.chunks.get(c)?.get(i).filter(|r| r.hash == hash)
+    }
+
+    fn push(&mut self, record: AnsweredTx) {
+        self.by_hash.insert(record.hash, self.next);
+        self.next += 1;
+        match self.chunks.back_mut() {
+            Some(c) if c.len() < ANSWER_CHUNK => c.push(record),
+            _ => {
+                let mut c = Vec::with_capacity(ANSWER_CHUNK);
+                c.push(record);
+                self.chunks.push_back(c);
+            }
+        }
+    }
+
+    /// When the oldest record ends.
+    fn front_until(&self) -> Option<Instant> {
+        self.chunks.front()?.get(self.front_ended).map(|r| r.until)
+    }
+
+    /// End the oldest record; true if there was one.
+    fn pop_front(&mut self) -> bool {
+        let Some(front) = self.chunks.front() else {
+            return false;
+        };
+        let Some(r) = front.get(self.front_ended) else {
+            return false;
+        };
+        if self.by_hash.get(&r.hash) == Some(&self.first) {
+            self.by_hash.remove(&r.hash);
+        }
+        self.first += 1;
+        self.front_ended += 1;
+        if self.front_ended == ANSWER_CHUNK || self.front_ended == front.len() {
+            // A chunk's records end in order: the whole chunk goes.
+            self.chunks.pop_front();
+            self.front_ended = 0;
+        }
+        if self.by_hash.capacity() > 4096 && self.by_hash.len() * 4 < self.by_hash.capacity() {
+            self.by_hash.shrink_to((self.by_hash.len() * 2).max(4096));
+        }
+        true
+    }
 }
 
 /// What an incoming ACK meant.
@@ -323,7 +404,7 @@ pub struct TransactionLayer<T> {
     wheel: BinaryHeap<Reverse<(Instant, TimerRef)>>,
     /// Non-INVITE server transactions that answered over UDP, waiting out
     /// Timer J to absorb retransmissions, by a keyed hash of their key.
-    answered: HashMap<u64, AnsweredTx>,
+    answered: Answers,
     answered_key: std::collections::hash_map::RandomState,
     /// The header lines the last answered record added, shared with the
     /// next one when the same (see `Answered`).
@@ -332,7 +413,6 @@ pub struct TransactionLayer<T> {
     /// not the heap). At the cap the oldest of them makes room: a late
     /// retransmission of its request is then handled again, which beats
     /// refusing new requests with 503.
-    completed: VecDeque<(Instant, u64)>,
     evicted: u64,
     next_id: u64,
     transmits: VecDeque<Transmit>,
@@ -353,10 +433,9 @@ impl<T> TransactionLayer<T> {
             server_ids: HashMap::new(),
             invites: HashMap::new(),
             wheel: BinaryHeap::new(),
-            answered: HashMap::new(),
+            answered: Answers::default(),
             answered_key: std::collections::hash_map::RandomState::new(),
             last_extra: None,
-            completed: VecDeque::new(),
             evicted: 0,
             next_id: 0,
             transmits: VecDeque::new(),
@@ -610,10 +689,10 @@ impl<T> TransactionLayer<T> {
         now: Instant,
     ) -> Result<Incoming, TransactionError> {
         let key = server_key(request)?;
-        if let Some(done) = self.answered.get(&self.answered_id(&key)) {
+        if let Some(done) = self.answered.get(self.answered_id(&key)) {
             self.retransmissions += 1;
             self.transmits.push_back(Transmit {
-                peer: done.peer,
+                peer: Peer::plain(super::Transport::Udp, done.to),
                 data: done.answer.render(request),
             });
             return Ok(Incoming::Retransmission);
@@ -629,12 +708,10 @@ impl<T> TransactionLayer<T> {
             return Ok(Incoming::Retransmission);
         }
         while self.servers.len() + self.answered.len() >= self.max_open {
-            let Some((_, old)) = self.completed.pop_front() else {
+            if !self.answered.pop_front() {
                 return Err(TransactionError::TooMany(self.max_open));
-            };
-            if self.answered.remove(&old).is_some() {
-                self.evicted += 1;
             }
+            self.evicted += 1;
         }
         let id = self.next_id;
         self.next_id += 1;
@@ -728,15 +805,12 @@ impl<T> TransactionLayer<T> {
             let until = now + timers.transaction_timeout();
             let hash = self.answered_id(&key);
             let answer = Answered::new(request, &response, &data, &mut self.last_extra);
-            self.answered.insert(
+            self.answered.push(AnsweredTx {
+                answer,
+                to: peer.addr,
                 hash,
-                AnsweredTx {
-                    answer,
-                    peer,
-                    until,
-                },
-            );
-            self.completed.push_back((until, hash));
+                until,
+            });
         }
         Ok(())
     }
@@ -748,14 +822,6 @@ impl<T> TransactionLayer<T> {
     fn shrink_if_drained(&mut self) {
         const FLOOR: usize = 4096;
         let drained = |len: usize, cap: usize| cap > FLOOR && len * 4 < cap;
-        if drained(self.answered.len(), self.answered.capacity()) {
-            self.answered
-                .shrink_to((self.answered.len() * 2).max(FLOOR));
-        }
-        if drained(self.completed.len(), self.completed.capacity()) {
-            self.completed
-                .shrink_to((self.completed.len() * 2).max(FLOOR));
-        }
         if drained(self.wheel.len(), self.wheel.capacity()) {
             self.wheel.shrink_to((self.wheel.len() * 2).max(FLOOR));
         }
@@ -806,14 +872,8 @@ impl<T> TransactionLayer<T> {
     /// Run every timer due at `now`: retransmissions, Timer F timeouts,
     /// and the ends of completed transactions.
     pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some(&(at, hash)) = self.completed.front() {
-            if at > now {
-                break;
-            }
-            self.completed.pop_front();
-            if self.answered.get(&hash).is_some_and(|a| a.until <= now) {
-                self.answered.remove(&hash);
-            }
+        while self.answered.front_until().is_some_and(|at| at <= now) {
+            self.answered.pop_front();
         }
         while let Some(Reverse((at, _))) = self.wheel.peek() {
             if *at > now {
@@ -931,7 +991,7 @@ impl<T> TransactionLayer<T> {
     /// When [`Self::handle_timeout`] must next run.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let wheel = self.wheel.peek().map(|Reverse((at, _))| *at);
-        let completed = self.completed.front().map(|(at, _)| *at);
+        let completed = self.answered.front_until();
         match (wheel, completed) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -1297,7 +1357,7 @@ mod tests {
             .iter()
             .map(|r| {
                 let id = l.answered_id(&server_key(r).unwrap());
-                matches!(l.answered[&id].answer, Answered::Rebuilt { .. })
+                matches!(l.answered.get(id).unwrap().answer, Answered::Rebuilt { .. })
             })
             .collect();
         assert_eq!(kinds, [true, false]);
@@ -1307,7 +1367,7 @@ mod tests {
     fn a_record_is_small_and_the_tables_shrink_after_a_storm() {
         // What a UDP city keeps per answered MESSAGE for Timer J.
         assert!(std::mem::size_of::<Answered>() <= 40);
-        assert!(std::mem::size_of::<AnsweredTx>() <= 112);
+        assert!(std::mem::size_of::<AnsweredTx>() <= 96);
         let mut l = TransactionLayer::<u32>::new(Timers::default(), 1_000_000);
         let mut now = Instant::now();
         let p = peer(Transport::Udp);
@@ -1318,13 +1378,62 @@ mod tests {
                 .unwrap();
         }
         drain(&mut l);
-        assert!(l.answered.capacity() >= 50_000);
+        // Chunks hold what is held, not twice the peak.
+        assert_eq!(l.answered.chunks.len(), 50_000usize.div_ceil(ANSWER_CHUNK));
+        assert_eq!(l.answered.len(), 50_000);
         now += Timers::default().transaction_timeout() + Duration::from_millis(1);
         l.handle_timeout(now);
         assert_eq!(l.open(), (0, 0));
-        assert!(l.answered.capacity() < 10_000, "{}", l.answered.capacity());
-        assert!(l.completed.capacity() < 10_000);
+        assert!(l.answered.chunks.is_empty());
+        assert!(
+            l.answered.by_hash.capacity() < 10_000,
+            "{}",
+            l.answered.by_hash.capacity()
+        );
         assert!(l.wheel.capacity() < 10_000);
+    }
+
+    proptest::proptest! {
+        /// The chunked queue against a plain model: a queue of hashes and
+        /// a map from hash to the newest record.
+        #[test]
+        fn answers_match_a_plain_queue_and_map(
+            ops in proptest::collection::vec((0u8..3, 0u64..40), 0..3000)
+        ) {
+            let mut a = Answers::default();
+            let mut queue: VecDeque<u64> = VecDeque::new();
+            let mut newest: HashMap<u64, u64> = HashMap::new();
+            let t0 = Instant::now();
+            let mut n = 0u64;
+            for (op, h) in ops {
+                match op {
+                    0 | 1 => {
+                        n += 1;
+                        a.push(AnsweredTx {
+                            answer: Answered::Whole(Bytes::from(n.to_string())),
+                            to: std::net::SocketAddr::from(([127, 0, 0, 1], 5060)),
+                            hash: h,
+                            until: t0 + Duration::from_millis(n),
+                        });
+                        queue.push_back(h);
+                        newest.insert(h, n);
+                    }
+                    _ => {
+                        let popped = a.pop_front();
+                        proptest::prop_assert_eq!(popped, queue.pop_front().is_some());
+                        newest.retain(|k, _| queue.contains(k));
+                    }
+                }
+                for h in 0..40u64 {
+                    let got = a.get(h).map(|r| match &r.answer {
+                        Answered::Whole(b) => b.clone(),
+                        Answered::Rebuilt { .. } => Bytes::new(),
+                    });
+                    let want = newest.get(&h).map(|n| Bytes::from(n.to_string()));
+                    proptest::prop_assert_eq!(got, want);
+                }
+            }
+        }
     }
 
     #[test]
