@@ -58,6 +58,15 @@ def expand_all(d, timeout=20):
     return sorted({e.get_attribute("data-id") for e in d.find_elements(By.CSS_SELECTOR, "#tree li.camera")})
 
 
+def clock(d, video, seconds):
+    """The video element's currentTime once it plays, and again `seconds` later."""
+    now = lambda: d.execute_script("return arguments[0].currentTime", video)
+    WebDriverWait(d, 20).until(lambda d: now() > 0.5)
+    t0 = now()
+    time.sleep(seconds)
+    return [t0, now()]
+
+
 def main():
     cfg = json.load(open(sys.argv[1]))
     out_dir = sys.argv[2]
@@ -93,11 +102,7 @@ def main():
         d.find_element(By.ID, "layout-4").click()
         hit[0].find_element(By.CSS_SELECTOR, "span").click()
         video = d.find_elements(By.CSS_SELECTOR, "#grid video")[0]
-        WebDriverWait(d, 20).until(lambda d: d.execute_script("return arguments[0].currentTime", video) > 0.5)
-        t0 = d.execute_script("return arguments[0].currentTime", video)
-        time.sleep(2)
-        t1 = d.execute_script("return arguments[0].currentTime", video)
-        seen["video_time"] = [t0, t1]
+        seen["video_time"] = clock(d, video, 2)
         seen["first_frame_ms"] = d.execute_script("return window.gbgateTimes.firstFrameMs")
         video.screenshot(f"{out_dir}/video.png")
         d.save_screenshot(f"{out_dir}/console.png")
@@ -116,11 +121,7 @@ def main():
         seen["recordings"] = len(d.find_elements(By.CSS_SELECTOR, "#timeline .segment"))
         d.find_elements(By.CSS_SELECTOR, "#rec-list li.record")[0].click()
         pvideo = d.find_elements(By.CSS_SELECTOR, "#grid video")[1]
-        WebDriverWait(d, 20).until(lambda d: d.execute_script("return arguments[0].currentTime", pvideo) > 0.5)
-        p0 = d.execute_script("return arguments[0].currentTime", pvideo)
-        time.sleep(1.5)
-        p1 = d.execute_script("return arguments[0].currentTime", pvideo)
-        seen["playback_time"] = [p0, p1]
+        seen["playback_time"] = clock(d, pvideo, 1.5)
         seen["playback_session"] = d.find_element(By.ID, "pb-status").text
         d.find_element(By.ID, "pb-pause").click()
         WebDriverWait(d, 10).until(lambda d: d.find_element(By.ID, "pb-status").text == "paused")
@@ -136,11 +137,7 @@ def main():
                  if e.get_attribute("data-id") == cfg["camera"]]
         again[0].find_element(By.CSS_SELECTOR, "span").click()
         tvideo = d.find_elements(By.CSS_SELECTOR, "#grid video")[2]
-        WebDriverWait(d, 20).until(lambda d: d.execute_script("return arguments[0].currentTime", tvideo) > 0.5)
-        s0 = d.execute_script("return arguments[0].currentTime", tvideo)
-        time.sleep(1.5)
-        s1 = d.execute_script("return arguments[0].currentTime", tvideo)
-        seen["ts_video_time"] = [s0, s1]
+        seen["ts_video_time"] = clock(d, tvideo, 1.5)
         Select(d.find_element(By.ID, "format")).select_by_value("flv")
 
         # 6. Traffic signs in: it sees only its own camera.

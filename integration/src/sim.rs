@@ -325,10 +325,8 @@ impl Fleet {
         if granted == 0 || !wants_position {
             return;
         }
-        let d = &mut self.devices[i];
-        d.keepalive_sn += 1;
-        d.cseq += 1;
-        let (sn, cseq, id) = (d.keepalive_sn, d.cseq, d.id);
+        let (sn, cseq) = self.devices[i].next_numbers();
+        let id = self.devices[i].id;
         let body = Manscdp::MobilePosition(MobilePosition {
             sn,
             device_id: id.to_string(),
@@ -708,7 +706,10 @@ impl Fleet {
                     .get(&call_id)
                     .filter(|c| !c.answered)
                     .map(|c| (c.invite.clone(), c.tag.clone()));
-                self.respond(&req, 200, "sim", now);
+                // RFC 3261 §9.2: no INVITE to cancel (never seen, or
+                // answered already) is 481, and nothing changes.
+                let known = self.calls.contains_key(&call_id);
+                self.respond(&req, if known { 200 } else { 481 }, "sim", now);
                 if let Some((invite, tag)) = pending {
                     self.respond(&invite, 487, &tag, now);
                     self.calls.remove(&call_id);
@@ -953,9 +954,7 @@ impl Fleet {
                     {
                         let d = &mut self.devices[i];
                         d.next_alarm = now + every;
-                        d.keepalive_sn += 1;
-                        d.cseq += 1;
-                        let (sn, cseq) = (d.keepalive_sn, d.cseq);
+                        let (sn, cseq) = d.next_numbers();
                         let channel = d
                             .channels
                             .first()
@@ -984,9 +983,8 @@ impl Fleet {
                     } else if now >= self.devices[i].next_keepalive {
                         let d = &mut self.devices[i];
                         d.next_keepalive = now + self.cfg.keepalive;
-                        d.keepalive_sn += 1;
-                        d.cseq += 1;
-                        let (sn, cseq, id) = (d.keepalive_sn, d.cseq, d.id);
+                        let (sn, cseq) = d.next_numbers();
+                        let id = d.id;
                         let body = Manscdp::Keepalive(Keepalive {
                             sn,
                             device_id: id.to_string(),
@@ -1119,6 +1117,13 @@ fn next_id(serial: &mut u32, prefix: &str, t: &str) -> Result<GbId, String> {
 }
 
 impl Device {
+    /// The SN and CSeq of the next notification it sends.
+    fn next_numbers(&mut self) -> (u32, u32) {
+        self.keepalive_sn += 1;
+        self.cseq += 1;
+        (self.keepalive_sn, self.cseq)
+    }
+
     fn kind_label(&self) -> &'static str {
         match self.kind {
             Kind::Ipc => "IPC",

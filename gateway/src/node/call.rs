@@ -139,6 +139,9 @@ pub(super) struct Dialog {
     /// CANCEL, or the request to answer for incoming calls).
     invite: Option<Request>,
     established: bool,
+    /// Hung up before any provisional answer: the CANCEL waits for one
+    /// (RFC 3261 §9.1), and a 2xx meanwhile is ACKed and hung up.
+    cancel_wanted: bool,
     placed_at: Instant,
 }
 
@@ -161,6 +164,8 @@ pub(super) struct Calls {
     by_call_id: HashMap<String, CallId>,
     next: CallId,
     events: VecDeque<CallEvent>,
+    /// Calls hung up whose CANCEL waits for a provisional answer.
+    cancels_wanted: Vec<CallId>,
 }
 
 impl Calls {
@@ -342,6 +347,7 @@ impl Node {
             local_sdp: None,
             invite: Some(req.clone()),
             established: false,
+            cancel_wanted: false,
             placed_at: now,
         };
         let id = self.calls.insert(dialog);
@@ -367,29 +373,26 @@ impl Node {
         let Some(d) = self.calls.dialogs.get(&call) else {
             return;
         };
-        match (d.side, d.established, d.invite.clone()) {
-            (Side::Outgoing, false, Some(invite)) => {
-                // CANCEL: same Request-URI, Call-ID, From, To, CSeq number and
-                // top Via as the INVITE (RFC 3261 §9.1). The INVITE's final
-                // answer (487, or a 200 we then BYE) still arrives.
-                let mut c = Request::new(Method::Cancel, invite.uri.clone());
-                for name in ["Via", "From", "To", "Call-ID"] {
-                    if let Some(v) = invite.headers.get(name) {
-                        c.headers.push(name, v);
-                    }
-                }
-                let seq = invite.cseq().map_or(0, |q| q.seq);
-                c.headers.push("CSeq", format!("{seq} CANCEL"));
-                c.headers.push("Max-Forwards", "70");
-                c.headers.push("User-Agent", USER_AGENT);
-                let peer = d.peer;
+        let proceeding = d
+            .invite
+            .as_ref()
+            .and_then(crate::sip::transaction::ClientKey::of_request)
+            .is_some_and(|k| self.tx.is_proceeding(&k));
+        match (d.side, d.established, d.invite.is_some()) {
+            (Side::Outgoing, false, true) if !proceeding => {
+                // Nothing heard yet: a CANCEL now could overtake a lost
+                // INVITE's retransmission and cancel nothing.
                 if let Some(d) = self.calls.dialogs.get_mut(&call) {
-                    d.invite = None; // marks "cancelled": a late 200 gets a BYE.
+                    d.cancel_wanted = true;
+                    self.calls.cancels_wanted.push(call);
                 }
-                let _ = self.tx.send_request(c, peer, Token::InDialog(call), now);
             }
-            (Side::Outgoing, false, None) => {} // CANCEL already sent.
-            (Side::Incoming, false, Some(invite)) => {
+            (Side::Outgoing, false, true) => self.send_cancel(call, now),
+            (Side::Outgoing, false, false) => {} // CANCEL already sent.
+            (Side::Incoming, false, true) => {
+                let Some(invite) = d.invite.clone() else {
+                    return;
+                };
                 let mut r = Response::to_request(&invite, 480, Some(&tag_of(&d.local)));
                 r.reason = "Stream unavailable".into();
                 self.respond(&invite, r, now);
@@ -570,6 +573,56 @@ impl Node {
 
     // ------------------------------------------------------------ responses
 
+    /// CANCEL our INVITE of `call`: same Request-URI, Call-ID, From, To,
+    /// CSeq number and top Via as the INVITE (RFC 3261 §9.1). The INVITE's
+    /// final answer (487, or a 200 we then BYE) still arrives.
+    fn send_cancel(&mut self, call: CallId, now: Instant) {
+        let Some(d) = self.calls.dialogs.get_mut(&call) else {
+            return;
+        };
+        // No INVITE kept: marks "cancelled", so a late 200 gets a BYE.
+        let Some(invite) = d.invite.take() else {
+            return;
+        };
+        d.cancel_wanted = false;
+        let peer = d.peer;
+        let mut c = Request::new(Method::Cancel, invite.uri.clone());
+        for name in ["Via", "From", "To", "Call-ID"] {
+            if let Some(v) = invite.headers.get(name) {
+                c.headers.push(name, v);
+            }
+        }
+        let seq = invite.cseq().map_or(0, |q| q.seq);
+        c.headers.push("CSeq", format!("{seq} CANCEL"));
+        c.headers.push("Max-Forwards", "70");
+        c.headers.push("User-Agent", USER_AGENT);
+        let _ = self.tx.send_request(c, peer, Token::InDialog(call), now);
+    }
+
+    /// Send the CANCELs that waited for their INVITE's provisional answer
+    /// (after each round of responses).
+    pub(super) fn send_wanted_cancels(&mut self, now: Instant) {
+        if self.calls.cancels_wanted.is_empty() {
+            return;
+        }
+        let wanted = std::mem::take(&mut self.calls.cancels_wanted);
+        for call in wanted {
+            let Some(d) = self.calls.dialogs.get(&call).filter(|d| d.cancel_wanted) else {
+                continue; // answered, failed or gone meanwhile
+            };
+            let proceeding = d
+                .invite
+                .as_ref()
+                .and_then(crate::sip::transaction::ClientKey::of_request)
+                .is_some_and(|k| self.tx.is_proceeding(&k));
+            if proceeding {
+                self.send_cancel(call, now);
+            } else {
+                self.calls.cancels_wanted.push(call);
+            }
+        }
+    }
+
     pub(super) fn on_invite_response(&mut self, call: CallId, resp: Response, now: Instant) {
         let Some(d) = self.calls.dialogs.get_mut(&call) else {
             return;
@@ -597,7 +650,7 @@ impl Node {
         if let Some(target) = contact_uri(resp.headers.get("Contact")) {
             d.remote_target = target;
         }
-        let cancelled = d.invite.is_none();
+        let cancelled = d.invite.is_none() || d.cancel_wanted;
         let invite_seq = d.local_cseq;
         d.established = true;
         let data = self
@@ -842,6 +895,7 @@ impl Node {
             local_sdp: None,
             invite: Some(req.clone()),
             established: false,
+            cancel_wanted: false,
             placed_at: now,
         };
         let call = self.calls.insert(dialog);

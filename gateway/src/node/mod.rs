@@ -1557,6 +1557,7 @@ impl Node {
                 }
             }
         }
+        self.send_wanted_cancels(now);
     }
 
     fn on_client_response(&mut self, token: Token, response: Response, now: Instant) {

@@ -67,6 +67,14 @@ impl ClientKey {
             method: response.cseq()?.method,
         })
     }
+
+    /// The client transaction a request we sent started.
+    pub fn of_request(request: &Request) -> Option<ClientKey> {
+        Some(ClientKey {
+            branch: request.top_via()?.branch()?.to_owned(),
+            method: request.cseq()?.method,
+        })
+    }
 }
 
 /// Identifies a server transaction (RFC 3261 §17.2.3): branch, sent-by and
@@ -532,6 +540,14 @@ impl<T> TransactionLayer<T> {
         );
         self.client_ids.insert(id, key.clone());
         Ok(key)
+    }
+
+    /// Whether the client transaction `key` has had a provisional answer and
+    /// no final one yet: an INVITE that may now be CANCELled (RFC 3261 §9.1).
+    pub fn is_proceeding(&self, key: &ClientKey) -> bool {
+        self.clients
+            .get(key)
+            .is_some_and(|tx| tx.state == ClientState::Proceeding)
     }
 
     /// Feed a received response. Returns true when it matched a transaction
