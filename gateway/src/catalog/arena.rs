@@ -29,7 +29,7 @@ pub(super) struct Span {
     len: u32,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Chunk {
     bytes: Vec<u8>,
     /// Live spans in it.
@@ -37,7 +37,7 @@ struct Chunk {
 }
 
 /// The chunks.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(super) struct Arena {
     /// `None`: a dropped chunk whose number may be reused.
     chunks: Vec<Option<Chunk>>,
@@ -46,6 +46,17 @@ pub(super) struct Arena {
     free_numbers: Vec<u32>,
     live_bytes: usize,
     garbage: usize,
+}
+
+impl std::fmt::Debug for Arena {
+    /// A summary: the bytes themselves would be a city's whole catalog.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Arena")
+            .field("chunks", &self.chunks.iter().flatten().count())
+            .field("live_bytes", &self.live_bytes)
+            .field("garbage", &self.garbage)
+            .finish()
+    }
 }
 
 impl Arena {
