@@ -108,13 +108,15 @@ fn query(kind: SubscriptionKind, sn: u32, device: GbId) -> Manscdp {
 }
 
 impl Node {
-    /// Subscribe to `kind` of `device` (a newcomer's turn came), unless a
-    /// subscription of that kind is held or under way. False if nothing
-    /// was sent.
+    /// Subscribe to `kind` of `device`, unless a subscription of that kind
+    /// is held or under way. `paced`: a newcomer's turn came, and the
+    /// SUBSCRIBE holds a place in that queue's window until answered.
+    /// False if nothing was sent.
     pub(super) fn subscribe_device(
         &mut self,
         device: GbId,
         kind: SubscriptionKind,
+        paced: bool,
         now: Instant,
     ) -> bool {
         if self
@@ -158,7 +160,7 @@ impl Node {
             phase: Phase::Asking,
         };
         let call_id = ours.call_id.clone();
-        let token = Token::DeviceSubscribe(call_id.clone(), true);
+        let token = Token::DeviceSubscribe(call_id.clone(), paced);
         self.device_subscriptions
             .by_call
             .insert(call_id.clone(), ours);
@@ -270,7 +272,7 @@ impl Node {
             if refresh {
                 self.refresh_device_subscription(&call_id, now);
             } else if let Some(s) = self.device_subscriptions.by_call.remove(&call_id) {
-                self.subscribe_device(s.device, s.kind, now);
+                self.subscribe_device(s.device, s.kind, false, now);
             }
         }
     }

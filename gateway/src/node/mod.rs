@@ -979,7 +979,7 @@ impl Node {
         while let Some((id, ask)) = self.newcomers.next(quiet) {
             let sent = match ask {
                 _ if self.registry.get(&id).is_none() => false,
-                newcomers::Ask::Subscribe(kind) => self.subscribe_device(id, kind, now),
+                newcomers::Ask::Subscribe(kind) => self.subscribe_device(id, kind, true, now),
                 _ => self
                     .query_registrant(id, ask.cmd(), Token::Newcomer(id), now)
                     .is_some(),
