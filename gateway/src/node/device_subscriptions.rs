@@ -57,17 +57,44 @@ struct Ours {
     phase: Phase,
 }
 
-/// Our subscriptions to devices, by dialog (Call-ID).
+/// Our subscriptions to devices, by dialog (Call-ID), and which dialog
+/// each device's kind has: a power cut brings back 100,000 devices, and a
+/// scan of every subscription per new one would be quadratic.
 #[derive(Debug, Default)]
 pub(super) struct DeviceSubscriptions {
     by_call: HashMap<String, Ours>,
+    by_device: HashMap<(GbId, SubscriptionKind), String>,
 }
 
 impl DeviceSubscriptions {
     fn of(&self, device: GbId, kind: SubscriptionKind) -> Option<&Ours> {
-        self.by_call
-            .values()
-            .find(|s| s.device == device && s.kind == kind)
+        self.by_call.get(self.by_device.get(&(device, kind))?)
+    }
+
+    /// Keep `ours`, replacing any earlier subscription of its device and kind.
+    fn insert(&mut self, ours: Ours) {
+        if let Some(old) = self
+            .by_device
+            .insert((ours.device, ours.kind), ours.call_id.clone())
+        {
+            self.by_call.remove(&old);
+        }
+        self.by_call.insert(ours.call_id.clone(), ours);
+    }
+
+    fn remove(&mut self, call_id: &str) -> Option<Ours> {
+        let s = self.by_call.remove(call_id)?;
+        if self.by_device.get(&(s.device, s.kind)).map(String::as_str) == Some(call_id) {
+            self.by_device.remove(&(s.device, s.kind));
+        }
+        Some(s)
+    }
+
+    /// Forget the subscriptions of devices `keep` refuses.
+    fn retain_devices(&mut self, mut keep: impl FnMut(GbId) -> bool) {
+        self.by_call.retain(|_, s| keep(s.device));
+        let by_call = &self.by_call;
+        self.by_device.retain(|_, call| by_call.contains_key(call));
     }
 
     /// Subscriptions held (accepted) now.
@@ -126,9 +153,6 @@ impl Node {
         {
             return false;
         }
-        self.device_subscriptions
-            .by_call
-            .retain(|_, s| !(s.device == device && s.kind == kind));
         let Some(r) = self.registry.get(&device) else {
             return false;
         };
@@ -161,12 +185,10 @@ impl Node {
         };
         let call_id = ours.call_id.clone();
         let token = Token::DeviceSubscribe(call_id.clone(), paced);
-        self.device_subscriptions
-            .by_call
-            .insert(call_id.clone(), ours);
+        self.device_subscriptions.insert(ours);
         let sent = self.send(req, peer, token, now);
         if !sent {
-            self.device_subscriptions.by_call.remove(&call_id);
+            self.device_subscriptions.remove(&call_id);
         }
         sent
     }
@@ -254,8 +276,7 @@ impl Node {
     pub(super) fn sweep_device_subscriptions(&mut self, now: Instant) {
         let registry = &self.registry;
         self.device_subscriptions
-            .by_call
-            .retain(|_, s| registry.get(&s.device).is_some());
+            .retain_devices(|d| registry.get(&d).is_some());
         let due: Vec<(String, bool)> = self
             .device_subscriptions
             .by_call
@@ -271,44 +292,42 @@ impl Node {
         for (call_id, refresh) in due {
             if refresh {
                 self.refresh_device_subscription(&call_id, now);
-            } else if let Some(s) = self.device_subscriptions.by_call.remove(&call_id) {
+            } else if let Some(s) = self.device_subscriptions.remove(&call_id) {
                 self.subscribe_device(s.device, s.kind, false, now);
             }
         }
     }
 
     fn refresh_device_subscription(&mut self, call_id: &str, now: Instant) {
-        let Some(peer) = self
+        let Some((peer, charset)) = self
             .device_subscriptions
             .by_call
             .get(call_id)
             .and_then(|s| self.registry.get(&s.device))
-            .map(|r| r.peer)
+            .map(|r| (r.peer, r.charset))
         else {
             return;
         };
-        let Some(mut req) = self.device_subscribe_refresh(call_id, peer) else {
+        let sn = self.next_sn();
+        let Some(req) = self.device_subscribe_refresh(call_id, peer, sn, charset) else {
             return;
         };
-        // The Query again (new SN): devices that read only what a
-        // SUBSCRIBE carries keep what they send.
-        if let Some((kind, device, charset)) = self
-            .device_subscriptions
-            .by_call
-            .get(call_id)
-            .and_then(|s| Some((s.kind, s.device, self.registry.get(&s.device)?.charset)))
-        {
-            let sn = self.next_sn();
-            req.headers.push("Content-Type", MANSCDP);
-            req.body = query(kind, sn, device).to_body(charset);
-        }
         let token = Token::DeviceSubscribe(call_id.to_owned(), false);
         if !self.send(req, peer, token, now) {
-            self.device_subscriptions.by_call.remove(call_id);
+            self.device_subscriptions.remove(call_id);
         }
     }
 
-    fn device_subscribe_refresh(&mut self, call_id: &str, peer: Peer) -> Option<Request> {
+    /// The in-dialog SUBSCRIBE refreshing `call_id`, carrying the Query
+    /// again with SN `sn`: devices that read only what a SUBSCRIBE carries
+    /// keep what they send.
+    fn device_subscribe_refresh(
+        &mut self,
+        call_id: &str,
+        peer: Peer,
+        sn: u32,
+        charset: crate::gb::charset::Charset,
+    ) -> Option<Request> {
         let s = self.device_subscriptions.by_call.get_mut(call_id)?;
         s.cseq += 1;
         s.phase = Phase::Asking;
@@ -324,6 +343,8 @@ impl Node {
         req.headers
             .push("Contact", format!("<{}>", self.agent.contact_uri()));
         add_subscribe_headers(&mut req, s.kind);
+        req.headers.push("Content-Type", MANSCDP);
+        req.body = query(s.kind, sn, s.device).to_body(charset);
         Some(req)
     }
 }
@@ -336,6 +357,37 @@ fn add_subscribe_headers(req: &mut Request, kind: SubscriptionKind) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_subscription_per_device_and_kind_found_without_a_scan() {
+        let dev: GbId = "34020000001320000001".parse().unwrap();
+        let ours = |call: &str, kind| Ours {
+            device: dev,
+            kind,
+            call_id: call.into(),
+            local: String::new(),
+            remote: String::new(),
+            target: None,
+            cseq: 1,
+            phase: Phase::Asking,
+        };
+        let mut d = DeviceSubscriptions::default();
+        d.insert(ours("a", SubscriptionKind::Alarm));
+        d.insert(ours("p", SubscriptionKind::Position));
+        // A new one of the same kind replaces the old.
+        d.insert(ours("b", SubscriptionKind::Alarm));
+        assert_eq!(d.by_call.len(), 2);
+        assert_eq!(
+            d.of(dev, SubscriptionKind::Alarm)
+                .map(|s| s.call_id.as_str()),
+            Some("b")
+        );
+        assert!(d.remove("a").is_none());
+        assert!(d.remove("b").is_some());
+        assert!(d.of(dev, SubscriptionKind::Alarm).is_none());
+        d.retain_devices(|_| false);
+        assert!(d.by_call.is_empty() && d.by_device.is_empty());
+    }
 
     #[test]
     fn queries_name_what_is_subscribed_to() {
