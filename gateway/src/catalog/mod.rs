@@ -303,6 +303,8 @@ pub struct Catalog {
     entries: BTreeMap<GbId, Stored>,
     /// The entries' packed fields.
     arena: arena::Arena,
+    /// The buffer an incoming item is packed into before the arena copies it.
+    scratch: Vec<u8>,
     index: Index,
     limits: SourceLimits,
     refused: HashMap<GbId, usize>,
@@ -351,6 +353,7 @@ impl Catalog {
             node,
             entries: BTreeMap::new(),
             arena: arena::Arena::default(),
+            scratch: Vec::new(),
             index: Index::default(),
             limits,
             refused: HashMap::new(),
@@ -528,10 +531,28 @@ impl Catalog {
             *self.refused.entry(source).or_default() += 1;
             return Vec::new();
         }
-        let fields = packed::pack_except_parent(&item);
+        // Packed into one buffer kept for it: the arena takes a copy.
+        let mut fields = std::mem::take(&mut self.scratch);
+        packed::pack_except_parent_into(&item, &mut fields);
+        let out = self.store_packed(source, id, number, &item, &fields, force);
+        self.scratch = fields;
+        out
+    }
+
+    /// [`Self::upsert_from`] once `item` is packed into `fields` and its
+    /// source numbered `number`.
+    fn store_packed(
+        &mut self,
+        source: GbId,
+        id: GbId,
+        number: u32,
+        item: &CatalogItem,
+        fields: &[u8],
+        force: bool,
+    ) -> Vec<CatalogItem> {
         let Some(e) = self.entries.get_mut(&id) else {
-            let ev = with_event(&item, event::ADD);
-            let new = Stored::new(number, &item, self.arena.put(&fields));
+            let ev = with_event(item, event::ADD);
+            let new = Stored::new(number, item, self.arena.put(fields));
             self.index.add(id, &new);
             self.entries.insert(id, new);
             return vec![ev];
@@ -548,10 +569,10 @@ impl Catalog {
         let mut out = Vec::new();
         // Unchanged fields keep their bytes: a catalog sent again churns
         // nothing.
-        let same_fields = self.arena.get(e.fields) == &fields[..];
-        let mut new = Stored::new(number, &item, e.fields);
+        let same_fields = self.arena.get(e.fields) == fields;
+        let mut new = Stored::new(number, item, e.fields);
         if !same_fields || e.parent != new.parent {
-            out.push(with_event(&item, event::UPDATE));
+            out.push(with_event(item, event::UPDATE));
         } else if e.on != new.on {
             out.push(id_only(id, status_event(new.on)));
         }
@@ -560,7 +581,7 @@ impl Catalog {
         self.index.add(id, &new);
         let old = std::mem::replace(e, new).fields;
         if !same_fields {
-            let span = self.arena.put(&fields);
+            let span = self.arena.put(fields);
             if let Some(e) = self.entries.get_mut(&id) {
                 e.fields = span;
             }

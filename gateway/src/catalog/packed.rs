@@ -54,44 +54,41 @@ fn put_bytes<const N: usize>(out: &mut Vec<u8>, tag: Tag, v: Option<[u8; N]>) {
 
 /// Pack the stored fields of `item`.
 pub fn pack(item: &CatalogItem) -> Box<[u8]> {
-    pack_fields(item, true)
+    let mut out = Vec::with_capacity(256);
+    pack_fields(item, true, &mut out);
+    // A copy of exactly the bytes: `into_boxed_slice` may keep the grown
+    // buffer's allocation (mimalloc shrinks in place).
+    Box::from(out.as_slice())
 }
 
 /// Pack the stored fields of `item` but its `ParentID` (the catalog keeps
-/// that apart), without copying the item first.
-pub fn pack_except_parent(item: &CatalogItem) -> Box<[u8]> {
-    pack_fields(item, false)
+/// that apart) into `out` (cleared first), without copying the item: the
+/// catalog reuses one buffer and stores the bytes in its arena.
+pub fn pack_except_parent_into(item: &CatalogItem, out: &mut Vec<u8>) {
+    out.clear();
+    pack_fields(item, false, out);
 }
 
-fn pack_fields(item: &CatalogItem, with_parent: bool) -> Box<[u8]> {
-    let mut out = Vec::with_capacity(256);
-    put_str(&mut out, Tag::Name, &item.name);
-    put_str(&mut out, Tag::Manufacturer, &item.manufacturer);
-    put_str(&mut out, Tag::Model, &item.model);
-    put_str(&mut out, Tag::Owner, &item.owner);
-    put_str(&mut out, Tag::CivilCode, &item.civil_code);
-    put_str(&mut out, Tag::Block, &item.block);
-    put_str(&mut out, Tag::Address, &item.address);
-    put_bytes(&mut out, Tag::Parental, item.parental.map(|v| [v]));
+fn pack_fields(item: &CatalogItem, with_parent: bool, out: &mut Vec<u8>) {
+    put_str(out, Tag::Name, &item.name);
+    put_str(out, Tag::Manufacturer, &item.manufacturer);
+    put_str(out, Tag::Model, &item.model);
+    put_str(out, Tag::Owner, &item.owner);
+    put_str(out, Tag::CivilCode, &item.civil_code);
+    put_str(out, Tag::Block, &item.block);
+    put_str(out, Tag::Address, &item.address);
+    put_bytes(out, Tag::Parental, item.parental.map(|v| [v]));
     if with_parent {
-        put_str(&mut out, Tag::ParentId, &item.parent_id);
+        put_str(out, Tag::ParentId, &item.parent_id);
     }
-    put_bytes(&mut out, Tag::SafetyWay, item.safety_way.map(|v| [v]));
-    put_bytes(&mut out, Tag::RegisterWay, item.register_way.map(|v| [v]));
-    put_bytes(&mut out, Tag::Secrecy, item.secrecy.map(|v| [v]));
-    put_str(&mut out, Tag::IpAddress, &item.ip_address);
-    put_bytes(&mut out, Tag::Port, item.port.map(u16::to_le_bytes));
-    put_bytes(
-        &mut out,
-        Tag::Longitude,
-        item.longitude.map(f64::to_le_bytes),
-    );
-    put_bytes(&mut out, Tag::Latitude, item.latitude.map(f64::to_le_bytes));
-    put_str(&mut out, Tag::BusinessGroupId, &item.business_group_id);
-    // A copy of exactly the bytes: `into_boxed_slice` may keep the grown
-    // buffer's allocation (mimalloc shrinks in place), up to twice the size
-    // for each of the city's 420,000 long-lived entries.
-    Box::from(out.as_slice())
+    put_bytes(out, Tag::SafetyWay, item.safety_way.map(|v| [v]));
+    put_bytes(out, Tag::RegisterWay, item.register_way.map(|v| [v]));
+    put_bytes(out, Tag::Secrecy, item.secrecy.map(|v| [v]));
+    put_str(out, Tag::IpAddress, &item.ip_address);
+    put_bytes(out, Tag::Port, item.port.map(u16::to_le_bytes));
+    put_bytes(out, Tag::Longitude, item.longitude.map(f64::to_le_bytes));
+    put_bytes(out, Tag::Latitude, item.latitude.map(f64::to_le_bytes));
+    put_str(out, Tag::BusinessGroupId, &item.business_group_id);
 }
 
 struct Reader<'a>(&'a [u8]);
