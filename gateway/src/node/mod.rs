@@ -254,7 +254,15 @@ fn genuine_parent(pid: GbId, ppeer: Peer, peer: Peer) -> bool {
 }
 
 fn user_of(header: Option<&str>) -> Option<String> {
-    NameAddr::parse(header?).ok()?.uri.user
+    user_in(header?).map(str::to_owned)
+}
+
+/// The user part of a name-addr's URI, read in place.
+fn user_in(header: &str) -> Option<&str> {
+    crate::sip::header::NameAddrRef::parse(header)
+        .ok()?
+        .uri
+        .user
 }
 
 /// The body types each method is read with; the first is the one we
@@ -307,7 +315,12 @@ enum RegistrantId {
 /// domain in To (`sip:3402000000@3402000000`), which RFC 3261 allows (To is
 /// the address of record, not necessarily the device's own ID).
 fn registrant_id(req: &Request) -> Result<GbId, RegistrantId> {
-    let id_in = |name: &str| user_of(req.headers.get(name)).and_then(|u| GbId::parse(&u).ok());
+    let id_in = |name: &str| {
+        req.headers
+            .get(name)
+            .and_then(user_in)
+            .and_then(|u| GbId::parse(u).ok())
+    };
     if let Some(id) = id_in("To").or_else(|| id_in("From")) {
         return Ok(id);
     }
