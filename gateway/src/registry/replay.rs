@@ -18,6 +18,88 @@
 
 use std::collections::VecDeque;
 
+/// Slots per chunk of the ring: 32 KiB.
+const CHUNK: usize = 4096;
+
+/// The ring's slots in fixed chunks. A `VecDeque<Slot>` doubled as a storm
+/// of challenges filled it, and each doubling copied every slot on the
+/// node's thread (millions of them at the 4,000,000 cap); chunks only ever
+/// add or drop 32 KiB.
+#[derive(Debug, Default)]
+struct Slots {
+    chunks: VecDeque<Box<[Slot]>>,
+    /// Position of the first slot in the first chunk.
+    head: usize,
+    len: usize,
+    /// A drained chunk kept for the next push, so a steady stream of
+    /// nonces does not allocate.
+    spare: Option<Box<[Slot]>>,
+}
+
+impl Slots {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn get_mut(&mut self, index: usize) -> Option<&mut Slot> {
+        if index >= self.len {
+            return None;
+        }
+        let at = self.head + index;
+        self.chunks.get_mut(at / CHUNK)?.get_mut(at % CHUNK)
+    }
+
+    fn push_back(&mut self, slot: Slot) {
+        let at = self.head + self.len;
+        if at / CHUNK >= self.chunks.len() {
+            let chunk = self
+                .spare
+                .take()
+                .unwrap_or_else(|| vec![Slot::default(); CHUNK].into_boxed_slice());
+            self.chunks.push_back(chunk);
+        }
+        if let Some(s) = self
+            .chunks
+            .get_mut(at / CHUNK)
+            .and_then(|c| c.get_mut(at % CHUNK))
+        {
+            *s = slot;
+            self.len += 1;
+        }
+    }
+
+    fn pop_front(&mut self) {
+        if self.len == 0 {
+            return;
+        }
+        self.len -= 1;
+        self.head += 1;
+        if self.head == CHUNK || self.len == 0 {
+            // The first chunk is spent (or nothing is left): recycle it.
+            if let Some(chunk) = self.chunks.pop_front() {
+                self.spare = Some(chunk);
+            }
+            self.head = 0;
+            if self.len == 0 {
+                self.chunks.clear();
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        if let Some(chunk) = self.chunks.pop_front() {
+            self.spare = Some(chunk);
+        }
+        self.chunks.clear();
+        self.head = 0;
+        self.len = 0;
+    }
+}
+
 /// How a use of a nonce counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NonceUse {
@@ -43,7 +125,7 @@ struct Slot {
 pub struct ReplayLedger {
     /// Serial of `ring[0]`.
     base: u32,
-    ring: VecDeque<Slot>,
+    ring: Slots,
     /// (issue second, first serial minted in it), oldest first: where the
     /// ring's start moves to as seconds expire.
     seconds: VecDeque<(u64, u32)>,
@@ -56,7 +138,7 @@ impl ReplayLedger {
     pub fn new(lifetime_secs: u64, cap: usize) -> Self {
         ReplayLedger {
             base: 0,
-            ring: VecDeque::new(),
+            ring: Slots::default(),
             seconds: VecDeque::new(),
             lifetime_secs,
             cap: cap.max(1),
@@ -158,6 +240,45 @@ impl ReplayLedger {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// The chunked slots behave as a plain deque of slots.
+            #[test]
+            fn slots_are_a_deque(ops in proptest::collection::vec((0u8..4, 0usize..3 * CHUNK), 0..200)) {
+                let mut slots = Slots::default();
+                let mut plain: VecDeque<Slot> = VecDeque::new();
+                for (n, (op, k)) in ops.into_iter().enumerate() {
+                    match op {
+                        0 => for i in 0..k {
+                            let s = Slot { nc: (n * 7 + i) as u32, fingerprint: 1 };
+                            slots.push_back(s);
+                            plain.push_back(s);
+                        },
+                        1 => for _ in 0..k {
+                            slots.pop_front();
+                            plain.pop_front();
+                        },
+                        2 => {
+                            slots.clear();
+                            plain.clear();
+                        }
+                        _ => {
+                            let got = slots.get_mut(k).map(|s| (s.nc, s.fingerprint));
+                            prop_assert_eq!(got, plain.get(k).map(|s| (s.nc, s.fingerprint)));
+                        }
+                    }
+                    prop_assert_eq!(slots.len(), plain.len());
+                }
+                for (i, s) in plain.iter().enumerate() {
+                    prop_assert_eq!(slots.get_mut(i).map(|s| s.nc), Some(s.nc));
+                }
+            }
+        }
+    }
 
     const T0: u64 = 1_700_000_000;
 
