@@ -10,6 +10,7 @@ mod events;
 mod newcomers;
 mod outbox;
 mod query;
+mod registration_log;
 mod sharing;
 mod subscriptions;
 
@@ -194,6 +195,8 @@ pub struct Node {
     sn: u32,
     cseq: u32,
     next_sweep: Instant,
+    /// One line per new registrant while they are few, a summary in a storm.
+    registration_log: registration_log::RegistrationLog,
     transmits: Vec<Transmit>,
     shutting_down: bool,
     /// Messages waiting behind the one being handled (the runtime's inbound
@@ -446,6 +449,7 @@ impl Node {
             sn: 0,
             cseq: 0,
             next_sweep: now,
+            registration_log: registration_log::RegistrationLog::new(now),
             transmits: Vec::new(),
             shutting_down: false,
             backlog: 0,
@@ -900,8 +904,15 @@ impl Node {
             Duration::from_secs(granted),
             now,
         );
+        if outcome == RegisterOutcome::Refreshed {
+            self.registration_log.refreshed();
+        }
         if outcome == RegisterOutcome::Fresh {
-            tracing::info!(%id, ?kind, %peer, expires = granted, "registered");
+            if self.registration_log.fresh(now) {
+                tracing::info!(%id, ?kind, %peer, expires = granted, "registered");
+            } else {
+                tracing::debug!(%id, ?kind, %peer, expires = granted, "registered");
+            }
             let name = self.identity.children.get(&id).cloned().or_else(|| {
                 NameAddr::parse(req.headers.get("From").unwrap_or_default())
                     .ok()?
@@ -1809,6 +1820,16 @@ impl Node {
         let period = (self.settings.keepalive_interval / 4)
             .clamp(Duration::from_millis(100), Duration::from_secs(5));
         self.next_sweep = now + period;
+        if let Some(s) = self.registration_log.summary(now) {
+            tracing::info!(
+                fresh = s.fresh,
+                refreshed = s.refreshed,
+                without_own_line = s.untold,
+                secs = s.period.as_secs(),
+                "registrations (more than {} new a second: only counted; RUST_LOG=gbgate::node=debug logs each)",
+                registration_log::LINES_PER_SECOND
+            );
+        }
         let gone = self.registry.sweep(now, self.settings.liveness_timeout());
         for (id, reason) in gone {
             tracing::warn!(%id, ?reason, "registrant offline");
