@@ -577,6 +577,11 @@ impl Catalog {
             out.push(id_only(id, status_event(new.on)));
         }
         new.video_lost = e.video_lost && new.on;
+        if same_fields && e.source == number && e.parent == new.parent && e.on == new.on {
+            // Nothing changed (a device that registers again): the index
+            // stays as it is.
+            return out;
+        }
         self.index.remove(id, e);
         self.index.add(id, &new);
         let old = std::mem::replace(e, new).fields;
