@@ -341,29 +341,41 @@ impl Running {
                 .node
                 .poll_timeout()
                 .unwrap_or_else(|| Instant::now() + std::time::Duration::from_secs(1));
-            tokio::select! {
+            let turn = tokio::select! {
                 _ = self.shutdown.cancelled() => break,
                 m = self.inbound.recv() => {
                     let Some(m) = m else { break };
                     let now = Instant::now();
                     self.node.set_backlog(self.inbound.len());
                     self.node.handle_inbound(m, now);
+                    let mut messages = 1;
                     // Drain what else is queued, in a bounded batch so timers
                     // (retransmissions, keepalives) still run under load.
                     for _ in 0..256 {
                         let Ok(m) = self.inbound.try_recv() else { break };
                         self.node.handle_inbound(m, now);
+                        messages += 1;
                     }
+                    (now, LoopTurn::Messages(messages))
                 }
                 j = self.jobs.recv() => {
+                    let now = Instant::now();
                     if let Some(job) = j { job(&mut self.node, &mut self.cx); }
+                    (now, LoopTurn::Job)
                 }
-                Some((seq, head)) = self.audit_acks.recv() => self.on_audit_ack(seq, head),
+                Some((seq, head)) = self.audit_acks.recv() => {
+                    let now = Instant::now();
+                    self.on_audit_ack(seq, head);
+                    (now, LoopTurn::AuditAck)
+                }
                 _ = tokio::time::sleep_until(wake.into()) => {
-                    self.node.handle_timeout(Instant::now());
+                    let now = Instant::now();
+                    self.node.handle_timeout(now);
+                    (now, LoopTurn::Timers)
                 }
-            }
+            };
             self.flush(&mut out);
+            slow_turn(turn.0, turn.1);
         }
         // Stopping: what still waits for the audit goes out as it is.
         self.audit_done = self.audit_sent;
@@ -390,5 +402,42 @@ impl Running {
         // Let the writer tasks put the last bytes on the wire.
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         self.transport_stop.cancel();
+    }
+}
+
+/// What one turn of the node loop did.
+#[derive(Clone, Copy)]
+enum LoopTurn {
+    /// Handled this many inbound messages.
+    Messages(usize),
+    /// Ran a job from the HTTP side.
+    Job,
+    /// Released what waited for the audit.
+    AuditAck,
+    /// Ran the node's timers.
+    Timers,
+}
+
+/// A turn of the node loop longer than this holds up every message
+/// behind it: it is logged and counted, so a pause under load is seen
+/// with what caused it.
+const SLOW_TURN: std::time::Duration = std::time::Duration::from_millis(20);
+
+fn slow_turn(started: Instant, turn: LoopTurn) {
+    let took = started.elapsed();
+    if took >= SLOW_TURN {
+        metrics::counter!("gbgate_node_loop_slow_turns_total").increment(1);
+        let (what, messages) = match turn {
+            LoopTurn::Messages(n) => ("messages", n),
+            LoopTurn::Job => ("an HTTP job", 0),
+            LoopTurn::AuditAck => ("an audit acknowledgement", 0),
+            LoopTurn::Timers => ("timers", 0),
+        };
+        tracing::warn!(
+            ms = took.as_millis() as u64,
+            what,
+            messages,
+            "a turn of the node loop was slow"
+        );
     }
 }
