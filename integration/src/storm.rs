@@ -90,9 +90,18 @@ pub struct StormResult {
     pub p99_register: Duration,
     /// CPU the registrar used during the step, seconds.
     pub server_cpu: f64,
+    /// CPU sipp used during the step, seconds: near the whole step's
+    /// length, the generator's core was full and its own delays count in
+    /// the response times.
+    pub generator_cpu: f64,
     /// How long the step took.
     pub wall: Duration,
 }
+
+/// sipp's share of its core above which it is the limit: it is one
+/// thread, and over loopback the kernel's work for what it sends runs on
+/// its core too.
+pub const GENERATOR_BOUND: f64 = 0.9;
 
 /// The most either leg's p99 may take for a step to count as clean.
 pub const CLEAN_P99: Duration = Duration::from_millis(10);
@@ -119,10 +128,16 @@ impl StormResult {
         (self.server_cpu / self.wall.as_secs_f64()) / (per_sec / 1000.0)
     }
 
+    /// The share of its core sipp used: above [`GENERATOR_BOUND`] a step
+    /// that is not clean says more about the generator than the registrar.
+    pub fn generator_core(&self) -> f64 {
+        self.generator_cpu / self.wall.as_secs_f64()
+    }
+
     /// One line of figures.
     pub fn line(&self) -> String {
         format!(
-            "rate={} offered={} ok={} failed={} retrans={} p99_401_ms={:.2} p99_200_ms={:.2} cpu_per_1000={:.3} clean={}",
+            "rate={} offered={} ok={} failed={} retrans={} p99_401_ms={:.2} p99_200_ms={:.2} cpu_per_1000={:.3} sipp_core={:.2} clean={}",
             self.rate,
             self.offered,
             self.succeeded,
@@ -131,6 +146,7 @@ impl StormResult {
             self.p99_challenge.as_secs_f64() * 1000.0,
             self.p99_register.as_secs_f64() * 1000.0,
             self.cpu_per_1000(),
+            self.generator_core(),
             self.clean()
         )
     }
@@ -144,6 +160,17 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     let rest = stat.rsplit_once(')')?.1;
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+/// CPU seconds used so far by this process's children that have been
+/// waited for (cutime + cstime in /proc/self/stat): the load generator's
+/// CPU once its step is over.
+fn reaped_children_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(13)?.parse::<f64>().ok()? + f.get(14)?.parse::<f64>().ok()?;
     Some(ticks / 100.0)
 }
 
@@ -323,6 +350,7 @@ pub fn run(spec: &StormSpec) -> Result<StormResult> {
         .iter()
         .filter_map(|p| cpu_seconds(*p))
         .sum();
+    let generator0 = reaped_children_cpu_seconds().unwrap_or(0.0);
     let started = Instant::now();
     let mut cmd = Command::new("taskset");
     cmd.args(["-c", &spec.sipp_cpu.to_string(), "sipp"])
@@ -345,7 +373,10 @@ pub fn run(spec: &StormSpec) -> Result<StormResult> {
         // answers and blame the registrar with a retransmission.
         .args(["-buff_size", "4194304"])
         .args(["-trace_stat", "-stf", "stat.csv", "-fd", "1"])
-        .args(["-trace_rtt", "-rtt_freq", "1"])
+        // Response times are kept in memory and written every 1,000
+        // calls: writing each call's (`-rtt_freq 1`) was a write(2) per
+        // registration on the generator's core.
+        .args(["-trace_rtt", "-rtt_freq", "1000"])
         .args(["-nostdin", "-trace_err"]);
     if spec.answer_queries {
         cmd.arg("-oocsf").arg(scen.join("register_storm_ooc.xml"));
@@ -363,6 +394,7 @@ pub fn run(spec: &StormSpec) -> Result<StormResult> {
         .iter()
         .filter_map(|p| cpu_seconds(*p))
         .sum();
+    let generator_cpu = reaped_children_cpu_seconds().unwrap_or(0.0) - generator0;
     // sipp exits non-zero when any call failed: the figures say how many.
     let _ = out;
     let stats = read_stats(&dir.join("stat.csv"))?;
@@ -376,6 +408,7 @@ pub fn run(spec: &StormSpec) -> Result<StormResult> {
         p99_challenge: percentile(challenge, 0.99),
         p99_register: percentile(register, 0.99),
         server_cpu: cpu1 - cpu0,
+        generator_cpu,
         wall,
     })
 }
