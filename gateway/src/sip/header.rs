@@ -87,17 +87,8 @@ trait TrimBlanks {
 
 impl TrimBlanks for str {
     fn trim_blanks(&self) -> &str {
-        let bytes = self.as_bytes();
-        let start = bytes
-            .iter()
-            .position(|b| !matches!(b, b' ' | b'\t'))
-            .unwrap_or(bytes.len());
-        let end = bytes
-            .iter()
-            .rposition(|b| !matches!(b, b' ' | b'\t'))
-            .map_or(start, |i| i + 1);
-        // SP and HT are ASCII, so both ends are char boundaries.
-        self.get(start..end).unwrap_or_default()
+        self.get(crate::sip::message::unblank_span(self.as_bytes()))
+            .unwrap_or_default()
     }
 
     fn trim_start_blanks(&self) -> &str {

@@ -1112,8 +1112,10 @@ fn lines(head: &[u8], base: usize) -> impl Iterator<Item = (usize, usize, &[u8])
     })
 }
 
-/// Strip SP and HT from both ends.
-fn trim_lws(bytes: &[u8]) -> &[u8] {
+/// Where `bytes` is without SP and HT at both ends. Both ends are char
+/// boundaries of any UTF-8 text (SP and HT are ASCII), so text is trimmed
+/// by the same span.
+pub(crate) fn unblank_span(bytes: &[u8]) -> std::ops::Range<usize> {
     let start = bytes
         .iter()
         .position(|b| !matches!(b, b' ' | b'\t'))
@@ -1122,7 +1124,12 @@ fn trim_lws(bytes: &[u8]) -> &[u8] {
         .iter()
         .rposition(|b| !matches!(b, b' ' | b'\t'))
         .map_or(start, |p| p + 1);
-    bytes.get(start..end).unwrap_or_default()
+    start..end
+}
+
+/// Strip SP and HT from both ends.
+fn trim_lws(bytes: &[u8]) -> &[u8] {
+    bytes.get(unblank_span(bytes)).unwrap_or_default()
 }
 
 /// Split a header line at its first colon into trimmed `(name, value)`.
