@@ -1480,7 +1480,7 @@ fn run_storm(
             u64::from(rate) * spec.duration.as_secs()
         );
         if !r.clean() {
-            if r.generator_core() > integration::storm::GENERATOR_BOUND {
+            if r.generator_bound() {
                 // The registrar's limit was not reached: say so rather
                 // than rank it by the generator's.
                 generator_bound = Some(rate);
