@@ -400,10 +400,15 @@ pub fn run(spec: &StormSpec) -> Result<StormResult> {
     // average hides a generator whose cost grows until it fills its core
     // at the end of a step.
     let mut samples = vec![cpu_seconds(child.id()).unwrap_or(0.0)];
+    let mut sampled = Instant::now();
     while child.try_wait()?.is_none() {
-        std::thread::sleep(Duration::from_secs(1));
-        if let Some(cpu) = cpu_seconds(child.id()) {
-            samples.push(cpu);
+        // Checked often, so the step's wall time ends when sipp does.
+        std::thread::sleep(Duration::from_millis(50));
+        if sampled.elapsed() >= Duration::from_secs(1) {
+            sampled += Duration::from_secs(1);
+            if let Some(cpu) = cpu_seconds(child.id()) {
+                samples.push(cpu);
+            }
         }
     }
     let generator_peak = samples
