@@ -132,10 +132,14 @@ fn uri_err(reason: impl Into<String>, input: &str) -> HeaderError {
 /// inside double quotes (with backslash escapes) and inside `<...>`.
 /// Elements are trimmed; empty elements are dropped.
 pub fn split_comma_values(value: &str) -> Vec<&str> {
+    comma_values(value).collect()
+}
+
+/// [`split_comma_values`] without collecting.
+fn comma_values(value: &str) -> impl Iterator<Item = &str> {
     pieces_outside_quotes(value, b',', true)
         .map(|s| s.trim_blanks())
         .filter(|s| !s.is_empty())
-        .collect()
 }
 
 /// Split `s` at every `sep` byte that is outside a quoted string (and,
@@ -197,9 +201,7 @@ impl<'a> Iterator for OutsideQuotes<'a> {
 /// The first comma-separated element of a header value, trimmed (the top
 /// Via of a line, the first Contact), without splitting the rest.
 pub fn first_comma_value(value: &str) -> Option<&str> {
-    pieces_outside_quotes(value, b',', true)
-        .map(|s| s.trim_blanks())
-        .find(|s| !s.is_empty())
+    comma_values(value).next()
 }
 
 /// A list of `;name[=value]` parameters, names kept as written, values kept
@@ -299,7 +301,11 @@ fn ends_with_escape(s: &str) -> bool {
     s.bytes().rev().take_while(|b| *b == b'\\').count() % 2 == 1
 }
 
-fn write_params(f: &mut fmt::Formatter<'_>, params: &Params) -> fmt::Result {
+/// Write `;name[=value]` for each parameter.
+fn write_params<'p>(
+    f: &mut impl fmt::Write,
+    params: impl IntoIterator<Item = (&'p str, Option<&'p str>)>,
+) -> fmt::Result {
     for (name, value) in params {
         match value {
             Some(v) => write!(f, ";{name}={v}")?,
@@ -307,6 +313,11 @@ fn write_params(f: &mut fmt::Formatter<'_>, params: &Params) -> fmt::Result {
         }
     }
     Ok(())
+}
+
+/// An owned parameter list as [`write_params`] takes it.
+fn param_pairs(params: &Params) -> impl Iterator<Item = (&str, Option<&str>)> {
+    params.iter().map(|(n, v)| (n.as_str(), v.as_deref()))
 }
 
 fn find_param<'a>(params: &'a Params, name: &str) -> Option<Option<&'a str>> {
@@ -371,7 +382,7 @@ fn parse_host_port(s: &str) -> Result<(&str, Option<u16>, &str), String> {
 }
 
 /// Write a host, bracketing IPv6 literals.
-fn write_host(f: &mut fmt::Formatter<'_>, host: &str) -> fmt::Result {
+fn write_host(f: &mut impl fmt::Write, host: &str) -> fmt::Result {
     if host.contains(':') {
         write!(f, "[{host}]")
     } else {
@@ -528,7 +539,7 @@ impl fmt::Display for SipUri {
         if let Some(port) = self.port {
             write!(f, ":{port}")?;
         }
-        write_params(f, &self.params)
+        write_params(f, param_pairs(&self.params))
     }
 }
 
@@ -698,13 +709,31 @@ impl Via {
 
 impl fmt::Display for Via {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SIP/2.0/{} ", self.transport)?;
-        write_host(f, &self.host)?;
-        if let Some(port) = self.port {
-            write!(f, ":{port}")?;
-        }
-        write_params(f, &self.params)
+        write_via(
+            f,
+            &self.transport,
+            &self.host,
+            self.port,
+            param_pairs(&self.params),
+        )
     }
+}
+
+/// A Via's text, `SIP/2.0/<transport> host[:port];params`: for an owned
+/// Via and for one rewritten from its pieces ([`stamp_source`]).
+fn write_via<'p>(
+    f: &mut impl fmt::Write,
+    transport: &str,
+    host: &str,
+    port: Option<u16>,
+    params: impl IntoIterator<Item = (&'p str, Option<&'p str>)>,
+) -> fmt::Result {
+    write!(f, "SIP/2.0/{transport} ")?;
+    write_host(f, host)?;
+    if let Some(port) = port {
+        write!(f, ":{port}")?;
+    }
+    write_params(f, params)
 }
 
 impl std::str::FromStr for Via {
@@ -916,7 +945,7 @@ impl fmt::Display for NameAddr {
             f.write_str("\" ")?;
         }
         write!(f, "<{}>", self.uri)?;
-        write_params(f, &self.params)
+        write_params(f, param_pairs(&self.params))
     }
 }
 
@@ -1588,48 +1617,39 @@ pub fn stamp_source(headers: &mut Headers, source: std::net::SocketAddr) {
     let Some(line) = headers.get("Via") else {
         return;
     };
-    let mut values = pieces_outside_quotes(line, b',', true)
-        .map(|s| s.trim_blanks())
-        .filter(|s| !s.is_empty());
+    let mut values = comma_values(line);
     let Some(top) = values.next() else {
         return;
     };
     let Ok(via) = ViaRef::parse(top) else {
         return;
     };
-    // Written straight from the parsed pieces (every request passes here,
-    // and parsing into an owned Via to print it again was a tenth of a
-    // REGISTER's cost); the same text `Via`'s Display would give.
-    use std::fmt::Write as _;
-    let mut value = String::with_capacity(line.len() + 48);
-    let _ = write!(value, "SIP/2.0/{} ", via.transport.to_ascii_uppercase());
-    if via.host.contains(':') {
-        let _ = write!(value, "[{}]", via.host);
-    } else {
-        value.push_str(via.host);
-    }
-    if let Some(port) = via.port {
-        let _ = write!(value, ":{port}");
-    }
-    // The first rport and received take the source; the rest stay.
+    // Written from the parsed pieces (every request passes here, and
+    // parsing into an owned Via to print it again was a tenth of a
+    // REGISTER's cost). The first rport and received take the source; the
+    // rest stay.
+    let (port, ip) = (source.port().to_string(), source.ip().to_string());
+    let has_received = via.params.get("received").is_some();
     let (mut rport, mut received) = (false, false);
-    for (name, v) in via.params.iter() {
-        value.push(';');
-        value.push_str(name);
-        if !rport && name.eq_ignore_ascii_case("rport") {
-            rport = true;
-            let _ = write!(value, "={}", source.port());
-        } else if !received && name.eq_ignore_ascii_case("received") {
-            received = true;
-            let _ = write!(value, "={}", source.ip());
-        } else if let Some(v) = v {
-            value.push('=');
-            value.push_str(v);
-        }
-    }
-    if !received {
-        let _ = write!(value, ";received={}", source.ip());
-    }
+    let params = via
+        .params
+        .iter()
+        .map(|(name, v)| {
+            if !rport && name.eq_ignore_ascii_case("rport") {
+                rport = true;
+                (name, Some(port.as_str()))
+            } else if !received && name.eq_ignore_ascii_case("received") {
+                received = true;
+                (name, Some(ip.as_str()))
+            } else {
+                (name, v)
+            }
+        })
+        .chain((!has_received).then_some(("received", Some(ip.as_str()))));
+    let mut value = String::with_capacity(line.len() + 48);
+    let transport = via.transport.to_ascii_uppercase();
+    // Writing into a String cannot fail.
+    let _ = write_via(&mut value, &transport, via.host, via.port, params);
     for v in values {
         value.push_str(", ");
         value.push_str(v);
