@@ -373,11 +373,7 @@ impl Node {
         let Some(d) = self.calls.dialogs.get(&call) else {
             return;
         };
-        let proceeding = d
-            .invite
-            .as_ref()
-            .and_then(crate::sip::transaction::ClientKey::of_request)
-            .is_some_and(|k| self.tx.is_proceeding(&k));
+        let proceeding = self.invite_proceeding(d);
         match (d.side, d.established, d.invite.is_some()) {
             (Side::Outgoing, false, true) if !proceeding => {
                 // Nothing heard yet: a CANCEL now could overtake a lost
@@ -599,6 +595,15 @@ impl Node {
         let _ = self.tx.send_request(c, peer, Token::InDialog(call), now);
     }
 
+    /// Whether the INVITE `d` keeps has had a provisional answer and no
+    /// final one: only then may it be CANCELled (RFC 3261 §9.1).
+    fn invite_proceeding(&self, d: &Dialog) -> bool {
+        d.invite
+            .as_ref()
+            .and_then(crate::sip::transaction::ClientKey::of_request)
+            .is_some_and(|k| self.tx.is_proceeding(&k))
+    }
+
     /// Send the CANCELs that waited for their INVITE's provisional answer
     /// (after each round of responses).
     pub(super) fn send_wanted_cancels(&mut self, now: Instant) {
@@ -610,12 +615,7 @@ impl Node {
             let Some(d) = self.calls.dialogs.get(&call).filter(|d| d.cancel_wanted) else {
                 continue; // answered, failed or gone meanwhile
             };
-            let proceeding = d
-                .invite
-                .as_ref()
-                .and_then(crate::sip::transaction::ClientKey::of_request)
-                .is_some_and(|k| self.tx.is_proceeding(&k));
-            if proceeding {
+            if self.invite_proceeding(d) {
                 self.send_cancel(call, now);
             } else {
                 self.calls.cancels_wanted.push(call);
