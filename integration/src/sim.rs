@@ -706,8 +706,9 @@ impl Fleet {
                     .get(&call_id)
                     .filter(|c| !c.answered)
                     .map(|c| (c.invite.clone(), c.tag.clone()));
-                // RFC 3261 §9.2: no INVITE to cancel (never seen, or
-                // answered already) is 481, and nothing changes.
+                // RFC 3261 §9.2: a CANCEL for an INVITE never seen is
+                // 481; one for an INVITE already answered is 200 and
+                // changes nothing.
                 let known = self.calls.contains_key(&call_id);
                 self.respond(&req, if known { 200 } else { 481 }, "sim", now);
                 if let Some((invite, tag)) = pending {
