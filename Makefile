@@ -106,11 +106,17 @@ test: deps clips
 	GBGATE_TEST_LINKS=mixed $(CARGO) test -p integration --test media --test tree --test sharing --test audit_heads --test control -- --test-threads=2
 
 # What only the benchmarks need: Kamailio, the trusted registrar the
-# REGISTER storm is measured against (integration/kamailio/registrar.cfg).
+# REGISTER storm is measured against (integration/kamailio/registrar.cfg),
+# and jemalloc, preloaded into the storm's sipp: with glibc's malloc its
+# cost per call grows through a 2-minute step (integration/src/storm.rs).
 bench-deps: deps
-	@command -v kamailio >/dev/null 2>&1 || { \
+	@missing=""; \
+	command -v kamailio >/dev/null 2>&1 || missing="$$missing kamailio"; \
+	dpkg -s libjemalloc2 >/dev/null 2>&1 || missing="$$missing libjemalloc2"; \
+	if [ -n "$$missing" ]; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq kamailio; }
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
 
 # Benchmarks print figures; BENCHMARKS.md records the latest with these commands.
 bench: bench-deps clips

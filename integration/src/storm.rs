@@ -108,6 +108,25 @@ pub const GENERATOR_BOUND: f64 = 0.95;
 /// The most either leg's p99 may take for a step to count as clean.
 pub const CLEAN_P99: Duration = Duration::from_millis(10);
 
+/// jemalloc from Debian's libjemalloc2 (`make bench-deps`), preloaded into
+/// sipp. Under glibc's malloc sipp's cost per call grows through a step:
+/// `perf record` of sipp at 32,000/s over TCP had malloc, free,
+/// unlink_chunk and malloc_consolidate at 6 % of its samples 10-30 s in
+/// and 20 % 90-120 s in, when its core filled.
+fn jemalloc() -> Result<PathBuf> {
+    let path = PathBuf::from(format!(
+        "/usr/lib/{}-linux-gnu/libjemalloc.so.2",
+        std::env::consts::ARCH
+    ));
+    if !path.exists() {
+        bail!(
+            "{} is missing: make bench-deps installs libjemalloc2",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
 impl StormResult {
     /// Every registration succeeded, none was retransmitted, and both legs'
     /// p99 stayed within [`CLEAN_P99`].
@@ -361,7 +380,8 @@ pub fn run(spec: &StormSpec) -> Result<StormResult> {
     let generator0 = reaped_children_cpu_seconds().unwrap_or(0.0);
     let started = Instant::now();
     let mut cmd = Command::new("taskset");
-    cmd.args(["-c", &spec.sipp_cpu.to_string(), "sipp"])
+    cmd.env("LD_PRELOAD", jemalloc()?)
+        .args(["-c", &spec.sipp_cpu.to_string(), "sipp"])
         .arg(spec.target.to_string())
         .arg("-sf")
         .arg(scen.join("register_storm.xml"))
@@ -385,6 +405,10 @@ pub fn run(spec: &StormSpec) -> Result<StormResult> {
         // calls: writing each call's (`-rtt_freq 1`) was a write(2) per
         // registration on the generator's core.
         .args(["-trace_rtt", "-rtt_freq", "1000"])
+        // sipp keeps every ended call for 33 s by default, only to name it
+        // in the log should a late message come: a million of them at
+        // 32,000/s, each a map entry and a timer on the generator's core.
+        .args(["-deadcall_wait", "0"])
         .args(["-nostdin", "-trace_err"]);
     if spec.answer_queries {
         cmd.arg("-oocsf").arg(scen.join("register_storm_ooc.xml"));
