@@ -1302,8 +1302,9 @@ fn quic_parent_restart_to_video() {
 ///
 /// `GBGATE_STORM_ONLY` (e.g. `gbgate-udp,kamailio-udp`) picks runs,
 /// `GBGATE_STORM_SECS` (default 120) sets each step's length and
-/// `GBGATE_STORM_RATES` (default 1000,2000,3000,4000,6000,8000,12000,16000) the
-/// steps; a registrar's run stops at its first unclean step.
+/// `GBGATE_STORM_RATES` the steps (default 2,000, 4,000, 8,000, then every
+/// 4,000 to 40,000, then 48,000: fine enough above 16,000 that a 1.5× ratio
+/// shows); a registrar's run stops at its first unclean step.
 #[test]
 #[ignore = "benchmark: make bench"]
 fn register_storm_vs_kamailio() {
@@ -1313,7 +1314,9 @@ fn register_storm_vs_kamailio() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(120);
     let rates: Vec<u32> = std::env::var("GBGATE_STORM_RATES")
-        .unwrap_or_else(|_| "1000,2000,3000,4000,6000,8000,12000,16000".into())
+        .unwrap_or_else(|_| {
+            "2000,4000,8000,12000,16000,20000,24000,28000,32000,36000,40000,48000".into()
+        })
         .split(',')
         .filter_map(|r| r.trim().parse().ok())
         .collect();
