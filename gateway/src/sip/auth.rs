@@ -553,7 +553,6 @@ const MAC_LEN: usize = 16;
 /// memory. Replay protection within the validity window is the caller's job
 /// (e.g. remember the highest `nc` per nonce, or accept each nonce once).
 pub struct NonceMinter {
-    key: [u8; 32],
     /// HMAC keyed once: its inner and outer pads are hashed here, so each
     /// nonce costs two SHA-256 blocks instead of four (keying per nonce was
     /// half the MAC's cost, every challenge and every answer).
@@ -565,8 +564,12 @@ pub struct NonceMinter {
 }
 
 impl Clone for NonceMinter {
+    /// The same key, its serials counted afresh (as [`NonceMinter::new`]).
     fn clone(&self) -> Self {
-        Self::new(self.key)
+        Self {
+            keyed: self.keyed.clone(),
+            serial: std::sync::atomic::AtomicU32::new(0),
+        }
     }
 }
 
@@ -589,7 +592,6 @@ impl NonceMinter {
             *dst = *src;
         }
         Self {
-            key,
             keyed: <Hmac<Sha256> as hmac::digest::KeyInit>::new(&block.into()),
             serial: std::sync::atomic::AtomicU32::new(0),
         }
@@ -748,9 +750,16 @@ mod tests {
         let mac = minter.mac(0x5f5e_1000, 7, "192.0.2.9".parse().unwrap());
         let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(hex, "c5a7cdd2c602888834ee74adb6d063af");
-        // The same again: the keyed state is cloned, not consumed.
+        // The same again: the keyed state is cloned, not consumed; and a
+        // clone of the minter holds the same key.
         assert_eq!(
             minter.mac(0x5f5e_1000, 7, "192.0.2.9".parse().unwrap()),
+            mac
+        );
+        assert_eq!(
+            minter
+                .clone()
+                .mac(0x5f5e_1000, 7, "192.0.2.9".parse().unwrap()),
             mac
         );
     }
